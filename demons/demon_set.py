@@ -1,0 +1,647 @@
+r"""An immutable, validated collection of demons with vectorized evaluation.
+
+:meth:`DemonSet.evaluate` turns one transition
+:math:`(S_t, A_t, R_{t+1}, S_{t+1})` into, for every demon :math:`i`,
+
+.. math::
+    c_{i,t+1}, \qquad \gamma_{i,t+1} = \gamma_i(S_{t+1}), \qquad
+    \rho_{i,t} = \begin{cases}
+        \pi_i(A_t \mid S_t) / \mu(A_t \mid S_t) & \text{off-policy} \\
+        1 & \text{on-policy.}
+    \end{cases}
+
+Demons are grouped **by kind** when the set is built: all observation
+cumulants become one gather with an index vector, all thresholds one vectorized
+comparison, all constant discounts one constant array, all fixed target
+policies one ``(n_fixed, n_actions)`` matrix, and so on; each distinct
+``function`` spec is traced once. The group results are concatenated and put
+back into demon order with a single static permutation. The traced program
+therefore has a number of operations that depends on which *kinds* are present,
+never on how many demons there are of each kind.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import os
+import tomllib
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from demons import _common
+from demons import cumulants as _c
+from demons import discounts as _d
+from demons import policies as _p
+from demons import serialization as _serialization
+from demons.demon import Demon
+
+__all__ = ["Evaluation", "DemonSet", "MIN_BEHAVIOUR_PROB"]
+
+MIN_BEHAVIOUR_PROB = 1e-6
+r"""Default floor on :math:`\mu(A_t \mid S_t)` in :math:`\rho = \pi / \max(\mu, \epsilon)`.
+
+The action was taken, so its behaviour probability must be positive; the
+floor only prevents ``inf``/``nan`` when a caller passes 0 by mistake, and
+bounds :math:`\rho \le 1/\epsilon`.
+"""
+
+
+class Evaluation(NamedTuple):
+    """Per-demon quantities for one transition (each float32, shape ``(n_demons,)``,
+    or ``(T, n_demons)`` from :meth:`DemonSet.evaluate_batch`).
+
+    Attributes:
+      cumulants: :math:`c_{i,t+1}`.
+      discounts: :math:`\\gamma_{i,t+1}` (before the learner applies termination).
+      rhos: importance-sampling ratios :math:`\\rho_{i,t}` (1 for on-policy demons).
+    """
+
+    cumulants: jax.Array
+    discounts: jax.Array
+    rhos: jax.Array
+
+
+class _Inputs(NamedTuple):
+    observation: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_observation: jax.Array
+    behaviour_prob: jax.Array
+    min_behaviour_prob: Any
+
+
+class _Group(NamedTuple):
+    positions: np.ndarray  # demon positions, in the order compute() returns them
+    compute: Callable[[_Inputs], jax.Array]  # -> float32 (len(positions),)
+
+
+_F32 = jnp.float32
+
+
+class _Stage:
+    """Computes one output vector (cumulants, discounts or rhos) group by group."""
+
+    def __init__(self, n: int, groups: Sequence[_Group]):
+        self.n = n
+        self.groups = tuple(groups)
+        order = (
+            np.concatenate([g.positions for g in self.groups]).astype(np.int64)
+            if self.groups
+            else np.zeros((0,), np.int64)
+        )
+        assert sorted(order.tolist()) == list(range(n)), "internal error: groups must cover demons"
+        # result[order[k]] = concatenated[k]  <=>  result = concatenated[argsort(order)]
+        perm = np.argsort(order, kind="stable").astype(np.int32)
+        self.perm = None if np.array_equal(perm, np.arange(n)) else perm
+
+    def __call__(self, inputs: _Inputs) -> jax.Array:
+        if self.n == 0:
+            return jnp.zeros((0,), _F32)
+        parts = [g.compute(inputs) for g in self.groups]
+        out = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+        if self.perm is not None:
+            out = _common.gather(out, self.perm)
+        return out
+
+
+def _uniform_or_array(values: np.ndarray) -> Union[bool, np.ndarray]:
+    """A static Python bool when all flags agree (cheaper trace), else the array."""
+    return bool(values[0]) if np.all(values == values[0]) else values
+
+
+def _gather_obs(inputs: _Inputs, idx: np.ndarray) -> jax.Array:
+    return _common.gather(inputs.next_observation, idx).astype(_F32)
+
+
+def _predicate_group(idx, thr, above, absolute):
+    above = _uniform_or_array(np.asarray(above, bool))
+    absolute = _uniform_or_array(np.asarray(absolute, bool))
+    idx = np.asarray(idx, np.int32)
+    thr = np.asarray(thr, np.float32)
+
+    def hit(inputs: _Inputs) -> jax.Array:
+        return _common.predicate(_gather_obs(inputs, idx), thr, above, absolute)
+
+    return hit
+
+
+def _positions(items: Sequence[tuple[int, Any]]) -> np.ndarray:
+    return np.asarray([pos for pos, _ in items], np.int64)
+
+
+def _constant_group(items, values) -> _Group:
+    const = np.asarray(values, np.float32)
+    return _Group(_positions(items), lambda inputs: jnp.asarray(const))
+
+
+def _function_groups(fn_items: Mapping[Any, list[int]], call) -> list[_Group]:
+    groups = []
+    for spec, positions in fn_items.items():
+        n = len(positions)
+
+        def compute(inputs, spec=spec, n=n):
+            return jnp.broadcast_to(call(spec, inputs), (n,))
+
+        groups.append(_Group(np.asarray(positions, np.int64), compute))
+    return groups
+
+
+def _split(demons: Sequence[Demon], attr: str, function_type: type):
+    """Buckets demons by spec type; function specs are bucketed per distinct spec."""
+    by_type: dict[type, list[tuple[int, Any]]] = collections.defaultdict(list)
+    by_fn: dict[Any, list[int]] = {}
+    for pos, demon in enumerate(demons):
+        spec = getattr(demon, attr)
+        if isinstance(spec, function_type):
+            by_fn.setdefault(spec, []).append(pos)
+        else:
+            by_type[type(spec)].append((pos, spec))
+    return by_type, by_fn
+
+
+def _cumulant_stage(demons: Sequence[Demon]) -> _Stage:
+    by_type, by_fn = _split(demons, "cumulant", _c.FunctionCumulant)
+    groups: list[_Group] = []
+    if items := by_type.get(_c.ObservationCumulant):
+        idx = np.asarray([s.index for _, s in items], np.int32)
+        groups.append(_Group(_positions(items), lambda t, idx=idx: _gather_obs(t, idx)))
+    if items := by_type.get(_c.RewardCumulant):
+        n = len(items)
+        groups.append(
+            _Group(_positions(items), lambda t, n=n: jnp.broadcast_to(t.reward, (n,)))
+        )
+    if items := by_type.get(_c.ConstantCumulant):
+        groups.append(_constant_group(items, [s.value for _, s in items]))
+    if items := by_type.get(_c.ThresholdCumulant):
+        hit = _predicate_group(
+            [s.index for _, s in items],
+            [s.threshold for _, s in items],
+            [s.above for _, s in items],
+            [s.absolute for _, s in items],
+        )
+        groups.append(_Group(_positions(items), lambda t, hit=hit: hit(t).astype(_F32)))
+    if items := by_type.get(_c.ActionIndicatorCumulant):
+        acts = np.asarray([s.action for _, s in items], np.int32)
+        groups.append(
+            _Group(_positions(items), lambda t, acts=acts: (t.action == acts).astype(_F32))
+        )
+    groups += _function_groups(
+        by_fn, lambda spec, t: spec(t.observation, t.action, t.reward, t.next_observation)
+    )
+    return _Stage(len(demons), groups)
+
+
+def _discount_stage(demons: Sequence[Demon]) -> _Stage:
+    by_type, by_fn = _split(demons, "discount", _d.FunctionDiscount)
+    groups: list[_Group] = []
+    items = by_type.get(_d.ConstantDiscount, []) + by_type.get(_d.TimescaleDiscount, [])
+    if items:
+        groups.append(_constant_group(items, [s.constant_gamma for _, s in items]))
+    if items := by_type.get(_d.UntilDiscount):
+        hit = _predicate_group(
+            [s.index for _, s in items],
+            [s.threshold for _, s in items],
+            [s.above for _, s in items],
+            [s.absolute for _, s in items],
+        )
+        gammas = np.asarray([s.gamma for _, s in items], np.float32)
+        groups.append(
+            _Group(
+                _positions(items),
+                lambda t, hit=hit, gammas=gammas: jnp.where(hit(t), _F32(0.0), gammas),
+            )
+        )
+    groups += _function_groups(by_fn, lambda spec, t: spec(t.next_observation))
+    return _Stage(len(demons), groups)
+
+
+def _ratio(pi: jax.Array, inputs: _Inputs) -> jax.Array:
+    return pi / jnp.maximum(inputs.behaviour_prob, inputs.min_behaviour_prob)
+
+
+def _action_index(inputs: _Inputs) -> jax.Array:
+    return inputs.action.astype(jnp.int32)
+
+
+def _rho_stage(demons: Sequence[Demon]) -> _Stage:
+    on_policy = [(pos, None) for pos, d in enumerate(demons) if d.target_policy is None]
+    off = [d if d.target_policy is not None else None for d in demons]
+    by_fixed: list[tuple[int, _p.FixedPolicy]] = []
+    by_fn: dict[_p.FunctionPolicy, list[int]] = {}
+    for pos, demon in enumerate(off):
+        if demon is None:
+            continue
+        policy = demon.target_policy
+        if isinstance(policy, _p.FunctionPolicy):
+            by_fn.setdefault(policy, []).append(pos)
+        else:
+            by_fixed.append((pos, policy))
+    groups: list[_Group] = []
+    if on_policy:
+        groups.append(_constant_group(on_policy, np.ones(len(on_policy))))
+    if by_fixed:
+        # (n_actions, n_fixed): row a holds pi_i(a) for every fixed-policy demon i.
+        table = np.asarray([p.probabilities for _, p in by_fixed], np.float32).T.copy()
+
+        def fixed_rho(t, table=table):
+            pi = lax.dynamic_index_in_dim(jnp.asarray(table), _action_index(t), 0, keepdims=False)
+            return _ratio(pi, t)
+
+        groups.append(_Group(_positions(by_fixed), fixed_rho))
+
+    def fn_rho(spec, t):
+        probs = spec(t.observation)
+        pi = lax.dynamic_index_in_dim(probs, _action_index(t), 0, keepdims=False)
+        return _ratio(pi, t)
+
+    groups += _function_groups(by_fn, fn_rho)
+    return _Stage(len(demons), groups)
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+class DemonSet:
+    r"""An immutable, validated, ordered collection of :class:`Demon` s.
+
+    Construction checks that every entry is a Demon, that names are unique and
+    that all target policies agree on the number of actions, then compiles an
+    evaluation plan grouped by kind (see :meth:`evaluate`).
+
+    A DemonSet is hashable and compares equal to another with the same demons
+    in the same order, so it can be a static argument of ``jax.jit``.
+
+    Args:
+      demons: an iterable of :class:`Demon`.
+
+    Raises:
+      TypeError: an entry is not a Demon.
+      ValueError: duplicate names (naming the duplicate) or target policies
+        with different numbers of actions (naming both demons).
+    """
+
+    __slots__ = (
+        "_demons",
+        "_by_name",
+        "_arrays",
+        "_n_actions",
+        "_max_obs_index",
+        "_cumulant_stage",
+        "_discount_stage",
+        "_rho_stage",
+    )
+
+    def __init__(self, demons: Iterable[Demon]):
+        if isinstance(demons, DemonSet):
+            demons = demons.demons
+        demons = tuple(demons)
+        by_name: dict[str, int] = {}
+        for pos, demon in enumerate(demons):
+            if not isinstance(demon, Demon):
+                raise TypeError(f"DemonSet entries must be Demon objects, got {demon!r} at position {pos}")
+            if demon.name in by_name:
+                raise ValueError(
+                    f"duplicate demon name {demon.name!r} (positions {by_name[demon.name]} and {pos}); "
+                    f"demon names must be unique"
+                )
+            by_name[demon.name] = pos
+        n_actions = None
+        first = None
+        for demon in demons:
+            if demon.target_policy is None:
+                continue
+            k = demon.target_policy.n_actions
+            if n_actions is None:
+                n_actions, first = k, demon.name
+            elif k != n_actions:
+                raise ValueError(
+                    f"target policy of demon {demon.name!r} has {k} actions, but demon {first!r} "
+                    f"has {n_actions}; all target policies in a DemonSet must share n_actions"
+                )
+        n = len(demons)
+        lamdas = np.asarray([d.lamda for d in demons], np.float32).reshape(n)
+        gammas = np.asarray(
+            [np.nan if d.constant_gamma is None else d.constant_gamma for d in demons], np.float32
+        ).reshape(n)
+        arrays = {
+            "lamdas": _readonly(lamdas),
+            "z": _readonly(np.asarray([d.z for d in demons], np.float32).reshape(n)),
+            "is_off_policy": _readonly(np.asarray([d.is_off_policy for d in demons], bool).reshape(n)),
+            "constant_gammas": _readonly(gammas),
+            "gamma_lamdas": _readonly((gammas * lamdas).astype(np.float32)),
+        }
+        max_obs = max((max(d.observation_indices(), default=-1) for d in demons), default=-1)
+        init = object.__setattr__
+        init(self, "_demons", demons)
+        init(self, "_by_name", by_name)
+        init(self, "_arrays", arrays)
+        init(self, "_n_actions", n_actions)
+        init(self, "_max_obs_index", max_obs)
+        init(self, "_cumulant_stage", _cumulant_stage(demons))
+        init(self, "_discount_stage", _discount_stage(demons))
+        init(self, "_rho_stage", _rho_stage(demons))
+
+    # -- immutability, equality, hashing ---------------------------------------
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"DemonSet is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"DemonSet is immutable; cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DemonSet):
+            return NotImplemented
+        return self._demons == other._demons
+
+    def __hash__(self) -> int:
+        return hash(self._demons)
+
+    def __reduce__(self):
+        return (DemonSet, (self._demons,))
+
+    def __repr__(self) -> str:
+        kinds = collections.Counter(d.cumulant.kind for d in self._demons)
+        summary = ", ".join(f"{k}={v}" for k, v in kinds.items())
+        n_off = int(self._arrays["is_off_policy"].sum())
+        return f"DemonSet(n_demons={len(self)}, cumulants: {summary or 'none'}, off_policy={n_off})"
+
+    # -- sequence protocol --------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._demons)
+
+    def __iter__(self) -> Iterator[Demon]:
+        return iter(self._demons)
+
+    def __getitem__(self, key: Union[int, str, slice]) -> Union[Demon, "DemonSet"]:
+        """``ds[i]`` -> Demon, ``ds["name"]`` -> Demon, ``ds[a:b]`` -> DemonSet."""
+        if isinstance(key, str):
+            return self._demons[self.index(key)]
+        if isinstance(key, slice):
+            return DemonSet(self._demons[key])
+        return self._demons[key]
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            return item in self._by_name
+        return item in self._demons
+
+    def __add__(self, other: Union["DemonSet", Iterable[Demon]]) -> "DemonSet":
+        """Concatenation; names must stay unique."""
+        return DemonSet(self._demons + tuple(other))
+
+    def index(self, name: str) -> int:
+        """Position of the demon called ``name`` (KeyError naming it if absent)."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no demon named {name!r} in this DemonSet") from None
+
+    # -- static per-demon arrays ------------------------------------------------------
+
+    @property
+    def demons(self) -> tuple[Demon, ...]:
+        return self._demons
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self._demons)
+
+    @property
+    def n_demons(self) -> int:
+        return len(self._demons)
+
+    @property
+    def n_actions(self) -> Optional[int]:
+        """Number of actions shared by all target policies, or None if all on-policy."""
+        return self._n_actions
+
+    @property
+    def lamdas(self) -> np.ndarray:
+        r""":math:`\lambda_i`, float32 ``(n,)`` (read-only)."""
+        return self._arrays["lamdas"]
+
+    @property
+    def z(self) -> np.ndarray:
+        """Terminal outcomes :math:`z_i`, float32 ``(n,)`` (read-only)."""
+        return self._arrays["z"]
+
+    @property
+    def is_off_policy(self) -> np.ndarray:
+        """bool ``(n,)``: True where the demon has a target policy (read-only)."""
+        return self._arrays["is_off_policy"]
+
+    @property
+    def constant_gammas(self) -> np.ndarray:
+        r"""Constant :math:`\gamma_i`, float32 ``(n,)``; NaN where the discount is
+        state-dependent (``until``/``function``). Read-only."""
+        return self._arrays["constant_gammas"]
+
+    @property
+    def gamma_lamdas(self) -> np.ndarray:
+        r""":math:`\gamma_i \lambda_i` for constant discounts, float32 ``(n,)``; NaN
+        where the discount is state-dependent. Read-only."""
+        return self._arrays["gamma_lamdas"]
+
+    # -- validation against an environment ---------------------------------------------
+
+    def validate(self, observation_dim: int, n_actions: Optional[int] = None) -> "DemonSet":
+        """Checks the demons against an environment's dimensions.
+
+        Args:
+          observation_dim: length of the (flat) observation vector.
+          n_actions: number of discrete actions, or None to skip action checks.
+
+        Returns:
+          ``self``, for chaining.
+
+        Raises:
+          ValueError: naming the demon, when an observation index is out of
+            range, a target policy has a different number of actions, or an
+            action_indicator action is out of range.
+        """
+        observation_dim = _common.as_int(observation_dim, "validate: observation_dim")
+        if observation_dim < 1:
+            raise ValueError(f"validate: observation_dim must be >= 1, got {observation_dim}")
+        if n_actions is not None:
+            n_actions = _common.as_int(n_actions, "validate: n_actions")
+            if n_actions < 1:
+                raise ValueError(f"validate: n_actions must be >= 1, got {n_actions}")
+        for demon in self._demons:
+            for field in ("cumulant", "discount"):
+                spec = getattr(demon, field)
+                for index in spec.observation_indices():
+                    if not 0 <= index < observation_dim:
+                        raise ValueError(
+                            f"{field} of demon {demon.name!r} ({spec.kind}) reads observation "
+                            f"index {index}, out of range for observation_dim {observation_dim} "
+                            f"(expected 0 <= index < {observation_dim})"
+                        )
+            if n_actions is None:
+                continue
+            if isinstance(demon.cumulant, _c.ActionIndicatorCumulant) and not (
+                0 <= demon.cumulant.action < n_actions
+            ):
+                raise ValueError(
+                    f"action_indicator cumulant of demon {demon.name!r} has action "
+                    f"{demon.cumulant.action}, out of range for n_actions {n_actions} "
+                    f"(expected 0 <= action < {n_actions})"
+                )
+            if demon.target_policy is not None and demon.target_policy.n_actions != n_actions:
+                raise ValueError(
+                    f"target policy of demon {demon.name!r} has {demon.target_policy.n_actions} "
+                    f"actions, expected n_actions={n_actions}"
+                )
+        return self
+
+    # -- evaluation -----------------------------------------------------------------
+
+    def evaluate(
+        self,
+        observation: Any,
+        action: Any,
+        reward: Any,
+        next_observation: Any,
+        behaviour_prob: Any = 1.0,
+        *,
+        min_behaviour_prob: float = MIN_BEHAVIOUR_PROB,
+    ) -> Evaluation:
+        r"""Cumulants, discounts and importance ratios of every demon for one transition.
+
+        Pure and traceable: works on concrete or traced arguments, inside
+        ``jax.jit``, ``lax.scan`` and ``jax.vmap`` (map over a leading time or
+        batch axis with ``jax.vmap(ds.evaluate)`` or use :meth:`evaluate_batch`).
+
+        .. math::
+            \rho_i = \pi_i(A_t \mid S_t) / \max(\mu(A_t \mid S_t), \epsilon)
+            \text{ (off-policy)}, \qquad \rho_i = 1 \text{ (on-policy)},
+
+        with :math:`\epsilon` = ``min_behaviour_prob``. The action was taken,
+        so :math:`\mu(A_t \mid S_t) > 0`; the floor only keeps a mistaken 0 from
+        producing ``inf``.
+
+        Args:
+          observation: :math:`S_t`, shape ``(observation_dim,)`` (only read by
+            ``function`` cumulants and target policies).
+          action: :math:`A_t`; an integer scalar for discrete actions (required
+            by action indicators and target policies, which index with it and
+            assume ``0 <= action < n_actions``; out-of-range actions are clamped).
+            Passed through unchanged to ``function`` cumulants.
+          reward: :math:`R_{t+1}`, scalar.
+          next_observation: :math:`S_{t+1}`, shape ``(observation_dim,)``.
+          behaviour_prob: :math:`\mu(A_t \mid S_t)`, scalar; ignored by on-policy demons.
+          min_behaviour_prob: floor :math:`\epsilon` applied to ``behaviour_prob``.
+
+        Returns:
+          :class:`Evaluation` of float32 arrays of shape ``(n_demons,)``, in demon order.
+
+        Raises:
+          ValueError (at trace time): ``next_observation`` is not 1-D or is too
+            short for an observation index (naming the demon); a ``function``
+            spec returns the wrong shape.
+        """
+        next_obs = jnp.asarray(next_observation)
+        if self._max_obs_index >= 0:
+            if next_obs.ndim != 1:
+                raise ValueError(
+                    f"next_observation must be a 1-D vector for one transition, got shape "
+                    f"{next_obs.shape}; use evaluate_batch or jax.vmap(demon_set.evaluate) for batches"
+                )
+            if next_obs.shape[0] <= self._max_obs_index:
+                self.validate(observation_dim=next_obs.shape[0])
+        inputs = _Inputs(
+            observation=jnp.asarray(observation),
+            action=jnp.asarray(action),
+            reward=jnp.asarray(reward, _F32),
+            next_observation=next_obs,
+            behaviour_prob=jnp.asarray(behaviour_prob, _F32),
+            min_behaviour_prob=min_behaviour_prob,
+        )
+        return Evaluation(
+            cumulants=self._cumulant_stage(inputs),
+            discounts=self._discount_stage(inputs),
+            rhos=self._rho_stage(inputs),
+        )
+
+    def evaluate_batch(
+        self,
+        observations: Any,
+        actions: Any,
+        rewards: Any,
+        next_observations: Any,
+        behaviour_probs: Any = 1.0,
+        *,
+        min_behaviour_prob: float = MIN_BEHAVIOUR_PROB,
+    ) -> Evaluation:
+        """:meth:`evaluate` vmapped over a leading axis of length ``T``.
+
+        Args:
+          observations: ``(T, observation_dim)``.
+          actions: ``(T,)`` (or ``(T, ...)`` for function-only sets).
+          rewards: ``(T,)``.
+          next_observations: ``(T, observation_dim)``.
+          behaviour_probs: scalar or ``(T,)``.
+
+        Returns:
+          :class:`Evaluation` of float32 arrays of shape ``(T, n_demons)``.
+        """
+        rewards = jnp.asarray(rewards, _F32)
+        if rewards.ndim != 1:
+            raise ValueError(f"rewards must have shape (T,), got {rewards.shape}")
+        probs = jnp.broadcast_to(jnp.asarray(behaviour_probs, _F32), rewards.shape)
+        fn = functools.partial(self.evaluate, min_behaviour_prob=min_behaviour_prob)
+        return jax.vmap(fn)(observations, actions, rewards, next_observations, probs)
+
+    # -- plain data -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/TOML-compatible ``{"demons": [table, ...]}`` (see :mod:`demons.serialization`).
+
+        Raises:
+          ValueError: naming the first demon with a ``function`` kind.
+        """
+        return _serialization.demons_to_dict(self._demons)
+
+    @classmethod
+    def from_dict(cls, data: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]) -> "DemonSet":
+        """Inverse of :meth:`to_dict`; also expands compact ``nexting`` /
+        ``reward_demons`` sections. Raises ValueError naming the demon/position and key."""
+        return cls(_serialization.demons_from_dict(data))
+
+    def to_toml(self) -> str:
+        """TOML text with one ``[[demons]]`` table per demon (inline sub-tables)."""
+        return _serialization.dumps_toml(
+            self.to_dict(), header=f"horde demon set: {len(self)} demons"
+        )
+
+    @classmethod
+    def from_toml(cls, text: str) -> "DemonSet":
+        """Parses TOML text (``[[demons]]``, ``[nexting]``/``[[nexting]]``, ``[reward_demons]``)."""
+        return cls.from_dict(tomllib.loads(text))
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "DemonSet":
+        """Reads a ``.json`` file as JSON and any other file as TOML."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        if str(path).lower().endswith(".json"):
+            return cls.from_dict(json.loads(raw.decode("utf-8")))
+        return cls.from_toml(raw.decode("utf-8"))
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes ``.json`` files as JSON and any other file as TOML."""
+        if str(path).lower().endswith(".json"):
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        else:
+            text = self.to_toml()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)

@@ -1,0 +1,40 @@
+"""horde: learn thousands of general value functions at once, in real time, with JAX."""
+
+from horde.bounders import ObGDBounding
+from horde.initializers import sparse_init
+from horde.multi_head_learner import (
+    BatchedMultiHeadResult,
+    HeadParams,
+    MLPParams,
+    MultiHeadLearningResult,
+    MultiHeadMLPLearner,
+    MultiHeadMLPState,
+    MultiHeadMLPUpdateResult,
+    multi_head_metrics_to_dicts,
+    run_multi_head_learning_loop,
+    run_multi_head_learning_loop_batched,
+)
+from horde.normalizers import EMANormalizer, WelfordNormalizer
+from horde.optimizers import IDBD, LMS, Autostep
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Autostep",
+    "BatchedMultiHeadResult",
+    "EMANormalizer",
+    "HeadParams",
+    "IDBD",
+    "LMS",
+    "MLPParams",
+    "MultiHeadLearningResult",
+    "MultiHeadMLPLearner",
+    "MultiHeadMLPState",
+    "MultiHeadMLPUpdateResult",
+    "ObGDBounding",
+    "WelfordNormalizer",
+    "multi_head_metrics_to_dicts",
+    "run_multi_head_learning_loop",
+    "run_multi_head_learning_loop_batched",
+    "sparse_init",
+]

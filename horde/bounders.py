@@ -1,0 +1,69 @@
+"""Update bounding: ObGD (Elsayed, Vasan & Mahmood 2024, "Streaming Deep Reinforcement
+Learning Finally Works").
+
+ObGD limits the size of one update so that a single step cannot overshoot. For a step
+``α z`` and error ``δ`` it computes::
+
+    M = α κ max(|δ|, 1) ‖z‖₁         (over all the parameters it is given)
+    α_eff = α / max(M, 1)
+
+With per-weight step sizes the optimizer's step ``s = α ⊙ z`` stands in for ``α z``, so
+``M = κ max(|δ|, 1) ‖s‖₁`` and every step is scaled by ``1 / max(M, 1)``; for LMS this is the
+paper's rule exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["ObGDBounding", "bounder_from_config"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ObGDBounding:
+    """Overshooting-bounded gradient descent scaling of one update.
+
+    Args:
+        kappa: ``κ``, the bounding strength (the paper's default is 2).
+    """
+
+    kappa: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.kappa, (int, float)) and math.isfinite(self.kappa) and self.kappa > 0):
+            raise ValueError(f"ObGDBounding: kappa must be a finite number > 0, got {self.kappa!r}")
+
+    def bound(self, steps: Any, error: jax.Array | float) -> tuple[Any, jax.Array]:
+        """Scales a pytree of steps as one update.
+
+        Args:
+            steps: pytree of per-unit-error steps ``α ⊙ z`` for one set of parameters.
+            error: the error ``δ`` these steps will be multiplied by (1 for the trunk, whose
+                trace already carries the error).
+
+        Returns:
+            ``(scaled_steps, scale)`` where ``scale = 1 / max(M, 1)`` is in (0, 1].
+        """
+        l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree_util.tree_leaves(steps))
+        m = self.kappa * jnp.maximum(jnp.abs(error), 1.0) * l1
+        scale = 1.0 / jnp.maximum(m, 1.0)
+        return jax.tree_util.tree_map(lambda s: s * scale, steps), scale
+
+    def to_config(self) -> dict[str, Any]:
+        return {"type": "ObGDBounding", "kappa": self.kappa}
+
+
+def bounder_from_config(config: dict[str, Any] | None) -> ObGDBounding | None:
+    """Rebuilds a bounder from its ``to_config()`` dict (``None`` passes through)."""
+    if config is None:
+        return None
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind != "ObGDBounding":
+        raise ValueError(f"bounder config 'type' must be 'ObGDBounding', got {kind!r}")
+    return ObGDBounding(**config)
