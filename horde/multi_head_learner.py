@@ -91,8 +91,12 @@ class MultiHeadMLPState(NamedTuple):
         trunk_optimizer_states: interleaved ``(w0, b0, w1, b1, ...)`` optimizer states.
         head_optimizer_states: ``(weights_state, biases_state)``, every leaf with a leading
             head axis.
-        trunk_traces: interleaved ``(w0, b0, w1, b1, ...)`` eligibility traces.
-        head_traces: ``(weights_trace (n_heads, H), biases_trace (n_heads,))``.
+        trunk_traces: interleaved ``(w0, b0, w1, b1, ...)`` eligibility traces. Empty: with a
+            trunk, its ``gamma * lamda`` is 0, so the trunk trace is exactly this step's
+            gradient and is not stored between steps (a linear model has no trunk).
+        head_traces: ``(weights_trace (n_heads, H), biases_trace (n_heads,))``, or ``()`` when
+            every head's trace decay is 0 (each trace is then just this step's features, so
+            storing it would only cost memory traffic).
         normalizer_state: online feature normalizer state, or ``None``.
         step_count: int32 scalar, number of updates made.
     """
@@ -102,7 +106,7 @@ class MultiHeadMLPState(NamedTuple):
     trunk_optimizer_states: tuple[Any, ...]
     head_optimizer_states: tuple[Any, Any]
     trunk_traces: tuple[jax.Array, ...]
-    head_traces: tuple[jax.Array, jax.Array]
+    head_traces: tuple[jax.Array, ...]
     normalizer_state: Any
     step_count: jax.Array
 
@@ -388,6 +392,7 @@ class MultiHeadMLPLearner:
             self._head_decay = np.full((self._n_heads,), gamma * lamda, np.float32)
         else:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
+        self._stores_head_traces = bool(np.any(self._head_decay > 0))
 
         self._predict_jit = jax.jit(self._predict_impl)
         self._update_jit = jax.jit(self._update_impl)
@@ -487,10 +492,9 @@ class MultiHeadMLPLearner:
         head_w = sparse_init(keys[-1], fan_in, self._n_heads, self.sparsity, units_first=True)
         head_b = jnp.zeros((self._n_heads,), jnp.float32)
 
-        trunk_opt, trunk_traces = [], []
+        trunk_opt = []
         for w, b in zip(weights, biases):
             trunk_opt += [self.optimizer.init_for_shape(w.shape), self.optimizer.init_for_shape(b.shape)]
-            trunk_traces += [jnp.zeros_like(w), jnp.zeros_like(b)]
         head_opt = self.head_opt
         return MultiHeadMLPState(
             trunk_params=MLPParams(tuple(weights), tuple(biases)),
@@ -500,8 +504,8 @@ class MultiHeadMLPLearner:
                 head_opt.init_for_shape(head_w.shape),
                 head_opt.init_for_shape(head_b.shape),
             ),
-            trunk_traces=tuple(trunk_traces),
-            head_traces=(jnp.zeros_like(head_w), jnp.zeros_like(head_b)),
+            trunk_traces=(),
+            head_traces=(jnp.zeros_like(head_w), jnp.zeros_like(head_b)) if self._stores_head_traces else (),
             normalizer_state=None if self._normalizer is None else self._normalizer.init(int(feature_dim)),
             step_count=jnp.zeros((), jnp.int32),
         )
@@ -541,22 +545,18 @@ class MultiHeadMLPLearner:
     def _trunk_step(self, state: MultiHeadMLPState, vjp_fn, cotangent: jax.Array):
         """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``.
 
-        Returns ``(trunk_params, trunk_optimizer_states, trunk_traces, bounding_scale)``.
+        The trunk's ``gamma * lamda`` is 0 (enforced at construction), so its trace is this
+        step's gradient ``G`` and nothing is carried between steps.
+
+        Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
         if not self.hidden_sizes:
-            return (
-                state.trunk_params,
-                state.trunk_optimizer_states,
-                state.trunk_traces,
-                jnp.ones((), jnp.float32),
-            )
+            return state.trunk_params, state.trunk_optimizer_states, jnp.ones((), jnp.float32)
         (grads,) = vjp_fn(cotangent)
         flat_grads = [g for pair in zip(grads.weights, grads.biases) for g in pair]
         flat_params = [p for pair in zip(state.trunk_params.weights, state.trunk_params.biases) for p in pair]
-        decay = self.gamma * self.lamda
-        traces = [decay * z + g if decay else g for z, g in zip(state.trunk_traces, flat_grads)]
         steps, opt_states = [], []
-        for opt_state, z in zip(state.trunk_optimizer_states, traces):
+        for opt_state, z in zip(state.trunk_optimizer_states, flat_grads):
             s, new_opt_state = self.optimizer.update_from_gradient(opt_state, z, None)
             steps.append(s)
             opt_states.append(new_opt_state)
@@ -566,13 +566,21 @@ class MultiHeadMLPLearner:
             scale = jnp.ones((), jnp.float32)
         new_flat = [p + s for p, s in zip(flat_params, steps)]
         params = MLPParams(tuple(new_flat[0::2]), tuple(new_flat[1::2]))
-        return params, tuple(opt_states), tuple(traces), jnp.asarray(scale, jnp.float32)
+        return params, tuple(opt_states), jnp.asarray(scale, jnp.float32)
 
     def _head_traces(self, head_traces, h: jax.Array, decay: jax.Array, rho: jax.Array | None):
-        """``z_i ← ρ_i ((γλ)_i z_i + h)``; bias trace ``z_b ← ρ_i ((γλ)_i z_b + 1)``."""
-        z_w, z_b = head_traces
-        z_w = decay[:, None] * z_w + h[None, :]
-        z_b = decay * z_b + 1.0
+        """``z_i ← ρ_i ((γλ)_i z_i + h)``; bias trace ``z_b ← ρ_i ((γλ)_i z_b + 1)``.
+
+        Without stored traces (every decay 0) this is ``ρ_i h`` and ``ρ_i``.
+        """
+        n = decay.shape[0]
+        if head_traces:
+            z_w, z_b = head_traces
+            z_w = decay[:, None] * z_w + h[None, :]
+            z_b = decay * z_b + 1.0
+        else:
+            z_w = jnp.broadcast_to(h, (n,) + h.shape)
+            z_b = jnp.ones((n,), h.dtype)
         if rho is not None:
             z_w = rho[:, None] * z_w
             z_b = rho * z_b
@@ -624,7 +632,7 @@ class MultiHeadMLPLearner:
 
         weighted = delta if rho is None else rho * delta
         cotangent = weighted @ state.head_params.weights
-        trunk_params, trunk_opt, trunk_traces, trunk_scale = self._trunk_step(state, vjp_fn, cotangent)
+        trunk_params, trunk_opt, trunk_scale = self._trunk_step(state, vjp_fn, cotangent)
 
         z_w, z_b = self._head_traces(state.head_traces, h, head_decay, rho)
         s_w, s_b, head_opt, _, mean_step = self._head_steps(state.head_optimizer_states, (z_w, z_b), delta)
@@ -634,7 +642,7 @@ class MultiHeadMLPLearner:
         )
         head_params, head_traces, head_opt = _select_heads(
             active,
-            (new_heads, (z_w, z_b), head_opt),
+            (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
             (state.head_params, state.head_traces, state.head_optimizer_states),
         )
         new_state = MultiHeadMLPState(
@@ -642,7 +650,7 @@ class MultiHeadMLPLearner:
             head_params=head_params,
             trunk_optimizer_states=trunk_opt,
             head_optimizer_states=head_opt,
-            trunk_traces=trunk_traces,
+            trunk_traces=(),
             head_traces=head_traces,
             normalizer_state=norm_state,
             step_count=state.step_count + 1,

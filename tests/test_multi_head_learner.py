@@ -54,8 +54,12 @@ def _reference_update(state, x, y, alpha, head_gamma_lamda, use_layer_norm=True,
     trunk_b = [np.asarray(b, np.float64) for b in state.trunk_params.biases]
     head_w = np.asarray(state.head_params.weights, np.float64).copy()
     head_b = np.asarray(state.head_params.biases, np.float64).copy()
-    z_w = np.asarray(state.head_traces[0], np.float64).copy()
-    z_b = np.asarray(state.head_traces[1], np.float64).copy()
+    n_heads = len(head_b)
+    if state.head_traces:
+        z_w = np.asarray(state.head_traces[0], np.float64).copy()
+        z_b = np.asarray(state.head_traces[1], np.float64).copy()
+    else:  # no stored traces: every head's trace decay is 0
+        z_w, z_b = np.zeros_like(head_w), np.zeros(n_heads)
     x = np.asarray(x, np.float64)
 
     def prediction(trunk, i):
@@ -347,6 +351,13 @@ def test_adaptive_step_sizes_beat_badly_tuned_lms_on_nonstationary_target(optimi
     lms = final_mse(LMS(0.005))
     adaptive = final_mse(optimizer)
     assert adaptive < 0.5 * lms, f"{type(optimizer).__name__} MSE {adaptive:.3f} vs badly tuned LMS {lms:.3f}"
+
+
+def test_traces_are_stored_only_where_some_decay_is_positive():
+    assert MultiHeadMLPLearner(3, hidden_sizes=(4,)).init(2, jax.random.key(0)).head_traces == ()
+    assert MultiHeadMLPLearner(3, hidden_sizes=(4,)).init(2, jax.random.key(0)).trunk_traces == ()
+    state = MultiHeadMLPLearner(3, hidden_sizes=(4,), per_head_gamma_lamda=[0, 0, 0.5]).init(2, jax.random.key(0))
+    assert [t.shape for t in state.head_traces] == [(3, 4), (3,)]
 
 
 def test_head_optimizer_gives_hybrid_configuration():
