@@ -75,10 +75,10 @@ class Demon:
                 f"target_policy for {owner} must be None or a spec from demons.policies "
                 f"(e.g. policies.fixed([0, 1])), got {self.target_policy!r}"
             )
-        lamda = _common.as_number(self.lamda, f"lamda for {owner}")
+        lamda = _common.as_float(self.lamda, f"lamda for {owner}")
         _common.check_unit_interval(lamda, "lamda", owner)
         object.__setattr__(self, "lamda", lamda)
-        z = _common.as_number(self.z, f"z for {owner}")
+        z = _common.as_float(self.z, f"z for {owner}")
         _common.check_finite(z, "z (terminal outcome)", owner)
         object.__setattr__(self, "z", z)
         self.cumulant.check(owner)

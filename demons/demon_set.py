@@ -230,15 +230,14 @@ def _action_index(inputs: _Inputs) -> jax.Array:
 
 
 def _rho_stage(demons: Sequence[Demon]) -> _Stage:
-    on_policy = [(pos, None) for pos, d in enumerate(demons) if d.target_policy is None]
-    off = [d if d.target_policy is not None else None for d in demons]
+    on_policy: list[tuple[int, None]] = []
     by_fixed: list[tuple[int, _p.FixedPolicy]] = []
     by_fn: dict[_p.FunctionPolicy, list[int]] = {}
-    for pos, demon in enumerate(off):
-        if demon is None:
-            continue
+    for pos, demon in enumerate(demons):
         policy = demon.target_policy
-        if isinstance(policy, _p.FunctionPolicy):
+        if policy is None:
+            on_policy.append((pos, None))
+        elif isinstance(policy, _p.FunctionPolicy):
             by_fn.setdefault(policy, []).append(pos)
         else:
             by_fixed.append((pos, policy))

@@ -138,16 +138,16 @@ def _spec_from_dict(data: Any, table: _Table, what: str, owner: str) -> Any:
             f"unknown {what} kind {kind!r} for {owner}; expected one of {sorted(table)}"
         )
     builder, required, optional = table[kind]
-    for key in required:
-        if key not in data:
-            raise ValueError(f"{what} of kind {kind!r} for {owner} is missing key {key!r}")
     allowed = {"kind", *required, *optional}
-    for key in data:
+    for key in data:  # unexpected keys first: a typo then names the typo
         if key not in allowed:
             raise ValueError(
                 f"unexpected key {key!r} in {what} of kind {kind!r} for {owner}; "
                 f"expected keys {sorted(allowed)}"
             )
+    for key in required:
+        if key not in data:
+            raise ValueError(f"{what} of kind {kind!r} for {owner} is missing key {key!r}")
     kwargs = {key: data[key] for key in (*required, *optional) if key in data}
     try:
         return builder(**kwargs)
@@ -173,15 +173,15 @@ def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Dem
     name = data.get("name")
     prefix = f"{where} ({name!r})" if isinstance(name, str) else where
     try:
-        for key in _DEMON_REQUIRED:
-            if key not in data:
-                raise ValueError(f"missing key {key!r} (got keys {sorted(data)})")
         for key in data:
             if key not in (*_DEMON_REQUIRED, *_DEMON_OPTIONAL):
                 raise ValueError(
                     f"unexpected key {key!r}; expected keys "
                     f"{sorted((*_DEMON_REQUIRED, *_DEMON_OPTIONAL))}"
                 )
+        for key in _DEMON_REQUIRED:
+            if key not in data:
+                raise ValueError(f"missing key {key!r} (got keys {sorted(data)})")
         if not isinstance(name, str) or not name:
             raise ValueError(f"'name' must be a non-empty string, got {name!r}")
         owner = f"demon {name!r}"
@@ -212,14 +212,14 @@ def _expand_standard(
         where = f"{key}[{i}]" if isinstance(value, list) else key
         if not isinstance(entry, Mapping):
             raise ValueError(f"{where} must be a table, got {entry!r}")
-        for k in required:
-            if k not in entry:
-                raise ValueError(f"{where} is missing key {k!r}")
         for k in entry:
             if k not in (*required, *optional):
                 raise ValueError(
                     f"unexpected key {k!r} in {where}; expected keys {sorted((*required, *optional))}"
                 )
+        for k in required:
+            if k not in entry:
+                raise ValueError(f"{where} is missing key {k!r}")
         try:
             out.extend(builder(**entry))
         except (TypeError, ValueError) as e:

@@ -119,10 +119,11 @@ class Collision(gym.Env):
     The random feature table (:meth:`features`) is drawn from the
     environment's random generator in ``reset(seed=...)`` whenever a seed is
     given (or at the first reset if none has been given) and kept until
-    another seed is given, so the same seed gives the same features. With
-    ``distinct_features=True`` (default) the 8 vectors are drawn without
-    replacement from the 20 possible ones; with ``False`` independently, so
-    states may share a vector. Six features for eight states means the values
+    another seed is given, so the same seed gives the same features. By
+    default (``distinct_features=False``, as in the task's definition) each
+    state's vector is drawn independently, so states may share a vector
+    (alias); with ``True`` the 8 vectors are drawn without replacement from
+    the 20 possible ones. Six features for eight states means the values
     generally cannot be represented exactly either way.
 
     On termination the observation is the all-zeros vector (the terminal state
@@ -150,10 +151,11 @@ class Collision(gym.Env):
     ## Arguments
 
     ``gymnasium.make("horde/Collision-v0", features="random",
-    distinct_features=True, render_mode=None)``
+    distinct_features=False, render_mode=None)``
 
     * ``features``: ``"random"`` or ``"onehot"``.
-    * ``distinct_features``: draw the random patterns without replacement.
+    * ``distinct_features``: draw the random patterns without replacement
+      (no two states alias).
     * ``render_mode``: ``None`` or ``"ansi"``.
 
     ## Functional (JAX) form
@@ -191,7 +193,7 @@ class Collision(gym.Env):
     def __init__(
         self,
         features: Literal["random", "onehot"] = "random",
-        distinct_features: bool = True,
+        distinct_features: bool = False,
         render_mode: str | None = None,
     ) -> None:
         if features not in ("random", "onehot"):

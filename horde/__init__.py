@@ -1,6 +1,16 @@
 """horde: learn thousands of general value functions at once, in real time, with JAX."""
 
 from horde.bounders import ObGDBounding
+from horde.horde_learner import (
+    BatchedHordeResult,
+    HordeLearner,
+    HordeLearningResult,
+    HordeState,
+    HordeUpdateResult,
+    Transitions,
+    run_horde_learning_loop,
+    run_horde_learning_loop_batched,
+)
 from horde.initializers import sparse_init
 from horde.multi_head_learner import (
     BatchedMultiHeadResult,
@@ -21,7 +31,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Autostep",
+    "BatchedHordeResult",
     "BatchedMultiHeadResult",
+    "HordeLearner",
+    "HordeLearningResult",
+    "HordeState",
+    "HordeUpdateResult",
+    "Transitions",
+    "run_horde_learning_loop",
+    "run_horde_learning_loop_batched",
     "EMANormalizer",
     "HeadParams",
     "IDBD",
