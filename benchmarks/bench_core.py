@@ -1,24 +1,35 @@
 #!/usr/bin/env python3
-"""Benchmark of the multi-head core: compile time, per-step time and memory versus n_heads.
+"""Benchmarks of the multi-head core and of the HordeLearner against the number of heads/demons.
 
 Usage::
 
-    python benchmarks/bench_core.py                          # n_heads 8 64 256 1024 10000
+    python benchmarks/bench_core.py                          # both tables, sizes 8 64 256 1024 10000
+    python benchmarks/bench_core.py --table core             # only the bare multi-head core
+    python benchmarks/bench_core.py --table horde --heads 64 1024
     python benchmarks/bench_core.py --heads 64 1024 --seeds 4 --json out.json
     python benchmarks/bench_core.py --steps 500              # fixed scan length for every size
 
-Set-up for every size: trunk (128, 128), 16 input features, ``LMS(0.01)`` with
+Core table (``MultiHeadMLPLearner``): trunk (128, 128), 16 input features, ``LMS(0.01)`` with
 ``ObGDBounding()``, about 25% of the targets NaN (inactive heads) at each step.
 
-Each size runs in a fresh subprocess (this script with the hidden ``--one N`` flag, which prints
-one JSON row), so that its peak resident set size is its own. See ``benchmarks/README.md`` for
-what each column means.
+Horde table (``HordeLearner``): the same trunk, optimizer and bounder, 16-dimensional
+observations, demons = ``demons.nexting(16, timescales=1..k)`` trimmed to exactly ``n_demons``
+(λ = 0), random transitions; its scan time is compared with the bare core's (all targets active,
+same trunk, ``n_heads = n_demons``) measured in the same subprocess.
+
+Each (table, size) runs in a fresh subprocess (this script with the hidden ``--one N`` flag,
+which prints one JSON row), so that its peak resident set size is its own; the single-step
+update is measured a second time in another fresh subprocess with JAX's CPU async dispatch off
+(``jax.config.update("jax_cpu_enable_async_dispatch", False)`` before any computation; the flag
+is read when the CPU client is created, so it cannot be switched within a process). See
+``benchmarks/README.md`` for what each column means.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -32,18 +43,24 @@ FEATURE_DIM = 16
 HIDDEN_SIZES = (128, 128)
 STEP_SIZE = 0.01
 INACTIVE_FRACTION = 0.25
+TERMINATED_FRACTION = 0.01  # Horde transitions: share of terminated steps
+BEHAVIOUR_PROB = 0.5  # Horde transitions: mu(A_t|S_t) of every step
+N_ACTIONS = 2  # Horde transitions: actions uniform in {0, 1}
 SHORT_STEPS = 64  # stream length of the scan compile measurement
 TARGET_SCAN_S = 0.75  # aim of the automatic stream length (each timed scan call ~0.5-1 s)
 MIN_SCAN_STEPS = 64
 MAX_SCAN_STEPS = 200_000
 # Cap on steps * n_heads (* seeds) of a timed stream: the targets and the returned per-head
-# metrics, 16 bytes per element in all, stay under ~400 MB (2400 steps at 10000 heads, enough
-# for a ~0.5-1 s call there on a 2-core CPU).
+# metrics (core), or the returned predictions and per-demon metrics (Horde), 16 bytes per
+# element in all, stay under ~400 MB (2400 steps at 10000 heads, enough for a ~0.5-1 s call
+# there on a 2-core CPU).
 MAX_STREAM_ELEMENTS = 24_000_000
 MIN_UPDATE_CALLS = 200
 MAX_UPDATE_CALLS = 2000
 UPDATE_TIME_BUDGET_S = 0.5
 ROW_MARKER = "BENCH_ROW "
+TABLES = ("core", "horde")
+ASYNC_FLAG = "jax_cpu_enable_async_dispatch"
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,16 +138,7 @@ def machine_info() -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# One size, in this process
-
-
-def _stream(rng, n_steps: int, n_heads: int):
-    import numpy as np
-
-    obs = rng.standard_normal((n_steps, FEATURE_DIM)).astype(np.float32)
-    tgt = rng.standard_normal((n_steps, n_heads)).astype(np.float32)
-    tgt[rng.random((n_steps, n_heads)) < INACTIVE_FRACTION] = np.nan
-    return obs, tgt
+# Shared pieces of one size, in this process
 
 
 def _timed(fn):
@@ -148,45 +156,49 @@ def _auto_steps(per_step_s: float, n_elements_per_step: int) -> int:
     return max(MIN_SCAN_STEPS, min(MAX_SCAN_STEPS, steps))
 
 
-def bench_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int = 3) -> dict:
+def _warm_up_xla() -> None:
+    """Starts the backend and pays XLA's one-time, per-process start-up cost (compiler pipeline
+    set-up) on an unrelated small function, so that the compile times measured afterwards are
+    the learner's own and comparable across sizes."""
     import jax
-    import numpy as np
 
-    import horde
-
-    # Start the backend and pay XLA's one-time, per-process start-up cost (compiler pipeline
-    # set-up) on an unrelated small function, so that the compile times below are the learner's
-    # own and comparable across sizes.
     _warm = jax.jit(lambda w, x: jax.nn.leaky_relu(jax.numpy.tanh(x @ w).sum(0)))
     _warm(jax.numpy.ones((16, 16)), jax.numpy.ones((4, 16))).block_until_ready()
-    rng = np.random.default_rng(0)
-    learner = horde.MultiHeadMLPLearner(
-        n_heads,
-        hidden_sizes=HIDDEN_SIZES,
-        optimizer=horde.LMS(STEP_SIZE),
-        bounder=horde.ObGDBounding(),
-    )
+
+
+def _dispatch_mode() -> str:
+    import jax
+
+    try:
+        return "async" if jax.config.read(ASYNC_FLAG) else "sync"
+    except Exception:  # noqa: BLE001 - an older/newer jax without the flag
+        return "unknown"
+
+
+def _start_rss():
+    """Returns ``(baseline_kib, hwm_reset)``: the RSS now, and whether the peak counter was reset."""
     baseline_kib = _current_rss_kib()
     hwm_reset = _reset_peak_rss()
     if not hwm_reset:
         baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return baseline_kib, hwm_reset
 
-    state = learner.init(FEATURE_DIM, jax.random.key(0))
-    jax.block_until_ready(state)
-    state_bytes = int(sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state)))
 
-    # ---- single-step update, daemon style: NumPy in, block on predictions, state fed forward
-    pool = 256
-    obs_pool, tgt_pool = _stream(rng, pool, n_heads)
+def _state_bytes(state) -> int:
+    import jax
 
-    def step(s, i):
-        res = learner.update(s, obs_pool[i % pool], tgt_pool[i % pool])
-        res.predictions.block_until_ready()
-        return res.state
+    return int(sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state)))
 
+
+def _time_single_steps(step, state):
+    """Daemon-style single-step timing: ``step(state, i) -> state`` (blocking inside).
+
+    One first (compiling) call, 20 warm-up calls, then 200-2000 timed calls (enough for
+    ~0.5 s). Returns the state fed forward and the ``update_*`` fields of a row.
+    """
     t0 = time.perf_counter()
     state = step(state, 0)
-    first_update_s = time.perf_counter() - t0
+    first_s = time.perf_counter() - t0
     warm = []
     for i in range(1, 21):
         t0 = time.perf_counter()
@@ -199,9 +211,74 @@ def bench_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int =
         t0 = time.perf_counter()
         state = step(state, 21 + i)
         times.append(time.perf_counter() - t0)
-    update_median_s = statistics.median(times)
+    median_s = statistics.median(times)
     q = statistics.quantiles(times, n=10)
+    return state, {
+        "update_first_call_s": first_s,
+        "update_compile_s": first_s - median_s,
+        "update_median_s": median_s,
+        "update_p10_s": q[0],
+        "update_p90_s": q[-1],
+        "update_calls": n_calls,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Core table: one size
+
+
+def _stream(rng, n_steps: int, n_heads: int, inactive_fraction: float = INACTIVE_FRACTION):
+    import numpy as np
+
+    obs = rng.standard_normal((n_steps, FEATURE_DIM)).astype(np.float32)
+    tgt = rng.standard_normal((n_steps, n_heads)).astype(np.float32)
+    if inactive_fraction > 0:
+        tgt[rng.random((n_steps, n_heads)) < inactive_fraction] = np.nan
+    return obs, tgt
+
+
+def _core_learner(n_heads: int):
+    import horde
+
+    return horde.MultiHeadMLPLearner(
+        n_heads,
+        hidden_sizes=HIDDEN_SIZES,
+        optimizer=horde.LMS(STEP_SIZE),
+        bounder=horde.ObGDBounding(),
+    )
+
+
+def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int = 3, sync: bool = False) -> dict:
+    import jax
+    import numpy as np
+
+    import horde
+
+    _warm_up_xla()
+    rng = np.random.default_rng(0)
+    learner = _core_learner(n_heads)
+    baseline_kib, hwm_reset = _start_rss()
+
+    state = learner.init(FEATURE_DIM, jax.random.key(0))
+    jax.block_until_ready(state)
+    state_bytes = _state_bytes(state)
+
+    # ---- single-step update, daemon style: NumPy in, block on predictions, state fed forward
+    pool = 256
+    obs_pool, tgt_pool = _stream(rng, pool, n_heads)
+
+    def step(s, i):
+        res = learner.update(s, obs_pool[i % pool], tgt_pool[i % pool])
+        res.predictions.block_until_ready()
+        return res.state
+
+    state, update_fields = _time_single_steps(step, state)
     daemon_peak_kib = _peak_rss_kib(hwm_reset)
+    row = {"table": "core", "n_heads": n_heads, "dispatch": _dispatch_mode(), "state_bytes": state_bytes}
+    row.update(update_fields)
+    if sync:  # the sync-dispatch subprocess measures the single-step update only
+        row["peak_rss_delta_daemon_mib"] = max(daemon_peak_kib - baseline_kib, 0) / 1024
+        return row
 
     # ---- scan loop: compile on a short stream, then time the second call of a long stream
     obs_s, tgt_s = _stream(rng, SHORT_STEPS, n_heads)
@@ -224,26 +301,20 @@ def bench_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int =
     long_second_s = steady[0]
     scan_per_step_s = min(steady) / scan_steps
 
-    row = {
-        "n_heads": n_heads,
-        "state_bytes": state_bytes,
-        "update_first_call_s": first_update_s,
-        "update_compile_s": first_update_s - update_median_s,
-        "update_median_s": update_median_s,
-        "update_p10_s": q[0],
-        "update_p90_s": q[-1],
-        "update_calls": n_calls,
-        "scan_short_steps": SHORT_STEPS,
-        "scan_short_first_call_s": short_first_s,
-        "scan_compile_s": short_first_s - SHORT_STEPS * scan_per_step_s,
-        "scan_steps": scan_steps,
-        "scan_long_first_call_s": long_first_s,
-        "scan_long_second_call_s": long_second_s,
-        "scan_steady_calls_s": steady,
-        "scan_compile_long_s": long_first_s - min(steady),
-        "scan_per_step_s": scan_per_step_s,
-        "scan_steps_per_s": 1.0 / scan_per_step_s,
-    }
+    row.update(
+        {
+            "scan_short_steps": SHORT_STEPS,
+            "scan_short_first_call_s": short_first_s,
+            "scan_compile_s": short_first_s - SHORT_STEPS * scan_per_step_s,
+            "scan_steps": scan_steps,
+            "scan_long_first_call_s": long_first_s,
+            "scan_long_second_call_s": long_second_s,
+            "scan_steady_calls_s": steady,
+            "scan_compile_long_s": long_first_s - min(steady),
+            "scan_per_step_s": scan_per_step_s,
+            "scan_steps_per_s": 1.0 / scan_per_step_s,
+        }
+    )
 
     # ---- optional: vmapped seeds
     if seeds:
@@ -287,7 +358,158 @@ def bench_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int =
 
 
 # --------------------------------------------------------------------------------------------
-# Table
+# Horde table: one size
+
+
+def nexting_timescales(n_demons: int) -> int:
+    """``k``: the nexting set over the 16 components at timescales ``1..k`` has >= n_demons."""
+    return max(1, math.ceil(n_demons / FEATURE_DIM))
+
+
+def horde_demons(n_demons: int):
+    """``demons.nexting(16, timescales=1..k)`` (component-major, λ = 0), trimmed to n_demons."""
+    import demons
+
+    k = nexting_timescales(n_demons)
+    return demons.DemonSet(demons.nexting(FEATURE_DIM, timescales=range(1, k + 1))[:n_demons])
+
+
+def _transitions(rng, n_steps: int):
+    """Random transitions: one observation stream, ``S_{t+1}`` of step t = ``S_t`` of step t+1."""
+    import numpy as np
+
+    import horde
+
+    x = rng.standard_normal((n_steps + 1, FEATURE_DIM)).astype(np.float32)
+    return horde.Transitions(
+        observations=x[:-1],
+        actions=rng.integers(0, N_ACTIONS, n_steps).astype(np.int32),
+        rewards=rng.standard_normal(n_steps).astype(np.float32),
+        next_observations=x[1:],
+        terminated=rng.random(n_steps) < TERMINATED_FRACTION,
+        truncated=np.zeros(n_steps, bool),
+        behaviour_probs=np.full(n_steps, BEHAVIOUR_PROB, np.float32),
+    )
+
+
+def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bool = False) -> dict:
+    import jax
+    import numpy as np
+
+    import horde
+
+    _warm_up_xla()
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    demon_set = horde_demons(n_demons)
+    learner = horde.HordeLearner(
+        demon_set,
+        hidden_sizes=HIDDEN_SIZES,
+        optimizer=horde.LMS(STEP_SIZE),
+        bounder=horde.ObGDBounding(),
+    )
+    build_s = time.perf_counter() - t0
+    assert learner.n_demons == n_demons
+    baseline_kib, hwm_reset = _start_rss()
+
+    state = learner.init(FEATURE_DIM, jax.random.key(0))
+    jax.block_until_ready(state)
+    state_bytes = _state_bytes(state)
+
+    # ---- single-step update_from_transition, daemon style: NumPy/Python scalars in, block on
+    # the predictions, state fed forward; the demons compute cumulants/discounts/ratios inside
+    pool = 256
+    tp = _transitions(rng, pool)
+    actions = [int(a) for a in tp.actions]
+    terminated = [bool(d) for d in tp.terminated]
+
+    def step(s, i):
+        j = i % pool
+        res = learner.update_from_transition(
+            s, tp.observations[j], actions[j], tp.rewards[j], tp.next_observations[j],
+            terminated=terminated[j], truncated=False, behaviour_prob=BEHAVIOUR_PROB,
+        )
+        res.predictions.block_until_ready()
+        return res.state
+
+    state, update_fields = _time_single_steps(step, state)
+    daemon_peak_kib = _peak_rss_kib(hwm_reset)
+    row = {
+        "table": "horde",
+        "n_demons": n_demons,
+        "nexting_timescales": nexting_timescales(n_demons),
+        "dispatch": _dispatch_mode(),
+        "build_s": build_s,
+        "state_bytes": state_bytes,
+    }
+    row.update(update_fields)
+    row["peak_rss_delta_daemon_mib"] = max(daemon_peak_kib - baseline_kib, 0) / 1024
+    if sync:  # the sync-dispatch subprocess measures the single-step update only
+        return row
+
+    # ---- Horde scan: compile on a short stream (estimate the per-step cost), then a long one
+    run = horde.run_horde_learning_loop
+    ts = _transitions(rng, SHORT_STEPS)
+    res, short_first_s = _timed(lambda: run(learner, state, ts))
+    short_steady = []
+    for _ in range(2):
+        res, t = _timed(lambda: run(learner, res.state, ts))
+        short_steady.append(t)
+    del res
+    est_per_step = min(short_steady) / SHORT_STEPS
+    scan_steps = steps if steps else _auto_steps(est_per_step, n_demons)
+    tl = _transitions(rng, scan_steps)
+
+    # ---- the bare core at the same size, in this process: all targets active, same stream
+    # length and observations, same trunk, LMS + ObGD
+    core = _core_learner(n_demons)
+    core_state = core.init(FEATURE_DIM, jax.random.key(0))
+    _, core_tgt = _stream(rng, scan_steps, n_demons, inactive_fraction=0.0)
+    core_obs, core_tgt = jax.device_put(tl.observations), jax.device_put(core_tgt)
+    run_core = horde.run_multi_head_learning_loop
+
+    hres, long_first_s = _timed(lambda: run(learner, state, tl))
+    cres, core_first_s = _timed(lambda: run_core(core, core_state, core_obs, core_tgt))
+    h_state, c_state = hres.state, cres.state
+    del hres, cres
+    steady, core_steady = [], []  # interleaved, so that drifting load hits both alike
+    for _ in range(repeats):
+        hres, t = _timed(lambda: run(learner, h_state, tl))
+        h_state = hres.state
+        del hres
+        steady.append(t)
+        cres, t = _timed(lambda: run_core(core, c_state, core_obs, core_tgt))
+        c_state = cres.state
+        del cres
+        core_steady.append(t)
+    scan_per_step_s = min(steady) / scan_steps
+    core_per_step_s = min(core_steady) / scan_steps
+    total_peak_kib = _peak_rss_kib(hwm_reset)
+    row.update(
+        {
+            "scan_short_steps": SHORT_STEPS,
+            "scan_short_first_call_s": short_first_s,
+            "scan_compile_s": short_first_s - SHORT_STEPS * scan_per_step_s,
+            "scan_steps": scan_steps,
+            "scan_long_first_call_s": long_first_s,
+            "scan_steady_calls_s": steady,
+            "scan_compile_long_s": long_first_s - min(steady),
+            "scan_per_step_s": scan_per_step_s,
+            "scan_steps_per_s": 1.0 / scan_per_step_s,
+            "core_scan_first_call_s": core_first_s,
+            "core_scan_steady_calls_s": core_steady,
+            "core_scan_per_step_s": core_per_step_s,
+            "horde_over_core": scan_per_step_s / core_per_step_s,
+            "rss_baseline_mib": baseline_kib / 1024,
+            "peak_rss_delta_total_mib": max(total_peak_kib - baseline_kib, 0) / 1024,
+            "peak_rss_method": "VmHWM reset" if hwm_reset else "ru_maxrss",
+        }
+    )
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
 
 
 def _fmt_bytes(n: int) -> str:
@@ -302,13 +524,24 @@ def _fmt_us(seconds: float) -> str:
     return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
 
 
+def _fmt_sync(r: dict) -> str:
+    if "sync_error" in r:
+        return "failed"
+    return _fmt_us(r["sync_update_median_s"]) if "sync_update_median_s" in r else "-"
+
+
+def _table_lines(head: list[str]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+
+
 def render_table(rows: list[dict], seeds: int | None) -> str:
     head = [
         "n_heads",
         "state size",
         "update compile (s)",
         "scan compile (s)",
-        "update µs/call (NumPy in, median)",
+        "update µs (async, default)",
+        "update µs (sync dispatch)",
         "scan µs/step",
         "scan steps/s",
         "scan stream (steps)",
@@ -317,7 +550,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
     ]
     if seeds:
         head.append(f"batched ×{seeds} seeds µs/step")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    lines = _table_lines(head)
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['n_heads']} | failed: {r['error']} |")
@@ -328,6 +561,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
             f"{r['update_compile_s']:.2f}",
             f"{r['scan_compile_s']:.2f}",
             _fmt_us(r["update_median_s"]),
+            _fmt_sync(r),
             _fmt_us(r["scan_per_step_s"]),
             f"{r['scan_steps_per_s']:,.0f}",
             f"{r['scan_steps']:,}",
@@ -340,16 +574,112 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
     return "\n".join(lines)
 
 
+def render_horde_table(rows: list[dict]) -> str:
+    head = [
+        "n_demons",
+        "state size",
+        "update compile (s)",
+        "scan compile (s)",
+        "update µs (async, default)",
+        "update µs (sync dispatch)",
+        "scan µs/step",
+        "scan steps/s",
+        "core scan µs/step",
+        "Horde / core scan",
+        "scan stream (steps)",
+    ]
+    lines = _table_lines(head)
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['n_demons']} | failed: {r['error']} |")
+            continue
+        cells = [
+            f"{r['n_demons']:,}",
+            _fmt_bytes(r["state_bytes"]),
+            f"{r['update_compile_s']:.2f}",
+            f"{r['scan_compile_s']:.2f}",
+            _fmt_us(r["update_median_s"]),
+            _fmt_sync(r),
+            _fmt_us(r["scan_per_step_s"]),
+            f"{r['scan_steps_per_s']:,.0f}",
+            _fmt_us(r["core_scan_per_step_s"]),
+            f"{r['horde_over_core']:.2f}×",
+            f"{r['scan_steps']:,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+
+
+def _run_child(table: str, n: int, sync: bool, args) -> tuple[dict | None, str]:
+    """Runs one (table, size, dispatch mode) in a fresh subprocess; ``(row, error)``."""
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--one", str(n), "--table", table,
+        "--repeats", str(args.repeats),
+    ]
+    if args.steps:
+        cmd += ["--steps", str(args.steps)]
+    if args.seeds and table == "core" and not sync:
+        cmd += ["--seeds", str(args.seeds)]
+    if sync:
+        cmd.append("--sync")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = [l for l in proc.stdout.splitlines() if l.startswith(ROW_MARKER)]
+    if proc.returncode != 0 or not found:
+        err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        mode = "sync" if sync else "default"
+        print(f"{table} n={n} ({mode} dispatch): FAILED (rc={proc.returncode}): {err}", file=sys.stderr)
+        print(proc.stderr, file=sys.stderr)
+        return None, err
+    row = json.loads(found[-1][len(ROW_MARKER):])
+    want = "sync" if sync else "async"
+    if row.get("dispatch") not in (want, "unknown"):
+        return None, f"dispatch mode is {row.get('dispatch')}, expected {want}"
+    return row, ""
+
+
+def _measure(table: str, n: int, args) -> tuple[dict, bool]:
+    key = "n_heads" if table == "core" else "n_demons"
+    t0 = time.perf_counter()
+    row, err = _run_child(table, n, False, args)
+    if row is None:
+        return {key: n, "error": err}, True
+    srow, serr = _run_child(table, n, True, args)
+    failed = srow is None
+    if failed:
+        row["sync_error"] = serr
+    else:
+        row["sync_dispatch"] = srow["dispatch"]
+        for k, v in srow.items():
+            if k.startswith("update_") or k == "peak_rss_delta_daemon_mib":
+                row["sync_" + k] = v
+    print(f"{table} {key}={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return row, failed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--heads", type=int, nargs="+", default=list(DEFAULT_HEADS), help="n_heads values")
+    p.add_argument(
+        "--heads", type=int, nargs="+", default=list(DEFAULT_HEADS),
+        help="n_heads values of the core table and n_demons values of the Horde table",
+    )
+    p.add_argument(
+        "--table", choices=("core", "horde", "all"), default="all",
+        help="which table(s) to run: the bare multi-head core, the HordeLearner, or both (default all)",
+    )
     p.add_argument(
         "--steps",
         type=int,
         default=None,
         help="scan stream length for every size (default: chosen per size so a timed call takes ~0.75 s)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="also time run_multi_head_learning_loop_batched with K seeds")
+    p.add_argument(
+        "--seeds", type=int, default=None,
+        help="also time run_multi_head_learning_loop_batched with K seeds (core table only)",
+    )
     p.add_argument("--json", metavar="OUT", default=None, help="write machine info and all rows to this JSON file")
     p.add_argument(
         "--repeats",
@@ -358,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         help="timed steady-state scan calls after the compiling one; the fastest is reported (default 3)",
     )
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
@@ -369,32 +700,35 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--heads values must be >= 1")
 
     if args.one is not None:
-        row = bench_one(args.one, args.steps, args.seeds, args.repeats)
+        if args.table not in TABLES:
+            p.error("--one needs --table core or --table horde")
+        if args.sync:
+            # Must come before any JAX computation: the flag is read when the CPU client is
+            # created. (The JAX_CPU_ENABLE_ASYNC_DISPATCH environment variable is NOT read by
+            # jax 0.10.2, whose flag is a plain config flag without an environment default.)
+            import jax
+
+            jax.config.update(ASYNC_FLAG, False)
+        if args.table == "core":
+            row = bench_core_one(args.one, args.steps, args.seeds, args.repeats, sync=args.sync)
+        else:
+            row = bench_horde_one(args.one, args.steps, args.repeats, sync=args.sync)
         print(ROW_MARKER + json.dumps(row), flush=True)
         return 0
 
+    tables = TABLES if args.table == "all" else (args.table,)
+    if args.seeds and "core" not in tables:
+        print("note: --seeds only applies to the core table; ignored", file=sys.stderr)
     info = machine_info()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    rows, failed = [], False
+    results: dict[str, list[dict]] = {t: [] for t in tables}
+    failed = False
     t_start = time.perf_counter()
-    for n in args.heads:
-        cmd = [sys.executable, os.path.abspath(__file__), "--one", str(n), "--repeats", str(args.repeats)]
-        if args.steps:
-            cmd += ["--steps", str(args.steps)]
-        if args.seeds:
-            cmd += ["--seeds", str(args.seeds)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        found = [l for l in proc.stdout.splitlines() if l.startswith(ROW_MARKER)]
-        if proc.returncode != 0 or not found:
-            failed = True
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            print(f"n_heads={n}: FAILED (rc={proc.returncode}): {err}", file=sys.stderr)
-            print(proc.stderr, file=sys.stderr)
-            rows.append({"n_heads": n, "error": err})
-            continue
-        rows.append(json.loads(found[-1][len(ROW_MARKER):]))
-        print(f"n_heads={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    for table in tables:
+        for n in args.heads:
+            row, bad = _measure(table, n, args)
+            results[table].append(row)
+            failed |= bad
 
     print(
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable); "
@@ -404,12 +738,29 @@ def main(argv: list[str] | None = None) -> int:
     if load_before is not None:
         print(f"Load average (1 min) before the run: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}")
     print(
-        f"Set-up: trunk {HIDDEN_SIZES}, {FEATURE_DIM} features, LMS({STEP_SIZE}) + ObGDBounding(), "
-        f"~{INACTIVE_FRACTION:.0%} NaN (inactive) targets; one fresh process per n_heads; "
-        f"total {time.perf_counter() - t_start:.0f} s"
+        f"Common set-up: trunk {HIDDEN_SIZES}, {FEATURE_DIM} inputs, LMS({STEP_SIZE}) + ObGDBounding(); "
+        f"one fresh process per size and dispatch mode (single-step 'sync dispatch' column: "
+        f"{ASYNC_FLAG}=False); total {time.perf_counter() - t_start:.0f} s"
     )
-    print()
-    print(render_table(rows, args.seeds))
+    if "core" in tables:
+        print()
+        print(
+            f"Core (MultiHeadMLPLearner.update / run_multi_head_learning_loop), "
+            f"~{INACTIVE_FRACTION:.0%} NaN (inactive) targets:"
+        )
+        print()
+        print(render_table(results["core"], args.seeds))
+    if "horde" in tables:
+        print()
+        print(
+            f"Horde (HordeLearner.update_from_transition / run_horde_learning_loop), demons = "
+            f"nexting({FEATURE_DIM}, timescales=1..ceil(n/{FEATURE_DIM})) trimmed to n_demons, λ = 0; "
+            f"random transitions ({N_ACTIONS} actions, ~{TERMINATED_FRACTION:.0%} terminated, "
+            f"behaviour prob {BEHAVIOUR_PROB}); core scan = bare core, same size, all targets active, "
+            f"same process:"
+        )
+        print()
+        print(render_horde_table(results["horde"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -421,11 +772,16 @@ def main(argv: list[str] | None = None) -> int:
                         "optimizer": f"LMS({STEP_SIZE})",
                         "bounder": "ObGDBounding()",
                         "inactive_fraction": INACTIVE_FRACTION,
+                        "horde_terminated_fraction": TERMINATED_FRACTION,
+                        "horde_behaviour_prob": BEHAVIOUR_PROB,
+                        "horde_n_actions": N_ACTIONS,
+                        "tables": list(tables),
                         "steps": args.steps,
                         "seeds": args.seeds,
                         "repeats": args.repeats,
                     },
-                    "rows": rows,
+                    "rows": results.get("core", []),
+                    "horde_rows": results.get("horde", []),
                 },
                 f,
                 indent=2,

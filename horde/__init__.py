@@ -1,5 +1,12 @@
 """horde: learn thousands of general value functions at once, in real time, with JAX."""
 
+from horde.behaviour import (
+    BehaviourPolicy,
+    CallablePolicy,
+    FixedProbabilities,
+    StateProbabilities,
+    UniformRandom,
+)
 from horde.bounders import ObGDBounding
 from horde.horde_learner import (
     BatchedHordeResult,
@@ -26,11 +33,21 @@ from horde.multi_head_learner import (
 )
 from horde.normalizers import EMANormalizer, WelfordNormalizer
 from horde.optimizers import IDBD, LMS, Autostep
+from horde.runner import RunResult, run
+from horde.spaces import FeatureMap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Autostep",
+    "BehaviourPolicy",
+    "CallablePolicy",
+    "FeatureMap",
+    "FixedProbabilities",
+    "RunResult",
+    "StateProbabilities",
+    "UniformRandom",
+    "run",
     "BatchedHordeResult",
     "BatchedMultiHeadResult",
     "HordeLearner",

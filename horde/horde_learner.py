@@ -434,12 +434,21 @@ class HordeLearner:
     def _transition_impl(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
     ) -> HordeUpdateResult:
+        return self._evaluate_and_update(
+            state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+        )[0]
+
+    def _evaluate_and_update(
+        self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+    ):
+        """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``."""
         evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
         rhos = evaluation.rhos if self._has_off_policy else None
-        return self._update_impl(
+        result = self._update_impl(
             state, observation, evaluation.cumulants, next_observation, terminated, truncated,
             evaluation.discounts, rhos,
         )
+        return result, evaluation
 
     def _scan_impl(self, state: HordeState, transitions: Transitions) -> HordeLearningResult:
         def body(s, t):

@@ -1,0 +1,179 @@
+"""Behaviour policies for the runner: what the agent does while the demons learn.
+
+A behaviour policy picks an action for an observation and, where it can, reports the
+probability ``μ(a|s)`` it gave the action. Off-policy demons need that probability for their
+importance ratios ``ρ = π(a|s) / μ(a|s)``.
+
+* ``UniformRandom()``: uniform over a ``Discrete`` action space (``μ = 1/n``); uniform over a
+  ``Box`` (no probability mass: on-policy demons only).
+* ``FixedProbabilities(p)``: the same probabilities in every state.
+* ``StateProbabilities(fn)``: probabilities from ``fn(observation, info)`` (e.g. an
+  environment that publishes its behaviour probabilities in ``info``).
+* any callable ``(observation, rng) -> action``: a policy without known probabilities.
+
+None of these sees the learner, so the runner may collect a chunk of transitions and learn from
+it in one compiled call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = [
+    "BehaviourPolicy",
+    "UniformRandom",
+    "FixedProbabilities",
+    "StateProbabilities",
+    "CallablePolicy",
+    "as_behaviour_policy",
+]
+
+
+def _check_probabilities(name: str, probs: Any) -> np.ndarray:
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"{name} must be a 1-D vector of action probabilities, got {probs!r}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(p.sum() - 1.0) > 1e-6:
+        raise ValueError(f"{name} must be non-negative and sum to 1, got {probs!r} (sum {p.sum()})")
+    return p
+
+
+def _sample_index(p: np.ndarray, rng: np.random.Generator) -> int:
+    cdf = np.cumsum(p)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+class BehaviourPolicy:
+    """Base class: ``sample(observation, info, rng) -> (action, probability or None)``."""
+
+    #: whether ``sample`` reports ``μ(a|s)``
+    has_probabilities: bool = True
+
+    def bind(self, action_space: gym.Space) -> "BehaviourPolicy":
+        """Checks the policy against the environment's action space; returns ``self``."""
+        return self
+
+    def sample(self, observation: Any, info: dict, rng: np.random.Generator) -> tuple[Any, float | None]:
+        raise NotImplementedError
+
+
+class UniformRandom(BehaviourPolicy):
+    """Uniformly random actions (the runner's default)."""
+
+    def bind(self, action_space: gym.Space) -> "UniformRandom":
+        self._space = action_space
+        if isinstance(action_space, gym.spaces.Discrete):
+            self._n, self._start = int(action_space.n), int(action_space.start)
+            self.has_probabilities = True
+        elif isinstance(action_space, gym.spaces.Box):
+            self._n = None
+            self.has_probabilities = False
+        else:
+            raise ValueError(
+                f"UniformRandom supports Discrete and Box action spaces, got {action_space!r}"
+            )
+        return self
+
+    def sample(self, observation, info, rng):
+        if self._n is not None:
+            return int(rng.integers(self._n)) + self._start, 1.0 / self._n
+        low, high = self._space.low, self._space.high
+        return rng.uniform(low, high).astype(self._space.dtype), None
+
+    def __repr__(self) -> str:
+        return "UniformRandom()"
+
+
+class FixedProbabilities(BehaviourPolicy):
+    """The same action probabilities in every state.
+
+    Args:
+        probabilities: ``μ(a)`` for each discrete action.
+    """
+
+    def __init__(self, probabilities: Any) -> None:
+        self.probabilities = _check_probabilities("probabilities", probabilities)
+
+    def bind(self, action_space: gym.Space) -> "FixedProbabilities":
+        if not isinstance(action_space, gym.spaces.Discrete) or action_space.n != len(self.probabilities):
+            raise ValueError(
+                f"FixedProbabilities has {len(self.probabilities)} probabilities but the action "
+                f"space is {action_space!r}"
+            )
+        self._start = int(action_space.start)
+        return self
+
+    def sample(self, observation, info, rng):
+        a = _sample_index(self.probabilities, rng)
+        return a + self._start, float(self.probabilities[a])
+
+    def __repr__(self) -> str:
+        return f"FixedProbabilities({self.probabilities.tolist()})"
+
+
+class StateProbabilities(BehaviourPolicy):
+    """Action probabilities that depend on the state.
+
+    Args:
+        fn: ``fn(observation, info) -> probabilities`` over the discrete actions.
+    """
+
+    def __init__(self, fn: Callable[[Any, dict], Any]) -> None:
+        self.fn = fn
+
+    def bind(self, action_space: gym.Space) -> "StateProbabilities":
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(f"StateProbabilities needs a Discrete action space, got {action_space!r}")
+        self._n, self._start = int(action_space.n), int(action_space.start)
+        return self
+
+    def sample(self, observation, info, rng):
+        p = np.asarray(self.fn(observation, info), np.float64)
+        if p.shape != (self._n,):
+            raise ValueError(f"StateProbabilities fn returned shape {p.shape}, expected ({self._n},)")
+        a = _sample_index(p, rng)
+        return a + self._start, float(p[a])
+
+    def __repr__(self) -> str:
+        return f"StateProbabilities({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+class CallablePolicy(BehaviourPolicy):
+    """Wraps a callable ``(observation, rng) -> action``; its probabilities are unknown."""
+
+    has_probabilities = False
+
+    def __init__(self, fn: Callable[[Any, np.random.Generator], Any]) -> None:
+        self.fn = fn
+
+    def sample(self, observation, info, rng):
+        return self.fn(observation, rng), None
+
+    def __repr__(self) -> str:
+        return f"CallablePolicy({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+def as_behaviour_policy(policy: Any, action_space: gym.Space) -> BehaviourPolicy:
+    """``None`` → ``UniformRandom``; a ``BehaviourPolicy`` as is; a callable
+    ``(observation, rng) -> action`` → ``CallablePolicy``; then bound to ``action_space``."""
+    if policy is None:
+        policy = UniformRandom()
+    elif not isinstance(policy, BehaviourPolicy):
+        if not callable(policy):
+            raise ValueError(
+                f"policy must be None, a BehaviourPolicy or a callable (observation, rng) -> action, got {policy!r}"
+            )
+        try:
+            n_params = len(inspect.signature(policy).parameters)
+        except (TypeError, ValueError):
+            n_params = 2
+        if n_params != 2:
+            raise ValueError(
+                f"a callable policy must take (observation, rng), got one with {n_params} parameters"
+            )
+        policy = CallablePolicy(policy)
+    return policy.bind(action_space)

@@ -1,0 +1,89 @@
+"""Observations to feature vectors: how a Gymnasium observation space becomes the flat float32
+vector that the learner and the demons read.
+
+| space          | features                                             |
+|----------------|------------------------------------------------------|
+| ``Box``        | flattened, float32                                   |
+| ``Discrete(n)``| one-hot of length ``n``                              |
+| ``MultiBinary``| flattened, float32                                   |
+| ``MultiDiscrete`` | one one-hot block per component, concatenated     |
+
+Any other space (``Dict``, ``Tuple``, ``Text``, ``Graph``, ``Sequence``, …) is refused with a
+message naming it; wrap the environment (e.g. ``gymnasium.wrappers.FlattenObservation``) first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["FeatureMap"]
+
+
+class FeatureMap:
+    """Maps observations of one Gymnasium space to float32 feature vectors.
+
+    Args:
+        space: the environment's (single, unbatched) observation space.
+
+    Attributes:
+        dim: length of the feature vector.
+    """
+
+    def __init__(self, space: gym.Space) -> None:
+        self.space = space
+        if isinstance(space, gym.spaces.Box):
+            self.kind = "box"
+            self.dim = int(np.prod(space.shape, dtype=np.int64)) if space.shape else 1
+        elif isinstance(space, gym.spaces.Discrete):
+            self.kind = "discrete"
+            self.dim = int(space.n)
+            self._start = int(space.start)
+        elif isinstance(space, gym.spaces.MultiBinary):
+            self.kind = "multibinary"
+            self.dim = int(np.prod(space.shape, dtype=np.int64))
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            self.kind = "multidiscrete"
+            nvec = np.asarray(space.nvec).ravel()
+            self._offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]]).astype(np.int64)
+            self._start = np.asarray(space.start).ravel().astype(np.int64)
+            self.dim = int(nvec.sum())
+        else:
+            raise ValueError(
+                f"observation space {space!r} ({type(space).__name__}) is not supported: expected "
+                "Box, Discrete, MultiBinary or MultiDiscrete. Flatten it first, e.g. with "
+                "gymnasium.wrappers.FlattenObservation, or pick the entries the demons should read"
+            )
+        if self.dim < 1:
+            raise ValueError(f"observation space {space!r} has no entries to learn from")
+
+    def __call__(self, observation: Any) -> np.ndarray:
+        """Features of one observation, float32 of shape ``(dim,)``."""
+        if self.kind == "box" or self.kind == "multibinary":
+            return np.asarray(observation, np.float32).reshape(self.dim)
+        out = np.zeros(self.dim, np.float32)
+        if self.kind == "discrete":
+            out[int(observation) - self._start] = 1.0
+        else:
+            out[self._offsets + np.asarray(observation).ravel() - self._start] = 1.0
+        return out
+
+    def batch(self, observations: Any) -> np.ndarray:
+        """Features of a batch of observations (leading axis ``N``), float32 ``(N, dim)``."""
+        if self.kind == "box" or self.kind == "multibinary":
+            obs = np.asarray(observations, np.float32)
+            return obs.reshape(obs.shape[0], self.dim)
+        obs = np.asarray(observations)
+        out = np.zeros((obs.shape[0], self.dim), np.float32)
+        rows = np.arange(obs.shape[0])
+        if self.kind == "discrete":
+            out[rows, obs.astype(np.int64) - self._start] = 1.0
+        else:
+            idx = self._offsets[None, :] + obs.reshape(obs.shape[0], -1) - self._start[None, :]
+            out[rows[:, None], idx] = 1.0
+        return out
+
+    def __repr__(self) -> str:
+        return f"FeatureMap({type(self.space).__name__}, dim={self.dim})"

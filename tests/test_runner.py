@@ -1,0 +1,259 @@
+"""The Gymnasium runner: episode boundaries exactly as Gymnasium defines them, identical fast
+paths, vector environments, features from spaces, results on disk."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import jax
+import numpy as np
+import pytest
+
+import demons
+import horde
+from demons import Demon
+from demons import cumulants as C
+from demons import discounts as D
+from demons import policies as P
+
+
+class ConstantRewardEnv(gym.Env):
+    """One feature that is always 1; reward 1 every step. ``episode_length`` steps then
+    terminates (``terminate=True``) or never ends (wrap in a TimeLimit)."""
+
+    def __init__(self, episode_length: int = 1, terminate: bool = True):
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.episode_length, self.terminate = episode_length, terminate
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.terminate and self.t >= self.episode_length
+        return np.ones(1, np.float32), 1.0, done, False, {}
+
+
+class CountdownEnv(gym.Env):
+    """One-hot of the step within the episode (``length`` states); reward 1 per step;
+    terminates after ``length`` steps (``terminate=True``) or runs on, cycling, to be cut by a
+    TimeLimit."""
+
+    def __init__(self, length: int = 5, terminate: bool = True):
+        self.length, self.terminate = length, terminate
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (length,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self):
+        return np.eye(self.length, dtype=np.float32)[self.t % self.length]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.terminate and self.t >= self.length
+        return self._obs() if not done else np.zeros(self.length, np.float32), 1.0, done, False, {}
+
+
+def _linear_learner(demon_list, step_size=0.05):
+    return horde.HordeLearner(demon_list, hidden_sizes=(), step_size=step_size, sparsity=0.0)
+
+
+def _values(learner, state, observations):
+    return np.stack([np.asarray(learner.predict(state, x)) for x in observations])
+
+
+NEXTING = demons.nexting(4, timescales=(1, 10), lamda=0.5) + demons.reward_demons(timescales=(1, 10))
+
+
+def test_chunked_scan_and_per_step_give_identical_predictions_on_cartpole():
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(32, 32), step_size=0.01, bounder=horde.ObGDBounding())
+    chunked = horde.run(learner, "CartPole-v1", steps=400, seed=3, chunk_size=128, progress=False)
+    stepped = horde.run(learner, "CartPole-v1", steps=400, seed=3, chunk_size=1, progress=False)
+    np.testing.assert_array_equal(chunked.predictions, stepped.predictions)
+    np.testing.assert_array_equal(chunked.td_errors, stepped.td_errors)
+    assert len(chunked.episode_return) > 5  # several episode boundaries were crossed
+
+
+def test_per_step_run_equals_update_from_transition_by_hand():
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(8,), step_size=0.01)
+    result = horde.run(learner, "CartPole-v1", steps=60, seed=0, chunk_size=1, progress=False)
+    env = gym.make("CartPole-v1")
+    rng = np.random.default_rng(0)
+    state = learner.init(4, jax.random.key(0))
+    obs, _ = env.reset(seed=0)
+    for t in range(60):
+        action = int(rng.integers(2))
+        next_obs, reward, term, trunc, _ = env.step(action)
+        r = learner.update_from_transition(state, obs, action, reward, next_obs, terminated=term, truncated=trunc, behaviour_prob=0.5)
+        np.testing.assert_allclose(result.predictions[0, t], r.predictions, rtol=1e-6, atol=1e-7)
+        state = r.state
+        obs = env.reset()[0] if term or trunc else next_obs
+
+
+def test_vector_env_autoreset_transition_is_never_learned_from():
+    """Every real transition has reward 1; the autoreset step has reward 0 from the same
+    observation. Learning from it would pull the reward demon from 1 towards 0.5."""
+    learner = _linear_learner([Demon("r", C.reward(), D.constant(0.0))], step_size=0.1)
+    venv = gym.vector.SyncVectorEnv([lambda: ConstantRewardEnv(1) for _ in range(2)])
+    result = horde.run(learner, venv, steps=400, seed=0, progress=False)
+    assert result.valid.sum() == 400  # every other step of each copy is an autoreset step
+    assert np.isnan(result.predictions[~result.valid]).all()
+    for i in range(2):
+        state_i = jax.tree_util.tree_map(lambda a: a[i], result.state)
+        v = float(learner.predict(state_i, np.ones(1))[0])
+        np.testing.assert_allclose(v, 1.0, atol=1e-3)
+
+
+def test_vector_env_seeds_equal_separate_runs():
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(16,), step_size=0.01, bounder=horde.ObGDBounding())
+    venv = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    vector = horde.run(learner, venv, steps=300, seed=5, chunk_size=64, progress=False)
+    assert vector.n_seeds == 3
+    for i in range(3):
+        n_real = int(vector.valid[i].sum())
+        single = horde.run(learner, "CartPole-v1", steps=n_real, seed=5 + i, chunk_size=50, progress=False)
+        np.testing.assert_allclose(vector.predictions[i][vector.valid[i]], single.predictions[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_termination_does_not_bootstrap_and_truncation_does(vector):
+    gamma = 0.9
+    demon = [Demon("r@0.9", C.reward(), D.constant(gamma), lamda=0.5)]
+    true_terminating = np.array([sum(gamma**k for k in range(5 - s)) for s in range(5)])
+
+    def make(terminate):
+        env = CountdownEnv(5, terminate=terminate)
+        return env if terminate else gym.wrappers.TimeLimit(env, max_episode_steps=5)
+
+    for terminate, true in ((True, true_terminating), (False, np.full(5, 1 / (1 - gamma)))):
+        learner = _linear_learner(demon, step_size=0.05)
+        env = gym.vector.SyncVectorEnv([lambda: make(terminate)]) if vector else make(terminate)
+        result = horde.run(learner, env, steps=6000, seed=0, progress=False)
+        state = jax.tree_util.tree_map(lambda a: a[0], result.state) if vector else result.state
+        values = _values(learner, state, np.eye(5, dtype=np.float32))[:, 0]
+        np.testing.assert_allclose(values, true, atol=0.05, err_msg=f"terminate={terminate}")
+        assert (result.truncated.any() != terminate) and (result.terminated.any() == terminate)
+
+
+def test_record_every_subsamples_the_full_record():
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(8,), step_size=0.01)
+    full = horde.run(learner, "CartPole-v1", steps=250, seed=1, chunk_size=64, progress=False)
+    sparse = horde.run(learner, "CartPole-v1", steps=250, seed=1, chunk_size=64, record_every=10, progress=False)
+    np.testing.assert_array_equal(sparse.steps, np.arange(0, 250, 10))
+    np.testing.assert_array_equal(sparse.predictions, full.predictions[:, ::10])
+    np.testing.assert_array_equal(sparse.cumulants, full.cumulants[:, ::10])
+
+
+def test_recorded_cumulants_and_discounts_are_the_demons_values():
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(8,), step_size=0.01)
+    result = horde.run(learner, "CartPole-v1", steps=50, seed=2, progress=False)
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    next_obs, reward, *_ = env.step(int(rng.integers(2)))
+    expected = learner.demons.evaluate(obs, 0, reward, next_obs)
+    np.testing.assert_allclose(result.cumulants[0, 0], expected.cumulants, rtol=1e-6)
+    np.testing.assert_allclose(result.discounts[0, 0], expected.discounts, rtol=1e-6)
+
+
+def test_off_policy_demons_get_importance_ratios_from_fixed_probabilities():
+    import envs
+
+    demon = Demon("right@0.9", C.reward(), D.constant(0.9), target_policy=P.fixed([0.0, 1.0]))
+    learner = horde.HordeLearner([demon], hidden_sizes=(), step_size=0.01, secondary_step_size=0.05, sparsity=0.0)
+    result = horde.run(learner, envs.RandomWalk(), steps=40_000, seed=0, policy=horde.FixedProbabilities([0.5, 0.5]), progress=False)
+    values = _values(learner, result.state, np.eye(5, dtype=np.float32))[:, 0]
+    np.testing.assert_allclose(values, envs.RandomWalk().true_values(gamma=0.9, p_right=1.0), atol=0.08)
+    with pytest.raises(ValueError, match="gives no action probabilities.*right@0.9"):
+        horde.run(learner, envs.RandomWalk(), steps=10, policy=lambda obs, rng: 1, progress=False)
+
+
+def test_callable_policy_is_used():
+    learner = horde.HordeLearner(demons.reward_demons(timescales=(1,)), hidden_sizes=(4,), step_size=0.01)
+    seen = []
+
+    def always_left(observation, rng):
+        seen.append(observation.shape)
+        return 0
+
+    result = horde.run(learner, "CartPole-v1", steps=30, policy=always_left, progress=False)
+    assert len(seen) == 30 and result.config["policy"].startswith("CallablePolicy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Features from spaces
+
+
+def test_feature_map_for_supported_spaces():
+    fm = horde.FeatureMap(gym.spaces.Discrete(4, start=1))
+    np.testing.assert_array_equal(fm(3), [0, 0, 1, 0])
+    np.testing.assert_array_equal(fm.batch(np.array([1, 4])), [[1, 0, 0, 0], [0, 0, 0, 1]])
+    fm = horde.FeatureMap(gym.spaces.MultiDiscrete([2, 3]))
+    assert fm.dim == 5
+    np.testing.assert_array_equal(fm(np.array([1, 2])), [0, 1, 0, 0, 1])
+    np.testing.assert_array_equal(fm.batch(np.array([[1, 2], [0, 0]])), [[0, 1, 0, 0, 1], [1, 0, 1, 0, 0]])
+    fm = horde.FeatureMap(gym.spaces.Box(-1, 1, (2, 3)))
+    assert fm.dim == 6 and fm(np.ones((2, 3))).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "space",
+    [gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.Text(5), gym.spaces.Tuple((gym.spaces.Discrete(2),))],
+)
+def test_unsupported_observation_space_fails_with_clear_message(space):
+    with pytest.raises(ValueError, match=rf"observation space .*{type(space).__name__}.* is not supported"):
+        horde.FeatureMap(space)
+
+
+def test_discrete_observation_env_runs_with_one_hot_features():
+    learner = horde.HordeLearner([Demon("r", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=0.1)
+    result = horde.run(learner, "FrozenLake-v1", steps=200, progress=False, env_kwargs={"is_slippery": False})
+    assert result.predictions.shape == (1, 200, 1)
+
+
+def test_bad_run_arguments():
+    learner = horde.HordeLearner([Demon("x", C.observation(7), D.constant(0.9))], hidden_sizes=(4,))
+    with pytest.raises(ValueError, match=r"demon 'x'.*index 7.*observation_dim 4"):
+        horde.run(learner, "CartPole-v1", steps=10, progress=False)
+    ok = horde.HordeLearner([Demon("x", C.observation(0), D.constant(0.9))], hidden_sizes=(4,))
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        horde.run(ok, "CartPole-v1", steps=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+        horde.run(ok, "CartPole-v1", steps=5, chunk_size=0)
+    with pytest.raises(ValueError, match="FixedProbabilities has 3 probabilities"):
+        horde.run(ok, "CartPole-v1", steps=5, policy=horde.FixedProbabilities([0.2, 0.3, 0.5]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Results on disk and progress
+
+
+def test_run_result_save_and_load_round_trip(tmp_path):
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(8,), step_size=0.01)
+    result = horde.run(learner, "CartPole-v1", steps=120, seed=4, record_every=3, progress=False)
+    result.save(tmp_path / "run")
+    loaded = horde.RunResult.load(tmp_path / "run")
+    for name in horde.RunResult._ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
+    assert loaded.demon_names == result.demon_names and loaded.config == result.config
+    assert loaded.record_every == 3 and loaded.total_steps == 120
+    (tmp_path / "run" / "metrics.npz").write_bytes(b"not an npz file")
+    with pytest.raises(ValueError, match="could not be read"):
+        horde.RunResult.load(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="is not a saved run"):
+        horde.RunResult.load(tmp_path / "nothing")
+
+
+def test_progress_bar_shows_rate_and_td_error_and_is_silent_when_off(capsys):
+    learner = horde.HordeLearner(demons.reward_demons(timescales=(1,)), hidden_sizes=(4,), step_size=0.01)
+    horde.run(learner, "CartPole-v1", steps=50, progress=False)
+    assert capsys.readouterr().err == ""
+    horde.run(learner, "CartPole-v1", steps=50, progress=True, chunk_size=10)
+    err = capsys.readouterr().err
+    assert "50/50" in err and "|δ|" in err
