@@ -47,6 +47,7 @@ TERMINATED_FRACTION = 0.01  # Horde transitions: share of terminated steps
 BEHAVIOUR_PROB = 0.5  # Horde transitions: mu(A_t|S_t) of every step
 N_ACTIONS = 2  # Horde transitions: actions uniform in {0, 1}
 SHORT_STEPS = 64  # stream length of the scan compile measurement
+SHORT_REPEATS = 3  # steady calls of the short stream; the fastest estimates the per-step cost
 TARGET_SCAN_S = 0.75  # aim of the automatic stream length (each timed scan call ~0.5-1 s)
 MIN_SCAN_STEPS = 64
 MAX_SCAN_STEPS = 200_000
@@ -285,7 +286,7 @@ def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: 
     obs_s, tgt_s = jax.device_put(obs_s), jax.device_put(tgt_s)
     res, short_first_s = _timed(lambda: horde.run_multi_head_learning_loop(learner, state, obs_s, tgt_s))
     short_steady = []
-    for _ in range(2):
+    for _ in range(SHORT_REPEATS):
         res, t = _timed(lambda: horde.run_multi_head_learning_loop(learner, res.state, obs_s, tgt_s))
         short_steady.append(t)
     est_per_step = min(short_steady) / SHORT_STEPS
@@ -452,7 +453,7 @@ def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bo
     ts = _transitions(rng, SHORT_STEPS)
     res, short_first_s = _timed(lambda: run(learner, state, ts))
     short_steady = []
-    for _ in range(2):
+    for _ in range(SHORT_REPEATS):
         res, t = _timed(lambda: run(learner, res.state, ts))
         short_steady.append(t)
     del res

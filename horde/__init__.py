@@ -8,8 +8,11 @@ from horde.behaviour import (
     UniformRandom,
 )
 from horde.bounders import ObGDBounding
+from horde import evaluation
+from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
 from horde.horde_learner import (
     BatchedHordeResult,
+    DiagnosticsState,
     HordeLearner,
     HordeLearningResult,
     HordeState,
@@ -49,6 +52,11 @@ __all__ = [
     "UniformRandom",
     "run",
     "BatchedHordeResult",
+    "DiagnosticsState",
+    "error_curve",
+    "evaluation",
+    "ideal_returns",
+    "run_ideal_returns",
     "BatchedMultiHeadResult",
     "HordeLearner",
     "HordeLearningResult",

@@ -48,6 +48,7 @@ from horde.normalizers import Normalizer, normalizer_from_config
 from horde.optimizers import Optimizer, optimizer_from_config
 
 __all__ = [
+    "DiagnosticsState",
     "HordeLearner",
     "HordeState",
     "HordeUpdateResult",
@@ -67,6 +68,7 @@ class HordeState(NamedTuple):
         discounts: ``γ_{i,t}``, each demon's discount of the current state (from the last
             transition), shape ``(n_demons,)``; decays the traces at the next step. Empty
             ``()`` when no demon keeps a trace (every ``λ_i = 0``).
+        diagnostics: ``DiagnosticsState`` when the learner tracks RUPEE and UDE, else ``()``.
         secondary_weights: GTD(λ) secondary weights ``u`` as ``HeadParams`` (``(n_demons, H)``
             and ``(n_demons,)``), or ``()`` when every demon is on-policy.
     """
@@ -74,6 +76,28 @@ class HordeState(NamedTuple):
     core: MultiHeadMLPState
     discounts: Any
     secondary_weights: Any
+    diagnostics: Any = ()
+
+
+class DiagnosticsState(NamedTuple):
+    """Online error estimates per demon (White, Modayil & Sutton 2012), all with a leading
+    demon axis.
+
+    Attributes:
+        rupee_h: ``ĥ`` over the head features and the bias, ``(n_demons, H + 1)``.
+        rupee_d: ``d̄``, the moving average of ``δ z``, ``(n_demons, H + 1)``.
+        rupee_tau: unbiasing trace ``τ`` of the RUPEE average, ``(n_demons,)``.
+        ude_mean: moving average of ``δ``, ``(n_demons,)``.
+        ude_var: moving variance of ``δ``, ``(n_demons,)``.
+        ude_tau: unbiasing trace of the UDE averages, ``(n_demons,)``.
+    """
+
+    rupee_h: jax.Array
+    rupee_d: jax.Array
+    rupee_tau: jax.Array
+    ude_mean: jax.Array
+    ude_var: jax.Array
+    ude_tau: jax.Array
 
 
 class HordeUpdateResult(NamedTuple):
@@ -87,6 +111,9 @@ class HordeUpdateResult(NamedTuple):
         per_demon_metrics: ``(n_demons, 3)``: ``[δ², δ, mean step size]``, NaN rows for
             inactive demons.
         trunk_bounding_metric: scale the bounder applied to the trunk step (1 = unbounded).
+        rupee: RUPEE per demon after this step, ``(n_demons,)``; NaN unless the learner was
+            built with ``diagnostics=True``.
+        ude: UDE per demon after this step, ``(n_demons,)``; NaN unless ``diagnostics=True``.
     """
 
     state: HordeState
@@ -95,6 +122,8 @@ class HordeUpdateResult(NamedTuple):
     td_targets: jax.Array
     per_demon_metrics: jax.Array
     trunk_bounding_metric: jax.Array
+    rupee: jax.Array
+    ude: jax.Array
 
 
 class Transitions(NamedTuple):
@@ -172,6 +201,17 @@ class HordeLearner:
         head_optimizer: optional separate optimizer for the heads.
         secondary_step_size: ``β``, the step size of the GTD(λ) secondary weights of
             off-policy demons. Defaults to 10 times the heads' base step size.
+        diagnostics: track RUPEE and UDE online for every demon (White, Modayil & Sutton
+            2012); they work off-policy too, where no ideal return exists. With ``α`` =
+            ``diagnostics_step_size``::
+
+                RUPEE: ĥ += α_h (δz - (ĥ·x) x),  τ ← (1-β₀)τ + β₀,  β = β₀/τ,
+                       d̄ ← (1-β) d̄ + β δ z,  RUPEE = sqrt(|ĥ·d̄|),
+                       α_h = 5α, β₀ = (1-λ) α / 30   (x = head features and bias)
+                UDE:   δ̄ and var(δ) with the same unbiased average, β₀ = 10α,
+                       UDE = |δ̄| / (sqrt(var) + 1e-6)
+
+        diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
     """
 
     def __init__(
@@ -187,6 +227,8 @@ class HordeLearner:
         use_layer_norm: bool = True,
         head_optimizer: Optimizer | None = None,
         secondary_step_size: float | None = None,
+        diagnostics: bool = False,
+        diagnostics_step_size: float | None = None,
     ) -> None:
         if not isinstance(demons, DemonSet):
             demons = DemonSet(demons)
@@ -214,11 +256,11 @@ class HordeLearner:
             head_optimizer=head_optimizer,
             per_head_gamma_lamda=trace_bound,
         )
+        head_opt = self.core.head_opt
+        base = getattr(head_opt, "step_size", None)
+        if base is None:
+            base = getattr(head_opt, "initial_step_size", 0.0)
         if secondary_step_size is None:
-            head_opt = self.core.head_opt
-            base = getattr(head_opt, "step_size", None)
-            if base is None:
-                base = getattr(head_opt, "initial_step_size", 0.0)
             secondary_step_size = 10.0 * base
         if (
             not isinstance(secondary_step_size, numbers.Real)
@@ -229,7 +271,17 @@ class HordeLearner:
                 f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}"
             )
         self.secondary_step_size = float(secondary_step_size)
-        self._secondary_given = secondary_step_size
+        self.diagnostics = bool(diagnostics)
+        self._diagnostics_given = diagnostics_step_size
+        if diagnostics_step_size is None:
+            diagnostics_step_size = base if base > 0 else 0.01
+        if (
+            not isinstance(diagnostics_step_size, numbers.Real)
+            or not math.isfinite(diagnostics_step_size)
+            or diagnostics_step_size <= 0
+        ):
+            raise ValueError(f"diagnostics_step_size must be a finite number > 0, got {diagnostics_step_size!r}")
+        self.diagnostics_step_size = float(diagnostics_step_size)
         self._lamdas = lamdas.astype(np.float32)
         self._z = np.asarray(demons.z, np.float32)
         self._off_policy = np.asarray(demons.is_off_policy, bool)
@@ -269,6 +321,8 @@ class HordeLearner:
             "use_layer_norm": core["use_layer_norm"],
             "head_optimizer": core["head_optimizer"],
             "secondary_step_size": self.secondary_step_size,
+            "diagnostics": self.diagnostics,
+            "diagnostics_step_size": self._diagnostics_given,
         }
 
     @classmethod
@@ -280,7 +334,7 @@ class HordeLearner:
         allowed = {
             "demons", "hidden_sizes", "optimizer", "step_size", "bounder", "normalizer",
             "sparsity", "leaky_relu_slope", "use_layer_norm", "head_optimizer",
-            "secondary_step_size",
+            "secondary_step_size", "diagnostics", "diagnostics_step_size",
         }
         unknown = set(config) - allowed
         if unknown:
@@ -321,7 +375,19 @@ class HordeLearner:
             if self._has_off_policy
             else ()
         )
-        return HordeState(core=core, discounts=discounts, secondary_weights=secondary)
+        diagnostics = ()
+        if self.diagnostics:
+            width = core.head_params.weights.shape[-1] + 1
+            zeros = jnp.zeros((n,), jnp.float32)
+            diagnostics = DiagnosticsState(
+                rupee_h=jnp.zeros((n, width), jnp.float32),
+                rupee_d=jnp.zeros((n, width), jnp.float32),
+                rupee_tau=zeros,
+                ude_mean=zeros,
+                ude_var=zeros,
+                ude_tau=zeros,
+            )
+        return HordeState(core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics)
 
     # ---------------------------------------------------------------------------------------
     # Traced update
@@ -388,18 +454,47 @@ class HordeLearner:
             normalizer_state=norm_state,
             step_count=core.step_count + 1,
         )
+        if self.diagnostics:
+            diagnostics, rupee, ude = self._diagnostics_step(state.diagnostics, h, (z_w, z_b), delta, active)
+        else:
+            diagnostics = ()
+            rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
         new_state = HordeState(
             core=new_core,
             discounts=next_discounts if self._has_traces else (),
             secondary_weights=secondary,
+            diagnostics=diagnostics,
         )
         td_errors = jnp.where(active, delta, jnp.nan)
         metrics = jnp.stack(
             [td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1
         )
         return HordeUpdateResult(
-            new_state, predictions, td_errors, jnp.where(active, targets, jnp.nan), metrics, trunk_scale
+            new_state, predictions, td_errors, jnp.where(active, targets, jnp.nan), metrics, trunk_scale,
+            rupee, ude,
         )
+
+    def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, active):
+        """One step of RUPEE and UDE (see the class docstring); inactive demons keep theirs."""
+        alpha = self.diagnostics_step_size
+        x = jnp.concatenate([h, jnp.ones((1,), h.dtype)])
+        z = jnp.concatenate([traces[0], traces[1][:, None]], axis=1)  # (n, H + 1)
+        dz = delta[:, None] * z
+        rupee_h = d.rupee_h + 5.0 * alpha * (dz - (d.rupee_h @ x)[:, None] * x[None, :])
+        beta0 = (1.0 - self._lamdas) * alpha / 30.0
+        rupee_tau = (1.0 - beta0) * d.rupee_tau + beta0
+        beta = beta0 / rupee_tau
+        rupee_d = (1.0 - beta)[:, None] * d.rupee_d + beta[:, None] * dz
+        ude_beta0 = 10.0 * alpha
+        ude_tau = (1.0 - ude_beta0) * d.ude_tau + ude_beta0
+        ub = ude_beta0 / ude_tau
+        ude_mean = (1.0 - ub) * d.ude_mean + ub * delta
+        ude_var = (1.0 - ub) * (d.ude_var + ub * (delta - d.ude_mean) ** 2)
+        new = DiagnosticsState(rupee_h, rupee_d, rupee_tau, ude_mean, ude_var, ude_tau)
+        new = _select_heads(active, new, d)
+        rupee = jnp.sqrt(jnp.abs(jnp.sum(new.rupee_h * new.rupee_d, axis=-1)))
+        ude = jnp.abs(new.ude_mean) / (jnp.sqrt(new.ude_var) + 1e-6)
+        return new, rupee, ude
 
     def _gtd_correction(self, new_w, new_b, secondary, head_opt, traces, scale, delta, gamma_next, h, h_next):
         """GTD(λ) for off-policy heads: the gradient correction on ``w`` and the update of ``u``.

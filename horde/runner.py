@@ -71,6 +71,9 @@ class RunResult:
         config: plain-data description of the run (environment, seed, policy, learner).
         state: final learner state (batched over seeds for a vector environment); not saved
             by ``save``.
+        rupee: RUPEE per demon, ``(n_seeds, k, n_demons)``, when the learner tracks
+            diagnostics (``HordeLearner(diagnostics=True)``); else None.
+        ude: UDE per demon, same shape, or None.
     """
 
     demon_names: tuple[str, ...]
@@ -92,6 +95,8 @@ class RunResult:
     record_every: int
     config: dict[str, Any]
     state: Any = None
+    rupee: np.ndarray | None = None
+    ude: np.ndarray | None = None
 
     _ARRAYS = (
         "steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated",
@@ -117,6 +122,9 @@ class RunResult:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+        for name in ("rupee", "ude"):
+            if getattr(self, name) is not None:
+                arrays[name] = np.asarray(getattr(self, name))
         tmp = path / "metrics.npz.tmp"
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -154,6 +162,9 @@ class RunResult:
         try:
             with np.load(npz_file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in cls._ARRAYS}
+                for name in ("rupee", "ude"):
+                    if name in data.files:
+                        arrays[name] = data[name]
         except Exception as e:  # zipfile/npz errors vary by corruption
             raise ValueError(f"{npz_file} could not be read: {e}") from e
         return cls(
@@ -188,7 +199,10 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool):
             new = r.state
             if masked:
                 new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, s)
-            return new, (r.predictions, r.td_errors, ev.cumulants, ev.discounts)
+            out = (r.predictions, r.td_errors, ev.cumulants, ev.discounts)
+            if learner.diagnostics:
+                out = out + (r.rupee, r.ude)
+            return new, out
 
         return jax.lax.scan(body, state, (transitions, valid))
 
@@ -205,7 +219,7 @@ class _Recorder:
     def __init__(self, n_seeds: int, n_demons: int, record_every: int):
         self.n_seeds, self.n_demons, self.every = n_seeds, n_demons, record_every
         self.parts: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid")
+            k: [] for k in ("steps", "predictions", "td_errors", "cumulants", "discounts", "rupee", "ude", "rewards", "terminated", "truncated", "valid")
         }
 
     def add(self, start: int, outputs, rewards, terminated, truncated, valid):
@@ -216,7 +230,7 @@ class _Recorder:
         if idx.size == 0:
             return
         self.parts["steps"].append(start + idx)
-        for name, arr in zip(("predictions", "td_errors", "cumulants", "discounts"), outputs):
+        for name, arr in zip(("predictions", "td_errors", "cumulants", "discounts", "rupee", "ude"), outputs):
             arr = np.asarray(arr)[:, idx]
             if not valid.all():
                 arr = np.where(valid[:, idx, None], arr, np.nan)
@@ -233,6 +247,9 @@ class _Recorder:
             "truncated": (self.n_seeds, 0), "valid": (self.n_seeds, 0),
         }
         for name, parts in self.parts.items():
+            if name in ("rupee", "ude"):
+                out[name] = np.concatenate(parts, axis=1) if parts else None
+                continue
             if not parts:
                 shape = shapes.get(name, (self.n_seeds, 0, self.n_demons))
                 dtype = bool if name in ("terminated", "truncated", "valid") else (np.int64 if name == "steps" else np.float32)
