@@ -8,6 +8,7 @@ from horde.behaviour import (
     UniformRandom,
 )
 from horde.bounders import ObGDBounding
+from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from horde import evaluation
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
 from horde.horde_learner import (
@@ -44,6 +45,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Autostep",
     "BehaviourPolicy",
+    "CheckpointError",
+    "load_checkpoint",
+    "save_checkpoint",
     "CallablePolicy",
     "FeatureMap",
     "FixedProbabilities",

@@ -192,7 +192,10 @@ class HordeLearner:
             raw features.
         optimizer: trunk optimizer (and head optimizer when ``head_optimizer`` is None);
             defaults to ``LMS(step_size)``.
-        step_size: base step size, used when ``optimizer`` is None.
+        step_size: base step size, used when ``optimizer`` is None. The default, 0.001, is
+            small on purpose: with LayerNorm every hidden unit has unit scale, so a head's
+            effective step is about ``step_size · H`` (0.128 for H = 128); LMS diverges once it
+            nears 2. For larger steps use ``bounder=ObGDBounding()``.
         bounder: optional update bounder (``ObGDBounding``).
         normalizer: optional online feature normalizer.
         sparsity: fraction of inputs zeroed per unit at initialisation.
@@ -219,7 +222,7 @@ class HordeLearner:
         demons: DemonSet | Sequence[Demon],
         hidden_sizes: tuple[int, ...] = (128, 128),
         optimizer: Optimizer | None = None,
-        step_size: float = 1.0,
+        step_size: float = 0.001,
         bounder: ObGDBounding | None = None,
         normalizer: Normalizer | None = None,
         sparsity: float = 0.9,

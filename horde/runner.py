@@ -321,6 +321,8 @@ def run(
     chunk_size: int = 1024,
     progress: bool | None = None,
     env_kwargs: dict | None = None,
+    callback: Any = None,
+    stop_on_interrupt: bool = False,
 ) -> RunResult:
     """Runs a behaviour policy in ``env`` for ``steps`` steps while ``learner`` learns.
 
@@ -341,6 +343,11 @@ def run(
         chunk_size: transitions per compiled learning call; 1 learns after every step.
         progress: show a progress bar; default: when stderr is a terminal.
         env_kwargs: keyword arguments for ``gymnasium.make`` when ``env`` is an id.
+        callback: called as ``callback(steps_done, state)`` after every chunk (e.g. to write
+            periodic checkpoints).
+        stop_on_interrupt: on Ctrl-C (``KeyboardInterrupt``) stop after the last complete
+            chunk and return what was learned and recorded so far, with
+            ``config["interrupted"] = True``, instead of raising.
 
     Returns:
         ``RunResult``.
@@ -371,8 +378,8 @@ def run(
     if vector:
         if state is not None:
             raise ValueError("state cannot be given for a vector environment; each copy starts fresh")
-        return _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config)
-    return _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config)
+        return _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config, callback, stop_on_interrupt)
+    return _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt)
 
 
 def _serializable(learner: HordeLearner) -> bool:
@@ -393,7 +400,7 @@ def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np
     }
 
 
-def _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config):
+def _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt):
     policy = as_behaviour_policy(policy, act_space)
     _check_off_policy(learner, policy, act_space)
     config["policy"] = repr(policy)
@@ -456,17 +463,24 @@ def _run_single(learner, env, features, policy, act_space, steps, seed, state, r
             recorder.add(done_steps, outputs, rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
             bar.update(T, outputs[1])
             done_steps += T
+            if callback is not None:
+                callback(done_steps, state)
+    except KeyboardInterrupt:
+        if not stop_on_interrupt:
+            raise
+        config["interrupted"] = True
+        episodes = [e for e in episodes if e[1] < done_steps]
     finally:
         bar.close()
     jax.block_until_ready(state)
     wall = time.perf_counter() - start_time
     return RunResult(
-        demon_names=learner.names, wall_time=wall, total_steps=int(steps), record_every=int(record_every),
+        demon_names=learner.names, wall_time=wall, total_steps=int(done_steps), record_every=int(record_every),
         config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
     )
 
 
-def _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config):
+def _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config, callback, stop_on_interrupt):
     N = int(env.num_envs)
     mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
     mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
@@ -553,11 +567,18 @@ def _run_vector(learner, env, features, policy, act_space, steps, seed, record_e
             recorder.add(done_steps, outputs, rewards.T, terminated.T, truncated.T, valid.T)
             bar.update(T * N, outputs[1])
             done_steps += T
+            if callback is not None:
+                callback(done_steps, state)
+    except KeyboardInterrupt:
+        if not stop_on_interrupt:
+            raise
+        config["interrupted"] = True
+        episodes = [e for e in episodes if e[1] < done_steps]
     finally:
         bar.close()
     jax.block_until_ready(state)
     wall = time.perf_counter() - start_time
     return RunResult(
-        demon_names=learner.names, wall_time=wall, total_steps=int(steps), record_every=int(record_every),
+        demon_names=learner.names, wall_time=wall, total_steps=int(done_steps), record_every=int(record_every),
         config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
     )

@@ -1,0 +1,218 @@
+"""Checkpoints: a learner and its state in one file, never pickled.
+
+A checkpoint is one ``.npz`` file holding
+
+* ``__meta__``: JSON text with the format version, the learner's configuration (demons
+  included), the observation size, the number of seeds (for a batched state), free-form user
+  metadata and a SHA-256 checksum of everything else;
+* one array per leaf of the state pytree, named by its path (``core/head_params/weights``).
+
+It is written to a temporary file in the same directory, flushed to disk, then renamed over
+the target, so a crash mid-write leaves the previous checkpoint intact. Loading uses
+``allow_pickle=False`` and checks the version, the checksum and every array's shape and dtype
+against a freshly built state: a truncated, corrupted, wrong-version or mismatched file is a
+``CheckpointError``, never a partial load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from horde.horde_learner import HordeLearner, HordeState
+from horde.multi_head_learner import MultiHeadMLPLearner, MultiHeadMLPState
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded: missing, truncated, corrupted, of another format
+    version, or not matching the learner it describes."""
+
+
+def _path_name(path) -> str:
+    parts = []
+    for p in path:
+        if isinstance(p, jax.tree_util.GetAttrKey):
+            parts.append(p.name)
+        elif isinstance(p, jax.tree_util.SequenceKey):
+            parts.append(str(p.idx))
+        elif isinstance(p, jax.tree_util.DictKey):
+            parts.append(str(p.key))
+        else:
+            parts.append(str(p))
+    return "/".join(parts)
+
+
+def _leaves(state: Any) -> list[tuple[str, np.ndarray]]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    out = []
+    for path, leaf in flat:
+        arr = np.asarray(jax.random.key_data(leaf) if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key) else leaf)
+        out.append((_path_name(path), arr))
+    return out
+
+
+def _checksum(meta_without_checksum: dict, leaves: list[tuple[str, np.ndarray]]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(meta_without_checksum, sort_keys=True).encode())
+    for name, arr in leaves:
+        h.update(name.encode())
+        h.update(str(arr.dtype).encode())
+        h.update(repr(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _learner_kind(learner: Any) -> str:
+    if isinstance(learner, HordeLearner):
+        return "HordeLearner"
+    if isinstance(learner, MultiHeadMLPLearner):
+        return "MultiHeadMLPLearner"
+    raise TypeError(f"learner must be a HordeLearner or MultiHeadMLPLearner, got {type(learner).__name__}")
+
+
+def _template(learner: Any, observation_dim: int, n_seeds: int | None) -> Any:
+    key = jax.random.key(0)
+    if isinstance(learner, HordeLearner):
+        init = lambda k: learner._init(observation_dim, k)  # noqa: E731
+    else:
+        init = lambda k: learner.init(observation_dim, k)  # noqa: E731
+    if n_seeds is None:
+        return jax.eval_shape(init, key)
+    return jax.eval_shape(jax.vmap(init), jax.random.split(key, n_seeds))
+
+
+def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata: dict | None = None) -> Path:
+    """Saves ``learner`` (its configuration) and ``state`` atomically to ``path``.
+
+    Args:
+        path: the checkpoint file (``.npz`` is appended when missing).
+        learner: a ``HordeLearner`` or ``MultiHeadMLPLearner``.
+        state: its state (``HordeState``/``MultiHeadMLPState``), optionally batched over seeds.
+        metadata: JSON-serializable extra data (e.g. the step a run reached).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    kind = _learner_kind(learner)
+    expected_type = HordeState if kind == "HordeLearner" else MultiHeadMLPState
+    if not isinstance(state, expected_type):
+        raise TypeError(f"state must be a {expected_type.__name__} for a {kind}, got {type(state).__name__}")
+    core = state.core if kind == "HordeLearner" else state
+    biases = np.shape(core.head_params.biases)
+    n_seeds = None if len(biases) == 1 else int(biases[0])
+    feature_dim = learner.core.feature_dim(core) if kind == "HordeLearner" else learner.feature_dim(core)
+    leaves = _leaves(state)
+    meta = {
+        "format": "horde-checkpoint",
+        "format_version": CHECKPOINT_VERSION,
+        "learner_kind": kind,
+        "learner_config": learner.to_config(),
+        "observation_dim": int(feature_dim),
+        "n_seeds": n_seeds,
+        "leaves": [name for name, _ in leaves],
+        "metadata": metadata or {},
+    }
+    meta["checksum"] = _checksum(meta, leaves)
+    buffer = io.BytesIO()
+    arrays = {f"leaf_{i:05d}": arr for i, (_, arr) in enumerate(leaves)}
+    np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
+    """Loads a checkpoint written by ``save_checkpoint``.
+
+    Returns:
+        ``(learner, state, metadata)``.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupted, of another format version,
+            or its arrays do not match the learner it describes.
+    """
+    path = Path(path)
+    if not path.exists() and path.with_name(path.name + ".npz").exists():
+        path = path.with_name(path.name + ".npz")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            if "__meta__" not in files:
+                raise CheckpointError(f"{path} is not a horde checkpoint (no __meta__ entry)")
+            meta = json.loads(str(data["__meta__"]))
+            arrays = {name: data[name] for name in files if name != "__meta__"}
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted: {type(e).__name__}: {e}") from e
+    if meta.get("format") != "horde-checkpoint":
+        raise CheckpointError(f"{path} is not a horde checkpoint")
+    version = meta.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}; this horde reads version {CHECKPOINT_VERSION}"
+        )
+    names = meta["leaves"]
+    leaves = []
+    for i, name in enumerate(names):
+        key = f"leaf_{i:05d}"
+        if key not in arrays:
+            raise CheckpointError(f"{path} is missing the array for {name!r}")
+        leaves.append((name, arrays[key]))
+    stored = meta.pop("checksum", None)
+    if stored != _checksum(meta, leaves):
+        raise CheckpointError(f"{path} failed its checksum: the file is corrupted")
+    try:
+        cls = HordeLearner if meta["learner_kind"] == "HordeLearner" else MultiHeadMLPLearner
+        learner = cls.from_config(meta["learner_config"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
+    template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    if len(flat) != len(leaves):
+        raise CheckpointError(
+            f"{path} has {len(leaves)} state arrays but the learner it describes has {len(flat)}"
+        )
+    restored = []
+    for (tpath, spec), (name, arr) in zip(flat, leaves):
+        want = _path_name(tpath)
+        if want != name or tuple(spec.shape) != arr.shape:
+            raise CheckpointError(
+                f"{path}: state array {name!r} has shape {arr.shape}, expected {want!r} with shape {tuple(spec.shape)}"
+            )
+        if jax.dtypes.issubdtype(spec.dtype, jax.dtypes.prng_key):
+            restored.append(jax.random.wrap_key_data(arr))
+        else:
+            if np.dtype(spec.dtype) != arr.dtype:
+                raise CheckpointError(f"{path}: state array {name!r} has dtype {arr.dtype}, expected {spec.dtype}")
+            restored.append(jax.numpy.asarray(arr))
+    state = jax.tree_util.tree_unflatten(treedef, restored)
+    return learner, state, meta.get("metadata", {})

@@ -1,0 +1,130 @@
+"""The ``horde`` command, end to end in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import horde
+
+TINY = """
+[env]
+id = "CartPole-v1"
+
+[run]
+steps = 300
+seed = 1
+chunk_size = 128
+
+[learner]
+hidden_sizes = [8]
+step_size = 0.001
+diagnostics = true
+
+[nexting]
+observation_dim = 4
+timescales = [1, 10]
+
+[[demons]]
+name = "steps_to_fall"
+cumulant = { kind = "constant", value = 1.0 }
+discount = { kind = "until", index = 2, threshold = 0.2095, absolute = true }
+"""
+
+
+def _horde(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "horde.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "tiny.toml").write_text(TINY)
+    proc = _horde("run", "tiny.toml", "--out", "out", "--no-progress", cwd=root)
+    return root, proc
+
+
+def test_run_writes_everything_and_prints_the_summary(tiny_run):
+    root, proc = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    assert "Per-demon summary" in proc.stdout
+    for name in ("steps_to_fall", "obs[0]@1", "obs[3]@10"):
+        assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
+    out = root / "out"
+    for f in ("metrics.npz", "run.json", "config.json", "checkpoint.npz", "learning_curves.png",
+              "normalized_rmse.png", "prediction_vs_return.png", "diagnostics.png"):
+        assert (out / f).stat().st_size > 0, f
+    result = horde.RunResult.load(out)
+    assert result.predictions.shape == (1, 300, 9)
+    learner, state, meta = horde.load_checkpoint(out / "checkpoint.npz")
+    assert meta["step"] == 300 and learner.names == result.demon_names
+    assert json.loads((out / "config.json").read_text())["run"]["steps"] == 300
+
+
+def test_plot_redraws_a_saved_run(tiny_run):
+    root, _ = tiny_run
+    (root / "out" / "learning_curves.png").unlink()
+    proc = _horde("plot", "out", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "out" / "learning_curves.png").stat().st_size > 0
+
+
+def test_resume_continues_from_the_checkpoint(tiny_run):
+    root, _ = tiny_run
+    learner, before, _ = horde.load_checkpoint(root / "out" / "checkpoint.npz")
+    proc = _horde("run", "--resume", "out", "--steps", "50", "--out", "resumed", "--no-progress", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    _, after, meta = horde.load_checkpoint(root / "resumed" / "checkpoint.npz")
+    assert meta["step"] == 350
+    assert int(after.core.step_count) == int(before.core.step_count) + 50
+
+
+def test_demons_lists_the_declared_demons(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    proc = _horde("demons", "tiny.toml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "steps_to_fall" in proc.stdout and "state-dependent" in proc.stdout
+    assert "9 demons" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (TINY.replace("steps = 300", 'steps = "many"'), "config key run.steps must be an integer >= 1, got 'many'"),
+        (TINY.replace("[learner]", "[lerner]"), "unknown section 'lerner'"),
+        (TINY.replace("hidden_sizes = [8]", "hidden_size = [8]"), "learner.hidden_size is not a learner setting"),
+        (TINY.replace('kind = "constant", value = 1.0', 'kind = "konstant", value = 1.0'), "unknown cumulant kind 'konstant'"),
+        (TINY + "\n[policy]\nkind = \"greedy\"\n", "config key policy.kind must be 'uniform' or 'fixed', got 'greedy'"),
+        ("[env\n", "is not valid TOML"),
+    ],
+)
+def test_bad_config_exits_2_with_a_message_naming_the_key(tmp_path, text, message):
+    (tmp_path / "bad.toml").write_text(text)
+    proc = _horde("run", "bad.toml", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr, proc.stderr
+
+
+def test_help_explains_every_option(tmp_path):
+    proc = _horde("run", "--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for option in ("--env", "--steps", "--seeds", "--out", "--resume", "--checkpoint-every"):
+        assert option in proc.stdout
+
+
+def test_multi_seed_run_from_the_command_line(tmp_path):
+    (tmp_path / "tiny.toml").write_text(TINY.replace("steps = 300", "steps = 100"))
+    proc = _horde("run", "tiny.toml", "--seeds", "2", "--out", "two", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = horde.RunResult.load(tmp_path / "two")
+    assert result.n_seeds == 2
+    assert np.isfinite(result.predictions[result.valid]).all()
