@@ -9,7 +9,7 @@ from horde.behaviour import (
 )
 from horde.bounders import ObGDBounding
 from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from horde import evaluation
+from horde import evaluation, plots
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
 from horde.horde_learner import (
     BatchedHordeResult,
@@ -59,6 +59,7 @@ __all__ = [
     "DiagnosticsState",
     "error_curve",
     "evaluation",
+    "plots",
     "ideal_returns",
     "run_ideal_returns",
     "BatchedMultiHeadResult",

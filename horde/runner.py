@@ -503,7 +503,12 @@ def _run_vector(learner, env, features, policy, act_space, steps, seed, record_e
     ep_return, ep_length = np.zeros(N), np.zeros(N, np.int64)
 
     start_time = time.perf_counter()
-    raw, infos = env.reset(seed=[seed + i for i in range(N)])
+    try:
+        raw, infos = env.reset(seed=[seed + i for i in range(N)])
+    except (TypeError, ValueError, AssertionError, gym.error.Error):
+        # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
+        # integer seed for the whole batch: copies then do not match single runs seed for seed.
+        raw, infos = env.reset(seed=seed)
     x = features.batch(raw)
     resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these copies
     last_actions = np.zeros((N,) + action_shape, action_dtype)
