@@ -37,7 +37,7 @@ from horde.multi_head_learner import (
 )
 from horde.normalizers import EMANormalizer, WelfordNormalizer
 from horde.optimizers import IDBD, LMS, Autostep
-from horde.runner import RunResult, run
+from horde.runner import DivergenceError, RunResult, run
 from horde.spaces import FeatureMap
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "Autostep",
     "BehaviourPolicy",
     "CheckpointError",
+    "DivergenceError",
     "load_checkpoint",
     "save_checkpoint",
     "CallablePolicy",

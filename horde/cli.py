@@ -7,8 +7,9 @@ demons a configuration declares.
     horde demons CONFIG.toml
 
 Exit status: 0 on success, 2 for a bad command line or configuration (the message names the
-key and what it expected), 130 when interrupted (after writing a final checkpoint and the
-partial results).
+key and what it expected), 3 when learning diverged (the last good checkpoint is kept and the
+results up to the divergence are written), 130 when interrupted (after writing a final
+checkpoint and the partial results).
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def _policy(config: dict[str, Any]):
 
 
 def _cmd_run(args) -> int:
-    from horde.checkpoint import load_checkpoint, save_checkpoint
-    from horde.runner import run
+    from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from horde.runner import DivergenceError, run
 
     config = _resolve_config(args)
     out = Path(args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -153,9 +154,10 @@ def _cmd_run(args) -> int:
     run_cfg = config["run"]
     state, start_step = None, 0
     if args.resume:
-        if run_cfg["seeds"] > 1:
-            raise ConfigError("--resume supports single-seed runs only (run.seeds = 1)")
-        learner, state, meta = load_checkpoint(Path(args.resume) / CHECKPOINT_FILE)
+        try:
+            learner, state, meta = load_checkpoint(Path(args.resume) / CHECKPOINT_FILE)
+        except CheckpointError as e:
+            raise ConfigError(f"--resume {args.resume}: {e}") from e
         start_step = int(meta.get("step", 0))
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
@@ -164,23 +166,30 @@ def _cmd_run(args) -> int:
     last_saved = [start_step]
 
     def checkpoint(step: int, st: Any) -> None:
-        save_checkpoint(out / CHECKPOINT_FILE, learner, st, {"step": start_step + step, "seed": run_cfg["seed"]})
-        last_saved[0] = start_step + step
+        save_checkpoint(out / CHECKPOINT_FILE, learner, st, {"step": step, "seed": run_cfg["seed"]})
+        last_saved[0] = step
 
     def callback(step: int, st: Any) -> None:
-        if every and (start_step + step) // every > (last_saved[0]) // every:
+        if every and step // every > last_saved[0] // every:
             checkpoint(step, st)
 
-    # A resumed run continues the learner; the environment restarts from a fresh episode with
-    # the seed advanced by the steps already taken.
-    seed = run_cfg["seed"] + start_step
-    result = run(
-        learner, env, steps=run_cfg["steps"], seed=seed, state=state, policy=_policy(config),
-        record_every=run_cfg["record_every"], chunk_size=run_cfg["chunk_size"],
-        progress=False if args.no_progress else None, callback=callback, stop_on_interrupt=True,
-    )
-    checkpoint(result.total_steps, result.state)
-    result.config["start_step"] = start_step
+    # A resumed run replays the behaviour stream to the checkpoint's step (it depends on the
+    # seed alone), then continues learning from the checkpointed state: bit for bit the run
+    # that was interrupted.
+    try:
+        result = run(
+            learner, env, steps=run_cfg["steps"], seed=run_cfg["seed"], state=state, policy=_policy(config),
+            record_every=run_cfg["record_every"], chunk_size=run_cfg["chunk_size"],
+            progress=False if args.no_progress else None, callback=callback, stop_on_interrupt=True,
+            start_step=start_step,
+        )
+    except DivergenceError as e:
+        e.result.save(out)
+        print(f"horde run: {e}", file=sys.stderr)
+        print(f"the last good checkpoint ({out / CHECKPOINT_FILE}, step {last_saved[0]}) was kept; "
+              f"the results up to the divergence are in {out}", file=sys.stderr)
+        return 3
+    checkpoint(start_step + result.total_steps, result.state)
     result.save(out)
     figures = _draw_figures(result, out)
     _print_summary(result)

@@ -114,6 +114,9 @@ class HordeUpdateResult(NamedTuple):
         rupee: RUPEE per demon after this step, ``(n_demons,)``; NaN unless the learner was
             built with ``diagnostics=True``.
         ude: UDE per demon after this step, ``(n_demons,)``; NaN unless ``diagnostics=True``.
+        diverged: ``(n_demons,)`` bool, True where the demon's prediction, TD error or
+            updated bias is not finite (a non-finite weight shows in the next prediction). A
+            daemon can check ``result.diverged.any()`` and keep its last good state.
     """
 
     state: HordeState
@@ -124,6 +127,7 @@ class HordeUpdateResult(NamedTuple):
     trunk_bounding_metric: jax.Array
     rupee: jax.Array
     ude: jax.Array
+    diverged: jax.Array
 
 
 class Transitions(NamedTuple):
@@ -472,9 +476,14 @@ class HordeLearner:
         metrics = jnp.stack(
             [td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1
         )
+        diverged = (
+            ~jnp.isfinite(predictions)
+            | (active & ~jnp.isfinite(delta))
+            | ~jnp.isfinite(head_params.biases)
+        )
         return HordeUpdateResult(
             new_state, predictions, td_errors, jnp.where(active, targets, jnp.nan), metrics, trunk_scale,
-            rupee, ude,
+            rupee, ude, diverged,
         )
 
     def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, active):

@@ -39,7 +39,22 @@ from horde.behaviour import BehaviourPolicy, as_behaviour_policy
 from horde.horde_learner import HordeLearner, HordeState, Transitions
 from horde.spaces import FeatureMap
 
-__all__ = ["run", "RunResult"]
+__all__ = ["run", "RunResult", "DivergenceError"]
+
+
+class DivergenceError(RuntimeError):
+    """Learning produced non-finite predictions or parameters.
+
+    Attributes:
+        step: the global step at which it was detected.
+        demons: names of the demons affected.
+        result: the ``RunResult`` recorded up to and including the failing chunk; its
+            ``state`` is the last good state (before that chunk).
+    """
+
+    def __init__(self, message: str, *, step: int, demons: tuple[str, ...], result: "RunResult"):
+        super().__init__(message)
+        self.step, self.demons, self.result = step, demons, result
 
 RESULT_FORMAT_VERSION = 1
 
@@ -323,6 +338,7 @@ def run(
     env_kwargs: dict | None = None,
     callback: Any = None,
     stop_on_interrupt: bool = False,
+    start_step: int = 0,
 ) -> RunResult:
     """Runs a behaviour policy in ``env`` for ``steps`` steps while ``learner`` learns.
 
@@ -338,7 +354,8 @@ def run(
             gets ``seed + i``), the policy's generator (``numpy.random.default_rng(seed + i)``)
             and the learner's initial weights (``jax.random.key(seed + i)``), so copy ``i`` of
             a vector run equals a single run with seed ``seed + i``.
-        state: a learner state to continue from (single environments); default: a fresh one.
+        state: a learner state to continue from (batched over copies for a vector
+            environment); default: a fresh one.
         record_every: record per-demon values every this many steps.
         chunk_size: transitions per compiled learning call; 1 learns after every step.
         progress: show a progress bar; default: when stderr is a terminal.
@@ -348,9 +365,19 @@ def run(
         stop_on_interrupt: on Ctrl-C (``KeyboardInterrupt``) stop after the last complete
             chunk and return what was learned and recorded so far, with
             ``config["interrupted"] = True``, instead of raising.
+        start_step: resume a run at this step: the environment and the behaviour policy are
+            first stepped ``start_step`` times without learning (their stream depends on the
+            seed alone, so this restores it exactly), then learning continues from ``state``.
+            With the state checkpointed at ``start_step``, the result continues the
+            interrupted run bit for bit (on the same machine).
 
     Returns:
         ``RunResult``.
+
+    Raises:
+        DivergenceError: a prediction or parameter became non-finite; the message names the
+            demons and the step, and ``error.result`` holds what was recorded, with the last
+            good state.
     """
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -366,7 +393,10 @@ def run(
     features = FeatureMap(obs_space)
     n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
     learner.demons.validate(features.dim, n_actions)
+    if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
+        raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
     config = {
+        "start_step": int(start_step),
         "env": env_id,
         "steps": int(steps),
         "seed": int(seed),
@@ -375,11 +405,11 @@ def run(
         "n_seeds": int(env.num_envs) if vector else 1,
         "learner": learner.to_config() if _serializable(learner) else None,
     }
-    if vector:
-        if state is not None:
-            raise ValueError("state cannot be given for a vector environment; each copy starts fresh")
-        return _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config, callback, stop_on_interrupt)
-    return _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt)
+    runner = _run_vector if vector else _run_single
+    return runner(
+        learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress,
+        config, callback, stop_on_interrupt, int(start_step),
+    )
 
 
 def _serializable(learner: HordeLearner) -> bool:
@@ -400,190 +430,282 @@ def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np
     }
 
 
-def _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt):
+class _SingleStream:
+    """Steps one environment with the behaviour policy, resetting it at episode ends, and
+    collects transitions as feature arrays."""
+
+    def __init__(self, env, features, policy, act_space, seed):
+        self.env, self.features, self.policy = env, features, policy
+        self.rng = np.random.default_rng(seed)
+        discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.action_dtype = np.int32 if discrete else np.float32
+        self.action_shape = () if discrete else act_space.shape
+        self.episodes: list[tuple[int, int, float, int]] = []
+        self.ep_return, self.ep_length = 0.0, 0
+        self.raw, self.info = env.reset(seed=seed)
+        self.x = features(self.raw)
+
+    def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        dim = self.features.dim
+        obs = np.empty((T, dim), np.float32)
+        next_obs = np.empty((T, dim), np.float32)
+        actions = np.empty((T,) + self.action_shape, self.action_dtype)
+        rewards = np.empty(T, np.float32)
+        terminated = np.zeros(T, bool)
+        truncated = np.zeros(T, bool)
+        probs = np.ones(T, np.float32)
+        env, features, policy, rng = self.env, self.features, self.policy, self.rng
+        raw, info, x = self.raw, self.info, self.x
+        for t in range(T):
+            action, prob = policy.sample(raw, info, rng)
+            next_raw, reward, term, trunc, next_info = env.step(action)
+            x_next = features(next_raw)
+            if not np.isfinite(x_next).all():
+                raise ValueError(
+                    f"the environment returned a non-finite observation at step {first_step + t}: {next_raw!r}"
+                )
+            obs[t] = x
+            next_obs[t] = x_next
+            actions[t] = action
+            rewards[t] = reward
+            terminated[t] = term
+            truncated[t] = trunc
+            if prob is not None:
+                probs[t] = prob
+            self.ep_return += float(reward)
+            self.ep_length += 1
+            if term or trunc:
+                self.episodes.append((0, first_step + t, self.ep_return, self.ep_length))
+                self.ep_return, self.ep_length = 0.0, 0
+                raw, info = env.reset()
+                x = features(raw)
+            else:
+                raw, info, x = next_raw, next_info, x_next
+        self.raw, self.info, self.x = raw, info, x
+        transitions = Transitions(obs, actions, rewards, next_obs, terminated, truncated, probs)
+        return transitions, np.ones(T, bool)
+
+
+def _replay(stream, start_step: int, chunk_size: int) -> None:
+    """Steps the environment and policy to ``start_step`` without learning: the behaviour
+    stream is a function of the seed alone, so this restores it exactly."""
+    done = 0
+    while done < start_step:
+        T = min(chunk_size, start_step - done)
+        stream.collect(T, done)
+        done += T
+    stream.episodes.clear()
+
+
+def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_every, progress, callback,
+           stop_on_interrupt, config, n_seeds, batched):
+    """The loop shared by single and vector runs: collect a chunk, learn from it in one call,
+    check for divergence, record, report."""
+    recorder = _Recorder(n_seeds, learner.n_demons, record_every)
+    bar = _Progress(steps * n_seeds, progress)
+    check = _finite_fn(learner, batched)
+    done = 0
+    start_time = time.perf_counter()
+    try:
+        while done < steps:
+            T = min(chunk_size, steps - done)
+            first = start_step + done
+            transitions, valid = stream.collect(T, first)
+            new_state, outputs = fn(state, transitions, valid)
+            outputs = [np.asarray(o) if batched else np.asarray(o)[None] for o in outputs]
+            # Recorded arrays have a leading seed axis: vector streams already do.
+            valid2 = valid if batched else valid[None]
+            swap = (lambda a: a) if batched else (lambda a: a[None])
+            bad = _divergence(outputs[0], valid2, np.asarray(check(new_state)))
+            if bad is not None:
+                seed_i, t, demons_bad = bad
+                recorder.add(first, outputs, swap(transitions.rewards), swap(transitions.terminated), swap(transitions.truncated), valid2)
+                result = _result(learner, recorder, stream, time.perf_counter() - start_time, done + T, record_every, config, state)
+                names = [learner.names[i] for i in demons_bad]
+                shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                raise DivergenceError(
+                    f"learning diverged at step {first + t}{f' (seed {seed_i})' if n_seeds > 1 else ''}: "
+                    f"non-finite predictions or parameters for demon{'s' if len(names) > 1 else ''} {shown}. "
+                    "The returned state is the last good one (before this chunk); try a smaller step size "
+                    "or ObGDBounding.",
+                    step=first + t, demons=tuple(names), result=result,
+                )
+            state = new_state
+            recorder.add(first, outputs, swap(transitions.rewards), swap(transitions.terminated), swap(transitions.truncated), valid2)
+            bar.update(T * n_seeds, outputs[1])
+            done += T
+            if callback is not None:
+                callback(start_step + done, state)
+    except KeyboardInterrupt:
+        if not stop_on_interrupt:
+            raise
+        config["interrupted"] = True
+    finally:
+        bar.close()
+    jax.block_until_ready(state)
+    return _result(learner, recorder, stream, time.perf_counter() - start_time, done, record_every, config, state)
+
+
+def _result(learner, recorder, stream, wall, done, record_every, config, state) -> RunResult:
+    last = config.get("start_step", 0) + done
+    episodes = [e for e in stream.episodes if e[1] < last]
+    return RunResult(
+        demon_names=learner.names, wall_time=wall, total_steps=int(done), record_every=int(record_every),
+        config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
+    )
+
+
+def _finite_fn(learner: HordeLearner, batched: bool):
+    """Compiled check of a state: per demon, are its head and the trunk all finite?"""
+    cache = learner.__dict__.setdefault("_runner_fns", {})
+    key = ("finite", batched)
+    if key not in cache:
+
+        def finite(state):
+            core = state.core
+            ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
+            trunk = jax.tree_util.tree_leaves(core.trunk_params)
+            if trunk:
+                ok = ok & jnp.all(jnp.stack([jnp.isfinite(t).all() for t in trunk]))
+            return ok
+
+        cache[key] = jax.jit(jax.vmap(finite) if batched else finite)
+    return cache[key]
+
+
+def _divergence(predictions: np.ndarray, valid: np.ndarray, finite_after: np.ndarray):
+    """First (seed, step, demons) with a non-finite prediction, or demons whose parameters are
+    non-finite after the chunk; None when everything is finite."""
+    bad = ~np.isfinite(predictions) & valid[..., None]
+    if bad.any():
+        seed_i, t = np.argwhere(bad.any(axis=-1))[0]
+        return int(seed_i), int(t), np.flatnonzero(bad[seed_i, t])
+    finite_after = np.atleast_2d(finite_after)
+    if not finite_after.all():
+        seed_i = int(np.argwhere(~finite_after.all(axis=-1))[0][0])
+        return seed_i, predictions.shape[1] - 1, np.flatnonzero(~finite_after[seed_i])
+    return None
+
+
+def _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt, start_step):
     policy = as_behaviour_policy(policy, act_space)
     _check_off_policy(learner, policy, act_space)
     config["policy"] = repr(policy)
-    rng = np.random.default_rng(seed)
     if state is None:
         state = learner.init(features.dim, jax.random.key(seed))
     else:
         learner._check_state(state)
     fn = _chunk_fn(learner, batched=False, masked=False)
-    recorder = _Recorder(1, learner.n_demons, record_every)
-    bar = _Progress(steps, progress)
-    dim = features.dim
-    action_dtype = np.int32 if isinstance(act_space, gym.spaces.Discrete) else np.float32
-    action_shape = () if isinstance(act_space, gym.spaces.Discrete) else act_space.shape
-    episodes: list[tuple[int, int, float, int]] = []
-    ep_return, ep_length = 0.0, 0
-
-    start_time = time.perf_counter()
-    raw, info = env.reset(seed=seed)
-    x = features(raw)
-    done_steps = 0
-    try:
-        while done_steps < steps:
-            T = min(chunk_size, steps - done_steps)
-            obs = np.empty((T, dim), np.float32)
-            next_obs = np.empty((T, dim), np.float32)
-            actions = np.empty((T,) + action_shape, action_dtype)
-            rewards = np.empty(T, np.float32)
-            terminated = np.zeros(T, bool)
-            truncated = np.zeros(T, bool)
-            probs = np.ones(T, np.float32)
-            for t in range(T):
-                action, prob = policy.sample(raw, info, rng)
-                next_raw, reward, term, trunc, next_info = env.step(action)
-                x_next = features(next_raw)
-                if not np.isfinite(x_next).all():
-                    raise ValueError(
-                        f"the environment returned a non-finite observation at step {done_steps + t}: {next_raw!r}"
-                    )
-                obs[t] = x
-                next_obs[t] = x_next
-                actions[t] = action
-                rewards[t] = reward
-                terminated[t] = term
-                truncated[t] = trunc
-                if prob is not None:
-                    probs[t] = prob
-                ep_return += float(reward)
-                ep_length += 1
-                if term or trunc:
-                    episodes.append((0, done_steps + t, ep_return, ep_length))
-                    ep_return, ep_length = 0.0, 0
-                    raw, info = env.reset()
-                    x = features(raw)
-                else:
-                    raw, info, x = next_raw, next_info, x_next
-            transitions = Transitions(obs, actions, rewards, next_obs, terminated, truncated, probs)
-            state, outputs = fn(state, transitions, np.ones(T, bool))
-            outputs = [np.asarray(o)[None] for o in outputs]
-            recorder.add(done_steps, outputs, rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
-            bar.update(T, outputs[1])
-            done_steps += T
-            if callback is not None:
-                callback(done_steps, state)
-    except KeyboardInterrupt:
-        if not stop_on_interrupt:
-            raise
-        config["interrupted"] = True
-        episodes = [e for e in episodes if e[1] < done_steps]
-    finally:
-        bar.close()
-    jax.block_until_ready(state)
-    wall = time.perf_counter() - start_time
-    return RunResult(
-        demon_names=learner.names, wall_time=wall, total_steps=int(done_steps), record_every=int(record_every),
-        config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
+    stream = _SingleStream(env, features, policy, act_space, seed)
+    _replay(stream, start_step, chunk_size)
+    return _learn(
+        learner, fn, state, stream, steps=steps, start_step=start_step, chunk_size=chunk_size,
+        record_every=record_every, progress=progress, callback=callback, stop_on_interrupt=stop_on_interrupt,
+        config=config, n_seeds=1, batched=False,
     )
 
 
-def _run_vector(learner, env, features, policy, act_space, steps, seed, record_every, chunk_size, progress, config, callback, stop_on_interrupt):
-    N = int(env.num_envs)
-    mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-    mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
-    if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
-        raise ValueError(f"vector environments must autoreset (NEXT_STEP or SAME_STEP), got {mode}")
-    policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
-    _check_off_policy(learner, policies[0], act_space)
-    config["policy"] = repr(policies[0])
-    rngs = [np.random.default_rng(seed + i) for i in range(N)]
-    keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(N)])
-    state = jax.vmap(lambda k: learner._init(features.dim, jax.random.wrap_key_data(k)))(keys)
-    fn = _chunk_fn(learner, batched=True, masked=True)
-    recorder = _Recorder(N, learner.n_demons, record_every)
-    bar = _Progress(steps * N, progress)
-    dim = features.dim
-    discrete = isinstance(act_space, gym.spaces.Discrete)
-    action_dtype = np.int32 if discrete else np.float32
-    action_shape = () if discrete else act_space.shape
-    episodes: list[tuple[int, int, float, int]] = []
-    ep_return, ep_length = np.zeros(N), np.zeros(N, np.int64)
+class _VectorStream:
+    """Steps a vector environment, one behaviour policy and generator per copy, and collects
+    transitions with a validity mask (False at next-step autoreset steps)."""
 
-    start_time = time.perf_counter()
-    try:
-        raw, infos = env.reset(seed=[seed + i for i in range(N)])
-    except (TypeError, ValueError, AssertionError, gym.error.Error):
-        # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
-        # integer seed for the whole batch: copies then do not match single runs seed for seed.
-        raw, infos = env.reset(seed=seed)
-    x = features.batch(raw)
-    resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these copies
-    last_actions = np.zeros((N,) + action_shape, action_dtype)
-    done_steps = 0
-    try:
-        while done_steps < steps:
-            T = min(chunk_size, steps - done_steps)
-            obs = np.empty((T, N, dim), np.float32)
-            next_obs = np.empty((T, N, dim), np.float32)
-            actions = np.empty((T, N) + action_shape, action_dtype)
-            rewards = np.zeros((T, N), np.float32)
-            terminated = np.zeros((T, N), bool)
-            truncated = np.zeros((T, N), bool)
-            valid = np.ones((T, N), bool)
-            probs = np.ones((T, N), np.float32)
-            for t in range(T):
-                for i in range(N):
-                    if resetting[i]:
-                        # The action is ignored by the autoreset; draw nothing so that copy i's
-                        # policy stream matches a single environment that resets itself.
-                        actions[t, i] = last_actions[i]
-                        continue
-                    info_i = {k: v[i] for k, v in infos.items() if not k.startswith("_")} if infos else {}
-                    a, p = policies[i].sample(raw[i], info_i, rngs[i])
-                    actions[t, i] = a
-                    if p is not None:
-                        probs[t, i] = p
-                last_actions = actions[t].copy()
-                next_raw, reward, term, trunc, next_infos = env.step(actions[t])
-                x_next = features.batch(next_raw)
-                ended = np.logical_or(term, trunc)
-                if mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
-                    final = next_infos["final_obs"]
-                    real_next = x_next.copy()
-                    for i in np.flatnonzero(ended):
-                        real_next[i] = features(final[i])
-                else:
-                    real_next = x_next
-                if not np.isfinite(real_next).all():
-                    raise ValueError(f"the environment returned a non-finite observation at step {done_steps + t}")
-                obs[t] = x
-                next_obs[t] = real_next
-                rewards[t] = reward
-                terminated[t] = term
-                truncated[t] = trunc
-                valid[t] = ~resetting
-                live = ~resetting
-                ep_return[live] += np.asarray(reward, np.float64)[live]
-                ep_length[live] += 1
-                for i in np.flatnonzero(ended & live):
-                    episodes.append((i, done_steps + t, float(ep_return[i]), int(ep_length[i])))
-                    ep_return[i], ep_length[i] = 0.0, 0
-                if mode == gym.vector.AutoresetMode.NEXT_STEP:
-                    resetting = ended & live
-                raw, infos, x = next_raw, next_infos, x_next
-            transitions = Transitions(
-                *(np.swapaxes(a, 0, 1) for a in (obs, actions, rewards, next_obs, terminated, truncated, probs))
-            )
-            state, outputs = fn(state, transitions, valid.T)
-            outputs = [np.asarray(o) for o in outputs]
-            recorder.add(done_steps, outputs, rewards.T, terminated.T, truncated.T, valid.T)
-            bar.update(T * N, outputs[1])
-            done_steps += T
-            if callback is not None:
-                callback(done_steps, state)
-    except KeyboardInterrupt:
-        if not stop_on_interrupt:
-            raise
-        config["interrupted"] = True
-        episodes = [e for e in episodes if e[1] < done_steps]
-    finally:
-        bar.close()
-    jax.block_until_ready(state)
-    wall = time.perf_counter() - start_time
-    return RunResult(
-        demon_names=learner.names, wall_time=wall, total_steps=int(done_steps), record_every=int(record_every),
-        config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
+    def __init__(self, env, features, policy, act_space, seed):
+        N = self.N = int(env.num_envs)
+        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
+        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
+            raise ValueError(f"vector environments must autoreset (NEXT_STEP or SAME_STEP), got {mode}")
+        self.mode, self.env, self.features = mode, env, features
+        self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
+        self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
+        discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.action_dtype = np.int32 if discrete else np.float32
+        self.action_shape = () if discrete else act_space.shape
+        self.episodes: list[tuple[int, int, float, int]] = []
+        self.ep_return, self.ep_length = np.zeros(N), np.zeros(N, np.int64)
+        try:
+            self.raw, self.infos = env.reset(seed=[seed + i for i in range(N)])
+        except (TypeError, ValueError, AssertionError, gym.error.Error):
+            # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
+            # integer seed for the whole batch: copies then do not match single runs seed for seed.
+            self.raw, self.infos = env.reset(seed=seed)
+        self.x = features.batch(self.raw)
+        self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
+        self.last_actions = np.zeros((N,) + self.action_shape, self.action_dtype)
+
+    def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        N, dim, features = self.N, self.features.dim, self.features
+        obs = np.empty((T, N, dim), np.float32)
+        next_obs = np.empty((T, N, dim), np.float32)
+        actions = np.empty((T, N) + self.action_shape, self.action_dtype)
+        rewards = np.zeros((T, N), np.float32)
+        terminated = np.zeros((T, N), bool)
+        truncated = np.zeros((T, N), bool)
+        valid = np.ones((T, N), bool)
+        probs = np.ones((T, N), np.float32)
+        raw, infos, x, resetting = self.raw, self.infos, self.x, self.resetting
+        for t in range(T):
+            for i in range(N):
+                if resetting[i]:
+                    # The autoreset ignores the action; draw nothing so that copy i's policy
+                    # stream matches a single environment that resets itself.
+                    actions[t, i] = self.last_actions[i]
+                    continue
+                info_i = {k: v[i] for k, v in infos.items() if not k.startswith("_")} if infos else {}
+                a, p = self.policies[i].sample(raw[i], info_i, self.rngs[i])
+                actions[t, i] = a
+                if p is not None:
+                    probs[t, i] = p
+            self.last_actions = actions[t].copy()
+            next_raw, reward, term, trunc, next_infos = self.env.step(actions[t])
+            x_next = features.batch(next_raw)
+            ended = np.logical_or(term, trunc)
+            real_next = x_next
+            if self.mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
+                real_next = x_next.copy()
+                for i in np.flatnonzero(ended):
+                    real_next[i] = features(next_infos["final_obs"][i])
+            if not np.isfinite(real_next).all():
+                raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
+            obs[t] = x
+            next_obs[t] = real_next
+            rewards[t] = reward
+            terminated[t] = term
+            truncated[t] = trunc
+            live = ~resetting
+            valid[t] = live
+            self.ep_return[live] += np.asarray(reward, np.float64)[live]
+            self.ep_length[live] += 1
+            for i in np.flatnonzero(ended & live):
+                self.episodes.append((i, first_step + t, float(self.ep_return[i]), int(self.ep_length[i])))
+                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
+                resetting = ended & live
+            raw, infos, x = next_raw, next_infos, x_next
+        self.raw, self.infos, self.x, self.resetting = raw, infos, x, resetting
+        transitions = Transitions(
+            *(np.swapaxes(a, 0, 1) for a in (obs, actions, rewards, next_obs, terminated, truncated, probs))
+        )
+        return transitions, valid.T
+
+
+def _run_vector(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt, start_step):
+    stream = _VectorStream(env, features, policy, act_space, seed)
+    _check_off_policy(learner, stream.policies[0], act_space)
+    config["policy"] = repr(stream.policies[0])
+    N = stream.N
+    if state is None:
+        keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(N)])
+        state = jax.vmap(lambda k: learner._init(features.dim, jax.random.wrap_key_data(k)))(keys)
+    elif np.shape(state.core.head_params.biases) != (N, learner.n_demons):
+        raise ValueError(
+            f"state must be batched over the {N} copies (head biases of shape {(N, learner.n_demons)}), "
+            f"got {np.shape(state.core.head_params.biases)}"
+        )
+    fn = _chunk_fn(learner, batched=True, masked=True)
+    _replay(stream, start_step, chunk_size)
+    return _learn(
+        learner, fn, state, stream, steps=steps, start_step=start_step, chunk_size=chunk_size,
+        record_every=record_every, progress=progress, callback=callback, stop_on_interrupt=stop_on_interrupt,
+        config=config, n_seeds=N, batched=True,
     )
