@@ -22,7 +22,7 @@ def _rss_bytes() -> int:
 @pytest.mark.slow
 def test_million_steps_256_demons_cartpole_stays_finite_flat_and_fast():
     steps, record_every, chunk = 1_000_000, 1000, 4096
-    demon_set = demons.nexting(4, timescales=tuple(range(1, 61)), lamda=0.0)[:252] + demons.reward_demons(timescales=(1, 10, 100, 1000))
+    demon_set = demons.nexting(4, timescales=tuple(range(1, 64)), lamda=0.0)[:252] + demons.reward_demons(timescales=(1, 10, 100, 1000))
     assert len(demon_set) == 256
     learner = horde.HordeLearner(demon_set, hidden_sizes=(128, 128), step_size=1.0, bounder=horde.ObGDBounding(),
                                  normalizer=horde.WelfordNormalizer())

@@ -1,0 +1,86 @@
+"""Spread many seeds over every device: the seed axis of a batched run, sharded on a mesh.
+
+A batched run (``run_horde_learning_loop_batched``, ``run_multi_head_learning_loop_batched``)
+is a ``vmap`` over seeds with no interaction between them, so placing the seed axis of the keys
+on a one-dimensional ``jax.sharding.Mesh`` lets XLA split the whole computation across the
+devices: each device learns its own seeds, and the numbers are those of the unsharded run.
+
+On one host, every local device (GPUs, or CPU devices simulated with
+``XLA_FLAGS=--xla_force_host_platform_device_count=N``) joins the mesh. Across hosts, call
+``jax.distributed.initialize()`` on every host first; ``jax.devices()`` then lists all hosts'
+devices and the same call shards over all of them.
+
+Sweeps over configurations (step sizes, trunk sizes, demon sets) run one learner per
+configuration, each sharded over its seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from horde.horde_learner import BatchedHordeResult, HordeLearner, Transitions, _as_transitions
+from horde.multi_head_learner import BatchedMultiHeadResult, MultiHeadMLPLearner, _check_stream
+
+__all__ = ["seed_mesh", "run_horde_learning_loop_sharded", "run_multi_head_learning_loop_sharded"]
+
+SEED_AXIS = "seeds"
+
+
+def seed_mesh(devices: Any = None) -> Mesh:
+    """A one-dimensional mesh named ``"seeds"`` over ``devices`` (default: all devices)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), (SEED_AXIS,))
+
+
+def _place(keys: Any, mesh: Mesh | None):
+    mesh = seed_mesh() if mesh is None else mesh
+    if SEED_AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh must have an axis named {SEED_AXIS!r}, got axes {mesh.axis_names}")
+    keys = jnp.asarray(keys)
+    n_seeds, n_devices = keys.shape[0], mesh.shape[SEED_AXIS]
+    if n_seeds % n_devices:
+        raise ValueError(
+            f"the number of seeds ({n_seeds}) must be a multiple of the number of devices on the "
+            f"mesh's {SEED_AXIS!r} axis ({n_devices})"
+        )
+    sharded = jax.device_put(keys, NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return mesh, sharded, replicated
+
+
+def run_horde_learning_loop_sharded(
+    learner: HordeLearner, transitions: Transitions, keys: Any, mesh: Mesh | None = None
+) -> BatchedHordeResult:
+    """``run_horde_learning_loop_batched`` with the seeds spread over the devices of ``mesh``.
+
+    Args:
+        learner: the HordeLearner.
+        transitions: shared ``Transitions`` (replicated to every device).
+        keys: typed keys ``(n_seeds,)`` or raw keys ``(n_seeds, 2)``; ``n_seeds`` a multiple of
+            the number of devices.
+        mesh: a mesh with a ``"seeds"`` axis; default ``seed_mesh()`` over all devices.
+
+    Returns:
+        ``BatchedHordeResult`` whose arrays are sharded over the seed axis.
+    """
+    t = _as_transitions(transitions, None)
+    dim = int(t.observations.shape[1])
+    learner.demons.validate(dim)
+    mesh, keys, replicated = _place(keys, mesh)
+    t = jax.device_put(t, replicated)
+    return learner._batched_jit(t, keys, dim)
+
+
+def run_multi_head_learning_loop_sharded(
+    learner: MultiHeadMLPLearner, observations: Any, targets: Any, keys: Any, mesh: Mesh | None = None
+) -> BatchedMultiHeadResult:
+    """``run_multi_head_learning_loop_batched`` with the seeds spread over ``mesh``'s devices."""
+    obs, tgt = _check_stream(learner, observations, targets, None)
+    mesh, keys, replicated = _place(keys, mesh)
+    obs, tgt = jax.device_put((obs, tgt), replicated)
+    return learner._batched_jit(obs, tgt, keys, int(obs.shape[1]))
