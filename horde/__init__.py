@@ -37,6 +37,7 @@ from horde.multi_head_learner import (
 )
 from horde.normalizers import EMANormalizer, WelfordNormalizer
 from horde.optimizers import IDBD, LMS, Autostep
+from horde.jax_runner import run_jax
 from horde.runner import DivergenceError, RunResult, run
 from horde.spaces import FeatureMap
 
@@ -56,6 +57,7 @@ __all__ = [
     "StateProbabilities",
     "UniformRandom",
     "run",
+    "run_jax",
     "BatchedHordeResult",
     "DiagnosticsState",
     "error_curve",

@@ -23,7 +23,7 @@ Supported environments:
   default). The runner first calls ``env.reset(seed=seed)`` on the Python environment, as
   ``horde.run`` does, so that configuration read when the functions are traced (Collision's
   random feature table) is the one ``horde.run(..., seed=seed)`` would use; every copy of an
-  ``n_seeds`` run shares it.
+  ``n_seeds`` run shares it, and each distinct table compiles its own function.
 
 Transitions follow ``horde.run`` exactly: ``(S_t, A_t, R_{t+1}, S_{t+1}, terminated,
 truncated)`` with ``S_{t+1}`` the real final observation when an episode ends (never the
@@ -50,7 +50,8 @@ Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
     key of step t    = jax.random.fold_in(jax.random.fold_in(env_root, 1), t)   # t = 0, 1, ...
     k_policy, k_env, k_reset = jax.random.split(key of step t, 3)
 
-``k_policy`` draws the action (discrete uniform: ``jax.random.randint(k_policy, (), 0, n)``;
+(The draws of a whole chunk are made at once, outside the sequential loop, which gives the
+same numbers as drawing step by step.) ``k_policy`` draws the action (discrete uniform: ``jax.random.randint(k_policy, (), 0, n)``;
 probabilities ``p``: the first ``a`` with ``cumsum(p)[a] > jax.random.uniform(k_policy) *
 sum(p)``; Box: ``jax.random.uniform(k_policy, shape, minval=low, maxval=high)``), ``k_env``
 is the step's key, and ``k_reset`` resets the environment where that step ended an episode.
@@ -66,7 +67,6 @@ same functional environment, never with ``gymnasium.make("CartPole-v1")``.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
-from horde.behaviour import BehaviourPolicy, FixedProbabilities, UniformRandom, _check_probabilities
+from horde.behaviour import FixedProbabilities, UniformRandom, _check_probabilities
 from horde.horde_learner import HordeLearner
 from horde.runner import RunResult, _episode_arrays, _Progress, _serializable
 from horde.spaces import FeatureMap
@@ -305,17 +305,26 @@ class _StepOut(NamedTuple):
     finite: jax.Array
 
 
+def _record_names(learner: HordeLearner) -> tuple[str, ...]:
+    names = ("predictions", "td_errors", "cumulants", "discounts")
+    return names + ("rupee", "ude") if getattr(learner, "diagnostics", False) else names
+
+
 def _record_slots(T: int, every: int) -> int:
     """Buffer length for the records of a chunk of ``T`` steps (one spare slot)."""
     return -(-T // every) + 1
 
 
 def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None, every: int, batched: bool):
-    """Returns ``(init, chunk)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start, first, T)``
-    (jitted, ``T`` static) ``-> (carry, records (4 arrays (K, n)), _StepOut (T,))``."""
+    """Returns ``(init, chunk, features)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start,
+    first, T)`` (jitted, ``T`` static) ``-> (carry, records, _StepOut)``: one ``(K, n)`` buffer
+    per name of ``_record_names`` and per-step ``(T,)`` outputs (leading seed axis when
+    ``batched``)."""
     features = FeatureMap(env.observation_space)
     feat = _jax_feature_fn(features)
     dim, n = features.dim, learner.n_demons
+    diagnostics = bool(getattr(learner, "diagnostics", False))
+    n_buffers = len(_record_names(learner))
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
 
     def fix_types(new, old):
@@ -353,6 +362,8 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         x = jnp.where(done, reset_x, x_next)
         episode_steps = jnp.where(done, 0, steps_in) if limit is not None else carry.episode_steps
         values = (result.predictions, result.td_errors, evaluation.cumulants, evaluation.discounts)
+        if diagnostics:
+            values = values + (result.rupee, result.ude)
         buffers = tuple(
             jax.lax.dynamic_update_index_in_dim(b, v.astype(b.dtype), slot, 0) for b, v in zip(buffers, values)
         )
@@ -361,7 +372,7 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
 
     def chunk_one(carry: _Carry, start, first, T: int):
         K = _record_slots(T, every)
-        buffers = tuple(jnp.zeros((K, n), jnp.float32) for _ in range(4))
+        buffers = tuple(jnp.zeros((K, n), jnp.float32) for _ in range(n_buffers))
         j = jnp.arange(T, dtype=jnp.int32)
         t = start + j.astype(jnp.uint32)
         # Every random draw of the chunk at once (the same numbers as drawing step by step,
@@ -545,9 +556,10 @@ def run_jax(
     init_fn, chunk_fn, _ = _compiled(learner, jenv, pol, limit, record_every, batched)
 
     bar = _Progress(steps * n_seeds, progress)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated"
-    )}
+    record_names = _record_names(learner)
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("steps",) + record_names + ("rewards", "terminated", "truncated")
+    }
     episodes: list[tuple[int, int, float, int]] = []
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
@@ -566,7 +578,7 @@ def run_jax(
         k = idx.size
         if k:
             parts["steps"].append(start + idx)
-            for name, b in zip(("predictions", "td_errors", "cumulants", "discounts"), buffers):
+            for name, b in zip(record_names, buffers):
                 parts[name].append(b[:, :k])
             parts["rewards"].append(outs.rewards[:, idx])
             parts["terminated"].append(outs.terminated[:, idx])

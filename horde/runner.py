@@ -196,18 +196,22 @@ class RunResult:
 # Compiled chunk learners
 
 
-def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool):
+def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
     """The compiled function that learns from one chunk, cached on the learner.
 
-    Returns ``fn(state, transitions, valid) -> (state, (predictions, td_errors, cumulants,
-    discounts))``; with ``batched``, everything carries a leading seed axis.
+    ``fn(state, transitions, valid, offset) -> (state, recorded, bad_any, bad_first,
+    bad_mask, mean_abs_td)``: ``recorded`` holds the per-demon outputs (predictions, TD
+    errors, cumulants, discounts[, RUPEE, UDE]) only at the chunk's steps ``offset + every·j``
+    (the last index repeated where the chunk ends first), so long runs move and keep only what
+    they record; ``bad_*`` locate the first step with a non-finite prediction. With
+    ``batched``, everything carries a leading seed axis.
     """
     cache = learner.__dict__.setdefault("_runner_fns", {})
-    key = (batched, masked)
+    key = (batched, masked, every)
     if key in cache:
         return cache[key]
 
-    def scan(state, transitions, valid):
+    def scan(state, transitions, valid, offset):
         def body(s, inputs):
             t, ok = inputs
             r, ev = learner._evaluate_and_update(s, *t)
@@ -219,9 +223,20 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool):
                 out = out + (r.rupee, r.ude)
             return new, out
 
-        return jax.lax.scan(body, state, (transitions, valid))
+        final, outs = jax.lax.scan(body, state, (transitions, valid))
+        T = valid.shape[0]
+        if every == 1:
+            recorded = outs
+        else:
+            idx = jnp.minimum(offset + every * jnp.arange(-(-T // every)), T - 1)
+            recorded = tuple(o[idx] for o in outs)
+        bad = ~jnp.isfinite(outs[0]) & valid[:, None]
+        bad_step = bad.any(axis=-1)
+        first = jnp.argmax(bad_step)
+        mean_abs_td = jnp.nanmean(jnp.abs(outs[1]))
+        return final, recorded, bad_step.any(), first, bad[first], mean_abs_td
 
-    fn = jax.vmap(scan) if batched else scan
+    fn = jax.vmap(scan, in_axes=(0, 0, 0, None)) if batched else scan
     cache[key] = jax.jit(fn)
     return cache[key]
 
@@ -238,15 +253,16 @@ class _Recorder:
         }
 
     def add(self, start: int, outputs, rewards, terminated, truncated, valid):
-        """``outputs`` arrays are ``(n_seeds, T, n)``; the rest ``(n_seeds, T)``."""
+        """``outputs`` hold the chunk's recorded rows, ``(n_seeds, m, n)`` (see ``_chunk_fn``);
+        ``rewards``, ``terminated``, ``truncated`` and ``valid`` every step, ``(n_seeds, T)``."""
         T = rewards.shape[1]
-        first = (-start) % self.every
-        idx = np.arange(first, T, self.every)
+        offset = (-start) % self.every
+        idx = np.arange(offset, T, self.every)
         if idx.size == 0:
             return
         self.parts["steps"].append(start + idx)
         for name, arr in zip(("predictions", "td_errors", "cumulants", "discounts", "rupee", "ude"), outputs):
-            arr = np.asarray(arr)[:, idx]
+            arr = np.asarray(arr)[:, : idx.size]
             if not valid.all():
                 arr = np.where(valid[:, idx, None], arr, np.nan)
             self.parts[name].append(arr)
@@ -499,28 +515,47 @@ def _replay(stream, start_step: int, chunk_size: int) -> None:
 
 def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_every, progress, callback,
            stop_on_interrupt, config, n_seeds, batched):
-    """The loop shared by single and vector runs: collect a chunk, learn from it in one call,
-    check for divergence, record, report."""
+    """The loop shared by single and vector runs: collect a chunk, learn from it in one
+    compiled call, check for divergence, record, report.
+
+    Pipelined on two cores: while the compiled call learns from chunk k, Python collects chunk
+    k + 1 from the environment (and dispatches it after chunk k's state, which JAX orders).
+    Chunk k is then checked; if it diverged, the state before it is kept and later work is
+    dropped.
+    """
     recorder = _Recorder(n_seeds, learner.n_demons, record_every)
     bar = _Progress(steps * n_seeds, progress)
     check = _finite_fn(learner, batched)
-    done = 0
+    seeds_first = (lambda a: a) if batched else (lambda a: a[None])  # recorded arrays: (n_seeds, ...)
+    good_state, latest_state = state, state
+    collected = done = 0
+    inflight: list[tuple] = []
     start_time = time.perf_counter()
     try:
         while done < steps:
-            T = min(chunk_size, steps - done)
-            first = start_step + done
-            transitions, valid = stream.collect(T, first)
-            new_state, outputs = fn(state, transitions, valid)
-            outputs = [np.asarray(o) if batched else np.asarray(o)[None] for o in outputs]
-            # Recorded arrays have a leading seed axis: vector streams already do.
-            valid2 = valid if batched else valid[None]
-            swap = (lambda a: a) if batched else (lambda a: a[None])
-            bad = _divergence(outputs[0], valid2, np.asarray(check(new_state)))
-            if bad is not None:
-                seed_i, t, demons_bad = bad
-                recorder.add(first, outputs, swap(transitions.rewards), swap(transitions.terminated), swap(transitions.truncated), valid2)
-                result = _result(learner, recorder, stream, time.perf_counter() - start_time, done + T, record_every, config, state)
+            while collected < steps and len(inflight) < 2:
+                T = min(chunk_size, steps - collected)
+                first = start_step + collected
+                transitions, valid = stream.collect(T, first)
+                offset = (-first) % record_every
+                outputs = fn(latest_state, transitions, valid, offset)
+                latest_state = outputs[0]
+                inflight.append((first, T, transitions, valid, outputs))
+                collected += T
+            first, T, transitions, valid, (new_state, recorded, bad_any, bad_first, bad_mask, td) = inflight.pop(0)
+            recorded = [seeds_first(np.asarray(o)) for o in recorded]
+            bad_any, bad_first, bad_mask = (seeds_first(np.asarray(a)) for a in (bad_any, bad_first, bad_mask))
+            finite_after = np.atleast_2d(np.asarray(check(new_state)))
+            rows = (seeds_first(transitions.rewards), seeds_first(transitions.terminated), seeds_first(transitions.truncated), seeds_first(valid))
+            if bad_any.any() or not finite_after.all():
+                if bad_any.any():
+                    seed_i = int(np.flatnonzero(bad_any)[0])
+                    t, demons_bad = int(bad_first[seed_i]), np.flatnonzero(bad_mask[seed_i])
+                else:
+                    seed_i = int(np.argwhere(~finite_after.all(axis=-1))[0][0])
+                    t, demons_bad = T - 1, np.flatnonzero(~finite_after[seed_i])
+                recorder.add(first, recorded, *rows)
+                result = _result(learner, recorder, stream, time.perf_counter() - start_time, done + T, record_every, config, good_state)
                 names = [learner.names[i] for i in demons_bad]
                 shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                 raise DivergenceError(
@@ -530,20 +565,20 @@ def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_
                     "or ObGDBounding.",
                     step=first + t, demons=tuple(names), result=result,
                 )
-            state = new_state
-            recorder.add(first, outputs, swap(transitions.rewards), swap(transitions.terminated), swap(transitions.truncated), valid2)
-            bar.update(T * n_seeds, outputs[1])
+            good_state = new_state
+            recorder.add(first, recorded, *rows)
+            bar.update(T * n_seeds, np.asarray(td))
             done += T
             if callback is not None:
-                callback(start_step + done, state)
+                callback(start_step + done, good_state)
     except KeyboardInterrupt:
         if not stop_on_interrupt:
             raise
         config["interrupted"] = True
     finally:
         bar.close()
-    jax.block_until_ready(state)
-    return _result(learner, recorder, stream, time.perf_counter() - start_time, done, record_every, config, state)
+    jax.block_until_ready(good_state)
+    return _result(learner, recorder, stream, time.perf_counter() - start_time, done, record_every, config, good_state)
 
 
 def _result(learner, recorder, stream, wall, done, record_every, config, state) -> RunResult:
@@ -573,20 +608,6 @@ def _finite_fn(learner: HordeLearner, batched: bool):
     return cache[key]
 
 
-def _divergence(predictions: np.ndarray, valid: np.ndarray, finite_after: np.ndarray):
-    """First (seed, step, demons) with a non-finite prediction, or demons whose parameters are
-    non-finite after the chunk; None when everything is finite."""
-    bad = ~np.isfinite(predictions) & valid[..., None]
-    if bad.any():
-        seed_i, t = np.argwhere(bad.any(axis=-1))[0]
-        return int(seed_i), int(t), np.flatnonzero(bad[seed_i, t])
-    finite_after = np.atleast_2d(finite_after)
-    if not finite_after.all():
-        seed_i = int(np.argwhere(~finite_after.all(axis=-1))[0][0])
-        return seed_i, predictions.shape[1] - 1, np.flatnonzero(~finite_after[seed_i])
-    return None
-
-
 def _run_single(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt, start_step):
     policy = as_behaviour_policy(policy, act_space)
     _check_off_policy(learner, policy, act_space)
@@ -595,7 +616,7 @@ def _run_single(learner, env, features, policy, act_space, steps, seed, state, r
         state = learner.init(features.dim, jax.random.key(seed))
     else:
         learner._check_state(state)
-    fn = _chunk_fn(learner, batched=False, masked=False)
+    fn = _chunk_fn(learner, batched=False, masked=False, every=int(record_every))
     stream = _SingleStream(env, features, policy, act_space, seed)
     _replay(stream, start_step, chunk_size)
     return _learn(
@@ -702,7 +723,7 @@ def _run_vector(learner, env, features, policy, act_space, steps, seed, state, r
             f"state must be batched over the {N} copies (head biases of shape {(N, learner.n_demons)}), "
             f"got {np.shape(state.core.head_params.biases)}"
         )
-    fn = _chunk_fn(learner, batched=True, masked=True)
+    fn = _chunk_fn(learner, batched=True, masked=True, every=int(record_every))
     _replay(stream, start_step, chunk_size)
     return _learn(
         learner, fn, state, stream, steps=steps, start_step=start_step, chunk_size=chunk_size,
