@@ -4,11 +4,16 @@ Sixty-four heads each predict a different nonlinear function of a 16-dimensional
 some heads are silent (NaN targets) at each step. The learner scans over 20,000 steps in one
 compiled call and prints how the per-head error fell.
 
-Run: python examples/quickstart.py
+It prints the number of heads and steps, the wall time (compilation included), the mean
+squared error over the first and the last tenth of the stream, and the mean variance of the
+targets (the error of a head that always predicted the mean).
+
+Run: python examples/quickstart.py [--steps 20000] [--heads 64] [--seed 0]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import jax
@@ -43,5 +48,16 @@ def main(n_steps: int = 20_000, n_heads: int = 64, feature_dim: int = 16, seed: 
     print(f"mean target variance: {np.nanvar(targets):.4f}")
 
 
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=20_000, help="stream length (default 20000)")
+    parser.add_argument("--heads", type=int, default=64, help="number of heads (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    args = parser.parse_args(argv)
+    if args.steps < 10 or args.heads < 1:
+        parser.error("--steps must be >= 10 and --heads >= 1")
+    main(n_steps=args.steps, n_heads=args.heads, seed=args.seed)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -162,7 +162,7 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_demons(config: dict[str, Any]) -> DemonSet:
     """The DemonSet a configuration declares."""
-    section = {k: config[k] for k in DEMON_SECTIONS if k in config}
+    section = {k: v for k, v in config.items() if k in DEMON_SECTIONS}  # in file order
     try:
         return DemonSet.from_dict(section)
     except (ValueError, TypeError, KeyError) as e:

@@ -214,9 +214,9 @@ class HordeLearner:
 
                 RUPEE: ĥ += α_h (δz - (ĥ·x) x),  τ ← (1-β₀)τ + β₀,  β = β₀/τ,
                        d̄ ← (1-β) d̄ + β δ z,  RUPEE = sqrt(|ĥ·d̄|),
-                       α_h = 5α, β₀ = (1-λ) α / 30   (x = head features and bias)
-                UDE:   δ̄ and var(δ) with the same unbiased average, β₀ = 10α,
-                       UDE = |δ̄| / (sqrt(var) + 1e-6)
+                       α_h = 5α, β₀ = max(1-λ, 0.01) α / 30   (x = head features and bias)
+                UDE:   the mean and variance of ρδ with the same unbiased average, β₀ = 10α,
+                       UDE = |mean| / (sqrt(var) + 1e-6)   (ρ = 1 on-policy)
 
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
     """
@@ -407,6 +407,8 @@ class HordeLearner:
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
         truncated = jnp.asarray(truncated, bool)
+        if discounts is None:
+            discounts = self._default_discounts(jnp.asarray(next_observation, jnp.float32))
         next_discounts = jnp.asarray(discounts, jnp.float32)
         rho = None if rhos is None else jnp.asarray(rhos, jnp.float32)
 
@@ -462,7 +464,7 @@ class HordeLearner:
             step_count=core.step_count + 1,
         )
         if self.diagnostics:
-            diagnostics, rupee, ude = self._diagnostics_step(state.diagnostics, h, (z_w, z_b), delta, active)
+            diagnostics, rupee, ude = self._diagnostics_step(state.diagnostics, h, (z_w, z_b), delta, rho, active)
         else:
             diagnostics = ()
             rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
@@ -486,22 +488,28 @@ class HordeLearner:
             rupee, ude, diverged,
         )
 
-    def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, active):
-        """One step of RUPEE and UDE (see the class docstring); inactive demons keep theirs."""
+    def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, rho, active):
+        """One step of RUPEE and UDE (see the class docstring); inactive demons keep theirs.
+
+        RUPEE's averaging rate ``β₀ = (1-λ) α / 30`` is floored at ``0.01 α / 30`` so that a
+        λ = 1 demon still averages. UDE averages ``ρ δ``, whose expectation under the behaviour
+        policy is the target policy's expected TD error (``ρ = 1`` on-policy).
+        """
         alpha = self.diagnostics_step_size
         x = jnp.concatenate([h, jnp.ones((1,), h.dtype)])
         z = jnp.concatenate([traces[0], traces[1][:, None]], axis=1)  # (n, H + 1)
         dz = delta[:, None] * z
         rupee_h = d.rupee_h + 5.0 * alpha * (dz - (d.rupee_h @ x)[:, None] * x[None, :])
-        beta0 = (1.0 - self._lamdas) * alpha / 30.0
+        beta0 = np.maximum(1.0 - self._lamdas, 0.01) * alpha / 30.0
         rupee_tau = (1.0 - beta0) * d.rupee_tau + beta0
         beta = beta0 / rupee_tau
         rupee_d = (1.0 - beta)[:, None] * d.rupee_d + beta[:, None] * dz
         ude_beta0 = 10.0 * alpha
         ude_tau = (1.0 - ude_beta0) * d.ude_tau + ude_beta0
         ub = ude_beta0 / ude_tau
-        ude_mean = (1.0 - ub) * d.ude_mean + ub * delta
-        ude_var = (1.0 - ub) * (d.ude_var + ub * (delta - d.ude_mean) ** 2)
+        weighted = delta if rho is None else rho * delta
+        ude_mean = (1.0 - ub) * d.ude_mean + ub * weighted
+        ude_var = (1.0 - ub) * (d.ude_var + ub * (weighted - d.ude_mean) ** 2)
         new = DiagnosticsState(rupee_h, rupee_d, rupee_tau, ude_mean, ude_var, ude_tau)
         new = _select_heads(active, new, d)
         rupee = jnp.sqrt(jnp.abs(jnp.sum(new.rupee_h * new.rupee_d, axis=-1)))
@@ -630,7 +638,7 @@ class HordeLearner:
             i = int(np.flatnonzero(np.isinf(values))[0])
             raise ValueError(f"cumulant of demon {self.names[i]!r} must be finite or NaN, got {values[i]}")
         if discounts is None:
-            d = self._default_discounts(jnp.asarray(next_obs))
+            d = None  # each demon's own discount, evaluated inside the compiled update
         else:
             d = _as_vector("discounts", discounts, n, "one discount per demon")
             values = _concrete_values(d)
@@ -697,9 +705,9 @@ class HordeLearner:
         if reward_value is not None and not np.all(np.isfinite(reward_value)):
             raise ValueError(f"reward must be finite, got {reward!r}")
         return self._transition_jit(
-            state, obs, action, jnp.asarray(reward, jnp.float32), next_obs,
+            state, obs, action, reward if _is_tracer(reward) else np.float32(reward), next_obs,
             _check_flag("terminated", terminated), _check_flag("truncated", truncated),
-            jnp.asarray(behaviour_prob, jnp.float32),
+            behaviour_prob if _is_tracer(behaviour_prob) else np.float32(behaviour_prob),
         )
 
 

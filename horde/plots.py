@@ -571,9 +571,10 @@ def diagnostics_curves(
 ) -> Figure:
     """RUPEE and/or UDE over time, per demon or grouped (as ``learning_curves``).
 
+    The other arguments are those of ``learning_curves``; seeds are averaged first.
+
     Args:
         which: ``"rupee"``, ``"ude"`` or ``"both"`` (two panels, one above the other).
-        The rest as ``learning_curves``; seeds are averaged first.
 
     Raises:
         ValueError: the run has no diagnostics (build the learner with
