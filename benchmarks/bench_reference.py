@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/bench_reference.py --setup             # create / update .venv-reference, exit
     python benchmarks/bench_reference.py                     # sizes 8 64 256 (creates the venv if missing)
+    python benchmarks/bench_reference.py --runs 3            # median of 3 fresh subprocesses per cell
     python benchmarks/bench_reference.py --heads 64 1024 --timeout 600
     python benchmarks/bench_reference.py --json out.json
 
@@ -272,18 +273,28 @@ def worker(impl: str, n_heads: int, scan_steps: int, repeats: int) -> None:
 # Reference environment
 
 
+def _is_python313(cand: str) -> bool:
+    """True when ``cand`` runs and is Python >= 3.13 (a pyenv shim for an inactive version fails)."""
+    try:
+        r = subprocess.run(
+            [cand, "-c", "import sys; sys.exit(0 if sys.version_info >= (3, 13) else 1)"],
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
 def _find_python313(explicit: str | None) -> str | None:
     if explicit:
         return explicit
-    for name in ("python3.13", "python3.14"):
-        found = shutil.which(name)
-        if found:
-            return found
     pyenv = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    for pattern in ("3.13*", "3.14*"):
-        for cand in sorted(glob.glob(os.path.join(pyenv, "versions", pattern, "bin", "python3.1[3-9]"))):
-            if os.access(cand, os.X_OK):
-                return cand
+    candidates = sorted(glob.glob(os.path.join(pyenv, "versions", "3.1[3-9]*", "bin", "python3.1[3-9]")))
+    candidates += [found for name in ("python3.13", "python3.14") if (found := shutil.which(name))]
+    for cand in candidates:
+        if _is_python313(cand):
+            return cand
     return None
 
 
@@ -310,7 +321,7 @@ def _probe_reference(python: str) -> dict | None:
         return None
 
 
-def _local_jax_version() -> str | None:
+def _local_jax_version() -> tuple[str, str] | None:
     try:
         from importlib.metadata import version
 
@@ -320,6 +331,13 @@ def _local_jax_version() -> str | None:
 
 
 def setup_reference(venv: str, python313: str | None, jax_pin: str) -> tuple[str | None, str]:
+    try:
+        return _setup_reference(venv, python313, jax_pin)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"setting up {venv} failed: {exc}"
+
+
+def _setup_reference(venv: str, python313: str | None, jax_pin: str) -> tuple[str | None, str]:
     """Creates ``venv`` if missing and installs the reference into it.
 
     ``jax_pin``: ``match`` pins jax/jaxlib to this interpreter's versions (same XLA for both
@@ -327,10 +345,10 @@ def setup_reference(venv: str, python313: str | None, jax_pin: str) -> tuple[str
     choose, anything else is a version pinned for both jax and jaxlib.
     Returns ``(python or None, message)``.
     """
-    py = _find_python313(python313)
     if not os.path.exists(_venv_python(venv)):
-        if py is None:
-            return None, "no Python >= 3.13 found (give one with --python313)"
+        py = _find_python313(python313)
+        if py is None or not _is_python313(py):
+            return None, f"no working Python >= 3.13 found ({python313 or 'searched pyenv and PATH'}; give one with --python313)"
         print(f"[setup] creating {venv} with {py}", flush=True)
         r = subprocess.run([py, "-m", "venv", venv])
         if r.returncode != 0:
@@ -466,14 +484,15 @@ def _cell(row: dict | None, key: str, fmt) -> str:
         return "n/a"
     if key in row:
         return fmt(row[key])
+    # a compile column whose subtraction needs a later measurement: the raw first call, marked
+    raw = {"update_compile_s": "update_first_call_s", "scan_compile_s": "scan_short_first_call_s"}.get(key)
+    if raw and raw in row:
+        return fmt(row[raw]) + " (1st call)"
     phase = COLUMN_PHASE[key]
-    if row.get("timed_out"):
-        # a column whose phase is the timed-out one (or its result needed a later phase)
-        if row["timed_out"] == phase or (key == "scan_compile_s" and row["timed_out"] in ("scan_second", "scan_steady")):
-            return f"timeout (>{row['timeout_s']:.0f} s)"
-        if key == "update_compile_s" and row["timed_out"] == "update_steady":
-            return f"timeout (>{row['timeout_s']:.0f} s)"
-        return "—"
+    timed_out = row.get("timed_out")
+    if timed_out:
+        if PHASES.index(timed_out if timed_out in PHASES else "init") <= PHASES.index(phase):
+            return f"timeout (>{row['timeout_s']:.0f} s)" if timed_out == phase else "—"
     return "error"
 
 
@@ -493,6 +512,24 @@ def render_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _combine(rows: list[dict]) -> dict:
+    """One row from several runs: the median of every numeric column key present in any run."""
+    out = dict(rows[0])
+    out["timed_out"] = next((r["timed_out"] for r in rows if r["timed_out"]), None)
+    keys = {k for r in rows for k in r}
+    for key in keys:
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+        if values and key not in ("n_heads", "run", "returncode", "timeout_s"):
+            out[key] = statistics.median(values)
+    out["runs_combined"] = len(rows)
+    return out
+
+
+def _steps_text(args) -> str:
+    lengths = sorted({max(1, min(args.scan_steps, MAX_STREAM_ELEMENTS // n)) for n in args.heads})
+    return str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--setup", action="store_true", help="create/update the reference venv and exit")
@@ -505,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"stream length of the steady scan measurement, both implementations (default {DEFAULT_SCAN_STEPS})",
     )
     p.add_argument("--repeats", type=int, default=3, help="steady scan calls timed; the fastest counts (default 3)")
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="fresh subprocesses per implementation and size; the table shows the median of each column (default 1)",
+    )
     p.add_argument("--only", choices=("both", *IMPLS), default="both", help="run one implementation only")
     p.add_argument("--venv", default=DEFAULT_VENV, help="reference venv (default: .venv-reference/ at the repo root)")
     p.add_argument("--python313", default=None, help="Python >= 3.13 used to create the venv (default: searched)")
@@ -547,27 +590,36 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict] = {}
     infos: dict[str, dict] = {}
     t_start = time.perf_counter()
+    raw_rows: list[dict] = []
     for n in args.heads:
-        steps = max(1, min(args.scan_steps, MAX_STREAM_ELEMENTS // n))
+        steps = max(1, min(args.scan_steps, MAX_STREAM_ELEMENTS // n))  # same for both implementations
         results[n] = {}
-        for impl in IMPLS:  # reference first, then horde, per size: drifting load hits both alike
-            if pythons[impl] is None:
-                results[n][impl] = None
-                continue
-            cmd = [
-                pythons[impl], os.path.abspath(__file__), "--worker", impl, "--n", str(n),
-                "--scan-steps", str(steps), "--repeats", str(args.repeats),
-            ]
-            t0 = time.perf_counter()
-            row, timed_out, err = run_worker(cmd, args.timeout)
-            wall = time.perf_counter() - t0
-            infos.setdefault(impl, row.get("info", {}))
-            row.update({"n_heads": n, "wall_s": wall, "timed_out": timed_out, "timeout_s": args.timeout})
-            status = f"timeout in '{timed_out}'" if timed_out else ("ok" if row["returncode"] == 0 else "FAILED")
-            print(f"[{impl:9s} n_heads={n:>5}] {status}, {wall:.0f} s", file=sys.stderr, flush=True)
-            if not timed_out and row["returncode"] != 0:
-                print(err, file=sys.stderr)
-            results[n][impl] = row
+        runs: dict[str, list[dict]] = {impl: [] for impl in IMPLS}
+        for run_i in range(args.runs):
+            # per size and run: reference, then horde, so that drifting load hits both alike
+            for impl in IMPLS:
+                if pythons[impl] is None or any(r["timed_out"] for r in runs[impl]):
+                    continue
+                cmd = [
+                    pythons[impl], os.path.abspath(__file__), "--worker", impl, "--n", str(n),
+                    "--scan-steps", str(steps), "--repeats", str(args.repeats),
+                ]
+                t0 = time.perf_counter()
+                row, timed_out, err = run_worker(cmd, args.timeout)
+                wall = time.perf_counter() - t0
+                if row.get("info"):
+                    infos.setdefault(impl, row["info"])
+                row.update(
+                    {"n_heads": n, "run": run_i, "wall_s": wall, "timed_out": timed_out, "timeout_s": args.timeout}
+                )
+                status = f"timeout in '{timed_out}'" if timed_out else ("ok" if row["returncode"] == 0 else "FAILED")
+                print(f"[{impl:9s} n_heads={n:>5} run {run_i + 1}] {status}, {wall:.0f} s", file=sys.stderr, flush=True)
+                if not timed_out and row["returncode"] != 0:
+                    print(err, file=sys.stderr)
+                runs[impl].append(row)
+                raw_rows.append(row)
+        for impl in IMPLS:
+            results[n][impl] = _combine(runs[impl]) if runs[impl] else None
     total_s = time.perf_counter() - t_start
     load_after = os.getloadavg()[0]
 
@@ -588,8 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Set-up: trunk {HIDDEN_SIZES}, {FEATURE_DIM} features, LMS({STEP_SIZE}) + ObGDBounding(), "
         f"~{INACTIVE_FRACTION:.0%} NaN targets; scan compile on {SHORT_STEPS} steps, steady scan on "
-        f"{min(args.scan_steps, MAX_STREAM_ELEMENTS // max(args.heads))}-{args.scan_steps} steps (fastest of "
-        f"{args.repeats}); timeout {args.timeout:.0f} s per measurement"
+        f"{_steps_text(args)} steps (fastest of "
+        f"{args.repeats}); timeout {args.timeout:.0f} s per measurement; "
+        + (f"median of {args.runs} fresh subprocesses per cell" if args.runs > 1 else "one subprocess per cell")
     )
     print(f"Load average (1 min) before: {load_before:.2f}, after: {load_after:.2f}; total {total_s:.0f} s")
     print()
@@ -605,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                     "load_before": load_before,
                     "load_after": load_after,
                     "total_s": total_s,
-                    "rows": [r for per in results.values() for r in per.values() if r],
+                    "runs": args.runs,
+                    "rows": raw_rows,
+                    "combined_rows": [r for per in results.values() for r in per.values() if r],
                 },
                 f,
                 indent=2,
