@@ -46,7 +46,8 @@ def sparse_init(
     k_val, k_mask = jax.random.split(key)
     bound = 1.0 / math.sqrt(fan_in)
     w = jax.random.uniform(k_val, (fan_out, fan_in), jnp.float32, -bound, bound)
-    # A random ranking of each unit's inputs; the n_zero lowest-ranked inputs are dropped.
-    ranks = jnp.argsort(jnp.argsort(jax.random.uniform(k_mask, (fan_out, fan_in)), axis=1), axis=1)
-    w = jnp.where(ranks < n_zero, 0.0, w)
+    if n_zero:
+        # A random order of each unit's inputs; its first n_zero inputs are dropped.
+        order = jnp.argsort(jax.random.uniform(k_mask, (fan_out, fan_in)), axis=1)
+        w = w.at[jnp.arange(fan_out)[:, None], order[:, :n_zero]].set(0.0)
     return w if units_first else w.T
