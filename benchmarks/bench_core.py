@@ -31,12 +31,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine_info  # noqa: E402
 
 DEFAULT_HEADS = (8, 64, 256, 1024, 10000)
 FEATURE_DIM = 16
@@ -104,38 +106,6 @@ def _current_rss_kib() -> int:
 
 # --------------------------------------------------------------------------------------------
 # Machine description
-
-
-def machine_info() -> dict:
-    import jax
-    import jaxlib
-    import numpy as np
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    dev = jax.devices()[0]
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": np.__version__,
-        "backend": jax.default_backend(),
-        "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')}",
-    }
 
 
 # --------------------------------------------------------------------------------------------

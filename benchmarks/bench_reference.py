@@ -42,6 +42,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import cpu_model, usable_cores  # noqa: E402
+
 REFERENCE_PACKAGE = "alberta-framework==0.17.1"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VENV = os.path.join(REPO_ROOT, ".venv-reference")
@@ -442,20 +445,7 @@ def run_worker(cmd: list[str], timeout: float) -> tuple[dict, str | None, str]:
 
 
 def machine_header() -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return [f"CPU: {cpu}; {os.cpu_count()} cores ({usable} usable); {platform.system()} {platform.release()}"]
+    return [f"CPU: {cpu_model()}; {os.cpu_count()} cores ({usable_cores()} usable); {platform.system()} {platform.release()}"]
 
 
 # column key, header, formatter

@@ -33,47 +33,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine_info  # noqa: E402
 
 TIMESCALES = tuple(range(1, 26))
 HIDDEN_SIZES = (128, 128)
 STEP_SIZE = 0.01
 PY_TARGET = 15_000
 JAX_TARGET = 50_000
-
-
-def machine_info() -> dict:
-    import jax
-    import jaxlib
-    import numpy as np
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    dev = jax.devices()[0]
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": np.__version__,
-        "backend": jax.default_backend(),
-        "device": f"{dev.platform}:{getattr(dev, 'device_kind', '?')}",
-    }
 
 
 def make_learner():

@@ -155,7 +155,7 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     if bad:
         raise ConfigError(f"config key learner.{bad[0]} is not a learner setting; expected one of {sorted(LEARNER_KEYS)}")
     if not any(k in config for k in DEMON_SECTIONS):
-        raise ConfigError(f"config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
+        raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
     build_demons(config)  # raises ConfigError naming the demon
     return config
 
