@@ -135,6 +135,8 @@ class StateProbabilities(BehaviourPolicy):
         p = np.asarray(self.fn(observation, info), np.float64)
         if p.shape != (self._n,):
             raise ValueError(f"StateProbabilities fn returned shape {p.shape}, expected ({self._n},)")
+        if not (np.all(p >= 0) and abs(p.sum() - 1.0) <= 1e-6):
+            raise ValueError(f"StateProbabilities fn must return probabilities summing to 1, got {p.tolist()}")
         a = _sample_index(p, rng)
         return a + self._start, float(p[a])
 

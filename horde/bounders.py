@@ -10,6 +10,12 @@ ObGD limits the size of one update so that a single step cannot overshoot. For a
 With per-weight step sizes the optimizer's step ``s = α ⊙ z`` stands in for ``α z``, so
 ``M = κ max(|δ|, 1) ‖s‖₁`` and every step is scaled by ``1 / max(M, 1)``; for LMS this is the
 paper's rule exactly.
+
+In the multi-head learner each head is bounded with its own error ``δ_i``. The shared trunk's
+trace is already the error-weighted gradient ``G = Σ_i δ_i ∇v_i`` (one VJP for all heads), so it
+is bounded with error 1: ``M = κ ‖α G‖₁``. With a single head and ``|δ| ≥ 1`` this is the
+paper's rule; with ``|δ| < 1`` it bounds less than ``κ α ‖∇v‖₁`` would, because the error has
+already scaled the step down.
 """
 
 from __future__ import annotations

@@ -95,6 +95,12 @@ def _resolve_config(args) -> dict[str, Any]:
         saved = Path(args.resume) / "config.json"
         if not saved.exists():
             raise ConfigError(f"--resume {args.resume}: no config.json there (not a directory written by 'horde run')")
+        given = [f"--{n}" for n in ("env", "seed", "seeds") if getattr(args, n) is not None] + (["CONFIG"] if args.config else [])
+        if given:
+            raise ConfigError(
+                f"--resume continues the saved run with its own environment, seeds and config; "
+                f"{', '.join(given)} cannot change them"
+            )
         config = load_config(saved)
     elif args.config:
         config = load_config(args.config)
@@ -115,7 +121,7 @@ def _resolve_config(args) -> dict[str, Any]:
             config["nexting"] = {"observation_dim": dim, "timescales": config["nexting"]["timescales"]}
     for name in ("steps", "seeds", "seed", "checkpoint_every"):
         value = getattr(args, name)
-        if value is not None:
+        if value is not None and not (args.resume and name == "steps"):
             config["run"][name] = value
     return validate_config(config)
 
@@ -147,18 +153,35 @@ def _cmd_run(args) -> int:
     from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from horde.runner import DivergenceError, run
 
+    from horde.runner import RunResult
+
     config = _resolve_config(args)
     out = Path(args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
     learner = build_learner(config)
     env = _make_env(config)
+    policy = _policy(config)
     run_cfg = config["run"]
-    state, start_step = None, 0
+    state, start_step, earlier = None, 0, None
+    steps = run_cfg["steps"]
     if args.resume:
         try:
             learner, state, meta = load_checkpoint(Path(args.resume) / CHECKPOINT_FILE)
         except CheckpointError as e:
             raise ConfigError(f"--resume {args.resume}: {e}") from e
         start_step = int(meta.get("step", 0))
+        # --steps: that many more steps; else what the config still asks for.
+        steps = args.steps if args.steps is not None else run_cfg["steps"] - start_step
+        if steps < 1:
+            raise ConfigError(
+                f"--resume {args.resume}: the run already has {start_step} of its {run_cfg['steps']} "
+                "steps; give --steps N to continue further"
+            )
+        try:
+            earlier = RunResult.load(args.resume)
+        except (FileNotFoundError, ValueError):
+            earlier = None  # only the checkpoint survived: the output holds the continuation
+        run_cfg["steps"] = start_step + steps
+    _check_against_env(learner, env, policy)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -178,7 +201,7 @@ def _cmd_run(args) -> int:
     # that was interrupted.
     try:
         result = run(
-            learner, env, steps=run_cfg["steps"], seed=run_cfg["seed"], state=state, policy=_policy(config),
+            learner, env, steps=steps, seed=run_cfg["seed"], state=state, policy=policy,
             record_every=run_cfg["record_every"], chunk_size=run_cfg["chunk_size"],
             progress=False if args.no_progress else None, callback=callback, stop_on_interrupt=True,
             start_step=start_step,
@@ -189,10 +212,14 @@ def _cmd_run(args) -> int:
         print(f"the last good checkpoint ({out / CHECKPOINT_FILE}, step {last_saved[0]}) was kept; "
               f"the results up to the divergence are in {out}", file=sys.stderr)
         return 3
+    except ValueError as e:  # what only the environment can tell (e.g. its observations)
+        raise ConfigError(str(e)) from e
     checkpoint(start_step + result.total_steps, result.state)
+    if earlier is not None:
+        result = earlier.then(result)
     result.save(out)
     figures = _draw_figures(result, out)
-    _print_summary(result)
+    _print_summary(result, learner)
     print(f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
           f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: metrics.npz run.json config.json "
           f"{CHECKPOINT_FILE} {' '.join(figures)}")
@@ -200,6 +227,26 @@ def _cmd_run(args) -> int:
         print("interrupted: the final checkpoint and the partial results were written", file=sys.stderr)
         return 130
     return 0
+
+
+def _check_against_env(learner, env, policy) -> None:
+    """The demons and the behaviour policy against the environment's spaces, before anything
+    is written: a mismatch is a configuration error."""
+    import gymnasium as gym
+
+    from horde.behaviour import as_behaviour_policy
+    from horde.spaces import FeatureMap
+
+    vector = isinstance(env, gym.vector.VectorEnv)
+    obs_space = env.single_observation_space if vector else env.observation_space
+    act_space = env.single_action_space if vector else env.action_space
+    try:
+        dim = FeatureMap(obs_space).dim
+        n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
+        learner.demons.validate(dim, n_actions)
+        as_behaviour_policy(policy, act_space)
+    except ValueError as e:
+        raise ConfigError(f"config does not fit environment {getattr(env.spec, 'id', env)}: {e}") from e
 
 
 def _draw_figures(result, out: Path) -> list[str]:
@@ -226,10 +273,14 @@ def _draw_figures(result, out: Path) -> list[str]:
     return written
 
 
-def _print_summary(result) -> None:
+def _print_summary(result, learner) -> None:
     from horde.evaluation import demon_summary
 
-    summary = demon_summary(result)
+    summary = demon_summary(result, z=learner.demons.z)
+    # An off-policy demon's target is the return under its own policy, not the observed one.
+    off = np.asarray(learner.demons.is_off_policy)
+    summary["rmse"] = np.where(off, np.nan, summary["rmse"])
+    summary["normalized_rmse"] = np.where(off, np.nan, summary["normalized_rmse"])
     rupee = None
     if result.rupee is not None and result.rupee.shape[1]:
         tail = max(1, result.rupee.shape[1] // 10)

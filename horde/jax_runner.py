@@ -78,7 +78,7 @@ from gymnasium.experimental.functional import FuncEnv
 
 from horde.behaviour import FixedProbabilities, UniformRandom, _check_probabilities
 from horde.horde_learner import HordeLearner
-from horde.runner import RunResult, _episode_arrays, _Progress, _serializable
+from horde.runner import DivergenceError, RunResult, _episode_arrays, _finite_fn, _Progress, _serializable
 from horde.spaces import FeatureMap
 
 __all__ = ["run_jax"]
@@ -326,6 +326,7 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
     diagnostics = bool(getattr(learner, "diagnostics", False))
     n_buffers = len(_record_names(learner))
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    action_start = int(env.action_space.start) if discrete else 0
 
     def fix_types(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).astype(b.dtype).reshape(b.shape), new, old)
@@ -354,8 +355,10 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         else:
             truncated = (steps_in >= limit) & ~terminated
         done = terminated | truncated
+        # Demons index actions from 0 (action indicators, target policies).
+        demon_action = action - action_start if discrete else action
         result, evaluation = learner._evaluate_and_update(
-            carry.learner_state, carry.features, action, reward, x_next, terminated, truncated, prob
+            carry.learner_state, carry.features, demon_action, reward, x_next, terminated, truncated, prob
         )
         reset_state = fix_types(reset_state, carry.env_state)
         env_state = jax.tree_util.tree_map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
@@ -564,13 +567,36 @@ def run_jax(
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
 
-    def collect(start, T, first, buffers, outs):
-        """Host-side bookkeeping of one finished chunk."""
+    finite_fn = _finite_fn(learner, batched)
+
+    def assemble(state, done, wall):
+        # Parts recorded from chunks past `done` (a diverged chunk) are dropped.
+        kept = {name: list(p) for name, p in parts.items()}
+        if kept["steps"]:
+            n_ok = sum(1 for s in kept["steps"] if s.size == 0 or s[0] < done)
+            kept = {name: p[:n_ok] for name, p in kept.items()}
+        return _assemble_result(learner, kept, episodes, n_seeds, record_every, config, state, done, wall)
+
+    def collect(start, T, first, buffers, outs, chunk_state):
+        """Host-side bookkeeping of one finished chunk; raises DivergenceError when the
+        chunk's predictions or final parameters are not finite."""
         outs = jax.tree_util.tree_map(np.asarray, outs)
         buffers = [np.asarray(b) for b in buffers]
         if not batched:
             outs = jax.tree_util.tree_map(lambda a: a[None], outs)
             buffers = [b[None] for b in buffers]
+        finite = np.atleast_2d(np.asarray(finite_fn(chunk_state))) & np.isfinite(buffers[0]).all(axis=1)
+        if not finite.all():
+            seed_i = int(np.argwhere(~finite.all(axis=-1))[0][0])
+            names = [learner.names[i] for i in np.flatnonzero(~finite[seed_i])]
+            shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise DivergenceError(
+                f"learning diverged between steps {start} and {start + T - 1}"
+                f"{f' (seed {seed}+{seed_i})' if n_seeds > 1 else ''}: non-finite predictions or "
+                f"parameters for demon{'s' if len(names) > 1 else ''} {shown}. error.result holds the "
+                "steps before that chunk and the last good state; try a smaller step size or ObGDBounding.",
+                step=start, demons=tuple(names), result=assemble(good[0], start, time.perf_counter() - start_time),
+            )
         if not outs.finite.all():
             i, t = np.argwhere(~outs.finite)[0]
             raise ValueError(f"the environment returned a non-finite observation at step {start + t} (copy {i})")
@@ -588,6 +614,7 @@ def run_jax(
 
     start_time = time.perf_counter()
     carry = init_fn(jnp.arange(seed, seed + n_seeds, dtype=jnp.int32)) if batched else init_fn(seed)
+    good = [carry.learner_state]  # the state after the last chunk that was checked
     done_steps = 0
     pending = None
     try:
@@ -598,14 +625,17 @@ def run_jax(
             carry, buffers, outs = chunk_fn(carry, np.uint32(done_steps % 2**32), np.int32(first), T)
             if pending is not None:
                 collect(*pending)
-            pending = (done_steps, T, first, buffers, outs)
+                good[0] = pending[-1]
+            pending = (done_steps, T, first, buffers, outs, carry.learner_state)
             done_steps += T
         collect(*pending)
     finally:
         bar.close()
     jax.block_until_ready(carry)
-    wall = time.perf_counter() - start_time
+    return assemble(carry.learner_state, steps, time.perf_counter() - start_time)
 
+
+def _assemble_result(learner, parts, episodes, n_seeds, record_every, config, state, steps, wall) -> RunResult:
     n = learner.n_demons
     arrays: dict[str, np.ndarray] = {}
     for name, p in parts.items():
@@ -621,8 +651,8 @@ def run_jax(
             arrays[name] = np.zeros((n_seeds, 0, n), np.float32)
     arrays["steps"] = arrays["steps"].astype(np.int64)
     arrays["valid"] = np.ones(arrays["rewards"].shape, bool)
-    episodes.sort(key=lambda e: (e[1], e[0]))
+    episodes = sorted((e for e in episodes if e[1] < steps), key=lambda e: (e[1], e[0]))
     return RunResult(
         demon_names=learner.names, wall_time=wall, total_steps=steps, record_every=record_every,
-        config=config, state=carry.learner_state, **arrays, **_episode_arrays(episodes),
+        config=config, state=state, **arrays, **_episode_arrays(episodes),
     )

@@ -33,7 +33,7 @@ import numpy as np
 from horde.bounders import ObGDBounding, bounder_from_config
 from horde.initializers import sparse_init
 from horde.normalizers import Normalizer, normalizer_from_config
-from horde.optimizers import LMS, Optimizer, optimizer_from_config
+from horde.optimizers import LMS, Optimizer, optimizer_from_config, update_group
 
 __all__ = [
     "MLPParams",
@@ -560,10 +560,11 @@ class MultiHeadMLPLearner:
         flat_grads = [g for pair in zip(grads.weights, grads.biases) for g in pair]
         flat_params = [p for pair in zip(state.trunk_params.weights, state.trunk_params.biases) for p in pair]
         steps, opt_states = [], []
-        for opt_state, z in zip(state.trunk_optimizer_states, flat_grads):
-            s, new_opt_state = self.optimizer.update_from_gradient(opt_state, z, None)
-            steps.append(s)
-            opt_states.append(new_opt_state)
+        for layer in range(len(state.trunk_params.weights)):
+            pair = slice(2 * layer, 2 * layer + 2)  # a layer's weights and biases, one unit
+            s, new = update_group(self.optimizer, state.trunk_optimizer_states[pair], tuple(flat_grads[pair]), None)
+            steps += s
+            opt_states += new
         if self.bounder is not None:
             steps, scale = self.bounder.bound(steps, 1.0)
         else:
@@ -599,8 +600,7 @@ class MultiHeadMLPLearner:
         opt, bounder = self.head_opt, self.bounder
 
         def one_head(opt_w, opt_b, z_w, z_b, delta):
-            s_w, opt_w = opt.update_from_gradient(opt_w, z_w, delta)
-            s_b, opt_b = opt.update_from_gradient(opt_b, z_b, delta)
+            (s_w, s_b), (opt_w, opt_b) = update_group(opt, (opt_w, opt_b), (z_w, z_b), delta)
             if bounder is not None:
                 (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
             else:

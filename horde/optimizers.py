@@ -13,9 +13,10 @@ folded into the trace (the shared trunk, whose trace is the error-weighted gradi
 learner passes ``error=None``; the optimizer then treats the error as 1 and the learner applies
 ``w ← w + step``.
 
-Optimizers act elementwise on one parameter array, except Autostep's normalisation, which sums
-over the whole array it is given. The multi-head learner applies the head optimizer with
-``jax.vmap`` over the head axis, so every head is normalised on its own.
+Optimizers act elementwise on one parameter array, except Autostep's overshoot bound, which
+sums over a whole unit: ``update_group`` steps the arrays of one unit together (a head's
+weights and bias; a trunk layer's weights and biases). The multi-head learner applies the head
+optimizer with ``jax.vmap`` over the head axis, so every head is bounded on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "AutostepState",
     "Optimizer",
     "optimizer_from_config",
+    "update_group",
 ]
 
 
@@ -201,18 +203,32 @@ class Autostep:
     def update_from_gradient(
         self, state: AutostepState, trace: Array, error: Array | None = None
     ) -> tuple[Array, AutostepState]:
+        """One array as its own unit (see ``update_group``)."""
+        (step,), (new_state,) = self.update_group((state,), (trace,), error)
+        return step, new_state
+
+    def update_group(
+        self, states: tuple[AutostepState, ...], traces: tuple[Array, ...], error: Array | None = None
+    ) -> tuple[tuple[Array, ...], tuple[AutostepState, ...]]:
+        """Steps the arrays of one unit together: the overshoot bound ``Σ α z²`` sums over all
+        of them (e.g. a head's weights and its bias), as in Mahmood et al. (2012)."""
         delta = 1.0 if error is None else error
-        z = trace
-        alpha, h, v = state.step_sizes, state.traces, state.normalizers
-        dzh = delta * z * h
-        abs_dzh = jnp.abs(dzh)
-        v = jnp.maximum(abs_dzh, v + (1.0 / self.tau) * alpha * z * z * (abs_dzh - v))
-        safe_v = jnp.where(v > 0, v, 1.0)
-        alpha = jnp.where(v > 0, alpha * jnp.exp(self.meta_step_size * dzh / safe_v), alpha)
-        alpha = alpha / jnp.maximum(jnp.sum(alpha * z * z), 1.0)
-        step = alpha * z
-        h = h * (1.0 - alpha * z * z) + alpha * delta * z
-        return step, AutostepState(step_sizes=alpha, traces=h, normalizers=v)
+        metas = []
+        for state, z in zip(states, traces):
+            alpha, h, v = state.step_sizes, state.traces, state.normalizers
+            dzh = delta * z * h
+            abs_dzh = jnp.abs(dzh)
+            v = jnp.maximum(abs_dzh, v + (1.0 / self.tau) * alpha * z * z * (abs_dzh - v))
+            safe_v = jnp.where(v > 0, v, 1.0)
+            alpha = jnp.where(v > 0, alpha * jnp.exp(self.meta_step_size * dzh / safe_v), alpha)
+            metas.append((alpha, h, v))
+        bound = jnp.maximum(sum(jnp.sum(a * z * z) for (a, _, _), z in zip(metas, traces)), 1.0)
+        steps, new_states = [], []
+        for (alpha, h, v), z in zip(metas, traces):
+            alpha = alpha / bound
+            steps.append(alpha * z)
+            new_states.append(AutostepState(step_sizes=alpha, traces=h * (1.0 - alpha * z * z) + alpha * delta * z, normalizers=v))
+        return tuple(steps), tuple(new_states)
 
     def step_sizes(self, state: AutostepState, trace: Array) -> Array:
         del trace
@@ -230,6 +246,21 @@ class Autostep:
 Optimizer = LMS | IDBD | Autostep
 
 _OPTIMIZERS = {"LMS": LMS, "IDBD": IDBD, "Autostep": Autostep}
+
+
+def update_group(
+    optimizer: Any, states: tuple[Any, ...], traces: tuple[Array, ...], error: Array | None = None
+) -> tuple[tuple[Array, ...], tuple[Any, ...]]:
+    """Steps the parameter arrays of one unit: with the optimizer's ``update_group`` when it has
+    one (Autostep), else array by array."""
+    if hasattr(optimizer, "update_group"):
+        return optimizer.update_group(tuple(states), tuple(traces), error)
+    steps, new_states = [], []
+    for state, z in zip(states, traces):
+        step, new_state = optimizer.update_from_gradient(state, z, error)
+        steps.append(step)
+        new_states.append(new_state)
+    return tuple(steps), tuple(new_states)
 
 
 def optimizer_from_config(config: dict[str, Any] | None) -> Optimizer | None:

@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,27 @@ class RunResult:
     def steps_per_second(self) -> float:
         """Environment steps per second over all seeds."""
         return self.total_steps * self.n_seeds / self.wall_time if self.wall_time > 0 else math.inf
+
+    def then(self, later: "RunResult") -> "RunResult":
+        """This run followed by ``later``, its continuation (e.g. a resumed run): per-step
+        arrays joined along time, episodes and wall time added up, ``later``'s state."""
+        if later.record_every != self.record_every or later.demon_names != self.demon_names:
+            raise ValueError(
+                "only a continuation with the same demons and record_every can be joined, got "
+                f"record_every {self.record_every} and {later.record_every}"
+            )
+        joined = {}
+        for name in self._ARRAYS:
+            axis = 0 if name == "steps" or name.startswith("episode_") else 1
+            joined[name] = np.concatenate([getattr(self, name), getattr(later, name)], axis=axis)
+        for name in ("rupee", "ude"):
+            a, b = getattr(self, name), getattr(later, name)
+            joined[name] = None if a is None or b is None else np.concatenate([a, b], axis=1)
+        return RunResult(
+            demon_names=self.demon_names, wall_time=self.wall_time + later.wall_time,
+            total_steps=self.total_steps + later.total_steps, record_every=self.record_every,
+            config={**later.config, "start_step": self.config.get("start_step", 0)}, state=later.state, **joined,
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes ``metrics.npz`` (arrays, no pickle) and ``run.json`` (metadata) into the
@@ -456,6 +478,8 @@ class _SingleStream:
         discrete = isinstance(act_space, gym.spaces.Discrete)
         self.action_dtype = np.int32 if discrete else np.float32
         self.action_shape = () if discrete else act_space.shape
+        # Demons index discrete actions from 0 (action indicators, target policies).
+        self.action_start = int(act_space.start) if discrete else 0
         self.episodes: list[tuple[int, int, float, int]] = []
         self.ep_return, self.ep_length = 0.0, 0
         self.raw, self.info = env.reset(seed=seed)
@@ -482,7 +506,7 @@ class _SingleStream:
                 )
             obs[t] = x
             next_obs[t] = x_next
-            actions[t] = action
+            actions[t] = action - self.action_start if self.action_start else action
             rewards[t] = reward
             terminated[t] = term
             truncated[t] = trunc
@@ -560,15 +584,15 @@ def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_
                 shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                 raise DivergenceError(
                     f"learning diverged at step {first + t}{f' (seed {seed_i})' if n_seeds > 1 else ''}: "
-                    f"non-finite predictions or parameters for demon{'s' if len(names) > 1 else ''} {shown}. "
+                    f"non-finite predictions (or parameters after that step's update) for "
+                    f"demon{'s' if len(names) > 1 else ''} {shown}. "
                     "The returned state is the last good one (before this chunk); try a smaller step size "
                     "or ObGDBounding.",
                     step=first + t, demons=tuple(names), result=result,
                 )
-            good_state = new_state
             recorder.add(first, recorded, *rows)
+            good_state, done = new_state, done + T  # together: an interrupt sees both or neither
             bar.update(T * n_seeds, np.asarray(td))
-            done += T
             if callback is not None:
                 callback(start_step + done, good_state)
     except KeyboardInterrupt:
@@ -632,6 +656,7 @@ class _VectorStream:
 
     def __init__(self, env, features, policy, act_space, seed):
         N = self.N = int(env.num_envs)
+        self.seeded_per_copy = True
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
         if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
@@ -642,6 +667,7 @@ class _VectorStream:
         discrete = isinstance(act_space, gym.spaces.Discrete)
         self.action_dtype = np.int32 if discrete else np.float32
         self.action_shape = () if discrete else act_space.shape
+        self.action_start = int(act_space.start) if discrete else 0
         self.episodes: list[tuple[int, int, float, int]] = []
         self.ep_return, self.ep_length = np.zeros(N), np.zeros(N, np.int64)
         try:
@@ -649,6 +675,12 @@ class _VectorStream:
         except (TypeError, ValueError, AssertionError, gym.error.Error):
             # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
             # integer seed for the whole batch: copies then do not match single runs seed for seed.
+            warnings.warn(
+                f"{type(env).__name__} takes one seed for all copies: copy i is not the single run "
+                "with seed + i (use gymnasium.make_vec(..., vectorization_mode='sync') for that)",
+                stacklevel=4,
+            )
+            self.seeded_per_copy = False
             self.raw, self.infos = env.reset(seed=seed)
         self.x = features.batch(self.raw)
         self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
@@ -679,6 +711,8 @@ class _VectorStream:
                     probs[t, i] = p
             self.last_actions = actions[t].copy()
             next_raw, reward, term, trunc, next_infos = self.env.step(actions[t])
+            if self.action_start:
+                actions[t] -= self.action_start  # the demons' view: actions indexed from 0
             x_next = features.batch(next_raw)
             ended = np.logical_or(term, trunc)
             real_next = x_next
@@ -712,6 +746,7 @@ class _VectorStream:
 
 def _run_vector(learner, env, features, policy, act_space, steps, seed, state, record_every, chunk_size, progress, config, callback, stop_on_interrupt, start_step):
     stream = _VectorStream(env, features, policy, act_space, seed)
+    config["seeded_per_copy"] = stream.seeded_per_copy
     _check_off_policy(learner, stream.policies[0], act_space)
     config["policy"] = repr(stream.policies[0])
     N = stream.N

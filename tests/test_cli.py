@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -78,14 +79,29 @@ def test_plot_redraws_a_saved_run(tiny_run):
     assert (root / "out" / "learning_curves.png").stat().st_size > 0
 
 
-def test_resume_continues_from_the_checkpoint(tiny_run):
+def test_resume_continues_the_saved_run_bit_for_bit(tiny_run):
     root, _ = tiny_run
-    learner, before, _ = horde.load_checkpoint(root / "out" / "checkpoint.npz")
+    (root / "longer.toml").write_text(TINY.replace("steps = 300", "steps = 350"))
+    full = _horde("run", "longer.toml", "--out", "full", "--no-progress", cwd=root)
+    assert full.returncode == 0, full.stderr
     proc = _horde("run", "--resume", "out", "--steps", "50", "--out", "resumed", "--no-progress", cwd=root)
     assert proc.returncode == 0, proc.stderr
     _, after, meta = horde.load_checkpoint(root / "resumed" / "checkpoint.npz")
+    _, uninterrupted, _ = horde.load_checkpoint(root / "full" / "checkpoint.npz")
     assert meta["step"] == 350
-    assert int(after.core.step_count) == int(before.core.step_count) + 50
+    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(uninterrupted)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    joined, whole = horde.RunResult.load(root / "resumed"), horde.RunResult.load(root / "full")
+    np.testing.assert_array_equal(joined.steps, np.arange(350))  # the first 300 steps kept
+    np.testing.assert_array_equal(joined.predictions, whole.predictions)
+
+
+def test_resume_refuses_to_change_the_run(tiny_run):
+    root, _ = tiny_run
+    proc = _horde("run", "--resume", "out", "--seed", "5", "--no-progress", cwd=root)
+    assert proc.returncode == 2 and "--seed cannot change them" in proc.stderr
+    proc = _horde("run", "--resume", "out", "--no-progress", cwd=root)  # all 300 steps done
+    assert proc.returncode == 2 and "give --steps N" in proc.stderr
 
 
 def test_demons_lists_the_declared_demons(tmp_path):
@@ -105,6 +121,8 @@ def test_demons_lists_the_declared_demons(tmp_path):
         (TINY.replace('kind = "constant", value = 1.0', 'kind = "konstant", value = 1.0'), "unknown cumulant kind 'konstant'"),
         (TINY + "\n[policy]\nkind = \"greedy\"\n", "config key policy.kind must be 'uniform' or 'fixed', got 'greedy'"),
         ("[env\n", "is not valid TOML"),
+        (TINY.replace("observation_dim = 4", "observation_dim = 6"), "config does not fit environment CartPole-v1"),
+        (TINY + "\n[policy]\nkind = \"fixed\"\nprobabilities = [0.2, 0.3, 0.5]\n", "FixedProbabilities has 3 probabilities"),
     ],
 )
 def test_bad_config_exits_2_with_a_message_naming_the_key(tmp_path, text, message):

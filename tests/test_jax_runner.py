@@ -279,3 +279,52 @@ def test_diagnostics_are_recorded_when_the_learner_tracks_them():
     assert np.isfinite(result.rupee).all()
     plain = horde.HordeLearner([Demon("v", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=0.05)
     assert run_jax(plain, envs.RandomWalk(), steps=8, progress=False).rupee is None
+
+
+def test_run_jax_divergence_guard_names_the_demon():
+    import envs
+    from demons import Demon
+    from demons import cumulants as C
+    from demons import discounts as D
+
+    learner = horde.HordeLearner(
+        [Demon("wild", C.observation(0), D.constant(0.99))], hidden_sizes=(), step_size=50.0, sparsity=0.0
+    )
+    with pytest.raises(horde.DivergenceError, match="'wild'") as info:
+        horde.run_jax(learner, envs.RandomWalk(), steps=5000, chunk_size=100, progress=False)
+    result = info.value.result
+    assert result.total_steps == info.value.step and result.total_steps % 100 == 0
+    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(result.state))
+
+
+def test_discrete_actions_with_nonzero_start_are_indexed_from_zero_for_demons():
+    """An action space Discrete(2, start=1): the demons see actions 0 and 1."""
+    import gymnasium as gym
+
+    from demons import Demon
+    from demons import cumulants as C
+    from demons import discounts as D
+    from demons import policies as P
+
+    class Shifted(gym.Env):
+        observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2, start=1)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.ones(1, np.float32), {}
+
+        def step(self, action):
+            assert action in (1, 2)
+            return np.ones(1, np.float32), float(action == 1), True, False, {}
+
+    demon_set = [
+        Demon("first_action", C.action_indicator(0), D.constant(0.0)),
+        Demon("reward_if_first", C.reward(), D.constant(0.0), target_policy=P.fixed([1.0, 0.0])),
+    ]
+    learner = horde.HordeLearner(demon_set, hidden_sizes=(), step_size=0.002, sparsity=0.0)
+    result = horde.run(learner, Shifted(), steps=8000, policy=horde.FixedProbabilities([0.5, 0.5]), progress=False)
+    # Averaged over the last 2,000 steps: P(first action) = 0.5; the off-policy demon's target
+    # policy always takes the first action, whose reward is 1.
+    v = result.predictions[0, -2000:].mean(axis=0)
+    np.testing.assert_allclose(v, [0.5, 1.0], atol=0.05)

@@ -255,7 +255,8 @@ def _python_idbd(x_seq, y_seq, alpha0, theta):
 
 
 def _python_autostep(x_seq, y_seq, alpha0, mu, tau):
-    """Mahmood et al. (2012) Autostep; weights and bias normalised separately as in horde."""
+    """Mahmood et al. (2012) Autostep on a linear unit; the bias is one more input (x = 1), so
+    the overshoot bound Σ α x² runs over the weights and the bias together."""
     nw = len(x_seq[0])
     w, b = [0.0] * nw, 0.0
     a, h, v = [alpha0] * nw, [0.0] * nw, [0.0] * nw
@@ -272,13 +273,13 @@ def _python_autostep(x_seq, y_seq, alpha0, mu, tau):
         delta = y - (sum(wi * xi for wi, xi in zip(w, x)) + b)
         for i in range(nw):
             a[i], v[i] = meta(a[i], h[i], v[i], x[i], delta)
-        m = max(sum(a[i] * x[i] ** 2 for i in range(nw)), 1.0)
+        ab, vb = meta(ab, hb, vb, 1.0, delta)
+        m = max(sum(a[i] * x[i] ** 2 for i in range(nw)) + ab, 1.0)
         a = [ai / m for ai in a]
+        ab = ab / m
         for i in range(nw):
             w[i] += a[i] * delta * x[i]
             h[i] = h[i] * (1 - a[i] * x[i] ** 2) + a[i] * delta * x[i]
-        ab, vb = meta(ab, hb, vb, 1.0, delta)
-        ab = ab / max(ab, 1.0)
         b += ab * delta
         hb = hb * (1 - ab) + ab * delta
     return w + [b]
@@ -302,8 +303,16 @@ def test_idbd_first_two_steps_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def test_autostep_bounds_the_whole_head_against_overshooting():
+    """One input x = 10 and a bias: Σ α z² over weight and bias is 101 α₀ ≫ 1, so the bound
+    scales both so that one step lands exactly on the target (no oscillation)."""
+    got = _linear_learner_weights(Autostep(1.0, 0.0, 100.0), [[10.0]] * 3, [1.0] * 3)
+    np.testing.assert_allclose(10.0 * got[0] + got[1], 1.0, rtol=1e-5)
+
+
 def test_autostep_first_two_steps_by_hand():
-    # Step 2: δ = 0.4, v = |δ x h|, so α = 0.1·e^μ for every weight; Σ α x² = 0.824 < 1.
+    # Step 2: δ = 0.4, v = |δ x h|, so α = 0.1·e^μ for every weight; Σ α x² (bias included)
+    # = 0.1·e^0.5·6 = 0.989 < 1.
     got = _linear_learner_weights(Autostep(0.1, 0.5, 100.0), [[1.0, 2.0]] * 2, [1.0, 1.0])
     a = 0.1 * math.exp(0.5)
     want = [0.1 + 0.4 * a, 0.2 + 0.4 * a * 2, 0.1 + 0.4 * a]
