@@ -233,30 +233,54 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
     if key in cache:
         return cache[key]
 
-    def scan(state, transitions, valid, offset):
-        def body(s, inputs):
-            t, ok = inputs
-            r, ev = learner._evaluate_and_update(s, *t)
-            new = r.state
-            if masked:
-                new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, s)
-            out = (r.predictions, r.td_errors, ev.cumulants, ev.discounts)
-            if learner.diagnostics:
-                out = out + (r.rupee, r.ude)
-            return new, out
+    n = learner.n_demons
+    n_out = 6 if learner.diagnostics else 4
 
-        final, outs = jax.lax.scan(body, state, (transitions, valid))
+    def step(s, t, ok):
+        r, ev = learner._evaluate_and_update(s, *t)
+        new = r.state
+        if masked:
+            new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, s)
+        out = (r.predictions, r.td_errors, ev.cumulants, ev.discounts)
+        if learner.diagnostics:
+            out = out + (r.rupee, r.ude)
+        return new, out
+
+    def scan(state, transitions, valid, offset):
         T = valid.shape[0]
-        if every == 1:
-            recorded = outs
-        else:
-            idx = jnp.minimum(offset + every * jnp.arange(-(-T // every)), T - 1)
-            recorded = tuple(o[idx] for o in outs)
-        bad = ~jnp.isfinite(outs[0]) & valid[:, None]
-        bad_step = bad.any(axis=-1)
-        first = jnp.argmax(bad_step)
-        mean_abs_td = jnp.nanmean(jnp.abs(outs[1]))
-        return final, recorded, bad_step.any(), first, bad[first], mean_abs_td
+        m = -(-T // every)
+        # Recorded rows live in small buffers carried through the loop (step j writes slot
+        # ceil((j - offset) / every), so slot k ends with record step offset + k·every), and
+        # divergence is tracked in the carry: nothing of size T x n_demons is materialised.
+        init = (
+            state,
+            tuple(jnp.zeros((m + 1, n), jnp.float32) for _ in range(n_out)),  # + a spill row
+            jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((n,), bool),
+            jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+        )
+
+        def body(carry, inputs):
+            s, buffers, bad_any, bad_first, bad_mask, td_sum, td_count = carry
+            j, t, ok = inputs
+            s, out = step(s, t, ok)
+            slot = jnp.minimum((j - offset + every - 1) // every, m)  # steps after the last record spill
+            buffers = tuple(jax.lax.dynamic_update_index_in_dim(b, v, slot, 0) for b, v in zip(buffers, out))
+            bad = ~jnp.isfinite(out[0]) & ok
+            new_bad = bad.any() & ~bad_any
+            bad_first = jnp.where(new_bad, j, bad_first)
+            bad_mask = jnp.where(new_bad, bad, bad_mask)
+            abs_td = jnp.abs(out[1])
+            seen = ~jnp.isnan(abs_td) & ok
+            td_sum = td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0))
+            td_count = td_count + jnp.sum(seen)
+            return (s, buffers, bad_any | bad.any(), bad_first, bad_mask, td_sum, td_count), None
+
+        steps = jnp.arange(T, dtype=jnp.int32)
+        (final, recorded, bad_any, bad_first, bad_mask, td_sum, td_count), _ = jax.lax.scan(
+            body, init, (steps, transitions, valid)
+        )
+        mean_abs_td = jnp.where(td_count > 0, td_sum / jnp.maximum(td_count, 1.0), jnp.nan)
+        return final, tuple(b[:m] for b in recorded), bad_any, bad_first, bad_mask, mean_abs_td
 
     fn = jax.vmap(scan, in_axes=(0, 0, 0, None)) if batched else scan
     cache[key] = jax.jit(fn)
