@@ -620,13 +620,8 @@ class MultiHeadMLPLearner:
         observation: jax.Array,
         targets: jax.Array,
         head_decay: jax.Array,
-        rho: jax.Array | None = None,
     ) -> MultiHeadMLPUpdateResult:
-        """One update with an explicit per-head trace decay (and optional per-head ratios).
-
-        With ``rho``, head traces are ``z_i ← ρ_i((γλ)_i z_i + h)`` and the trunk takes the
-        ``ρ``-weighted semi-gradient (cotangent ``Σ_i ρ_i δ_i w_i``).
-        """
+        """One update with an explicit per-head trace decay ``(γλ)_i``."""
         targets = jnp.asarray(targets, jnp.float32)
         x, norm_state = self._features(state, observation, update=True)
         h, vjp_fn = jax.vjp(lambda p: self.trunk_forward(p, x), state.trunk_params)
@@ -634,11 +629,10 @@ class MultiHeadMLPLearner:
         active = ~jnp.isnan(targets)
         delta = jnp.where(active, targets - predictions, 0.0)
 
-        weighted = delta if rho is None else rho * delta
-        cotangent = weighted @ state.head_params.weights
+        cotangent = delta @ state.head_params.weights
         trunk_params, trunk_opt, trunk_scale = self._trunk_step(state, vjp_fn, cotangent)
 
-        z_w, z_b = self._head_traces(state.head_traces, h, head_decay, rho)
+        z_w, z_b = self._head_traces(state.head_traces, h, head_decay, None)
         s_w, s_b, head_opt, _, mean_step = self._head_steps(state.head_optimizer_states, (z_w, z_b), delta)
         new_heads = HeadParams(
             state.head_params.weights + delta[:, None] * s_w,
