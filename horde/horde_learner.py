@@ -39,6 +39,7 @@ from horde.multi_head_learner import (
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     _as_vector,
+    _check_keys,
     _check_observation_values,
     _concrete_values,
     _is_tracer,
@@ -453,12 +454,11 @@ class HordeLearner:
         done = terminated | truncated
         head_traces = jax.tree_util.tree_map(lambda t: jnp.where(done, 0.0, t), head_traces)
 
-        new_core = MultiHeadMLPState(
+        new_core = core._replace(
             trunk_params=trunk_params,
             head_params=head_params,
             trunk_optimizer_states=trunk_opt,
             head_optimizer_states=head_opt,
-            trunk_traces=(),
             head_traces=head_traces,
             normalizer_state=norm_state,
             step_count=core.step_count + 1,
@@ -777,10 +777,4 @@ def run_horde_learning_loop_batched(
     t = _as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
-    keys = jnp.asarray(keys)
-    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    if not ((typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2)):
-        raise ValueError(
-            f"keys must be typed keys of shape (n_seeds,) or raw keys of shape (n_seeds, 2), got shape {keys.shape}"
-        )
-    return learner._batched_jit(t, keys, dim)
+    return learner._batched_jit(t, _check_keys(keys), dim)

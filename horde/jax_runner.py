@@ -78,7 +78,7 @@ from gymnasium.experimental.functional import FuncEnv
 
 from horde.behaviour import FixedProbabilities, UniformRandom, _check_probabilities
 from horde.horde_learner import HordeLearner
-from horde.runner import DivergenceError, RunResult, _episode_arrays, _finite_fn, _Progress, _serializable
+from horde.runner import DivergenceError, RunResult, _finite_fn, _positive_int, _Progress, _Recorder, _result, _serializable
 from horde.spaces import FeatureMap
 
 __all__ = ["run_jax"]
@@ -422,12 +422,6 @@ def _compiled(learner, env, policy, limit, every, batched):
 # Host-side bookkeeping
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _episodes_in_chunk(start, rewards, done, ep_return, ep_length):
     """Finished episodes of a chunk: rows (copy, end step, return, length); updates the running
     ``ep_return`` / ``ep_length`` (per copy) in place."""
@@ -559,10 +553,7 @@ def run_jax(
     init_fn, chunk_fn, _ = _compiled(learner, jenv, pol, limit, record_every, batched)
 
     bar = _Progress(steps * n_seeds, progress)
-    record_names = _record_names(learner)
-    parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("steps",) + record_names + ("rewards", "terminated", "truncated")
-    }
+    recorder = _Recorder(n_seeds, learner.n_demons, record_every)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
@@ -570,12 +561,8 @@ def run_jax(
     finite_fn = _finite_fn(learner, batched)
 
     def assemble(state, done, wall):
-        # Parts recorded from chunks past `done` (a diverged chunk) are dropped.
-        kept = {name: list(p) for name, p in parts.items()}
-        if kept["steps"]:
-            n_ok = sum(1 for s in kept["steps"] if s.size == 0 or s[0] < done)
-            kept = {name: p[:n_ok] for name, p in kept.items()}
-        return _assemble_result(learner, kept, episodes, n_seeds, record_every, config, state, done, wall)
+        # Only checked chunks reach the recorder, so it holds exactly the first `done` steps.
+        return _result(learner, recorder, episodes, wall, done, record_every, config, state)
 
     def collect(start, T, first, buffers, outs, chunk_state):
         """Host-side bookkeeping of one finished chunk; raises DivergenceError when the
@@ -600,16 +587,9 @@ def run_jax(
         if not outs.finite.all():
             i, t = np.argwhere(~outs.finite)[0]
             raise ValueError(f"the environment returned a non-finite observation at step {start + t} (copy {i})")
-        idx = np.arange(first, T, record_every)
-        k = idx.size
-        if k:
-            parts["steps"].append(start + idx)
-            for name, b in zip(record_names, buffers):
-                parts[name].append(b[:, :k])
-            parts["rewards"].append(outs.rewards[:, idx])
-            parts["terminated"].append(outs.terminated[:, idx])
-            parts["truncated"].append(outs.truncated[:, idx])
+        recorder.add(start, buffers, outs.rewards, outs.terminated, outs.truncated, np.ones(outs.rewards.shape, bool))
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))
+        k = len(range(first, T, record_every))
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
 
     start_time = time.perf_counter()
@@ -633,26 +613,3 @@ def run_jax(
         bar.close()
     jax.block_until_ready(carry)
     return assemble(carry.learner_state, steps, time.perf_counter() - start_time)
-
-
-def _assemble_result(learner, parts, episodes, n_seeds, record_every, config, state, steps, wall) -> RunResult:
-    n = learner.n_demons
-    arrays: dict[str, np.ndarray] = {}
-    for name, p in parts.items():
-        if p:
-            arrays[name] = np.concatenate(p, axis=0 if name == "steps" else 1)
-        elif name == "steps":
-            arrays[name] = np.zeros((0,), np.int64)
-        elif name in ("terminated", "truncated"):
-            arrays[name] = np.zeros((n_seeds, 0), bool)
-        elif name == "rewards":
-            arrays[name] = np.zeros((n_seeds, 0), np.float32)
-        else:
-            arrays[name] = np.zeros((n_seeds, 0, n), np.float32)
-    arrays["steps"] = arrays["steps"].astype(np.int64)
-    arrays["valid"] = np.ones(arrays["rewards"].shape, bool)
-    episodes = sorted((e for e in episodes if e[1] < steps), key=lambda e: (e[1], e[0]))
-    return RunResult(
-        demon_names=learner.names, wall_time=wall, total_steps=steps, record_every=record_every,
-        config=config, state=state, **arrays, **_episode_arrays(episodes),
-    )

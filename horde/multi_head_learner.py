@@ -643,12 +643,11 @@ class MultiHeadMLPLearner:
             (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
             (state.head_params, state.head_traces, state.head_optimizer_states),
         )
-        new_state = MultiHeadMLPState(
+        new_state = state._replace(
             trunk_params=trunk_params,
             head_params=head_params,
             trunk_optimizer_states=trunk_opt,
             head_optimizer_states=head_opt,
-            trunk_traces=(),
             head_traces=head_traces,
             normalizer_state=norm_state,
             step_count=state.step_count + 1,
@@ -825,6 +824,11 @@ def run_multi_head_learning_loop_batched(
         ``(n_seeds, num_steps, n_heads, 3)``.
     """
     obs, tgt = _check_stream(learner, observations, targets, None)
+    return learner._batched_jit(obs, tgt, _check_keys(keys), int(obs.shape[1]))
+
+
+def _check_keys(keys: Any) -> jax.Array:
+    """One key per seed: typed keys ``(n_seeds,)`` or raw uint32 keys ``(n_seeds, 2)``."""
     keys = jnp.asarray(keys)
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
     if not ((typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2)):
@@ -832,4 +836,4 @@ def run_multi_head_learning_loop_batched(
             "keys must be typed keys of shape (n_seeds,) (jax.random.split(jax.random.key(0), n)) "
             f"or raw keys of shape (n_seeds, 2), got shape {keys.shape} and dtype {keys.dtype}"
         )
-    return learner._batched_jit(obs, tgt, keys, int(obs.shape[1]))
+    return keys

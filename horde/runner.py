@@ -441,11 +441,9 @@ def run(
             demons and the step, and ``error.result`` holds what was recorded, with the last
             good state.
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    for name, value in (("record_every", record_every), ("chunk_size", chunk_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    steps = _positive_int("steps", steps)
+    record_every = _positive_int("record_every", record_every)
+    chunk_size = _positive_int("chunk_size", chunk_size)
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     env, env_id = _make_env(env, env_kwargs)
@@ -603,7 +601,7 @@ def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_
                     seed_i = int(np.argwhere(~finite_after.all(axis=-1))[0][0])
                     t, demons_bad = T - 1, np.flatnonzero(~finite_after[seed_i])
                 recorder.add(first, recorded, *rows)
-                result = _result(learner, recorder, stream, time.perf_counter() - start_time, done + T, record_every, config, good_state)
+                result = _result(learner, recorder, stream.episodes, time.perf_counter() - start_time, done + T, record_every, config, good_state)
                 names = [learner.names[i] for i in demons_bad]
                 shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                 raise DivergenceError(
@@ -626,16 +624,24 @@ def _learn(learner, fn, state, stream, *, steps, start_step, chunk_size, record_
     finally:
         bar.close()
     jax.block_until_ready(good_state)
-    return _result(learner, recorder, stream, time.perf_counter() - start_time, done, record_every, config, good_state)
+    return _result(learner, recorder, stream.episodes, time.perf_counter() - start_time, done, record_every, config, good_state)
 
 
-def _result(learner, recorder, stream, wall, done, record_every, config, state) -> RunResult:
+def _result(learner, recorder, episodes, wall, done, record_every, config, state) -> RunResult:
+    """The RunResult of ``done`` learned steps: the recorder's arrays and the episodes that
+    ended within them, in (step, copy) order."""
     last = config.get("start_step", 0) + done
-    episodes = [e for e in stream.episodes if e[1] < last]
+    kept = sorted((e for e in episodes if e[1] < last), key=lambda e: (e[1], e[0]))
     return RunResult(
         demon_names=learner.names, wall_time=wall, total_steps=int(done), record_every=int(record_every),
-        config=config, state=state, **recorder.arrays(), **_episode_arrays(episodes),
+        config=config, state=state, **recorder.arrays(), **_episode_arrays(kept),
     )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _finite_fn(learner: HordeLearner, batched: bool):

@@ -19,12 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from horde.horde_learner import BatchedHordeResult, HordeLearner, Transitions, _as_transitions
-from horde.multi_head_learner import BatchedMultiHeadResult, MultiHeadMLPLearner, _check_stream
+from horde.multi_head_learner import BatchedMultiHeadResult, MultiHeadMLPLearner, _check_keys, _check_stream
 
 __all__ = ["seed_mesh", "run_horde_learning_loop_sharded", "run_multi_head_learning_loop_sharded"]
 
@@ -41,7 +40,7 @@ def _place(keys: Any, mesh: Mesh | None):
     mesh = seed_mesh() if mesh is None else mesh
     if SEED_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {SEED_AXIS!r}, got axes {mesh.axis_names}")
-    keys = jnp.asarray(keys)
+    keys = _check_keys(keys)
     n_seeds, n_devices = keys.shape[0], mesh.shape[SEED_AXIS]
     if n_seeds % n_devices:
         raise ValueError(
