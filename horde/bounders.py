@@ -56,9 +56,14 @@ class ObGDBounding:
             ``(scaled_steps, scale)`` where ``scale = 1 / max(M, 1)`` is in (0, 1].
         """
         l1 = sum(jnp.sum(jnp.abs(s)) for s in jax.tree_util.tree_leaves(steps))
-        m = self.kappa * jnp.maximum(jnp.abs(error), 1.0) * l1
-        scale = 1.0 / jnp.maximum(m, 1.0)
+        scale = self.scale(l1, error)
         return jax.tree_util.tree_map(lambda s: s * scale, steps), scale
+
+    def scale(self, l1: jax.Array, error: jax.Array | float) -> jax.Array:
+        """``1 / max(κ max(|δ|, 1) l1, 1)`` for steps whose L1 norm ``‖α ⊙ z‖₁`` is ``l1``
+        (for callers that know the norm without materialising the steps)."""
+        m = self.kappa * jnp.maximum(jnp.abs(error), 1.0) * l1
+        return 1.0 / jnp.maximum(m, 1.0)
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "ObGDBounding", "kappa": self.kappa}

@@ -415,7 +415,7 @@ class HordeLearner:
 
         x, norm_state = learner._features(core, observation, update=True)
         x_next = learner._normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32)) if learner._normalizer is not None else jnp.asarray(next_observation, jnp.float32)
-        h, vjp_fn = jax.vjp(lambda p: learner.trunk_forward(p, x), core.trunk_params)
+        h, tape = learner._trunk_forward_tape(core.trunk_params, x)
         h_next = learner.trunk_forward(core.trunk_params, x_next)
         w = core.head_params
         predictions = learner.head_forward(w, h)
@@ -428,7 +428,8 @@ class HordeLearner:
         delta = jnp.where(active, targets - predictions, 0.0)
 
         weighted = delta if rho is None else rho * delta
-        trunk_params, trunk_opt, trunk_scale = learner._trunk_step(core, vjp_fn, weighted @ w.weights)
+        cotangent = weighted @ w.weights
+        trunk_params, trunk_opt, trunk_scale = learner._trunk_step(core, tape, cotangent)
 
         if self._has_traces:
             decay = state.discounts * self._lamdas

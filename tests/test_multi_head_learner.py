@@ -166,6 +166,53 @@ def test_trunk_is_one_vjp_of_error_weighted_cotangent():
     )
 
 
+@pytest.mark.parametrize("use_layer_norm", [True, False])
+def test_bounded_lms_trunk_step_equals_materialised_obgd(use_layer_norm):
+    """The LMS trunk step never materialises its gradients: ObGD's ‖αG‖₁ comes from the factors
+    α‖g‖₁(‖input‖₁ + 1). Large errors force a scale well below 1; the result must equal
+    θ + α s G with G = ∇θ Σ_i δ_i v_i from jax.grad and s = 1 / max(κ ‖αG‖₁, 1)."""
+    alpha, kappa = 0.5, 2.0
+    learner = MultiHeadMLPLearner(
+        4, hidden_sizes=(8, 6), step_size=alpha, bounder=ObGDBounding(kappa), sparsity=0.0,
+        use_layer_norm=use_layer_norm,
+    )
+    state = learner.init(3, jax.random.key(11))
+    x = jnp.array([0.7, -1.5, 2.0])
+    y = jnp.array([40.0, jnp.nan, -25.0, 10.0])
+    result = learner.update(state, x, y)
+    delta = jnp.nan_to_num(result.errors)
+
+    def weighted_sum(trunk):
+        return jnp.dot(delta, learner.head_forward(state.head_params, learner.trunk_forward(trunk, x)))
+
+    grads = jax.grad(weighted_sum)(state.trunk_params)
+    l1 = sum(float(jnp.sum(jnp.abs(alpha * g))) for g in jax.tree_util.tree_leaves(grads))
+    scale = 1.0 / max(kappa * l1, 1.0)
+    assert scale < 0.1
+    np.testing.assert_allclose(float(result.trunk_bounding_metric), scale, rtol=1e-5)
+    for new, old, g in zip(
+        jax.tree_util.tree_leaves(result.state.trunk_params),
+        jax.tree_util.tree_leaves(state.trunk_params),
+        jax.tree_util.tree_leaves(grads),
+    ):
+        np.testing.assert_allclose(new, old + alpha * scale * g, rtol=1e-5, atol=1e-6)
+
+
+def test_idbd_without_meta_learning_equals_lms_through_the_trunk():
+    """IDBD with θ = 0 keeps α = α₀: its materialised trunk step must equal LMS's factored one."""
+    kwargs = dict(n_heads=3, hidden_sizes=(8, 8), bounder=ObGDBounding(), sparsity=0.5)
+    lms = MultiHeadMLPLearner(optimizer=LMS(0.05), **kwargs)
+    idbd = MultiHeadMLPLearner(optimizer=IDBD(0.05, 0.0), **kwargs)
+    rng = np.random.default_rng(5)
+    obs = rng.standard_normal((200, 4)).astype(np.float32)
+    targets = (3.0 * rng.standard_normal((200, 3))).astype(np.float32)
+    a = run_multi_head_learning_loop(lms, lms.init(4, jax.random.key(2)), obs, targets)
+    b = run_multi_head_learning_loop(idbd, idbd.init(4, jax.random.key(2)), obs, targets)
+    for u, v in zip(jax.tree_util.tree_leaves(a.state.trunk_params), jax.tree_util.tree_leaves(b.state.trunk_params)):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.per_head_metrics[:, :, 0], b.per_head_metrics[:, :, 0], rtol=1e-3, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Inactive heads
 
