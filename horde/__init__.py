@@ -9,6 +9,7 @@ from horde.behaviour import (
 )
 from horde.bounders import ObGDBounding
 from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from horde.daemon import Daemon
 from horde import evaluation, plots
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
 from horde.horde_learner import (
@@ -47,6 +48,7 @@ __all__ = [
     "Autostep",
     "BehaviourPolicy",
     "CheckpointError",
+    "Daemon",
     "DivergenceError",
     "load_checkpoint",
     "save_checkpoint",

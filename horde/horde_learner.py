@@ -628,6 +628,14 @@ class HordeLearner:
             ``HordeUpdateResult``.
         """
         dim = self._check_state(state)
+        obs, c, next_obs, d, r = self._checked_update_inputs(dim, observation, cumulants, next_observation, discounts, rhos)
+        return self._update_jit(
+            state, obs, c, next_obs, _check_flag("terminated", terminated), _check_flag("truncated", truncated), d, r
+        )
+
+    def _checked_update_inputs(self, dim: int, observation, cumulants, next_observation, discounts, rhos):
+        """``update``'s input checks; returns ``(obs, cumulants, next_obs, discounts, rhos)``
+        with ``None`` for the optional ones not given."""
         n = self.n_demons
         obs = _as_vector("observation", observation, dim, "observation_dim")
         next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
@@ -664,9 +672,7 @@ class HordeLearner:
                 if bad.size:
                     i = int(bad[0])
                     raise ValueError(f"rho of demon {self.names[i]!r} must be finite and >= 0, got {values[i]}")
-        return self._update_jit(
-            state, obs, c, next_obs, _check_flag("terminated", terminated), _check_flag("truncated", truncated), d, r
-        )
+        return obs, c, next_obs, d, r
 
     def update_from_transition(
         self,
