@@ -161,11 +161,11 @@ def _state_bytes(state) -> int:
     return int(sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(state)))
 
 
-def _time_single_steps(step, state):
+def _time_single_steps(step, state, prefix: str = "update"):
     """Daemon-style single-step timing: ``step(state, i) -> state`` (blocking inside).
 
     One first (compiling) call, 20 warm-up calls, then 200-2000 timed calls (enough for
-    ~0.5 s). Returns the state fed forward and the ``update_*`` fields of a row.
+    ~0.5 s). Returns the state fed forward and the ``{prefix}_*`` fields of a row.
     """
     t0 = time.perf_counter()
     state = step(state, 0)
@@ -185,12 +185,12 @@ def _time_single_steps(step, state):
     median_s = statistics.median(times)
     q = statistics.quantiles(times, n=10)
     return state, {
-        "update_first_call_s": first_s,
-        "update_compile_s": first_s - median_s,
-        "update_median_s": median_s,
-        "update_p10_s": q[0],
-        "update_p90_s": q[-1],
-        "update_calls": n_calls,
+        f"{prefix}_first_call_s": first_s,
+        f"{prefix}_compile_s": first_s - median_s,
+        f"{prefix}_median_s": median_s,
+        f"{prefix}_p10_s": q[0],
+        f"{prefix}_p90_s": q[-1],
+        f"{prefix}_calls": n_calls,
     }
 
 
@@ -244,9 +244,21 @@ def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: 
         return res.state
 
     state, update_fields = _time_single_steps(step, state)
+
+    # ---- the same through horde.Daemon: donated state, packed input and results
+    daemon = horde.Daemon(learner, state)
+
+    def daemon_step(s, i):
+        daemon.update(obs_pool[i % pool], tgt_pool[i % pool])  # results come back as NumPy
+        return s
+
+    _, daemon_fields = _time_single_steps(daemon_step, None, prefix="daemon")
+    state = daemon.state
+    del daemon
     daemon_peak_kib = _peak_rss_kib(hwm_reset)
     row = {"table": "core", "n_heads": n_heads, "dispatch": _dispatch_mode(), "state_bytes": state_bytes}
     row.update(update_fields)
+    row.update(daemon_fields)
     if sync:  # the sync-dispatch subprocess measures the single-step update only
         row["peak_rss_delta_daemon_mib"] = max(daemon_peak_kib - baseline_kib, 0) / 1024
         return row
@@ -404,6 +416,20 @@ def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bo
         return res.state
 
     state, update_fields = _time_single_steps(step, state)
+
+    daemon = horde.Daemon(learner, state)
+
+    def daemon_step(s, i):
+        j = i % pool
+        daemon.update_from_transition(
+            tp.observations[j], actions[j], tp.rewards[j], tp.next_observations[j],
+            terminated=terminated[j], truncated=False, behaviour_prob=BEHAVIOUR_PROB,
+        )
+        return s
+
+    _, daemon_fields = _time_single_steps(daemon_step, None, prefix="daemon")
+    state = daemon.state
+    del daemon
     daemon_peak_kib = _peak_rss_kib(hwm_reset)
     row = {
         "table": "horde",
@@ -414,6 +440,7 @@ def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bo
         "state_bytes": state_bytes,
     }
     row.update(update_fields)
+    row.update(daemon_fields)
     row["peak_rss_delta_daemon_mib"] = max(daemon_peak_kib - baseline_kib, 0) / 1024
     if sync:  # the sync-dispatch subprocess measures the single-step update only
         return row
@@ -495,10 +522,11 @@ def _fmt_us(seconds: float) -> str:
     return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
 
 
-def _fmt_sync(r: dict) -> str:
+def _fmt_sync(r: dict, what: str = "update") -> str:
     if "sync_error" in r:
         return "failed"
-    return _fmt_us(r["sync_update_median_s"]) if "sync_update_median_s" in r else "-"
+    key = f"sync_{what}_median_s"
+    return _fmt_us(r[key]) if key in r else "-"
 
 
 def _table_lines(head: list[str]) -> list[str]:
@@ -513,6 +541,8 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
         "scan compile (s)",
         "update µs (async, default)",
         "update µs (sync dispatch)",
+        "Daemon µs (async)",
+        "Daemon µs (sync)",
         "scan µs/step",
         "scan steps/s",
         "scan stream (steps)",
@@ -533,6 +563,8 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
             f"{r['scan_compile_s']:.2f}",
             _fmt_us(r["update_median_s"]),
             _fmt_sync(r),
+            _fmt_us(r["daemon_median_s"]),
+            _fmt_sync(r, "daemon"),
             _fmt_us(r["scan_per_step_s"]),
             f"{r['scan_steps_per_s']:,.0f}",
             f"{r['scan_steps']:,}",
@@ -553,6 +585,8 @@ def render_horde_table(rows: list[dict]) -> str:
         "scan compile (s)",
         "update µs (async, default)",
         "update µs (sync dispatch)",
+        "Daemon µs (async)",
+        "Daemon µs (sync)",
         "scan µs/step",
         "scan steps/s",
         "core scan µs/step",
@@ -571,6 +605,8 @@ def render_horde_table(rows: list[dict]) -> str:
             f"{r['scan_compile_s']:.2f}",
             _fmt_us(r["update_median_s"]),
             _fmt_sync(r),
+            _fmt_us(r["daemon_median_s"]),
+            _fmt_sync(r, "daemon"),
             _fmt_us(r["scan_per_step_s"]),
             f"{r['scan_steps_per_s']:,.0f}",
             _fmt_us(r["core_scan_per_step_s"]),
@@ -625,7 +661,7 @@ def _measure(table: str, n: int, args) -> tuple[dict, bool]:
     else:
         row["sync_dispatch"] = srow["dispatch"]
         for k, v in srow.items():
-            if k.startswith("update_") or k == "peak_rss_delta_daemon_mib":
+            if k.startswith(("update_", "daemon_")) or k == "peak_rss_delta_daemon_mib":
                 row["sync_" + k] = v
     print(f"{table} {key}={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return row, failed

@@ -43,6 +43,7 @@ from horde.multi_head_learner import (
     _check_observation_values,
     _concrete_values,
     _is_tracer,
+    _after,
     _select_heads,
 )
 from horde.normalizers import Normalizer, normalizer_from_config
@@ -435,14 +436,16 @@ class HordeLearner:
             decay = state.discounts * self._lamdas
         else:
             decay = jnp.zeros((self.n_demons,), jnp.float32)
+        # The head update waits for the cotangent, so the weights are updated in place.
+        head_delta = _after(delta, cotangent)
         z_w, z_b = learner._head_traces(core.head_traces, h, decay, rho)
-        s_w, s_b, head_opt, scale, mean_step = learner._head_steps(core.head_optimizer_states, (z_w, z_b), delta)
-        new_w = w.weights + delta[:, None] * s_w
-        new_b = w.biases + delta * s_b
+        s_w, s_b, head_opt, scale, mean_step = learner._head_steps(core.head_optimizer_states, (z_w, z_b), head_delta)
+        new_w = w.weights + head_delta[:, None] * s_w
+        new_b = w.biases + head_delta * s_b
         secondary = state.secondary_weights
         if self._has_off_policy:
             new_w, new_b, secondary = self._gtd_correction(
-                new_w, new_b, secondary, head_opt, (z_w, z_b), scale, delta, gamma_next, h, h_next
+                new_w, new_b, secondary, head_opt, (z_w, z_b), scale, head_delta, gamma_next, h, h_next
             )
         new_heads = HeadParams(new_w, new_b)
         stored_traces = (z_w, z_b) if core.head_traces else ()
