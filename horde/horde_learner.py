@@ -43,7 +43,6 @@ from horde.multi_head_learner import (
     _check_observation_values,
     _concrete_values,
     _is_tracer,
-    _after,
     _select_heads,
 )
 from horde.normalizers import Normalizer, normalizer_from_config
@@ -436,16 +435,14 @@ class HordeLearner:
             decay = state.discounts * self._lamdas
         else:
             decay = jnp.zeros((self.n_demons,), jnp.float32)
-        # The head update waits for the cotangent, so the weights are updated in place.
-        head_delta = _after(delta, cotangent)
-        z_w, z_b = learner._head_traces(core.head_traces, h, decay, rho)
-        s_w, s_b, head_opt, scale, mean_step = learner._head_steps(core.head_optimizer_states, (z_w, z_b), head_delta)
-        new_w = w.weights + head_delta[:, None] * s_w
-        new_b = w.biases + head_delta * s_b
+        step = learner._head_update(core, h, decay, rho, delta, cotangent)
+        z_w, z_b = step.traces
+        new_w, new_b = step.heads
+        head_opt, mean_step = step.optimizer_states, step.mean_step_size
         secondary = state.secondary_weights
         if self._has_off_policy:
             new_w, new_b, secondary = self._gtd_correction(
-                new_w, new_b, secondary, head_opt, (z_w, z_b), scale, head_delta, gamma_next, h, h_next
+                new_w, new_b, secondary, head_opt, (z_w, z_b), step.scale, step.delta, gamma_next, h, h_next
             )
         new_heads = HeadParams(new_w, new_b)
         stored_traces = (z_w, z_b) if core.head_traces else ()

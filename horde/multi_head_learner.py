@@ -241,6 +241,17 @@ class _TrunkTape(NamedTuple):
     inv_std: tuple[jax.Array, ...]  # LayerNorm's 1/σ, shape (1,); empty without LayerNorm
 
 
+class _HeadUpdate(NamedTuple):
+    """One step of every head, before inactive heads are masked out."""
+
+    traces: tuple[jax.Array, jax.Array]  # (z_w, z_b) of this step
+    heads: HeadParams  # the updated head parameters
+    optimizer_states: Any
+    scale: jax.Array  # per-head bounding scale
+    mean_step_size: jax.Array
+    delta: jax.Array  # δ, ordered after the cotangent (use it for any further head update)
+
+
 def _leaky_relu(a: jax.Array, slope: float) -> jax.Array:
     return jnp.where(a >= 0, a, slope * a)
 
@@ -685,6 +696,19 @@ class MultiHeadMLPLearner:
         s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
         return s_w, s_b, (opt_w, opt_b), scale, mean_step
 
+    def _head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> _HeadUpdate:
+        """Every head's traces, optimizer step and new parameters for errors ``δ`` (before the
+        select that keeps inactive heads). The head update waits for the trunk's ``cotangent``
+        (see ``_after``), so XLA updates the head weights in place."""
+        head_delta = _after(delta, cotangent)
+        z_w, z_b = self._head_traces(state.head_traces, h, decay, rho)
+        s_w, s_b, head_opt, scale, mean_step = self._head_steps(state.head_optimizer_states, (z_w, z_b), head_delta)
+        heads = HeadParams(
+            state.head_params.weights + head_delta[:, None] * s_w,
+            state.head_params.biases + head_delta * s_b,
+        )
+        return _HeadUpdate((z_w, z_b), heads, head_opt, scale, mean_step, head_delta)
+
     def _update_with(
         self,
         state: MultiHeadMLPState,
@@ -703,14 +727,9 @@ class MultiHeadMLPLearner:
         cotangent = delta @ state.head_params.weights
         trunk_params, trunk_opt, trunk_scale = self._trunk_step(state, tape, cotangent)
 
-        # The head update waits for the cotangent, so the weights are updated in place.
-        head_delta = _after(delta, cotangent)
-        z_w, z_b = self._head_traces(state.head_traces, h, head_decay, None)
-        s_w, s_b, head_opt, _, mean_step = self._head_steps(state.head_optimizer_states, (z_w, z_b), head_delta)
-        new_heads = HeadParams(
-            state.head_params.weights + head_delta[:, None] * s_w,
-            state.head_params.biases + head_delta * s_b,
-        )
+        step = self._head_update(state, h, head_decay, None, delta, cotangent)
+        z_w, z_b = step.traces
+        new_heads, head_opt, mean_step = step.heads, step.optimizer_states, step.mean_step_size
         head_params, head_traces, head_opt = _select_heads(
             active,
             (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
