@@ -529,6 +529,19 @@ def _fmt_sync(r: dict, what: str = "update") -> str:
     return _fmt_us(r[key]) if key in r else "-"
 
 
+SINGLE_STEP_HEAD = [
+    "update µs (async, default)",
+    "update µs (sync dispatch)",
+    "Daemon µs (async)",
+    "Daemon µs (sync)",
+]
+
+
+def _single_step_cells(r: dict) -> list[str]:
+    """The four single-step cells (``SINGLE_STEP_HEAD``) of a core or Horde row."""
+    return [_fmt_us(r["update_median_s"]), _fmt_sync(r), _fmt_us(r["daemon_median_s"]), _fmt_sync(r, "daemon")]
+
+
 def _table_lines(head: list[str]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
 
@@ -539,10 +552,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
         "state size",
         "update compile (s)",
         "scan compile (s)",
-        "update µs (async, default)",
-        "update µs (sync dispatch)",
-        "Daemon µs (async)",
-        "Daemon µs (sync)",
+        *SINGLE_STEP_HEAD,
         "scan µs/step",
         "scan steps/s",
         "scan stream (steps)",
@@ -561,10 +571,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
             _fmt_bytes(r["state_bytes"]),
             f"{r['update_compile_s']:.2f}",
             f"{r['scan_compile_s']:.2f}",
-            _fmt_us(r["update_median_s"]),
-            _fmt_sync(r),
-            _fmt_us(r["daemon_median_s"]),
-            _fmt_sync(r, "daemon"),
+            *_single_step_cells(r),
             _fmt_us(r["scan_per_step_s"]),
             f"{r['scan_steps_per_s']:,.0f}",
             f"{r['scan_steps']:,}",
@@ -583,10 +590,7 @@ def render_horde_table(rows: list[dict]) -> str:
         "state size",
         "update compile (s)",
         "scan compile (s)",
-        "update µs (async, default)",
-        "update µs (sync dispatch)",
-        "Daemon µs (async)",
-        "Daemon µs (sync)",
+        *SINGLE_STEP_HEAD,
         "scan µs/step",
         "scan steps/s",
         "core scan µs/step",
@@ -603,10 +607,7 @@ def render_horde_table(rows: list[dict]) -> str:
             _fmt_bytes(r["state_bytes"]),
             f"{r['update_compile_s']:.2f}",
             f"{r['scan_compile_s']:.2f}",
-            _fmt_us(r["update_median_s"]),
-            _fmt_sync(r),
-            _fmt_us(r["daemon_median_s"]),
-            _fmt_sync(r, "daemon"),
+            *_single_step_cells(r),
             _fmt_us(r["scan_per_step_s"]),
             f"{r['scan_steps_per_s']:,.0f}",
             _fmt_us(r["core_scan_per_step_s"]),

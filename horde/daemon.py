@@ -102,7 +102,6 @@ class Daemon:
         self._leaves = self._copy_jit(jax.tree_util.tree_leaves(state))
         self._predict_jit = jax.jit(self._predict_impl)
         self._update_jit = jax.jit(self._update_impl, donate_argnums=0, static_argnums=(2,))
-        self._core_update_jit = jax.jit(lambda leaves, inputs: self._update_impl(leaves, inputs, ("targets",)), donate_argnums=0)
         self._transition_jit = jax.jit(self._transition_impl, donate_argnums=0)
 
     # ---------------------------------------------------------------------------------------
@@ -223,7 +222,7 @@ class Daemon:
         _check_observation_values("observation", obs)
         _check_target_values("targets", tgt)
         inputs = np.concatenate([np.asarray(obs, np.float32), np.asarray(tgt, np.float32)])
-        self._leaves, out = self._core_update_jit(self._leaves, inputs)
+        self._leaves, out = self._update_jit(self._leaves, inputs, ("targets",))
         return self._core_result(np.asarray(out))
 
     def _update_horde(
@@ -262,21 +261,17 @@ class Daemon:
         be an integer. Returns a ``HordeUpdateResult`` with NumPy fields and ``state=None``."""
         if not self._horde:
             raise TypeError("update_from_transition needs a HordeLearner; this daemon holds a MultiHeadMLPLearner")
-        obs = _as_vector("observation", observation, self._dim, "observation_dim")
-        next_obs = _as_vector("next_observation", next_observation, self._dim, "observation_dim")
-        _check_observation_values("observation", obs)
-        _check_observation_values("next_observation", next_obs)
-        p = float(behaviour_prob)
-        if not (0.0 < p <= 1.0):
-            raise ValueError(f"behaviour_prob must be in (0, 1], got {behaviour_prob!r}")
+        obs, next_obs = self.learner._checked_transition_inputs(
+            self._dim, observation, reward, next_observation, behaviour_prob
+        )
         reward_value = _concrete_values(reward)
-        if reward_value is None or reward_value.size != 1 or not np.isfinite(reward_value).all():
-            raise ValueError(f"reward must be a finite number, got {reward!r}")
+        if reward_value is None or reward_value.size != 1:
+            raise ValueError(f"reward must be one number, got {reward!r}")
         inputs = np.empty(2 * self._dim + 5, np.float32)
         inputs[: self._dim] = obs
         inputs[self._dim : 2 * self._dim] = next_obs
         inputs[2 * self._dim] = reward_value.reshape(())
-        inputs[2 * self._dim + 1] = p
+        inputs[2 * self._dim + 1] = behaviour_prob
         inputs.view(np.int32)[2 * self._dim + 2] = _as_action(action)
         inputs[2 * self._dim + 3] = _check_flag("terminated", terminated)
         inputs[2 * self._dim + 4] = _check_flag("truncated", truncated)

@@ -674,6 +674,21 @@ class HordeLearner:
                     raise ValueError(f"rho of demon {self.names[i]!r} must be finite and >= 0, got {values[i]}")
         return obs, c, next_obs, d, r
 
+    def _checked_transition_inputs(self, dim: int, observation, reward, next_observation, behaviour_prob):
+        """``update_from_transition``'s input checks; returns the checked ``(obs, next_obs)``."""
+        obs = _as_vector("observation", observation, dim, "observation_dim")
+        next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
+        _check_observation_values("observation", obs)
+        _check_observation_values("next_observation", next_obs)
+        if not _is_tracer(behaviour_prob):
+            p = float(behaviour_prob)
+            if not (0.0 < p <= 1.0):
+                raise ValueError(f"behaviour_prob must be in (0, 1], got {behaviour_prob!r}")
+        reward_value = _concrete_values(reward)
+        if reward_value is not None and not np.all(np.isfinite(reward_value)):
+            raise ValueError(f"reward must be finite, got {reward!r}")
+        return obs, next_obs
+
     def update_from_transition(
         self,
         state: HordeState,
@@ -700,17 +715,7 @@ class HordeLearner:
             behaviour_prob: ``μ(A_t|S_t)``, the probability the behaviour policy gave the action.
         """
         dim = self._check_state(state)
-        obs = _as_vector("observation", observation, dim, "observation_dim")
-        next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
-        _check_observation_values("observation", obs)
-        _check_observation_values("next_observation", next_obs)
-        if not _is_tracer(behaviour_prob):
-            p = float(behaviour_prob)
-            if not (0.0 < p <= 1.0):
-                raise ValueError(f"behaviour_prob must be in (0, 1], got {behaviour_prob!r}")
-        reward_value = _concrete_values(reward)
-        if reward_value is not None and not np.all(np.isfinite(reward_value)):
-            raise ValueError(f"reward must be finite, got {reward!r}")
+        obs, next_obs = self._checked_transition_inputs(dim, observation, reward, next_observation, behaviour_prob)
         return self._transition_jit(
             state, obs, action, reward if _is_tracer(reward) else np.float32(reward), next_obs,
             _check_flag("terminated", terminated), _check_flag("truncated", truncated),
