@@ -38,6 +38,8 @@ from horde.multi_head_learner import (
     HeadParams,
     MultiHeadMLPLearner,
     MultiHeadMLPState,
+    _all_finite,
+    _any_inf,
     _as_vector,
     _check_keys,
     _check_observation_values,
@@ -643,7 +645,7 @@ class HordeLearner:
         _check_observation_values("observation", obs)
         _check_observation_values("next_observation", next_obs)
         values = _concrete_values(c)
-        if values is not None and np.any(np.isinf(values)):
+        if values is not None and _any_inf(values):
             i = int(np.flatnonzero(np.isinf(values))[0])
             raise ValueError(f"cumulant of demon {self.names[i]!r} must be finite or NaN, got {values[i]}")
         if discounts is None:
@@ -685,7 +687,7 @@ class HordeLearner:
             if not (0.0 < p <= 1.0):
                 raise ValueError(f"behaviour_prob must be in (0, 1], got {behaviour_prob!r}")
         reward_value = _concrete_values(reward)
-        if reward_value is not None and not np.all(np.isfinite(reward_value)):
+        if reward_value is not None and not _all_finite(reward_value.reshape(-1)):
             raise ValueError(f"reward must be finite, got {reward!r}")
         return obs, next_obs
 

@@ -206,9 +206,24 @@ def _concrete_values(x: Any) -> np.ndarray | None:
     return np.asarray(x)
 
 
+def _all_finite(values: np.ndarray) -> bool:
+    """``np.isfinite(values).all()``, about 5x quicker for the single-step vectors: a float
+    vector's dot product with itself is finite exactly when every entry is finite, unless the
+    sum of squares overflows, and then the elementwise test decides."""
+    if values.ndim == 1 and values.dtype.kind == "f" and math.isfinite(values.dot(values)):
+        return True
+    return bool(np.isfinite(values).all())
+
+
+def _any_inf(values: np.ndarray) -> bool:
+    """``np.isinf(values).any()`` (NaN entries are not infinite), without ``ndarray.any``'s
+    Python-level dispatch."""
+    return np.count_nonzero(np.isinf(values)) > 0
+
+
 def _check_observation_values(name: str, x: Any) -> None:
     values = _concrete_values(x)
-    if values is not None and not np.isfinite(values).all():
+    if values is not None and not _all_finite(values):
         bad = np.argwhere(~np.isfinite(values))
         first = tuple(int(i) for i in bad[0])
         raise ValueError(
@@ -220,7 +235,7 @@ def _check_observation_values(name: str, x: Any) -> None:
 
 def _check_target_values(name: str, y: Any) -> None:
     values = _concrete_values(y)
-    if values is not None and np.isinf(values).any():
+    if values is not None and _any_inf(values):
         bad = np.argwhere(np.isinf(values))
         first = tuple(int(i) for i in bad[0])
         raise ValueError(
