@@ -9,9 +9,12 @@ that bookkeeping costs about as much as the arithmetic.
 A ``Daemon`` owns the state instead. Its state arrays are *donated* to each compiled call, so
 the update writes the new state into the old buffers; the inputs of one call are packed on the
 host into one NumPy vector, and the results come back as one array whose rows are the result's
-fields (NumPy views, no further transfers). The arithmetic is the learner's own traced update,
-so a daemon step equals ``learner.update`` to float32 rounding (XLA may fuse the packed program
-differently, which can move the last bit; tested over whole runs).
+fields (NumPy views, no further transfers). Observation and target values are checked inside
+the compiled call, which keeps the old state bit for bit where it refuses them (the host then
+raises the learner's own message), and the step counters, which the update never reads, are
+counted on the host instead of travelling through every call. The arithmetic is the learner's
+own traced update, so a daemon step equals ``learner.update`` to float32 rounding (XLA may fuse
+the packed program differently, which can move the last bit; tested over whole runs).
 
 ``daemon.state`` returns a copy of the state (for checkpoints, plots or inspection) and
 assigning to it replaces the state.
@@ -193,13 +196,16 @@ class Daemon:
         if not self._horde:
             r = self.learner._update_impl(state, fields["observation"], fields["targets"])
             rows = [r.predictions, r.errors, *r.per_head_metrics.T, jnp.broadcast_to(r.trunk_bounding_metric, (n,))]
-            return self._leaves_of(r.state), jnp.stack(rows)
+            valid = jnp.isfinite(fields["observation"]).all() & ~jnp.isinf(fields["targets"]).any()
+            return self._checked_outputs(valid, leaves, r.state, rows)
+        # The HordeLearner's explicit-cumulant inputs are checked on the host (their messages
+        # name demons); nothing is left to refuse here.
         r = self.learner._update_impl(
             state, fields["observation"], fields["cumulants"], fields["next_observation"],
             fields["terminated"][0] > 0.5, fields["truncated"][0] > 0.5,
             fields.get("discounts"), fields.get("rhos"),
         )
-        return self._leaves_of(r.state), self._horde_rows(r)
+        return self._checked_outputs(jnp.bool_(True), leaves, r.state, self._horde_rows(r))
 
     def _transition_impl(self, leaves, inputs):
         state = self._traced_state(leaves)
@@ -209,15 +215,27 @@ class Daemon:
         action = jax.lax.bitcast_convert_type(inputs[2 * d + 2], jnp.int32)
         terminated, truncated = inputs[2 * d + 3] > 0.5, inputs[2 * d + 4] > 0.5
         r = self.learner._transition_impl(state, obs, action, reward, next_obs, terminated, truncated, prob)
-        return self._leaves_of(r.state), self._horde_rows(r)
+        valid = jnp.isfinite(inputs[: 2 * d]).all()
+        return self._checked_outputs(valid, leaves, r.state, self._horde_rows(r))
 
-    def _horde_rows(self, r: HordeUpdateResult):
+    def _horde_rows(self, r: HordeUpdateResult) -> list:
         n = self._n
-        rows = [
+        return [
             r.predictions, r.td_errors, r.td_targets, *r.per_demon_metrics.T, r.rupee, r.ude,
             r.diverged.astype(_F32), jnp.broadcast_to(r.trunk_bounding_metric, (n,)),
         ]
-        return jnp.stack(rows)
+
+    def _checked_outputs(self, valid, old_leaves, new_state, rows):
+        """The new state's leaves where the packed inputs were ``valid``, else the old leaves
+        bit for bit, and the result rows with ``valid`` as their last row.
+
+        The observation and target values are checked here, inside the compiled call, rather
+        than by NumPy on the host before it: the select costs nothing extra (each new leaf is
+        written by a fusion that already reads the old one), while the host checks cost a few
+        microseconds per call. A refused call is then re-checked on the host for its message.
+        """
+        new_leaves = [jnp.where(valid, new, old) for new, old in zip(self._leaves_of(new_state), old_leaves)]
+        return new_leaves, jnp.stack([*rows, jnp.broadcast_to(valid.astype(_F32), (self._n,))])
 
     # ---------------------------------------------------------------------------------------
     # Results
@@ -258,12 +276,23 @@ class Daemon:
     def _update_core(self, observation: Any, targets: Any):
         obs = _as_vector("observation", observation, self._dim, "feature_dim")
         tgt = _as_vector("targets", targets, self._n, "one target per head, NaN = inactive")
-        _check_observation_values("observation", obs)
-        _check_target_values("targets", tgt)
-        inputs = np.concatenate((obs, tgt), dtype=np.float32)
-        self._leaves, out = self._update_jit(self._leaves, inputs, ("targets",))
+        # Values are checked inside the compiled call (see _checked_outputs).
+        out = self._run(self._update_jit, np.concatenate((obs, tgt), dtype=np.float32), ("targets",))
+        if out is None:
+            _check_observation_values("observation", obs)
+            _check_target_values("targets", tgt)
+            raise AssertionError("input refused by the compiled check but not by the host check")
+        return self._core_result(out)
+
+    def _run(self, compiled, inputs: np.ndarray, *static: Any) -> np.ndarray | None:
+        """One compiled update on the packed ``inputs``; its result rows, or ``None`` where it
+        refused the inputs (the state is then unchanged)."""
+        self._leaves, out = compiled(self._leaves, inputs, *static)
+        out = np.asarray(out)
+        if not out[-1, 0]:
+            return None
         self._count_update()
-        return self._core_result(np.asarray(out))
+        return out
 
     def _update_horde(
         self, observation: Any, cumulants: Any, next_observation: Any, *, terminated: bool = False,
@@ -288,10 +317,8 @@ class Daemon:
             [_check_flag("terminated", terminated), _check_flag("truncated", truncated)], np.float32
         )
         pieces.append(flags)
-        inputs = np.concatenate([np.asarray(p, np.float32) for p in pieces])
-        self._leaves, out = self._update_jit(self._leaves, inputs, tuple(parts))
-        self._count_update()
-        return self._horde_result(np.asarray(out))
+        out = self._run(self._update_jit, np.concatenate([np.asarray(p, np.float32) for p in pieces]), tuple(parts))
+        return self._horde_result(out)  # never refused: checked above
 
     def update_from_transition(
         self, observation: Any, action: Any, reward: Any, next_observation: Any, *,
@@ -302,8 +329,9 @@ class Daemon:
         be an integer. Returns a ``HordeUpdateResult`` with NumPy fields and ``state=None``."""
         if not self._horde:
             raise TypeError("update_from_transition needs a HordeLearner; this daemon holds a MultiHeadMLPLearner")
+        # Observation values are checked inside the compiled call (see _checked_outputs).
         obs, next_obs = self.learner._checked_transition_inputs(
-            self._dim, observation, reward, next_observation, behaviour_prob
+            self._dim, observation, reward, next_observation, behaviour_prob, check_observations=False
         )
         reward_value = _concrete_values(reward)
         if reward_value is None or reward_value.size != 1:
@@ -316,6 +344,8 @@ class Daemon:
         inputs.view(np.int32)[2 * self._dim + 2] = _as_action(action)
         inputs[2 * self._dim + 3] = _check_flag("terminated", terminated)
         inputs[2 * self._dim + 4] = _check_flag("truncated", truncated)
-        self._leaves, out = self._transition_jit(self._leaves, inputs)
-        self._count_update()
-        return self._horde_result(np.asarray(out))
+        out = self._run(self._transition_jit, inputs)
+        if out is None:
+            self.learner._checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
+            raise AssertionError("input refused by the compiled check but not by the host check")
+        return self._horde_result(out)

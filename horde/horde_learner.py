@@ -676,12 +676,16 @@ class HordeLearner:
                     raise ValueError(f"rho of demon {self.names[i]!r} must be finite and >= 0, got {values[i]}")
         return obs, c, next_obs, d, r
 
-    def _checked_transition_inputs(self, dim: int, observation, reward, next_observation, behaviour_prob):
-        """``update_from_transition``'s input checks; returns the checked ``(obs, next_obs)``."""
+    def _checked_transition_inputs(
+        self, dim: int, observation, reward, next_observation, behaviour_prob, check_observations: bool = True
+    ):
+        """``update_from_transition``'s input checks; returns the checked ``(obs, next_obs)``.
+        ``check_observations=False`` checks their shapes but leaves their values to the caller."""
         obs = _as_vector("observation", observation, dim, "observation_dim")
         next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
-        _check_observation_values("observation", obs)
-        _check_observation_values("next_observation", next_obs)
+        if check_observations:
+            _check_observation_values("observation", obs)
+            _check_observation_values("next_observation", next_obs)
         if not _is_tracer(behaviour_prob):
             p = float(behaviour_prob)
             if not (0.0 < p <= 1.0):

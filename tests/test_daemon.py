@@ -143,10 +143,19 @@ def test_bad_inputs_are_refused_and_the_state_is_kept():
         daemon.update(good, np.zeros(5), good, discounts=[0.5, 1.5, 0.5, 0.5, 0.5], rhos=np.ones(5))
     _assert_trees_equal(daemon.state, before)
 
+    with pytest.raises(ValueError, match="next_observation must be finite"):
+        daemon.update_from_transition(good, 1, 0.5, np.array([0.0, 0.0, -np.inf], np.float32))
+    _assert_trees_equal(daemon.state, before)
+
     core = horde.MultiHeadMLPLearner(2, hidden_sizes=(4,))
     core_daemon = horde.Daemon(core, core.init(3, jax.random.key(0)))
+    core_daemon.update(good, np.ones(2, np.float32))
+    core_before = core_daemon.state
     with pytest.raises(ValueError, match="targets must be finite or NaN"):
         core_daemon.update(good, np.array([np.inf, 0.0], np.float32))
+    with pytest.raises(ValueError, match="observation must be finite"):
+        core_daemon.update(np.array([np.nan, 0.0, 0.0], np.float32), np.ones(2, np.float32))
+    _assert_trees_equal(core_daemon.state, core_before)  # step_count included
     with pytest.raises(ValueError, match=r"targets must have shape \(2,\)"):
         core_daemon.update(good, np.zeros(3, np.float32))
     with pytest.raises(TypeError, match="needs a HordeLearner"):
@@ -176,3 +185,19 @@ def test_the_given_state_survives_and_state_assignment_round_trips():
         horde.Daemon(object(), state)
     with pytest.raises(ValueError, match="heads"):
         horde.Daemon(horde.MultiHeadMLPLearner(4, hidden_sizes=(8,)), state)
+
+
+def test_step_count_is_counted_on_the_host_and_wraps_like_the_learner():
+    """The daemon keeps ``step_count`` out of its compiled calls; it must still read as the
+    learner's own count, int32 wrap-around included."""
+    learner = horde.MultiHeadMLPLearner(2, hidden_sizes=(4,))
+    state = learner.init(3, jax.random.key(0))
+    state = state._replace(step_count=jnp.asarray(2**31 - 2, jnp.int32))
+    daemon = horde.Daemon(learner, state)
+    x, y = np.ones(3, np.float32), np.ones(2, np.float32)
+    for _ in range(2):
+        state = learner.update(state, x, y).state
+        daemon.update(x, y)
+    assert int(state.step_count) == -(2**31)
+    _assert_trees_close(daemon.state, state)
+    assert daemon.state.step_count.dtype == jnp.int32 and int(daemon.state.step_count) == -(2**31)
