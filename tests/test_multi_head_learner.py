@@ -491,6 +491,23 @@ def test_sparse_init_zeroes_the_same_count_per_unit_and_keeps_one(fan_in, sparsi
     assert np.abs(w).max() <= 1 / math.sqrt(fan_in)
 
 
+@pytest.mark.parametrize("fan_in, sparsity", [(128, 0.9), (128, 0.3), (16, 0.5), (7, 0.9), (5, 0.2)])
+def test_sparse_init_drops_the_inputs_with_the_smallest_draws(fan_in, sparsity):
+    """Reference: the first n_zero inputs of each unit's random order (an argsort of its
+    uniform draws) are zeroed. The fast path selects with top_k and must give the same
+    weights bit for bit, on both sides of its half-way switch."""
+    key = jax.random.key(7)
+    n_zero = min(math.floor(sparsity * fan_in), fan_in - 1)
+    k_val, k_mask = jax.random.split(key)
+    bound = 1 / math.sqrt(fan_in)
+    expected = np.array(jax.random.uniform(k_val, (64, fan_in), jnp.float32, -bound, bound))
+    order = np.argsort(np.asarray(jax.random.uniform(k_mask, (64, fan_in))), axis=1, kind="stable")
+    for unit in range(64):
+        expected[unit, order[unit, :n_zero]] = 0.0
+    got = np.asarray(horde.sparse_init(key, fan_in, 64, sparsity, units_first=True))
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_cartpole_sized_input_gives_non_constant_predictions():
     learner = MultiHeadMLPLearner(1, hidden_sizes=(8,), sparsity=0.9)
     state = learner.init(4, jax.random.key(0))
