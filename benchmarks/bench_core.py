@@ -219,6 +219,29 @@ def _core_learner(n_heads: int):
     )
 
 
+def _state_sweep_per_step_s(states, steps: int, repeats: int) -> float:
+    """Per-step time of a scan that reads and rewrites every float of ``states`` once per step
+    (``x * c + t``): the memory-traffic floor of any update that changes every parameter, as
+    LMS does. A learner step makes several such passes over its weights (forward, the
+    cotangent ``Σ δ_i w_i``, the update), so it cannot be quicker than this."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = [x for x in jax.tree_util.tree_leaves(states) if x.dtype == jnp.float32]
+    ts = jnp.linspace(0.0, 1e-3, steps, dtype=jnp.float32)
+
+    @jax.jit
+    def sweep(leaves, ts):
+        return jax.lax.scan(lambda ls, t: ([x * 0.999 + t for x in ls], None), leaves, ts)[0]
+
+    leaves, _ = _timed(lambda: sweep(leaves, ts))
+    best = float("inf")
+    for _ in range(repeats):
+        leaves, t = _timed(lambda: sweep(leaves, ts))
+        best = min(best, t)
+    return best / steps
+
+
 def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: int = 3, sync: bool = False) -> dict:
     import jax
     import numpy as np
@@ -316,14 +339,23 @@ def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: 
             del out
             b_steady.append(t)
         b_second_s = min(b_steady)
+        # Each batched call also initialises its K states from the keys; that one-off cost,
+        # timed alone, is taken out of the per-step figure.
+        init_b = jax.jit(jax.vmap(lambda k: learner.init(FEATURE_DIM, k)))
+        init_s = min(_timed(lambda: init_b(keys))[1] for _ in range(repeats + 1))
+        states = init_b(keys)
         row.update(
             {
                 "seeds": seeds,
                 "batched_steps": b_steps,
                 "batched_first_call_s": b_first_s,
                 "batched_compile_s": b_first_s - b_second_s,
-                "batched_per_step_s": b_second_s / b_steps,
-                "batched_per_seed_step_s": b_second_s / (b_steps * seeds),
+                "batched_call_s": b_second_s,
+                "batched_init_s": init_s,
+                "batched_per_step_s": (b_second_s - init_s) / b_steps,
+                "batched_per_seed_step_s": (b_second_s - init_s) / (b_steps * seeds),
+                "batched_state_bytes": _state_bytes(states),
+                "state_sweep_per_step_s": _state_sweep_per_step_s(states, b_steps, repeats),
             }
         )
 
@@ -560,7 +592,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
         "peak RSS Δ total (MiB)",
     ]
     if seeds:
-        head.append(f"batched ×{seeds} seeds µs/step")
+        head += [f"batched ×{seeds} seeds µs/step", f"×{seeds} / scan", f"×{seeds} state sweep µs/step"]
     lines = _table_lines(head)
     for r in rows:
         if "error" in r:
@@ -579,7 +611,11 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
             f"{r['peak_rss_delta_total_mib']:.1f}",
         ]
         if seeds:
-            cells.append(_fmt_us(r["batched_per_step_s"]))
+            cells += [
+                _fmt_us(r["batched_per_step_s"]),
+                f"{r['batched_per_step_s'] / r['scan_per_step_s']:.1f}x",
+                _fmt_us(r["state_sweep_per_step_s"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
