@@ -38,7 +38,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _machine import machine_info  # noqa: E402
+from _machine import machine_info, usable_cores  # noqa: E402
 
 DEFAULT_HEADS = (8, 64, 256, 1024, 10000)
 FEATURE_DIM = 16
@@ -233,6 +233,64 @@ def _core_learner(n_heads: int):
     )
 
 
+def _time_batched(run, learner, keys, steps: int, repeats: int, prefix: str) -> tuple[dict, object]:
+    """Times a learning loop over ``len(keys)`` seeds that initialises its states from ``keys``
+    (the batched and the sharded loops); returns its ``{prefix}_*`` fields and the states.
+
+    The per-step figure leaves out that initialisation, timed alone with the keys placed as
+    the loop places them (``jax.jit(jax.vmap(learner.init))``)."""
+    import jax
+
+    out, first_s = _timed(run)
+    del out
+    steady = []
+    for _ in range(repeats):
+        out, t = _timed(run)
+        del out
+        steady.append(t)
+    call_s = min(steady)
+    init = jax.jit(jax.vmap(lambda k: learner.init(FEATURE_DIM, k)))
+    init_s = min(_timed(lambda: init(keys))[1] for _ in range(repeats + 1))
+    seeds = len(keys)
+    return {
+        f"{prefix}_steps": steps,
+        f"{prefix}_first_call_s": first_s,
+        f"{prefix}_compile_s": first_s - call_s,
+        f"{prefix}_call_s": call_s,
+        f"{prefix}_init_s": init_s,
+        f"{prefix}_per_step_s": (call_s - init_s) / steps,
+        f"{prefix}_per_seed_step_s": (call_s - init_s) / (steps * seeds),
+    }, init(keys)
+
+
+def bench_sharded_seeds_one(n_heads: int, steps: int | None, seeds: int, repeats: int = 3) -> dict:
+    """The ``seeds`` loop of one core size sharded over this process's CPU devices (simulated
+    with ``--xla_force_host_platform_device_count``, set by the parent in ``XLA_FLAGS``): XLA
+    runs each device's share of the seeds on its own thread."""
+    import jax
+    import numpy as np
+
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from horde.sharding import SEED_AXIS, run_multi_head_learning_loop_sharded, seed_mesh
+
+    _warm_up_xla()
+    rng = np.random.default_rng(0)
+    learner = _core_learner(n_heads)
+    mesh = seed_mesh()
+    keys = jax.device_put(jax.random.split(jax.random.key(1), seeds), NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    obs_s, tgt_s = (jax.device_put(a) for a in _stream(rng, SHORT_STEPS, n_heads))
+    run_s = lambda: run_multi_head_learning_loop_sharded(learner, obs_s, tgt_s, keys, mesh=mesh)
+    _, first = _timed(run_s)
+    est = min(_timed(run_s)[1] for _ in range(SHORT_REPEATS)) / SHORT_STEPS
+    s_steps = steps if steps else _auto_steps(est, n_heads * seeds)
+    obs_l, tgt_l = (jax.device_put(a) for a in _stream(rng, s_steps, n_heads))
+    run_l = lambda: run_multi_head_learning_loop_sharded(learner, obs_l, tgt_l, keys, mesh=mesh)
+    fields, _ = _time_batched(run_l, learner, keys, s_steps, repeats, "sharded")
+    fields.update({"table": "core", "n_heads": n_heads, "shard_devices": len(jax.devices())})
+    return fields
+
+
 def _state_sweep_per_step_s(states, steps: int, repeats: int) -> float:
     """Per-step time of a scan that reads and rewrites every float of ``states`` once per step
     (``x * c + t``): the memory-traffic floor of any update that changes every parameter, as
@@ -345,29 +403,11 @@ def bench_core_one(n_heads: int, steps: int | None, seeds: int | None, repeats: 
             obs_b, tgt_b = _stream(rng, b_steps, n_heads)
             obs_b, tgt_b = jax.device_put(obs_b), jax.device_put(tgt_b)
         run_b = lambda: horde.run_multi_head_learning_loop_batched(learner, obs_b, tgt_b, keys)
-        out, b_first_s = _timed(run_b)
-        del out
-        b_steady = []
-        for _ in range(repeats):
-            out, t = _timed(run_b)
-            del out
-            b_steady.append(t)
-        b_second_s = min(b_steady)
-        # Each batched call also initialises its K states from the keys; that one-off cost,
-        # timed alone, is taken out of the per-step figure.
-        init_b = jax.jit(jax.vmap(lambda k: learner.init(FEATURE_DIM, k)))
-        init_s = min(_timed(lambda: init_b(keys))[1] for _ in range(repeats + 1))
-        states = init_b(keys)
+        fields, states = _time_batched(run_b, learner, keys, b_steps, repeats, "batched")
+        row.update(fields)
         row.update(
             {
                 "seeds": seeds,
-                "batched_steps": b_steps,
-                "batched_first_call_s": b_first_s,
-                "batched_compile_s": b_first_s - b_second_s,
-                "batched_call_s": b_second_s,
-                "batched_init_s": init_s,
-                "batched_per_step_s": (b_second_s - init_s) / b_steps,
-                "batched_per_seed_step_s": (b_second_s - init_s) / (b_steps * seeds),
                 "batched_state_bytes": _state_bytes(states),
                 "state_sweep_per_step_s": _state_sweep_per_step_s(states, b_steps, repeats),
             }
@@ -606,7 +646,10 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
         "peak RSS Δ total (MiB)",
     ]
     if seeds:
-        head += [f"batched ×{seeds} seeds µs/step", f"×{seeds} / scan", f"×{seeds} state sweep µs/step"]
+        head += [
+            f"batched ×{seeds} seeds µs/step", f"×{seeds} / scan", f"×{seeds} state sweep µs/step",
+            f"×{seeds} sharded over CPU devices µs/step",
+        ]
     lines = _table_lines(head)
     for r in rows:
         if "error" in r:
@@ -629,6 +672,7 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
                 _fmt_us(r["batched_per_step_s"]),
                 f"{r['batched_per_step_s'] / r['scan_per_step_s']:.1f}x",
                 _fmt_us(r["state_sweep_per_step_s"]),
+                f"{_fmt_us(r['sharded_per_step_s'])} ({r['shard_devices']} devices)" if "sharded_per_step_s" in r else "-",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -672,8 +716,10 @@ def render_horde_table(rows: list[dict]) -> str:
 # Driver
 
 
-def _run_child(table: str, n: int, sync: bool, args) -> tuple[dict | None, str]:
-    """Runs one (table, size, dispatch mode) in a fresh subprocess; ``(row, error)``."""
+def _run_child(table: str, n: int, sync: bool, args, shard_devices: int = 0) -> tuple[dict | None, str]:
+    """Runs one (table, size, dispatch mode) in a fresh subprocess; ``(row, error)``. With
+    ``shard_devices``, the subprocess sees that many CPU devices and times only the sharded
+    seeds loop."""
     cmd = [
         sys.executable, os.path.abspath(__file__), "--one", str(n), "--table", table,
         "--repeats", str(args.repeats),
@@ -684,7 +730,12 @@ def _run_child(table: str, n: int, sync: bool, args) -> tuple[dict | None, str]:
         cmd += ["--seeds", str(args.seeds)]
     if sync:
         cmd.append("--sync")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = None
+    if shard_devices:
+        cmd.append("--sharded")
+        flags = os.environ.get("XLA_FLAGS", "")
+        env = dict(os.environ, XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={shard_devices}".strip())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     found = [l for l in proc.stdout.splitlines() if l.startswith(ROW_MARKER)]
     if proc.returncode != 0 or not found:
         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -694,7 +745,7 @@ def _run_child(table: str, n: int, sync: bool, args) -> tuple[dict | None, str]:
         return None, err
     row = json.loads(found[-1][len(ROW_MARKER):])
     want = "sync" if sync else "async"
-    if row.get("dispatch") not in (want, "unknown"):
+    if not shard_devices and row.get("dispatch") not in (want, "unknown"):
         return None, f"dispatch mode is {row.get('dispatch')}, expected {want}"
     return row, ""
 
@@ -714,6 +765,14 @@ def _measure(table: str, n: int, args) -> tuple[dict, bool]:
         for k, v in srow.items():
             if k.startswith(("update_", "daemon_")) or k == "peak_rss_delta_daemon_mib":
                 row["sync_" + k] = v
+    devices = usable_cores()
+    if table == "core" and args.seeds and devices > 1 and args.seeds % devices == 0:
+        shrow, sherr = _run_child(table, n, False, args, shard_devices=devices)
+        if shrow is None:
+            row["sharded_error"] = sherr
+            failed = True
+        else:
+            row.update({k: v for k, v in shrow.items() if k.startswith("shard")})
     print(f"{table} {key}={n}: done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return row, failed
 
@@ -747,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--sharded", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error("--steps must be >= 1")
@@ -767,7 +827,9 @@ def main(argv: list[str] | None = None) -> int:
             import jax
 
             jax.config.update(ASYNC_FLAG, False)
-        if args.table == "core":
+        if args.sharded:
+            row = bench_sharded_seeds_one(args.one, args.steps, args.seeds, args.repeats)
+        elif args.table == "core":
             row = bench_core_one(args.one, args.steps, args.seeds, args.repeats, sync=args.sync)
         else:
             row = bench_horde_one(args.one, args.steps, args.repeats, sync=args.sync)
