@@ -193,7 +193,7 @@ def _time_single_steps(step, state, prefix: str = "update"):
     # the quickest block, so that a stall of the shared machine during part of the measurement
     # does not set it (the JSON also keeps the median over all calls).
     size = n_calls // UPDATE_BLOCKS
-    block_medians = [statistics.median(times[b * size:(b + 1) * size]) for b in range(UPDATE_BLOCKS)]
+    block_medians = [statistics.median(times[b * size : (b + 1) * size]) for b in range(UPDATE_BLOCKS)]
     median_s = min(block_medians)
     q = statistics.quantiles(times, n=10)
     return state, {
@@ -269,10 +269,9 @@ def bench_sharded_seeds_one(n_heads: int, steps: int | None, seeds: int, repeats
     runs each device's share of the seeds on its own thread."""
     import jax
     import numpy as np
-
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from horde.sharding import SEED_AXIS, run_multi_head_learning_loop_sharded, seed_mesh
+    from horde.runs.sharding import SEED_AXIS, run_multi_head_learning_loop_sharded, seed_mesh
 
     _warm_up_xla()
     rng = np.random.default_rng(0)
@@ -495,8 +494,14 @@ def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bo
     def step(s, i):
         j = i % pool
         res = learner.update_from_transition(
-            s, tp.observations[j], actions[j], tp.rewards[j], tp.next_observations[j],
-            terminated=terminated[j], truncated=False, behaviour_prob=BEHAVIOUR_PROB,
+            s,
+            tp.observations[j],
+            actions[j],
+            tp.rewards[j],
+            tp.next_observations[j],
+            terminated=terminated[j],
+            truncated=False,
+            behaviour_prob=BEHAVIOUR_PROB,
         )
         res.predictions.block_until_ready()
         return res.state
@@ -508,8 +513,13 @@ def bench_horde_one(n_demons: int, steps: int | None, repeats: int = 3, sync: bo
     def daemon_step(s, i):
         j = i % pool
         daemon.update_from_transition(
-            tp.observations[j], actions[j], tp.rewards[j], tp.next_observations[j],
-            terminated=terminated[j], truncated=False, behaviour_prob=BEHAVIOUR_PROB,
+            tp.observations[j],
+            actions[j],
+            tp.rewards[j],
+            tp.next_observations[j],
+            terminated=terminated[j],
+            truncated=False,
+            behaviour_prob=BEHAVIOUR_PROB,
         )
         return s
 
@@ -647,7 +657,9 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
     ]
     if seeds:
         head += [
-            f"batched ×{seeds} seeds µs/step", f"×{seeds} / scan", f"×{seeds} state sweep µs/step",
+            f"batched ×{seeds} seeds µs/step",
+            f"×{seeds} / scan",
+            f"×{seeds} state sweep µs/step",
             f"×{seeds} sharded over CPU devices µs/step",
         ]
     lines = _table_lines(head)
@@ -672,7 +684,9 @@ def render_table(rows: list[dict], seeds: int | None) -> str:
                 _fmt_us(r["batched_per_step_s"]),
                 f"{r['batched_per_step_s'] / r['scan_per_step_s']:.1f}x",
                 _fmt_us(r["state_sweep_per_step_s"]),
-                f"{_fmt_us(r['sharded_per_step_s'])} ({r['shard_devices']} devices)" if "sharded_per_step_s" in r else "-",
+                f"{_fmt_us(r['sharded_per_step_s'])} ({r['shard_devices']} devices)"
+                if "sharded_per_step_s" in r
+                else "-",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -721,8 +735,14 @@ def _run_child(table: str, n: int, sync: bool, args, shard_devices: int = 0) -> 
     ``shard_devices``, the subprocess sees that many CPU devices and times only the sharded
     seeds loop."""
     cmd = [
-        sys.executable, os.path.abspath(__file__), "--one", str(n), "--table", table,
-        "--repeats", str(args.repeats),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--one",
+        str(n),
+        "--table",
+        table,
+        "--repeats",
+        str(args.repeats),
     ]
     if args.steps:
         cmd += ["--steps", str(args.steps)]
@@ -743,7 +763,7 @@ def _run_child(table: str, n: int, sync: bool, args, shard_devices: int = 0) -> 
         print(f"{table} n={n} ({mode} dispatch): FAILED (rc={proc.returncode}): {err}", file=sys.stderr)
         print(proc.stderr, file=sys.stderr)
         return None, err
-    row = json.loads(found[-1][len(ROW_MARKER):])
+    row = json.loads(found[-1][len(ROW_MARKER) :])
     want = "sync" if sync else "async"
     if not shard_devices and row.get("dispatch") not in (want, "unknown"):
         return None, f"dispatch mode is {row.get('dispatch')}, expected {want}"
@@ -780,11 +800,16 @@ def _measure(table: str, n: int, args) -> tuple[dict, bool]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--heads", type=int, nargs="+", default=list(DEFAULT_HEADS),
+        "--heads",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_HEADS),
         help="n_heads values of the core table and n_demons values of the Horde table",
     )
     p.add_argument(
-        "--table", choices=("core", "horde", "all"), default="all",
+        "--table",
+        choices=("core", "horde", "all"),
+        default="all",
         help="which table(s) to run: the bare multi-head core, the HordeLearner, or both (default all)",
     )
     p.add_argument(
@@ -794,7 +819,9 @@ def main(argv: list[str] | None = None) -> int:
         help="scan stream length for every size (default: chosen per size so a timed call takes ~0.75 s)",
     )
     p.add_argument(
-        "--seeds", type=int, default=None,
+        "--seeds",
+        type=int,
+        default=None,
         help="also time run_multi_head_learning_loop_batched with K seeds (core table only)",
     )
     p.add_argument("--json", metavar="OUT", default=None, help="write machine info and all rows to this JSON file")

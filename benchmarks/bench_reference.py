@@ -351,7 +351,10 @@ def _setup_reference(venv: str, python313: str | None, jax_pin: str) -> tuple[st
     if not os.path.exists(_venv_python(venv)):
         py = _find_python313(python313)
         if py is None or not _is_python313(py):
-            return None, f"no working Python >= 3.13 found ({python313 or 'searched pyenv and PATH'}; give one with --python313)"
+            return (
+                None,
+                f"no working Python >= 3.13 found ({python313 or 'searched pyenv and PATH'}; give one with --python313)",
+            )
         print(f"[setup] creating {venv} with {py}", flush=True)
         r = subprocess.run([py, "-m", "venv", venv])
         if r.returncode != 0:
@@ -428,9 +431,9 @@ def run_worker(cmd: list[str], timeout: float) -> tuple[dict, str | None, str]:
         if line is None:
             break
         if line.startswith(MARK_START):
-            current = json.loads(line[len(MARK_START):])
+            current = json.loads(line[len(MARK_START) :])
         elif line.startswith(MARK_DONE):
-            payload = json.loads(line[len(MARK_DONE):])
+            payload = json.loads(line[len(MARK_DONE) :])
             name = payload.pop("name")
             row["done"].append(name)
             if name == "info":
@@ -445,7 +448,9 @@ def run_worker(cmd: list[str], timeout: float) -> tuple[dict, str | None, str]:
 
 
 def machine_header() -> list[str]:
-    return [f"CPU: {cpu_model()}; {os.cpu_count()} cores ({usable_cores()} usable); {platform.system()} {platform.release()}"]
+    return [
+        f"CPU: {cpu_model()}; {os.cpu_count()} cores ({usable_cores()} usable); {platform.system()} {platform.release()}"
+    ]
 
 
 # column key, header, formatter
@@ -546,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         default="match",
         help="jax/jaxlib in the reference venv at setup: 'match' this interpreter's (default), 'latest', or a version",
     )
-    p.add_argument("--reference-python", default=None, help="use this Python (with alberta-framework) instead of the venv")
+    p.add_argument(
+        "--reference-python", default=None, help="use this Python (with alberta-framework) instead of the venv"
+    )
     p.add_argument("--json", metavar="OUT", default=None, help="write header info and all raw rows to OUT")
     p.add_argument("--worker", choices=IMPLS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
@@ -570,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
             ref_python = _venv_python(args.venv)
             ref_msg = f"reference from {args.venv}"
         else:
-            print(f"[setup] {args.venv} missing or incomplete: setting it up (python benchmarks/bench_reference.py --setup)")
+            print(
+                f"[setup] {args.venv} missing or incomplete: setting it up (python benchmarks/bench_reference.py --setup)"
+            )
             ref_python, ref_msg = setup_reference(args.venv, args.python313, args.reference_jax)
         if ref_python is None:
             print(f"WARNING: the reference implementation is unavailable ({ref_msg}); its columns are skipped.")
@@ -591,8 +600,16 @@ def main(argv: list[str] | None = None) -> int:
                 if pythons[impl] is None or any(r["timed_out"] for r in runs[impl]):
                     continue
                 cmd = [
-                    pythons[impl], os.path.abspath(__file__), "--worker", impl, "--n", str(n),
-                    "--scan-steps", str(steps), "--repeats", str(args.repeats),
+                    pythons[impl],
+                    os.path.abspath(__file__),
+                    "--worker",
+                    impl,
+                    "--n",
+                    str(n),
+                    "--scan-steps",
+                    str(steps),
+                    "--repeats",
+                    str(args.repeats),
                 ]
                 t0 = time.perf_counter()
                 row, timed_out, err = run_worker(cmd, args.timeout)

@@ -65,6 +65,7 @@ def _twice(fn) -> tuple[float, float, object]:
 
 def bench_python(steps: int, seeds: int, chunk_size: int):
     import gymnasium as gym
+
     import horde
 
     learner = make_learner()
@@ -80,7 +81,7 @@ def bench_python(steps: int, seeds: int, chunk_size: int):
 def bench_jax(steps: int, seeds: int, chunk_size: int):
     from gymnasium.envs.phys2d.cartpole import CartPoleFunctional
 
-    from horde.jax_runner import run_jax
+    from horde.runs.jax_runner import run_jax
 
     learner = make_learner()
     env = CartPoleFunctional()
@@ -95,6 +96,7 @@ def profile_python(steps: int, chunk_size: int, top: int = 25) -> str:
     import pstats
 
     import gymnasium as gym
+
     import horde
 
     learner = make_learner()
@@ -132,24 +134,60 @@ def main(argv: list[str] | None = None) -> int:
     plan = []
     if args.only in ("all", "python"):
         plan += [
-            ("horde.run", "CartPole-v1 (Python)", 1, args.python_steps, lambda: bench_python(args.python_steps, 1, args.python_chunk_size), PY_TARGET),
-            ("horde.run", f"make_vec CartPole-v1 sync ×{args.seeds}", args.seeds, args.python_steps, lambda: bench_python(args.python_steps, args.seeds, args.python_chunk_size), None),
+            (
+                "horde.run",
+                "CartPole-v1 (Python)",
+                1,
+                args.python_steps,
+                lambda: bench_python(args.python_steps, 1, args.python_chunk_size),
+                PY_TARGET,
+            ),
+            (
+                "horde.run",
+                f"make_vec CartPole-v1 sync ×{args.seeds}",
+                args.seeds,
+                args.python_steps,
+                lambda: bench_python(args.python_steps, args.seeds, args.python_chunk_size),
+                None,
+            ),
         ]
     if args.only in ("all", "jax"):
         plan += [
-            ("run_jax", "phys2d CartPoleFunctional", 1, args.jax_steps, lambda: bench_jax(args.jax_steps, 1, args.jax_chunk_size), JAX_TARGET),
-            ("run_jax", f"phys2d CartPoleFunctional, vmap ×{args.seeds}", args.seeds, args.jax_steps, lambda: bench_jax(args.jax_steps, args.seeds, args.jax_chunk_size), None),
+            (
+                "run_jax",
+                "phys2d CartPoleFunctional",
+                1,
+                args.jax_steps,
+                lambda: bench_jax(args.jax_steps, 1, args.jax_chunk_size),
+                JAX_TARGET,
+            ),
+            (
+                "run_jax",
+                f"phys2d CartPoleFunctional, vmap ×{args.seeds}",
+                args.seeds,
+                args.jax_steps,
+                lambda: bench_jax(args.jax_steps, args.seeds, args.jax_chunk_size),
+                None,
+            ),
         ]
     t_start = time.perf_counter()
     for runner, env_name, seeds, steps, fn, target in plan:
         first, second, result = fn()
         total = steps * seeds
-        rows.append({
-            "runner": runner, "env": env_name, "seeds": seeds, "steps_per_seed": steps,
-            "wall_incl_s": first, "wall_excl_s": second,
-            "steps_per_s_incl": total / first, "steps_per_s_excl": total / second,
-            "episodes": int(len(result.episode_return)), "target": target,
-        })
+        rows.append(
+            {
+                "runner": runner,
+                "env": env_name,
+                "seeds": seeds,
+                "steps_per_seed": steps,
+                "wall_incl_s": first,
+                "wall_excl_s": second,
+                "steps_per_s_incl": total / first,
+                "steps_per_s_excl": total / second,
+                "episodes": int(len(result.episode_return)),
+                "target": target,
+            }
+        )
         print(f"{runner} {env_name}: {total / second:,.0f} steps/s", file=sys.stderr)
 
     print(
@@ -165,11 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         f"(horde.run) / {args.jax_chunk_size} (run_jax); total {time.perf_counter() - t_start:.0f} s"
     )
     print()
-    print("| runner | environment | seeds | steps/seed | steps/s (compile excl.) | wall s (excl.) | steps/s (compile incl.) | wall s (incl.) | target |")
+    print(
+        "| runner | environment | seeds | steps/seed | steps/s (compile excl.) | wall s (excl.) | steps/s (compile incl.) | wall s (incl.) | target |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        target = "" if r["target"] is None else (
-            f"≥ {r['target']:,} {'met' if r['steps_per_s_excl'] >= r['target'] else 'MISSED'}"
+        target = (
+            ""
+            if r["target"] is None
+            else (f"≥ {r['target']:,} {'met' if r['steps_per_s_excl'] >= r['target'] else 'MISSED'}")
         )
         print(
             f"| {r['runner']} | {r['env']} | {r['seeds']} | {r['steps_per_seed']:,} | "

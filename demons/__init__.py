@@ -35,7 +35,7 @@ from demons.cumulants import (
     RewardCumulant,
     ThresholdCumulant,
 )
-from demons.demon import Demon, nexting, reward_demons, timescale_label
+from demons.demon import Demon, DemonInfo, nexting, reward_demons, timescale_label
 from demons.demon_set import MIN_BEHAVIOUR_PROB, DemonSet, Evaluation
 from demons.discounts import (
     ConstantDiscount,
@@ -54,6 +54,7 @@ __all__ = [
     "serialization",
     # questions and sets
     "Demon",
+    "DemonInfo",
     "DemonSet",
     "Evaluation",
     "nexting",

@@ -22,12 +22,7 @@ ArrayLike = Any  # jax.Array | np.ndarray | float | int
 def _is_real_scalar_array(value: Any) -> bool:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    return (
-        shape == ()
-        and dtype is not None
-        and np.issubdtype(dtype, np.number)
-        and not np.issubdtype(dtype, np.bool_)
-    )
+    return shape == () and dtype is not None and np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.bool_)
 
 
 def as_float(value: Any, what: str) -> float:
@@ -121,9 +116,7 @@ def predicate(x: ArrayLike, threshold: ArrayLike, above: ArrayLike, absolute: Ar
     return jnp.where(above, y > threshold, y < threshold)
 
 
-_GATHER_DIMS = lax.GatherDimensionNumbers(
-    offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,)
-)
+_GATHER_DIMS = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,))
 
 
 def gather(x: jax.Array, indices: np.ndarray) -> jax.Array:

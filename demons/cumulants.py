@@ -20,7 +20,8 @@ check argument types.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Union
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -118,13 +119,9 @@ class ThresholdCumulant:
 
     def __post_init__(self):
         object.__setattr__(self, "index", _common.as_int(self.index, "cumulants.threshold: index"))
-        object.__setattr__(
-            self, "threshold", _common.as_number(self.threshold, "cumulants.threshold: threshold")
-        )
+        object.__setattr__(self, "threshold", _common.as_number(self.threshold, "cumulants.threshold: threshold"))
         object.__setattr__(self, "above", _common.as_bool(self.above, "cumulants.threshold: above"))
-        object.__setattr__(
-            self, "absolute", _common.as_bool(self.absolute, "cumulants.threshold: absolute")
-        )
+        object.__setattr__(self, "absolute", _common.as_bool(self.absolute, "cumulants.threshold: absolute"))
 
     def check(self, owner: str = "this cumulant") -> None:
         _common.check_non_negative_int(self.index, "threshold cumulant observation index", owner)
@@ -147,9 +144,7 @@ class ActionIndicatorCumulant:
     kind: ClassVar[str] = "action_indicator"
 
     def __post_init__(self):
-        object.__setattr__(
-            self, "action", _common.as_int(self.action, "cumulants.action_indicator: action")
-        )
+        object.__setattr__(self, "action", _common.as_int(self.action, "cumulants.action_indicator: action"))
 
     def check(self, owner: str = "this cumulant") -> None:
         _common.check_non_negative_int(self.action, "action_indicator action", owner)
@@ -187,20 +182,18 @@ class FunctionCumulant:
     def __call__(self, observation, action, reward, next_observation) -> jax.Array:
         out = jnp.asarray(self.fn(observation, action, reward, next_observation))
         if out.shape != ():
-            raise ValueError(
-                f"cumulant function {self.name!r} must return a scalar, got shape {out.shape}"
-            )
+            raise ValueError(f"cumulant function {self.name!r} must return a scalar, got shape {out.shape}")
         return out.astype(jnp.float32)
 
 
-Cumulant = Union[
-    ObservationCumulant,
-    RewardCumulant,
-    ConstantCumulant,
-    ThresholdCumulant,
-    ActionIndicatorCumulant,
-    FunctionCumulant,
-]
+Cumulant = (
+    ObservationCumulant
+    | RewardCumulant
+    | ConstantCumulant
+    | ThresholdCumulant
+    | ActionIndicatorCumulant
+    | FunctionCumulant
+)
 CUMULANT_TYPES = (
     ObservationCumulant,
     RewardCumulant,
@@ -234,9 +227,7 @@ def constant(value: float) -> ConstantCumulant:
     return ConstantCumulant(value)
 
 
-def threshold(
-    index: int, threshold: float, above: bool = True, absolute: bool = False
-) -> ThresholdCumulant:
+def threshold(index: int, threshold: float, above: bool = True, absolute: bool = False) -> ThresholdCumulant:
     r"""Cumulant :math:`c_{t+1} = \mathbb{1}[y \gtrless \theta]` on the next observation.
 
     Args:

@@ -13,14 +13,52 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from demons import _common
 from demons import cumulants as _cumulants
 from demons import discounts as _discounts
 from demons import policies as _policies
 
-__all__ = ["Demon", "nexting", "reward_demons", "timescale_label"]
+__all__ = ["Demon", "DemonInfo", "nexting", "reward_demons", "timescale_label"]
+
+
+class DemonInfo(NamedTuple):
+    """What a report needs to know about a demon, as plain data (JSON-compatible).
+
+    Recorded with every run (``RunResult.demons``) so that evaluation and plots never parse a
+    demon's name or its config.
+
+    Attributes:
+      name: the demon's name.
+      cumulant: the cumulant spec's description, e.g. ``"observation(2)"``, ``"reward()"``,
+        ``"function(speed)"``; demons with equal descriptions have the same cumulant.
+      cumulant_kind: the cumulant's kind (``"observation"``, ``"reward"``, ...).
+      discount_kind: the discount's kind (``"constant"``, ``"timescale"``, ``"until"``,
+        ``"function"``).
+      timescale: ``1 / (1 - γ)`` in steps for a constant ``γ < 1`` (exactly the ``steps`` of
+        a ``timescale`` discount), else None.
+      lamda: the trace-decay parameter λ.
+      z: the terminal outcome.
+      off_policy: True when the demon has its own target policy.
+    """
+
+    name: str
+    cumulant: str
+    cumulant_kind: str
+    discount_kind: str
+    timescale: float | None
+    lamda: float
+    z: float
+    off_policy: bool
+
+
+def _describe(spec) -> str:
+    if spec.kind == "function":
+        return f"function({spec.name})"
+    fields = ", ".join(repr(getattr(spec, f.name)) for f in dataclasses.fields(spec))
+    return f"{spec.kind}({fields})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +85,7 @@ class Demon:
     cumulant: _cumulants.Cumulant
     discount: _discounts.Discount
     lamda: float = 0.0
-    target_policy: Optional[_policies.Policy] = None
+    target_policy: _policies.Policy | None = None
     z: float = 0.0
 
     def __post_init__(self):
@@ -68,9 +106,7 @@ class Demon:
                 f"(e.g. discounts.timescale(10) or discounts.constant(0.9)), "
                 f"got {self.discount!r}"
             )
-        if self.target_policy is not None and not isinstance(
-            self.target_policy, _policies.POLICY_TYPES
-        ):
+        if self.target_policy is not None and not isinstance(self.target_policy, _policies.POLICY_TYPES):
             raise TypeError(
                 f"target_policy for {owner} must be None or a spec from demons.policies "
                 f"(e.g. policies.fixed([0, 1])), got {self.target_policy!r}"
@@ -92,9 +128,26 @@ class Demon:
         return self.target_policy is not None
 
     @property
-    def constant_gamma(self) -> Optional[float]:
+    def constant_gamma(self) -> float | None:
         """The discount's constant value, or None when it is state-dependent."""
         return self.discount.constant_gamma
+
+    @property
+    def info(self) -> DemonInfo:
+        """This demon's :class:`DemonInfo` (name, kinds, timescale, λ, z, off-policy)."""
+        timescale = getattr(self.discount, "steps", None) if self.discount.kind == "timescale" else None
+        if timescale is None and self.constant_gamma is not None and self.constant_gamma < 1:
+            timescale = 1.0 / (1.0 - self.constant_gamma)
+        return DemonInfo(
+            name=self.name,
+            cumulant=_describe(self.cumulant),
+            cumulant_kind=self.cumulant.kind,
+            discount_kind=self.discount.kind,
+            timescale=None if timescale is None else float(timescale),
+            lamda=float(self.lamda),
+            z=float(self.z),
+            off_policy=self.is_off_policy,
+        )
 
     def observation_indices(self) -> tuple[int, ...]:
         """Observation components read by the cumulant and the discount."""
@@ -110,16 +163,12 @@ def timescale_label(steps: float) -> str:
 def _check_timescales(timescales: Sequence[float], where: str) -> tuple[float, ...]:
     if isinstance(timescales, (str, bytes)) or not hasattr(timescales, "__iter__"):
         raise TypeError(f"timescales for {where} must be a sequence of numbers, got {timescales!r}")
-    ts = tuple(
-        _common.as_number(t, f"timescales[{i}] for {where}") for i, t in enumerate(timescales)
-    )
+    ts = tuple(_common.as_number(t, f"timescales[{i}] for {where}") for i, t in enumerate(timescales))
     if not ts:
         raise ValueError(f"timescales for {where} must not be empty, got []")
     for t in ts:
         if not (math.isfinite(t) and t >= 1):
-            raise ValueError(
-                f"timescales for {where} must be finite numbers >= 1 (steps), got {list(ts)}"
-            )
+            raise ValueError(f"timescales for {where} must be finite numbers >= 1 (steps), got {list(ts)}")
     labels = [timescale_label(t) for t in ts]
     if len(set(labels)) != len(labels):
         raise ValueError(f"timescales for {where} must be distinct, got {list(ts)}")
@@ -130,7 +179,7 @@ def nexting(
     observation_dim: int,
     timescales: Sequence[float] = (1, 10, 100),
     lamda: float = 0.0,
-    names: Optional[Sequence[str]] = None,
+    names: Sequence[str] | None = None,
 ) -> list[Demon]:
     r"""Nexting demons: every observation component at several timescales.
 
@@ -182,9 +231,7 @@ def nexting(
     ]
 
 
-def reward_demons(
-    timescales: Sequence[float] = (1, 10, 100), lamda: float = 0.0
-) -> list[Demon]:
+def reward_demons(timescales: Sequence[float] = (1, 10, 100), lamda: float = 0.0) -> list[Demon]:
     r"""Reward demons: :math:`c_{t+1} = R_{t+1}` with :math:`\gamma = 1 - 1/T` per timescale.
 
     Names are ``f"reward@{T}"``, in the order of ``timescales``.

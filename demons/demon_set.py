@@ -27,7 +27,8 @@ import functools
 import json
 import os
 import tomllib
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +111,7 @@ class _Stage:
         return out
 
 
-def _uniform_or_array(values: np.ndarray) -> Union[bool, np.ndarray]:
+def _uniform_or_array(values: np.ndarray) -> bool | np.ndarray:
     """A static Python bool when all flags agree (cheaper trace), else the array."""
     return bool(values[0]) if np.all(values == values[0]) else values
 
@@ -173,9 +174,7 @@ def _cumulant_stage(demons: Sequence[Demon]) -> _Stage:
         groups.append(_Group(_positions(items), lambda t, idx=idx: _gather_obs(t, idx)))
     if items := by_type.get(_c.RewardCumulant):
         n = len(items)
-        groups.append(
-            _Group(_positions(items), lambda t, n=n: jnp.broadcast_to(t.reward, (n,)))
-        )
+        groups.append(_Group(_positions(items), lambda t, n=n: jnp.broadcast_to(t.reward, (n,))))
     if items := by_type.get(_c.ConstantCumulant):
         groups.append(_constant_group(items, [s.value for _, s in items]))
     if items := by_type.get(_c.ThresholdCumulant):
@@ -188,12 +187,8 @@ def _cumulant_stage(demons: Sequence[Demon]) -> _Stage:
         groups.append(_Group(_positions(items), lambda t, hit=hit: hit(t).astype(_F32)))
     if items := by_type.get(_c.ActionIndicatorCumulant):
         acts = np.asarray([s.action for _, s in items], np.int32)
-        groups.append(
-            _Group(_positions(items), lambda t, acts=acts: (t.action == acts).astype(_F32))
-        )
-    groups += _function_groups(
-        by_fn, lambda spec, t: spec(t.observation, t.action, t.reward, t.next_observation)
-    )
+        groups.append(_Group(_positions(items), lambda t, acts=acts: (t.action == acts).astype(_F32)))
+    groups += _function_groups(by_fn, lambda spec, t: spec(t.observation, t.action, t.reward, t.next_observation))
     return _Stage(len(demons), groups)
 
 
@@ -381,7 +376,7 @@ class DemonSet:
     def __iter__(self) -> Iterator[Demon]:
         return iter(self._demons)
 
-    def __getitem__(self, key: Union[int, str, slice]) -> Union[Demon, "DemonSet"]:
+    def __getitem__(self, key: int | str | slice) -> Demon | DemonSet:
         """``ds[i]`` -> Demon, ``ds["name"]`` -> Demon, ``ds[a:b]`` -> DemonSet."""
         if isinstance(key, str):
             return self._demons[self.index(key)]
@@ -394,7 +389,7 @@ class DemonSet:
             return item in self._by_name
         return item in self._demons
 
-    def __add__(self, other: Union["DemonSet", Iterable[Demon]]) -> "DemonSet":
+    def __add__(self, other: DemonSet | Iterable[Demon]) -> DemonSet:
         """Concatenation; names must stay unique."""
         return DemonSet(self._demons + tuple(other))
 
@@ -420,7 +415,7 @@ class DemonSet:
         return len(self._demons)
 
     @property
-    def n_actions(self) -> Optional[int]:
+    def n_actions(self) -> int | None:
         """Number of actions shared by all target policies, or None if all on-policy."""
         return self._n_actions
 
@@ -453,7 +448,7 @@ class DemonSet:
 
     # -- validation against an environment ---------------------------------------------
 
-    def validate(self, observation_dim: int, n_actions: Optional[int] = None) -> "DemonSet":
+    def validate(self, observation_dim: int, n_actions: int | None = None) -> DemonSet:
         """Checks the demons against an environment's dimensions.
 
         Args:
@@ -487,9 +482,7 @@ class DemonSet:
                         )
             if n_actions is None:
                 continue
-            if isinstance(demon.cumulant, _c.ActionIndicatorCumulant) and not (
-                0 <= demon.cumulant.action < n_actions
-            ):
+            if isinstance(demon.cumulant, _c.ActionIndicatorCumulant) and not (0 <= demon.cumulant.action < n_actions):
                 raise ValueError(
                     f"action_indicator cumulant of demon {demon.name!r} has action "
                     f"{demon.cumulant.action}, out of range for n_actions {n_actions} "
@@ -611,24 +604,22 @@ class DemonSet:
         return _serialization.demons_to_dict(self._demons)
 
     @classmethod
-    def from_dict(cls, data: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]]) -> "DemonSet":
+    def from_dict(cls, data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> DemonSet:
         """Inverse of :meth:`to_dict`; also expands compact ``nexting`` /
         ``reward_demons`` sections. Raises ValueError naming the demon/position and key."""
         return cls(_serialization.demons_from_dict(data))
 
     def to_toml(self) -> str:
         """TOML text with one ``[[demons]]`` table per demon (inline sub-tables)."""
-        return _serialization.dumps_toml(
-            self.to_dict(), header=f"horde demon set: {len(self)} demons"
-        )
+        return _serialization.dumps_toml(self.to_dict(), header=f"horde demon set: {len(self)} demons")
 
     @classmethod
-    def from_toml(cls, text: str) -> "DemonSet":
+    def from_toml(cls, text: str) -> DemonSet:
         """Parses TOML text (``[[demons]]``, ``[nexting]``/``[[nexting]]``, ``[reward_demons]``)."""
         return cls.from_dict(tomllib.loads(text))
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike]) -> "DemonSet":
+    def load(cls, path: str | os.PathLike) -> DemonSet:
         """Reads a ``.json`` file as JSON and any other file as TOML."""
         with open(path, "rb") as f:
             raw = f.read()
@@ -636,7 +627,7 @@ class DemonSet:
             return cls.from_dict(json.loads(raw.decode("utf-8")))
         return cls.from_toml(raw.decode("utf-8"))
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Writes ``.json`` files as JSON and any other file as TOML."""
         if str(path).lower().endswith(".json"):
             text = json.dumps(self.to_dict(), indent=2) + "\n"

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Optional, Union
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +54,7 @@ class ConstantDiscount:
         _common.check_unit_interval(self.gamma, "gamma", owner)
 
     @property
-    def constant_gamma(self) -> Optional[float]:
+    def constant_gamma(self) -> float | None:
         """The constant value of the discount, or None if state-dependent."""
         return float(self.gamma)
 
@@ -80,16 +81,14 @@ class TimescaleDiscount:
 
     def check(self, owner: str = "this discount") -> None:
         if not (math.isfinite(self.steps) and self.steps >= 1):
-            raise ValueError(
-                f"timescale steps for {owner} must be a finite number >= 1, got {self.steps!r}"
-            )
+            raise ValueError(f"timescale steps for {owner} must be a finite number >= 1, got {self.steps!r}")
 
     @property
     def gamma(self) -> float:
         return 1.0 - 1.0 / self.steps
 
     @property
-    def constant_gamma(self) -> Optional[float]:
+    def constant_gamma(self) -> float | None:
         """The constant value of the discount, or None if state-dependent."""
         return self.gamma
 
@@ -122,13 +121,9 @@ class UntilDiscount:
 
     def __post_init__(self):
         object.__setattr__(self, "index", _common.as_int(self.index, "discounts.until: index"))
-        object.__setattr__(
-            self, "threshold", _common.as_number(self.threshold, "discounts.until: threshold")
-        )
+        object.__setattr__(self, "threshold", _common.as_number(self.threshold, "discounts.until: threshold"))
         object.__setattr__(self, "above", _common.as_bool(self.above, "discounts.until: above"))
-        object.__setattr__(
-            self, "absolute", _common.as_bool(self.absolute, "discounts.until: absolute")
-        )
+        object.__setattr__(self, "absolute", _common.as_bool(self.absolute, "discounts.until: absolute"))
         object.__setattr__(self, "gamma", _common.as_number(self.gamma, "discounts.until: gamma"))
 
     def check(self, owner: str = "this discount") -> None:
@@ -137,7 +132,7 @@ class UntilDiscount:
         _common.check_unit_interval(self.gamma, "gamma", owner)
 
     @property
-    def constant_gamma(self) -> Optional[float]:
+    def constant_gamma(self) -> float | None:
         return None
 
     def observation_indices(self) -> tuple[int, ...]:
@@ -170,7 +165,7 @@ class FunctionDiscount:
         _common.check_non_empty(self.name, "discount function name", owner)
 
     @property
-    def constant_gamma(self) -> Optional[float]:
+    def constant_gamma(self) -> float | None:
         return None
 
     def observation_indices(self) -> tuple[int, ...]:
@@ -179,13 +174,11 @@ class FunctionDiscount:
     def __call__(self, next_observation) -> jax.Array:
         out = jnp.asarray(self.fn(next_observation))
         if out.shape != ():
-            raise ValueError(
-                f"discount function {self.name!r} must return a scalar, got shape {out.shape}"
-            )
+            raise ValueError(f"discount function {self.name!r} must return a scalar, got shape {out.shape}")
         return out.astype(jnp.float32)
 
 
-Discount = Union[ConstantDiscount, TimescaleDiscount, UntilDiscount, FunctionDiscount]
+Discount = ConstantDiscount | TimescaleDiscount | UntilDiscount | FunctionDiscount
 DISCOUNT_TYPES = (ConstantDiscount, TimescaleDiscount, UntilDiscount, FunctionDiscount)
 
 

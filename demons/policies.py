@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -54,12 +55,8 @@ class FixedPolicy:
     def __post_init__(self):
         probs = self.probabilities
         if isinstance(probs, (str, bytes)) or not hasattr(probs, "__iter__"):
-            raise TypeError(
-                f"policies.fixed: probabilities must be a sequence of numbers, got {probs!r}"
-            )
-        probs = tuple(
-            _common.as_float(p, f"policies.fixed: probabilities[{i}]") for i, p in enumerate(probs)
-        )
+            raise TypeError(f"policies.fixed: probabilities must be a sequence of numbers, got {probs!r}")
+        probs = tuple(_common.as_float(p, f"policies.fixed: probabilities[{i}]") for i, p in enumerate(probs))
         object.__setattr__(self, "probabilities", probs)
 
     @property
@@ -72,8 +69,7 @@ class FixedPolicy:
             raise ValueError(f"target policy probabilities for {owner} must not be empty, got []")
         if not all(math.isfinite(p) and p >= 0.0 for p in probs):
             raise ValueError(
-                f"target policy probabilities for {owner} must be finite and non-negative, "
-                f"got {list(probs)}"
+                f"target policy probabilities for {owner} must be finite and non-negative, got {list(probs)}"
             )
         total = math.fsum(probs)
         if abs(total - 1.0) > PROBABILITY_TOLERANCE:
@@ -102,9 +98,7 @@ class FunctionPolicy:
     def __post_init__(self):
         _common.check_callable(self.fn, "policies.function: fn")
         _common.as_name(self.name, "policies.function: name")
-        object.__setattr__(
-            self, "n_actions", _common.as_int(self.n_actions, "policies.function: n_actions")
-        )
+        object.__setattr__(self, "n_actions", _common.as_int(self.n_actions, "policies.function: n_actions"))
 
     def check(self, owner: str = "this policy") -> None:
         _common.check_non_empty(self.name, "policy function name", owner)
@@ -114,14 +108,11 @@ class FunctionPolicy:
     def __call__(self, observation) -> jax.Array:
         out = jnp.asarray(self.fn(observation))
         if out.shape != (self.n_actions,):
-            raise ValueError(
-                f"policy function {self.name!r} must return shape ({self.n_actions},), "
-                f"got {out.shape}"
-            )
+            raise ValueError(f"policy function {self.name!r} must return shape ({self.n_actions},), got {out.shape}")
         return out.astype(jnp.float32)
 
 
-Policy = Union[FixedPolicy, FunctionPolicy]
+Policy = FixedPolicy | FunctionPolicy
 POLICY_TYPES = (FixedPolicy, FunctionPolicy)
 
 
@@ -140,9 +131,7 @@ def deterministic(action: int, n_actions: int) -> FixedPolicy:
     action = _common.as_int(action, "policies.deterministic: action")
     n_actions = _common.as_int(n_actions, "policies.deterministic: n_actions")
     if not 0 <= action < n_actions:
-        raise ValueError(
-            f"policies.deterministic: action must be in [0, {n_actions}), got {action}"
-        )
+        raise ValueError(f"policies.deterministic: action must be in [0, {n_actions}), got {action}")
     return FixedPolicy(tuple(1.0 if a == action else 0.0 for a in range(n_actions)))
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from demons import cumulants as _cumulants
 from demons import discounts as _discounts
@@ -80,9 +81,7 @@ def spec_to_dict(spec: Any) -> dict[str, Any]:
       ValueError: for ``function`` kinds (they hold Python callables).
     """
     if spec.kind == "function":
-        raise ValueError(
-            f"{type(spec).__name__} {spec.name!r} holds a Python function and cannot be serialized"
-        )
+        raise ValueError(f"{type(spec).__name__} {spec.name!r} holds a Python function and cannot be serialized")
     out: dict[str, Any] = {"kind": spec.kind}
     for field in spec.__dataclass_fields__:
         value = getattr(spec, field)
@@ -122,9 +121,7 @@ def demons_to_dict(demons: Iterable[Demon]) -> dict[str, Any]:
 
 def _spec_from_dict(data: Any, table: _Table, what: str, owner: str) -> Any:
     if not isinstance(data, Mapping):
-        raise ValueError(
-            f"{what} for {owner} must be a table with a 'kind' key, got {data!r}"
-        )
+        raise ValueError(f"{what} for {owner} must be a table with a 'kind' key, got {data!r}")
     if "kind" not in data:
         raise ValueError(f"{what} for {owner} is missing key 'kind' (got keys {sorted(data)})")
     kind = data["kind"]
@@ -134,16 +131,13 @@ def _spec_from_dict(data: Any, table: _Table, what: str, owner: str) -> Any:
             f"cannot be loaded from plain data; build it in Python instead"
         )
     if not isinstance(kind, str) or kind not in table:
-        raise ValueError(
-            f"unknown {what} kind {kind!r} for {owner}; expected one of {sorted(table)}"
-        )
+        raise ValueError(f"unknown {what} kind {kind!r} for {owner}; expected one of {sorted(table)}")
     builder, required, optional = table[kind]
     allowed = {"kind", *required, *optional}
     for key in data:  # unexpected keys first: a typo then names the typo
         if key not in allowed:
             raise ValueError(
-                f"unexpected key {key!r} in {what} of kind {kind!r} for {owner}; "
-                f"expected keys {sorted(allowed)}"
+                f"unexpected key {key!r} in {what} of kind {kind!r} for {owner}; expected keys {sorted(allowed)}"
             )
     for key in required:
         if key not in data:
@@ -176,8 +170,7 @@ def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Dem
         for key in data:
             if key not in (*_DEMON_REQUIRED, *_DEMON_OPTIONAL):
                 raise ValueError(
-                    f"unexpected key {key!r}; expected keys "
-                    f"{sorted((*_DEMON_REQUIRED, *_DEMON_OPTIONAL))}"
+                    f"unexpected key {key!r}; expected keys {sorted((*_DEMON_REQUIRED, *_DEMON_OPTIONAL))}"
                 )
         for key in _DEMON_REQUIRED:
             if key not in data:
@@ -203,7 +196,10 @@ def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Dem
 
 
 def _expand_standard(
-    key: str, value: Any, builder: Callable[..., list[Demon]], required: Sequence[str],
+    key: str,
+    value: Any,
+    builder: Callable[..., list[Demon]],
+    required: Sequence[str],
     optional: Sequence[str],
 ) -> list[Demon]:
     entries = value if isinstance(value, list) else [value]
@@ -214,9 +210,7 @@ def _expand_standard(
             raise ValueError(f"{where} must be a table, got {entry!r}")
         for k in entry:
             if k not in (*required, *optional):
-                raise ValueError(
-                    f"unexpected key {k!r} in {where}; expected keys {sorted((*required, *optional))}"
-                )
+                raise ValueError(f"unexpected key {k!r} in {where}; expected keys {sorted((*required, *optional))}")
         for k in required:
             if k not in entry:
                 raise ValueError(f"{where} is missing key {k!r}")
@@ -248,17 +242,12 @@ def demons_from_dict(data: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> l
                 raise ValueError(f"'demons' must be a list of tables, got {value!r}")
             out.extend(demon_from_dict(entry, i) for i, entry in enumerate(value))
         elif key == "nexting":
-            out.extend(
-                _expand_standard(
-                    key, value, nexting, ("observation_dim",), ("timescales", "lamda", "names")
-                )
-            )
+            out.extend(_expand_standard(key, value, nexting, ("observation_dim",), ("timescales", "lamda", "names")))
         elif key == "reward_demons":
             out.extend(_expand_standard(key, value, reward_demons, (), ("timescales", "lamda")))
         else:
             raise ValueError(
-                f"unknown top-level key {key!r} in demon set data; "
-                f"expected 'demons', 'nexting' or 'reward_demons'"
+                f"unknown top-level key {key!r} in demon set data; expected 'demons', 'nexting' or 'reward_demons'"
             )
     return out
 

@@ -144,9 +144,7 @@ def _d_norm(u: NDArray[np.float64], d: NDArray[np.float64]) -> float:
     return float(np.sqrt(np.sum(d * u * u)))
 
 
-def projected_bellman_error(
-    w: ArrayLike, gamma: float = GAMMA, d: ArrayLike | None = None
-) -> float:
+def projected_bellman_error(w: ArrayLike, gamma: float = GAMMA, d: ArrayLike | None = None) -> float:
     """``PBE(w) = ||Pi delta_bar(w)||_D`` (square root of the d-weighted squared norm).
 
     ``d`` defaults to the behaviour policy's stationary distribution (uniform
@@ -300,9 +298,7 @@ class BairdCounterexample(gym.Env):
         self._state = int(self.np_random.integers(N_STATES))
         return self._table[self._state].copy(), {"state": self._state}
 
-    def step(
-        self, action: int
-    ) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(self, action: int) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):

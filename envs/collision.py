@@ -71,9 +71,7 @@ def feature_patterns() -> NDArray[np.float32]:
     return np.stack(rows)
 
 
-def draw_random_features(
-    rng: np.random.Generator, distinct: bool = True
-) -> NDArray[np.float32]:
+def draw_random_features(rng: np.random.Generator, distinct: bool = True) -> NDArray[np.float32]:
     """Draw a (8, 6) feature table: one three-ones pattern per state.
 
     With ``distinct=True`` the 8 patterns are drawn without replacement from
@@ -206,9 +204,7 @@ class Collision(gym.Env):
         self.action_space = spaces.Discrete(2)
         dim = N_FEATURES if features == "random" else N_STATES
         self.observation_space = spaces.Box(0.0, 1.0, (dim,), np.float32)
-        self._table: NDArray[np.float32] | None = (
-            np.eye(N_STATES, dtype=np.float32) if features == "onehot" else None
-        )
+        self._table: NDArray[np.float32] | None = np.eye(N_STATES, dtype=np.float32) if features == "onehot" else None
         self._state: int | None = None
 
     # ------------------------------------------------------------------ model
@@ -254,9 +250,7 @@ class Collision(gym.Env):
         self._state = int(self.np_random.integers(N_START_STATES))
         return self._obs(self._state), self._info(self._state)
 
-    def step(
-        self, action: int
-    ) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(self, action: int) -> tuple[NDArray[np.float32], SupportsFloat, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         if self._state == TERMINAL:
@@ -311,9 +305,7 @@ class Collision(gym.Env):
         """Behaviour policy as float32 ``[forward, retreat]``: ``[1, 0]`` in 0..3 (and at the terminal), ``[0.5, 0.5]`` in 4..7."""
         state = jnp.asarray(state)
         risky = state >= N_START_STATES
-        return jnp.where(
-            risky, jnp.array([0.5, 0.5], jnp.float32), jnp.array([1.0, 0.0], jnp.float32)
-        )
+        return jnp.where(risky, jnp.array([0.5, 0.5], jnp.float32), jnp.array([1.0, 0.0], jnp.float32))
 
     def jax_target_probs(self, state: jax.Array) -> jax.Array:
         """Target policy as float32 ``[1, 0]``."""

@@ -54,9 +54,7 @@ class AutoResetStep(NamedTuple):
     final_obs: jax.Array
 
 
-def autoreset_step(
-    env: JaxEnv, state: jax.Array, action: jax.Array, key: jax.Array
-) -> AutoResetStep:
+def autoreset_step(env: JaxEnv, state: jax.Array, action: jax.Array, key: jax.Array) -> AutoResetStep:
     """Step ``env`` functionally and, if the episode terminated, reset it.
 
     The key is split into one key for the step and one for the reset.

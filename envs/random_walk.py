@@ -235,17 +235,13 @@ class RandomWalk(gym.Env):
             return float(p_right)
         return 0.5 if self.p_right is None else self.p_right
 
-    def transition_model(
-        self, p_right: float | None = None
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    def transition_model(self, p_right: float | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """``(P, r)`` of :func:`random_walk_model` for this environment's size and rewards.
 
         ``p_right=None`` means the environment's own ``p_right`` if it has one,
         otherwise 0.5 (the uniform-random policy).
         """
-        return random_walk_model(
-            self.n_states, self._default_p_right(p_right), self.reward_left, self.reward_right
-        )
+        return random_walk_model(self.n_states, self._default_p_right(p_right), self.reward_left, self.reward_right)
 
     def true_values(self, gamma: float = 1.0, p_right: float | None = None) -> NDArray[np.float64]:
         """Exact state values (see :func:`random_walk_true_values`).
@@ -282,9 +278,7 @@ class RandomWalk(gym.Env):
         self._state = self.start_state
         return self._obs(self._state), {"state": self._state}
 
-    def step(
-        self, action: int
-    ) -> tuple[NDArray[np.float32] | int, SupportsFloat, bool, bool, dict[str, Any]]:
+    def step(self, action: int) -> tuple[NDArray[np.float32] | int, SupportsFloat, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         if self.is_terminal(self._state):

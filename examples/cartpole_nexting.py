@@ -30,12 +30,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _figures import save_png
 
 import demons
 import horde
 from horde import plots
-
-from _figures import save_png
 from horde.evaluation import demon_summary
 
 SENSORS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
@@ -75,9 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     by_ts = {}
     for i, name in enumerate(result.demon_names):
         by_ts.setdefault(int(name.rpartition("@")[2]), []).append(summary["normalized_rmse"][i])
-    print("median normalised RMSE by timescale: " + ", ".join(
-        f"{t}: {np.nanmedian(v):.2f}" for t, v in sorted(by_ts.items())
-    ))
+    print(
+        "median normalised RMSE by timescale: "
+        + ", ".join(f"{t}: {np.nanmedian(v):.2f}" for t, v in sorted(by_ts.items()))
+    )
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

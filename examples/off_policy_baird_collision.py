@@ -42,14 +42,13 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _figures import save_png
 
 import demons
 import envs
 import horde
 from demons import cumulants, discounts, policies
 from horde.plots import moving_average
-
-from _figures import save_png
 
 BAIRD = envs.BairdCounterexample
 
@@ -65,7 +64,9 @@ def run_baird(secondary_step_size: float, steps: int, seed: int):
     """One off-policy demon on Baird's counterexample; returns ``(steps, weight norms)`` after
     every 10 steps and the final state."""
     demon = demons.Demon(
-        "always_solid", cumulants.reward(), discounts.constant(BAIRD.GAMMA),
+        "always_solid",
+        cumulants.reward(),
+        discounts.constant(BAIRD.GAMMA),
         target_policy=policies.fixed(BAIRD.TARGET_PROBS),
     )
     learner = horde.HordeLearner(
@@ -80,8 +81,14 @@ def run_baird(secondary_step_size: float, steps: int, seed: int):
         record.append((done, float(np.linalg.norm(np.asarray(st.core.head_params.weights[0])))))
 
     result = horde.run(
-        learner, gym.make("horde/Baird-v0"), steps=steps, seed=seed, state=state,
-        policy=horde.FixedProbabilities(BAIRD.BEHAVIOUR_PROBS), chunk_size=10, callback=callback,
+        learner,
+        gym.make("horde/Baird-v0"),
+        steps=steps,
+        seed=seed,
+        state=state,
+        policy=horde.FixedProbabilities(BAIRD.BEHAVIOUR_PROBS),
+        chunk_size=10,
+        callback=callback,
         progress=False,
     )
     x, norms = (np.asarray(a) for a in zip(*record))
@@ -114,13 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     lamdas = (0.0, 0.9)
     collision_demons = [
         demons.Demon(
-            f"collision λ={lam:g}", cumulants.reward(), discounts.constant(envs.Collision.GAMMA),
-            lamda=lam, target_policy=policies.fixed(envs.Collision.TARGET_PROBS),
+            f"collision λ={lam:g}",
+            cumulants.reward(),
+            discounts.constant(envs.Collision.GAMMA),
+            lamda=lam,
+            target_policy=policies.fixed(envs.Collision.TARGET_PROBS),
         )
         for lam in lamdas
     ]
     learner = horde.HordeLearner(
-        collision_demons, hidden_sizes=(), step_size=0.01, secondary_step_size=0.05, sparsity=0.0,
+        collision_demons,
+        hidden_sizes=(),
+        step_size=0.01,
+        secondary_step_size=0.05,
+        sparsity=0.0,
         diagnostics=True,
     )
     env = gym.make("horde/Collision-v0")

@@ -29,9 +29,7 @@ def main(n_steps: int = 20_000, n_heads: int = 64, feature_dim: int = 16, seed: 
     targets = np.sin(2.0 * observations @ projections)
     targets[rng.random(size=targets.shape) < 0.2] = np.nan  # 20% of head-steps inactive
 
-    learner = horde.MultiHeadMLPLearner(
-        n_heads, hidden_sizes=(128, 128), step_size=0.02, bounder=horde.ObGDBounding()
-    )
+    learner = horde.MultiHeadMLPLearner(n_heads, hidden_sizes=(128, 128), step_size=0.02, bounder=horde.ObGDBounding())
     state = learner.init(feature_dim, jax.random.key(seed))
 
     start = time.perf_counter()

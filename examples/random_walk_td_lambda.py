@@ -31,13 +31,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _figures import save_png
 
 import demons
 import envs
 import horde
 from demons import cumulants, discounts
-
-from _figures import save_png
 
 LAMDAS = (0.0, 0.4, 0.8, 0.9)
 
@@ -51,9 +50,7 @@ def collect(env: envs.RandomWalk, steps: int, seed: int) -> horde.Transitions:
     for _ in range(steps):
         action = int(rng.integers(2))
         next_obs, reward, terminated, truncated, _ = env.step(action)
-        for name, value in zip(
-            horde.Transitions._fields, (obs, action, reward, next_obs, terminated, truncated, 0.5)
-        ):
+        for name, value in zip(horde.Transitions._fields, (obs, action, reward, next_obs, terminated, truncated, 0.5)):
             rows[name].append(value)
         obs = env.reset()[0] if (terminated or truncated) else next_obs
     return horde.Transitions(*(np.asarray(rows[name]) for name in horde.Transitions._fields))
@@ -71,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5000, help="steps per run (default 5000)")
     parser.add_argument("--runs", type=int, default=20, help="independent runs to average (default 20)")
     parser.add_argument("--step-size", type=float, default=0.01, help="base step size α (default 0.01)")
-    parser.add_argument("--chunk", type=int, default=10, help="steps per compiled call; values are read after each (default 10)")
+    parser.add_argument(
+        "--chunk", type=int, default=10, help="steps per compiled call; values are read after each (default 10)"
+    )
     parser.add_argument("--out", default="docs/figures", help="directory for the figure (default docs/figures)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.runs < 1 or args.chunk < 1:
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     env = envs.RandomWalk()  # 5 states, one-hot observations
     true = env.true_values()  # [1, 2, 3, 4, 5] / 6
     demon_set = demons.DemonSet(
-        demons.Demon(f"TD({lam:g})", cumulants.reward(), discounts.constant(1.0), lamda=lam)
-        for lam in LAMDAS
+        demons.Demon(f"TD({lam:g})", cumulants.reward(), discounts.constant(1.0), lamda=lam) for lam in LAMDAS
     )
     learner = horde.HordeLearner(demon_set, hidden_sizes=(), step_size=args.step_size, sparsity=0.0)
 
@@ -128,15 +126,19 @@ def main(argv: list[str] | None = None) -> None:
     for i, lam in enumerate(LAMDAS):
         offset = (i - (len(LAMDAS) - 1) / 2) * 0.06
         ax_v.errorbar(
-            states + offset, mean_values[i], yerr=std_values[i], fmt="--o", ms=4, capsize=2,
-            lw=1, label=f"TD({lam:g})",
+            states + offset,
+            mean_values[i],
+            yerr=std_values[i],
+            fmt="--o",
+            ms=4,
+            capsize=2,
+            lw=1,
+            label=f"TD({lam:g})",
         )
     ax_v.set_xticks(states, ["A", "B", "C", "D", "E"][: env.n_states] if env.n_states == 5 else states)
     ax_v.set_xlabel("state")
     ax_v.set_ylabel("value")
-    ax_v.set_title(
-        f"Learned values after {args.steps} steps\n(mean ± std over {args.runs} runs)", fontsize="medium"
-    )
+    ax_v.set_title(f"Learned values after {args.steps} steps\n(mean ± std over {args.runs} runs)", fontsize="medium")
     ax_v.legend(fontsize="small")
     ax_v.grid(True, alpha=0.3)
     x = np.arange(n_chunks + 1) * args.chunk
@@ -145,9 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         ax_e.plot(x, rms[:, :, i].mean(axis=0), lw=1.4, label=f"λ = {lam:g}")
     ax_e.set_xlabel("steps")
     ax_e.set_ylabel("RMS error over the 5 states")
-    ax_e.set_title(
-        f"RMS error over time\n(mean of {args.runs} runs, step size {args.step_size:g})", fontsize="medium"
-    )
+    ax_e.set_title(f"RMS error over time\n(mean of {args.runs} runs, step size {args.step_size:g})", fontsize="medium")
     ax_e.legend(fontsize="small")
     ax_e.grid(True, alpha=0.3)
     fig.set_layout_engine("tight")

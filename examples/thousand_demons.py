@@ -39,13 +39,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _figures import save_png
 
 import demons
 import horde
 from demons import Demon, cumulants, discounts, policies
 from horde import plots
-
-from _figures import save_png
 
 SENSORS = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
 SCALES = [0.5, 0.5, 0.05, 0.5]  # a typical size of each sensor's value
@@ -67,17 +66,23 @@ def build_demons() -> demons.DemonSet:
             for above in (True, False):
                 sign = ">" if above else "<"
                 for t in TIMESCALES:
-                    ds.append(Demon(
-                        f"{name}{sign}{theta:g}@{t}", cumulants.threshold(i, theta, above=above),
-                        discounts.timescale(t),
-                    ))
+                    ds.append(
+                        Demon(
+                            f"{name}{sign}{theta:g}@{t}",
+                            cumulants.threshold(i, theta, above=above),
+                            discounts.timescale(t),
+                        )
+                    )
         for k in (0.5, 1.0, 1.5, 2.0, 3.0):
             theta = float(round(k * scale, 4))
             for t in UNTIL_TIMESCALES:
-                ds.append(Demon(
-                    f"steps_until_|{name}|>{theta:g}@{t}", cumulants.constant(1.0),
-                    discounts.until(i, theta, absolute=True, gamma=gamma(t)),
-                ))
+                ds.append(
+                    Demon(
+                        f"steps_until_|{name}|>{theta:g}@{t}",
+                        cumulants.constant(1.0),
+                        discounts.until(i, theta, absolute=True, gamma=gamma(t)),
+                    )
+                )
     ds += demons.reward_demons(TIMESCALES)
     for action in (0, 1):
         for t in TIMESCALES:
@@ -85,15 +90,23 @@ def build_demons() -> demons.DemonSet:
     for label, probs in TARGETS.items():
         for i, name in enumerate(SENSORS):
             for t in TIMESCALES:
-                ds.append(Demon(
-                    f"{name}|{label}@{t}", cumulants.observation(i), discounts.timescale(t),
-                    target_policy=policies.fixed(probs),
-                ))
+                ds.append(
+                    Demon(
+                        f"{name}|{label}@{t}",
+                        cumulants.observation(i),
+                        discounts.timescale(t),
+                        target_policy=policies.fixed(probs),
+                    )
+                )
         for t in OFF_POLICY_REWARD_TIMESCALES:
-            ds.append(Demon(
-                f"reward|{label}@{t}", cumulants.reward(), discounts.timescale(t),
-                target_policy=policies.fixed(probs),
-            ))
+            ds.append(
+                Demon(
+                    f"reward|{label}@{t}",
+                    cumulants.reward(),
+                    discounts.timescale(t),
+                    target_policy=policies.fixed(probs),
+                )
+            )
     return demons.DemonSet(ds)
 
 

@@ -1,30 +1,10 @@
 """horde: learn thousands of general value functions at once, in real time, with JAX."""
 
-from horde.behaviour import (
-    BehaviourPolicy,
-    CallablePolicy,
-    FixedProbabilities,
-    StateProbabilities,
-    UniformRandom,
-)
-from horde.bounders import ObGDBounding
-from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from horde.daemon import Daemon
-from horde import evaluation, plots
-from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
-from horde.horde_learner import (
-    BatchedHordeResult,
-    DiagnosticsState,
-    HordeLearner,
-    HordeLearningResult,
-    HordeState,
-    HordeUpdateResult,
-    Transitions,
-    run_horde_learning_loop,
-    run_horde_learning_loop_batched,
-)
-from horde.initializers import sparse_init
-from horde.multi_head_learner import (
+from horde import evaluation
+from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from horde.core.bounders import ObGDBounding
+from horde.core.initializers import sparse_init
+from horde.core.multi_head_learner import (
     BatchedMultiHeadResult,
     HeadParams,
     MLPParams,
@@ -36,13 +16,44 @@ from horde.multi_head_learner import (
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
 )
-from horde.normalizers import EMANormalizer, WelfordNormalizer
-from horde.optimizers import IDBD, LMS, Autostep
-from horde.jax_runner import run_jax
-from horde.runner import DivergenceError, RunResult, run
-from horde.spaces import FeatureMap
+from horde.core.normalizers import EMANormalizer, WelfordNormalizer
+from horde.core.optimizers import IDBD, LMS, Autostep
+from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
+from horde.runs.behaviour import (
+    BehaviourPolicy,
+    CallablePolicy,
+    FixedProbabilities,
+    StateProbabilities,
+    UniformRandom,
+)
+from horde.runs.daemon import Daemon
+from horde.runs.features import FeatureMap
+from horde.runs.jax_runner import run_jax
+from horde.runs.runner import DivergenceError, RunResult, run
+from horde.td.horde_learner import (
+    BatchedHordeResult,
+    DiagnosticsState,
+    HordeLearner,
+    HordeLearningResult,
+    HordeState,
+    HordeUpdateResult,
+    Transitions,
+    run_horde_learning_loop,
+    run_horde_learning_loop_batched,
+)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Plots need Matplotlib, which `import horde` does not load: `horde.plots` is imported on
+    # first use.
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("horde.plots")
+    raise AttributeError(f"module 'horde' has no attribute {name!r}")
+
 
 __all__ = [
     "Autostep",

@@ -42,7 +42,7 @@ discount = { kind = "until", index = 2, threshold = 0.2095, absolute = true }
 def _horde(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MPLBACKEND": "Agg"}
     return subprocess.run(
-        [sys.executable, "-m", "horde.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "horde.cli.main", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -61,8 +61,16 @@ def test_run_writes_everything_and_prints_the_summary(tiny_run):
     for name in ("steps_to_fall", "obs[0]@1", "obs[3]@10"):
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     out = root / "out"
-    for f in ("metrics.npz", "run.json", "config.json", "checkpoint.npz", "learning_curves.png",
-              "normalized_rmse.png", "prediction_vs_return.png", "diagnostics.png"):
+    for f in (
+        "metrics.npz",
+        "run.json",
+        "config.json",
+        "checkpoint.npz",
+        "learning_curves.png",
+        "normalized_rmse.png",
+        "prediction_vs_return.png",
+        "diagnostics.png",
+    ):
         assert (out / f).stat().st_size > 0, f
     result = horde.RunResult.load(out)
     assert result.predictions.shape == (1, 300, 9)
@@ -118,11 +126,17 @@ def test_demons_lists_the_declared_demons(tmp_path):
         (TINY.replace("steps = 300", 'steps = "many"'), "config key run.steps must be an integer >= 1, got 'many'"),
         (TINY.replace("[learner]", "[lerner]"), "unknown section 'lerner'"),
         (TINY.replace("hidden_sizes = [8]", "hidden_size = [8]"), "learner.hidden_size is not a learner setting"),
-        (TINY.replace('kind = "constant", value = 1.0', 'kind = "konstant", value = 1.0'), "unknown cumulant kind 'konstant'"),
-        (TINY + "\n[policy]\nkind = \"greedy\"\n", "config key policy.kind must be 'uniform' or 'fixed', got 'greedy'"),
+        (
+            TINY.replace('kind = "constant", value = 1.0', 'kind = "konstant", value = 1.0'),
+            "unknown cumulant kind 'konstant'",
+        ),
+        (TINY + '\n[policy]\nkind = "greedy"\n', "config key policy.kind must be 'uniform' or 'fixed', got 'greedy'"),
         ("[env\n", "is not valid TOML"),
         (TINY.replace("observation_dim = 4", "observation_dim = 6"), "config does not fit environment CartPole-v1"),
-        (TINY + "\n[policy]\nkind = \"fixed\"\nprobabilities = [0.2, 0.3, 0.5]\n", "FixedProbabilities has 3 probabilities"),
+        (
+            TINY + '\n[policy]\nkind = "fixed"\nprobabilities = [0.2, 0.3, 0.5]\n',
+            "FixedProbabilities has 3 probabilities",
+        ),
     ],
 )
 def test_bad_config_exits_2_with_a_message_naming_the_key(tmp_path, text, message):

@@ -42,8 +42,12 @@ def _horde_learner():
         Demon("until", C.constant(1.0), D.until(1, 0.3)),
     ]
     return horde.HordeLearner(
-        demon_list, hidden_sizes=(8, 8), optimizer=horde.IDBD(0.02, 0.01), bounder=horde.ObGDBounding(),
-        normalizer=horde.WelfordNormalizer(), diagnostics=True,
+        demon_list,
+        hidden_sizes=(8, 8),
+        optimizer=horde.IDBD(0.02, 0.01),
+        bounder=horde.ObGDBounding(),
+        normalizer=horde.WelfordNormalizer(),
+        diagnostics=True,
     )
 
 
@@ -51,7 +55,9 @@ def _horde_learner():
     "kwargs",
     [
         dict(optimizer=horde.LMS(0.05), bounder=horde.ObGDBounding()),
-        dict(optimizer=horde.Autostep(0.02), per_head_gamma_lamda=[0.0, 0.5, 0.9, 0.0], normalizer=horde.EMANormalizer()),
+        dict(
+            optimizer=horde.Autostep(0.02), per_head_gamma_lamda=[0.0, 0.5, 0.9, 0.0], normalizer=horde.EMANormalizer()
+        ),
     ],
 )
 def test_core_daemon_equals_learner_update(kwargs):
@@ -93,7 +99,9 @@ def test_horde_daemon_transitions_equal_learner():
         state = expected.state
         got = daemon.update_from_transition(obs, np.int64(action), reward, next_obs, **kwargs)
         for field in ("predictions", "td_errors", "td_targets", "per_demon_metrics", "rupee", "ude", "diverged"):
-            np.testing.assert_allclose(getattr(got, field), np.asarray(getattr(expected, field)), err_msg=field, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(
+                getattr(got, field), np.asarray(getattr(expected, field)), err_msg=field, rtol=RTOL, atol=ATOL
+            )
         np.testing.assert_allclose(float(got.trunk_bounding_metric), float(expected.trunk_bounding_metric), rtol=RTOL)
         obs = next_obs
     _assert_trees_close(daemon.state, state)

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import demons
-from demons import cumulants, discounts, policies
-from demons import Demon, DemonSet
+from demons import Demon, DemonSet, cumulants, discounts, policies
 
 OBS_DIM = 5
 N_ACTIONS = 3
@@ -106,9 +106,7 @@ class TestDiscountBuilders:
         ds = DemonSet([_on_demon("d", cumulants.constant(1.0), spec)])
         next_obs = np.zeros((41, 1), np.float32)
         next_obs[:, 0] = xs
-        g = np.asarray(
-            ds.evaluate_batch(next_obs, np.zeros(41, np.int32), np.zeros(41), next_obs).discounts[:, 0]
-        )
+        g = np.asarray(ds.evaluate_batch(next_obs, np.zeros(41, np.int32), np.zeros(41), next_obs).discounts[:, 0])
         np.testing.assert_array_equal(g, np.where(np.abs(xs) > 0.5, 0.0, np.float32(0.8)))
 
     def test_function(self):
@@ -168,8 +166,14 @@ class TestDemon:
         ds = DemonSet(demons.nexting(4, (1, 10)))
         assert len(ds) == 8
         assert ds.names == (
-            "obs[0]@1", "obs[0]@10", "obs[1]@1", "obs[1]@10",
-            "obs[2]@1", "obs[2]@10", "obs[3]@1", "obs[3]@10",
+            "obs[0]@1",
+            "obs[0]@10",
+            "obs[1]@1",
+            "obs[1]@10",
+            "obs[2]@1",
+            "obs[2]@10",
+            "obs[3]@1",
+            "obs[3]@10",
         )
         np.testing.assert_array_equal(ds.constant_gammas, np.float32([0.0, 0.9] * 4))
         assert [d.cumulant for d in ds] == [cumulants.observation(i) for i in range(4) for _ in (1, 10)]
@@ -360,12 +364,24 @@ def mixed_demons(copies=1, seed=0):
             Demon("fn_a" + s, SUM_PRODUCT, discounts.constant(0.3)),
             Demon("fn_b" + s, TANH0, discounts.until(0, 0.8), lamda=0.5),
             Demon("fn_b2" + s, TANH0, SIGMOID1),
-            Demon("off_right" + s, cumulants.observation(1), discounts.timescale(10),
-                  target_policy=policies.deterministic(2, N_ACTIONS)),
-            Demon("off_uniform" + s, cumulants.reward(), discounts.until(4, 0.1),
-                  target_policy=policies.uniform(N_ACTIONS)),
-            Demon("off_mix" + s, cumulants.threshold(0, 0.0), discounts.constant(0.95),
-                  target_policy=policies.fixed([0.2, 0.5, 0.3])),
+            Demon(
+                "off_right" + s,
+                cumulants.observation(1),
+                discounts.timescale(10),
+                target_policy=policies.deterministic(2, N_ACTIONS),
+            ),
+            Demon(
+                "off_uniform" + s,
+                cumulants.reward(),
+                discounts.until(4, 0.1),
+                target_policy=policies.uniform(N_ACTIONS),
+            ),
+            Demon(
+                "off_mix" + s,
+                cumulants.threshold(0, 0.0),
+                discounts.constant(0.95),
+                target_policy=policies.fixed([0.2, 0.5, 0.3]),
+            ),
             Demon("off_fn" + s, cumulants.action_indicator(1), discounts.timescale(3), target_policy=SOFTMAX),
             Demon("off_fn2" + s, SUM_PRODUCT, SIGMOID1, target_policy=SOFTMAX),
         ]
@@ -446,7 +462,9 @@ class TestEvaluate:
 
     def test_behaviour_prob_defaults_to_one(self, mixed_set, transitions):
         obs, a, r, nobs, _ = (x[0] for x in transitions)
-        assert_evaluation_close(mixed_set.evaluate(obs, a, r, nobs), reference_evaluate(mixed_set, obs, a, r, nobs, 1.0))
+        assert_evaluation_close(
+            mixed_set.evaluate(obs, a, r, nobs), reference_evaluate(mixed_set, obs, a, r, nobs, 1.0)
+        )
         batch = mixed_set.evaluate_batch(*transitions[:4])
         assert batch.rhos.shape == (16, len(mixed_set))
 
@@ -544,16 +562,22 @@ def _observation_demons(n):
 
 def _threshold_demons(n):
     return [
-        Demon(f"t{i}", cumulants.threshold(i % OBS_DIM, 0.1 * (i % 5), above=i % 2 == 0, absolute=i % 3 == 0),
-              discounts.constant(0.5))
+        Demon(
+            f"t{i}",
+            cumulants.threshold(i % OBS_DIM, 0.1 * (i % 5), above=i % 2 == 0, absolute=i % 3 == 0),
+            discounts.constant(0.5),
+        )
         for i in range(n)
     ]
 
 
 def _until_demons(n):
     return [
-        Demon(f"u{i}", cumulants.constant(1), discounts.until(i % OBS_DIM, 0.1 * (i % 5), above=i % 2 == 0,
-                                                              absolute=i % 3 == 0, gamma=0.99))
+        Demon(
+            f"u{i}",
+            cumulants.constant(1),
+            discounts.until(i % OBS_DIM, 0.1 * (i % 5), above=i % 2 == 0, absolute=i % 3 == 0, gamma=0.99),
+        )
         for i in range(n)
     ]
 
@@ -577,7 +601,8 @@ def _misc_demons(n):
 
 
 @pytest.mark.parametrize(
-    "make", [_observation_demons, _threshold_demons, _until_demons, _fixed_policy_demons, _misc_demons],
+    "make",
+    [_observation_demons, _threshold_demons, _until_demons, _fixed_policy_demons, _misc_demons],
     ids=["observation", "threshold", "until", "fixed_policy", "reward_constant_action_function"],
 )
 def test_jaxpr_size_independent_of_number_of_demons(make):
@@ -604,7 +629,8 @@ def test_observation_cumulants_are_one_gather():
 
 def serializable_demons():
     return [
-        d for d in mixed_demons(seed=4)
+        d
+        for d in mixed_demons(seed=4)
         if "function" not in (d.cumulant.kind, d.discount.kind)
         and (d.target_policy is None or d.target_policy.kind != "function")
     ] + [Demon('odd "name" \\ with\ttab and ü', cumulants.reward(), discounts.constant(0.25), lamda=1, z=2.5)]
@@ -614,8 +640,13 @@ class TestSerialization:
     def test_dict_form(self):
         ds = DemonSet(
             [
-                Demon("right", cumulants.observation(3), discounts.timescale(10), lamda=0.5,
-                      target_policy=policies.fixed([0, 1])),
+                Demon(
+                    "right",
+                    cumulants.observation(3),
+                    discounts.timescale(10),
+                    lamda=0.5,
+                    target_policy=policies.fixed([0, 1]),
+                ),
                 Demon("fall", cumulants.constant(1), discounts.until(2, 0.1745, absolute=True)),
             ]
         )
@@ -632,8 +663,14 @@ class TestSerialization:
                 {
                     "name": "fall",
                     "cumulant": {"kind": "constant", "value": 1},
-                    "discount": {"kind": "until", "index": 2, "threshold": 0.1745, "above": True,
-                                 "absolute": True, "gamma": 1.0},
+                    "discount": {
+                        "kind": "until",
+                        "index": 2,
+                        "threshold": 0.1745,
+                        "above": True,
+                        "absolute": True,
+                        "gamma": 1.0,
+                    },
                     "lamda": 0.0,
                     "z": 0.0,
                 },
@@ -697,13 +734,23 @@ lamda = 0.9
         )
         assert ds == DemonSet(expected)
         assert len(DemonSet.from_dict({"nexting": {"observation_dim": 4, "timescales": [1, 10]}})) == 8
-        two = DemonSet.from_dict({"nexting": [{"observation_dim": 2, "timescales": [10]},
-                                              {"observation_dim": 1, "timescales": [5], "names": ["a"]}]})
+        two = DemonSet.from_dict(
+            {
+                "nexting": [
+                    {"observation_dim": 2, "timescales": [10]},
+                    {"observation_dim": 1, "timescales": [5], "names": ["a"]},
+                ]
+            }
+        )
         assert two.names == ("obs[0]@10", "obs[1]@10", "a@5")
 
     def test_function_kinds_cannot_be_serialized(self):
-        ds = DemonSet([Demon("ok", cumulants.reward(), discounts.constant(0.5)), Demon("fn", TANH0, discounts.constant(0.5))])
-        with pytest.raises(ValueError, match=r"demon 'fn' cannot be serialized: its cumulant is a Python function \('tanh0'\)"):
+        ds = DemonSet(
+            [Demon("ok", cumulants.reward(), discounts.constant(0.5)), Demon("fn", TANH0, discounts.constant(0.5))]
+        )
+        with pytest.raises(
+            ValueError, match=r"demon 'fn' cannot be serialized: its cumulant is a Python function \('tanh0'\)"
+        ):
             ds.to_dict()
         with pytest.raises(ValueError, match=r"demon 'g'.*discount"):
             DemonSet([Demon("g", cumulants.reward(), SIGMOID1)]).to_toml()
@@ -711,11 +758,18 @@ lamda = 0.9
             DemonSet([Demon("p", cumulants.reward(), discounts.constant(0.5), target_policy=SOFTMAX)]).to_dict()
 
     def _table(self, **overrides):
-        table = {"name": "a", "cumulant": {"kind": "observation", "index": 1},
-                 "discount": {"kind": "timescale", "steps": 10}}
+        table = {
+            "name": "a",
+            "cumulant": {"kind": "observation", "index": 1},
+            "discount": {"kind": "timescale", "steps": 10},
+        }
         table.update(overrides)
-        return {"demons": [{"name": "first", "cumulant": {"kind": "reward"},
-                            "discount": {"kind": "constant", "gamma": 0.5}}, table]}
+        return {
+            "demons": [
+                {"name": "first", "cumulant": {"kind": "reward"}, "discount": {"kind": "constant", "gamma": 0.5}},
+                table,
+            ]
+        }
 
     def test_unknown_kinds_and_missing_keys_fail_clearly(self):
         with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): unknown cumulant kind 'obsrvation' for demon 'a'"):
@@ -724,7 +778,10 @@ lamda = 0.9
             DemonSet.from_dict(self._table(discount={"kind": "hyperbolic"}))
         with pytest.raises(ValueError, match=r"unknown target_policy kind 'greedy'"):
             DemonSet.from_dict(self._table(target_policy={"kind": "greedy"}))
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): cumulant of kind 'observation' for demon 'a' is missing key 'index'"):
+        with pytest.raises(
+            ValueError,
+            match=r"demons\[1\] \('a'\): cumulant of kind 'observation' for demon 'a' is missing key 'index'",
+        ):
             DemonSet.from_dict(self._table(cumulant={"kind": "observation"}))
         with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): discount for demon 'a' is missing key 'kind'"):
             DemonSet.from_dict(self._table(discount={"steps": 10}))
@@ -750,7 +807,9 @@ lamda = 0.9
     def test_invalid_values_in_data_name_demon_and_position(self):
         with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): gamma for demon 'a' must be in \[0, 1\], got 1\.3"):
             DemonSet.from_dict(self._table(discount={"kind": "constant", "gamma": 1.3}))
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): invalid cumulant for demon 'a'.*index must be an integer, got '1'"):
+        with pytest.raises(
+            ValueError, match=r"demons\[1\] \('a'\): invalid cumulant for demon 'a'.*index must be an integer, got '1'"
+        ):
             DemonSet.from_dict(self._table(cumulant={"kind": "observation", "index": "1"}))
         with pytest.raises(ValueError, match=r"duplicate demon name 'first'"):
             DemonSet.from_dict(self._table(name="first"))
@@ -773,8 +832,9 @@ _CUMULANT_MAKERS = [
 _DISCOUNT_MAKERS = [
     lambda r: discounts.constant(float(r.uniform())),
     lambda r: discounts.timescale(int(r.integers(1, 100))),
-    lambda r: discounts.until(r.integers(OBS_DIM), float(r.normal()), bool(r.integers(2)), bool(r.integers(2)),
-                              float(r.uniform())),
+    lambda r: discounts.until(
+        r.integers(OBS_DIM), float(r.normal()), bool(r.integers(2)), bool(r.integers(2)), float(r.uniform())
+    ),
     lambda r: SIGMOID1,
 ]
 _POLICY_MAKERS = [

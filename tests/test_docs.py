@@ -53,7 +53,11 @@ def test_mkdocs_build_strict(tmp_path):
         pytest.skip(f"documentation tools not installed: {', '.join(missing)} (pip install them to build the docs)")
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     for page in ("index.html", "reference/horde/index.html", "guides/single-step/index.html"):
@@ -65,7 +69,12 @@ def test_mkdocs_build_strict(tmp_path):
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_help(script):
     proc = subprocess.run(
-        [sys.executable, str(script), "--help"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        [sys.executable, str(script), "--help"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage:"), proc.stdout
@@ -74,17 +83,32 @@ def test_example_help(script):
 def test_examples_exist():
     names = {p.name for p in EXAMPLES}
     for name in (
-        "quickstart.py", "random_walk_td_lambda.py", "cartpole_nexting.py",
-        "off_policy_baird_collision.py", "thousand_demons.py",
+        "quickstart.py",
+        "random_walk_td_lambda.py",
+        "cartpole_nexting.py",
+        "off_policy_baird_collision.py",
+        "thousand_demons.py",
     ):
         assert name in names
 
 
 def test_random_walk_example_smoke(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "random_walk_td_lambda.py"), "--steps", "40", "--runs", "2",
-         "--out", str(tmp_path)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "random_walk_td_lambda.py"),
+            "--steps",
+            "40",
+            "--runs",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "RMS error" in proc.stdout

@@ -350,9 +350,7 @@ def test_collision_random_features():
     np.testing.assert_array_equal(table.sum(axis=1), 3)
     assert set(np.unique(table)) == {0.0, 1.0}
     # Drawn independently by default: states may alias. Over many seeds some table aliases.
-    assert any(
-        len({tuple(r) for r in _table_for(s)}) < 8 for s in range(20)
-    )
+    assert any(len({tuple(r) for r in _table_for(s)}) < 8 for s in range(20))
     distinct = Collision(distinct_features=True)
     distinct.reset(seed=11)
     assert len({tuple(row) for row in distinct.features()}) == 8
@@ -439,7 +437,7 @@ def test_collision_importance_sampling_recovers_target_values():
 # ------------------------------------------------------------- JAX functional
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(env):
     return jax.jit(env.jax_reset), jax.jit(env.jax_step)
 
@@ -580,9 +578,7 @@ def test_jax_collision_matches_python(features):
             assert int(state) == info["state"]
             np.testing.assert_array_equal(np.asarray(jobs), obs)
             assert float(jr) == r and bool(jterm) == term
-            np.testing.assert_allclose(
-                np.asarray(env.jax_behaviour_probs(state)), info["behaviour_probs"]
-            )
+            np.testing.assert_allclose(np.asarray(env.jax_behaviour_probs(state)), info["behaviour_probs"])
         assert term == (last == 1 or start + k == 7)
         if term:
             s2, o2, r2, t2 = step(state, jnp.int32(0), key)  # absorbing terminal

@@ -78,7 +78,9 @@ def test_error_curve_scores_perfect_and_mean_predictors():
     learner = horde.HordeLearner([Demon("r", C.reward(), D.constant(0.9))], hidden_sizes=(4,), step_size=0.01)
     result = horde.run(learner, "CartPole-v1", steps=600, seed=0, progress=False)
     ideal = run_ideal_returns(result)
-    perfect = result.__class__(**{**result.__dict__, "predictions": np.where(ideal.complete, ideal.returns, 0.0).astype(np.float32)})
+    perfect = result.__class__(
+        **{**result.__dict__, "predictions": np.where(ideal.complete, ideal.returns, 0.0).astype(np.float32)}
+    )
     curve = error_curve(perfect, window=100)
     assert np.nanmax(curve.rmse) < 1e-5
     mean = np.nanmean(np.where(ideal.complete, ideal.returns, np.nan))
@@ -94,8 +96,12 @@ def test_rupee_approaches_sqrt_mspbe_on_random_walk():
     error is 0.5 in the rightmost state and 0 elsewhere; visits per episode are 1, 2, 3, 2, 1,
     so d = (1, 2, 3, 2, 1)/9 and MSPBE = Σ_s d(s) δ̄(s)² = 0.25/9 (tabular: Π = I)."""
     learner = horde.HordeLearner(
-        [Demon("r", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.0, sparsity=0.0,
-        diagnostics=True, diagnostics_step_size=0.01,
+        [Demon("r", C.reward(), D.constant(1.0))],
+        hidden_sizes=(),
+        step_size=0.0,
+        sparsity=0.0,
+        diagnostics=True,
+        diagnostics_step_size=0.01,
     )
     state = learner.init(5, jax.random.key(0))
     state = state._replace(core=state.core._replace(head_params=horde.HeadParams(jnp.zeros((1, 5)), jnp.zeros(1))))
@@ -107,13 +113,21 @@ def test_rupee_approaches_sqrt_mspbe_on_random_walk():
 
 def test_ude_separates_biased_from_unbiased_demons():
     learner = horde.HordeLearner(
-        [Demon("r", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.02, sparsity=0.0,
-        diagnostics=True, diagnostics_step_size=0.001,
+        [Demon("r", C.reward(), D.constant(1.0))],
+        hidden_sizes=(),
+        step_size=0.02,
+        sparsity=0.0,
+        diagnostics=True,
+        diagnostics_step_size=0.001,
     )
     state = learner.init(5, jax.random.key(0))
     frozen = horde.HordeLearner(
-        [Demon("r", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.0, sparsity=0.0,
-        diagnostics=True, diagnostics_step_size=0.001,
+        [Demon("r", C.reward(), D.constant(1.0))],
+        hidden_sizes=(),
+        step_size=0.0,
+        sparsity=0.0,
+        diagnostics=True,
+        diagnostics_step_size=0.001,
     )
     biased = state._replace(core=state.core._replace(head_params=horde.HeadParams(jnp.full((1, 5), 2.0), jnp.zeros(1))))
     learned = horde.run(learner, envs.RandomWalk(), steps=30_000, seed=1, state=state, progress=False)

@@ -35,9 +35,7 @@ def _collect(env, policy, n_steps, seed):
     for _ in range(n_steps):
         action, prob = policy(obs, info, rng)
         next_obs, reward, terminated, truncated, next_info = env.step(action)
-        for key, value in zip(
-            Transitions._fields, (obs, action, reward, next_obs, terminated, truncated, prob)
-        ):
+        for key, value in zip(Transitions._fields, (obs, action, reward, next_obs, terminated, truncated, prob)):
             rows[key].append(value)
         if terminated or truncated:
             obs, info = env.reset()
@@ -83,6 +81,7 @@ def test_random_walk_terminal_transition_does_not_bootstrap():
     """Bootstrapping from the (all-zero) terminal observation would add γ·b to every target at
     the ends; with a constant offset in the features the error is large."""
     transitions = _collect(envs.RandomWalk(), _uniform, 40_000, seed=1)
+
     # Append a constant feature so that v(terminal obs) = w_6 ≠ 0 when learned.
     def with_const(x):
         return np.concatenate([x, np.ones((len(x), 1), np.float32)], axis=1)
@@ -139,8 +138,13 @@ def _cyclic_transitions(n_steps):
     phases = np.arange(n_steps + 1) % PERIOD
     onehot = np.eye(PERIOD, dtype=np.float32)[phases]
     return Transitions(
-        onehot[:-1], np.zeros(n_steps, np.int32), np.zeros(n_steps), onehot[1:],
-        np.zeros(n_steps, bool), np.zeros(n_steps, bool), np.ones(n_steps),
+        onehot[:-1],
+        np.zeros(n_steps, np.int32),
+        np.zeros(n_steps),
+        onehot[1:],
+        np.zeros(n_steps, bool),
+        np.zeros(n_steps, bool),
+        np.ones(n_steps),
     )
 
 
@@ -185,10 +189,14 @@ def test_continuing_chain_cut_by_time_limit_learns_continuing_values():
     truncated = (t + 1) % 7 == 0
     next_phase = np.where(truncated, (phases[:-1] + 1) % PERIOD, phases[1:])  # real final obs
     transitions = base._replace(
-        observations=onehot[phases[:-1]], next_observations=onehot[next_phase],
-        rewards=np.ones(n_steps), truncated=truncated,
+        observations=onehot[phases[:-1]],
+        next_observations=onehot[next_phase],
+        rewards=np.ones(n_steps),
+        truncated=truncated,
     )
-    learner = HordeLearner([Demon("r@0.9", C.reward(), D.constant(0.9), lamda=0.5)], hidden_sizes=(), step_size=0.05, sparsity=0.0)
+    learner = HordeLearner(
+        [Demon("r@0.9", C.reward(), D.constant(0.9), lamda=0.5)], hidden_sizes=(), step_size=0.05, sparsity=0.0
+    )
     state = _zero_heads(learner, learner.init(PERIOD, jax.random.key(0)))
     result = run_horde_learning_loop(learner, state, transitions)
     values = [float(learner.predict(result.state, onehot[p])[0]) for p in range(PERIOD)]
@@ -263,7 +271,9 @@ def test_all_gamma_zero_horde_equals_core_fed_cumulants_as_targets():
 
 
 def test_nan_cumulant_makes_a_demon_inactive():
-    learner = HordeLearner([Demon(f"d{i}", C.reward(), D.constant(0.5), lamda=0.5) for i in range(3)], hidden_sizes=(4,))
+    learner = HordeLearner(
+        [Demon(f"d{i}", C.reward(), D.constant(0.5), lamda=0.5) for i in range(3)], hidden_sizes=(4,)
+    )
     state = learner.init(2, jax.random.key(0))
     state = learner.update(state, np.ones(2), [1.0, 1.0, 1.0], np.ones(2)).state
     result = learner.update(state, np.ones(2), [1.0, np.nan, 1.0], np.zeros(2))
@@ -343,7 +353,10 @@ def test_off_policy_random_walk_approaches_target_policy_values():
 
 def test_on_policy_and_off_policy_demons_mix():
     learner = HordeLearner(
-        [Demon("on", C.reward(), D.constant(0.9)), Demon("off", C.reward(), D.constant(0.9), target_policy=P.fixed([0.0, 1.0]))],
+        [
+            Demon("on", C.reward(), D.constant(0.9)),
+            Demon("off", C.reward(), D.constant(0.9), target_policy=P.fixed([0.0, 1.0])),
+        ],
         hidden_sizes=(4,),
     )
     state = learner.init(2, jax.random.key(0))
@@ -362,18 +375,28 @@ def test_on_policy_and_off_policy_demons_mix():
 def test_scan_loop_equals_stepping_one_transition_at_a_time():
     transitions = _collect(envs.RandomWalk(), _uniform, 60, seed=6)
     learner = HordeLearner(
-        [Demon("a", C.reward(), D.constant(0.9), lamda=0.7), Demon("b", C.observation(2), D.timescale(3)),
-         Demon("c", C.reward(), D.constant(0.9), target_policy=P.fixed([0.2, 0.8]))],
-        hidden_sizes=(8,), step_size=0.05, bounder=horde.ObGDBounding(),
+        [
+            Demon("a", C.reward(), D.constant(0.9), lamda=0.7),
+            Demon("b", C.observation(2), D.timescale(3)),
+            Demon("c", C.reward(), D.constant(0.9), target_policy=P.fixed([0.2, 0.8])),
+        ],
+        hidden_sizes=(8,),
+        step_size=0.05,
+        bounder=horde.ObGDBounding(),
     )
     state = learner.init(5, jax.random.key(0))
     scanned = run_horde_learning_loop(learner, state, transitions)
     s = state
     for t in range(60):
         r = learner.update_from_transition(
-            s, transitions.observations[t], transitions.actions[t], transitions.rewards[t],
-            transitions.next_observations[t], terminated=bool(transitions.terminated[t]),
-            truncated=bool(transitions.truncated[t]), behaviour_prob=transitions.behaviour_probs[t],
+            s,
+            transitions.observations[t],
+            transitions.actions[t],
+            transitions.rewards[t],
+            transitions.next_observations[t],
+            terminated=bool(transitions.terminated[t]),
+            truncated=bool(transitions.truncated[t]),
+            behaviour_prob=transitions.behaviour_probs[t],
         )
         np.testing.assert_allclose(scanned.predictions[t], r.predictions, rtol=1e-5, atol=1e-6)
         s = r.state
@@ -394,8 +417,12 @@ def test_batched_seeds_each_equal_their_own_run():
 
 def test_config_round_trip_with_demons():
     learner = HordeLearner(
-        demons.nexting(3, timescales=(1, 10)) + [Demon("off", C.reward(), D.constant(0.9), lamda=0.3, target_policy=P.fixed([0.5, 0.5]))],
-        hidden_sizes=(8,), optimizer=horde.IDBD(0.01), bounder=horde.ObGDBounding(), normalizer=horde.WelfordNormalizer(),
+        demons.nexting(3, timescales=(1, 10))
+        + [Demon("off", C.reward(), D.constant(0.9), lamda=0.3, target_policy=P.fixed([0.5, 0.5]))],
+        hidden_sizes=(8,),
+        optimizer=horde.IDBD(0.01),
+        bounder=horde.ObGDBounding(),
+        normalizer=horde.WelfordNormalizer(),
         secondary_step_size=0.02,
     )
     config = json.loads(json.dumps(learner.to_config()))
@@ -415,7 +442,7 @@ def test_compiled_update_does_not_grow_with_demons():
         learner = HordeLearner(demon_set, hidden_sizes=(8,))
         state = learner.init(4, jax.random.key(0))
         args = (state, jnp.zeros(4), 0, 0.0, jnp.zeros(4), False, False, 1.0)
-        return len(jax.make_jaxpr(learner._transition_impl)(*args).eqns)
+        return len(jax.make_jaxpr(learner.update_from_transition_traced)(*args).eqns)
 
     assert n_equations(3) == n_equations(250)  # 12 demons vs 1,000 demons
 
@@ -425,7 +452,9 @@ def test_compiled_update_does_not_grow_with_demons():
 
 
 def test_bad_input_names_the_argument_or_demon():
-    learner = HordeLearner([Demon("a", C.reward(), D.constant(0.9)), Demon("b", C.observation(3), D.constant(0.5))], hidden_sizes=(4,))
+    learner = HordeLearner(
+        [Demon("a", C.reward(), D.constant(0.9)), Demon("b", C.observation(3), D.constant(0.5))], hidden_sizes=(4,)
+    )
     with pytest.raises(ValueError, match=r"demon 'b'.*index 3.*observation_dim 3"):
         learner.init(3, jax.random.key(0))
     state = learner.init(4, jax.random.key(0))

@@ -1,4 +1,4 @@
-"""The compiled runner ``horde.jax_runner.run_jax``: the same transitions as a plain Python loop
+"""The compiled runner ``horde.runs.jax_runner.run_jax``: the same transitions as a plain Python loop
 over the same functional environment, known answers on the ``envs`` tasks, seeds and chunks."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from demons import Demon
 from demons import cumulants as C
 from demons import discounts as D
 from demons import policies as P
-from horde.jax_runner import run_jax
+from horde.runs.jax_runner import run_jax
 
 CARTPOLE_DEMONS = demons.nexting(4, timescales=(1, 10), lamda=0.5) + demons.reward_demons(timescales=(1, 10))
 
@@ -57,8 +57,14 @@ def _python_loop(learner, func: FuncEnv, steps: int, seed: int, limit: int, samp
         in_episode += 1
         trunc = in_episode >= limit and not term
         r = learner.update_from_transition(
-            state, np.asarray(obs, np.float32).ravel(), action, reward, np.asarray(obs_next, np.float32).ravel(),
-            terminated=term, truncated=trunc, behaviour_prob=prob,
+            state,
+            np.asarray(obs, np.float32).ravel(),
+            action,
+            reward,
+            np.asarray(obs_next, np.float32).ravel(),
+            terminated=term,
+            truncated=trunc,
+            behaviour_prob=prob,
         )
         state = r.state
         preds.append(np.asarray(r.predictions))
@@ -106,7 +112,8 @@ def test_cartpole_scan_equals_python_loop_over_the_same_functional_env():
 def test_pendulum_box_actions_scan_equals_python_loop():
     learner = horde.HordeLearner(
         demons.nexting(3, timescales=(1, 5)) + demons.reward_demons(timescales=(1,)),
-        hidden_sizes=(8,), step_size=0.01,
+        hidden_sizes=(8,),
+        step_size=0.01,
     )
     func = PendulumFunctional()
     low, high = func.action_space.low, func.action_space.high
@@ -124,7 +131,9 @@ def test_pendulum_box_actions_scan_equals_python_loop():
 
 
 def test_random_walk_td0_reaches_true_values():
-    learner = horde.HordeLearner([Demon("v", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.002, sparsity=0.0)
+    learner = horde.HordeLearner(
+        [Demon("v", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.002, sparsity=0.0
+    )
     env = envs.RandomWalk()
     result = run_jax(learner, env, steps=30_000, seed=0, record_every=100, progress=False)
     values = np.asarray([float(learner.predict(result.state, x)[0]) for x in np.eye(5, dtype=np.float32)])
@@ -162,8 +171,19 @@ def test_chunk_size_does_not_change_results(shared_setup):
     learner, func = shared_setup
     # 25-step chunks: records every 3 steps fall at different offsets within each chunk.
     runs = [run_jax(learner, func, steps=100, seed=2, chunk_size=c, **SHARED) for c in (100, 25)]
-    for name in ("steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated",
-                 "truncated", "episode_end_step", "episode_return", "episode_length"):
+    for name in (
+        "steps",
+        "predictions",
+        "td_errors",
+        "cumulants",
+        "discounts",
+        "rewards",
+        "terminated",
+        "truncated",
+        "episode_end_step",
+        "episode_return",
+        "episode_length",
+    ):
         np.testing.assert_array_equal(getattr(runs[1], name), getattr(runs[0], name), err_msg=name)
     for a, b in zip(jax.tree_util.tree_leaves(runs[1].state), jax.tree_util.tree_leaves(runs[0].state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -193,7 +213,9 @@ def test_index_observations_become_one_hot_features():
     """RandomWalk's "index" observation (Discrete) is one-hot encoded like horde.run's
     FeatureMap, so it learns exactly as the "onehot" observation does (the two differ only in
     the terminal observation, from which nothing bootstraps)."""
-    learner = horde.HordeLearner([Demon("v", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.05, sparsity=0.0)
+    learner = horde.HordeLearner(
+        [Demon("v", C.reward(), D.constant(1.0))], hidden_sizes=(), step_size=0.05, sparsity=0.0
+    )
     a = run_jax(learner, envs.RandomWalk(observation="index"), steps=300, seed=4, progress=False)
     b = run_jax(learner, envs.RandomWalk(), steps=300, seed=4, progress=False)
     np.testing.assert_allclose(a.predictions, b.predictions, rtol=1e-6, atol=1e-7)
@@ -206,7 +228,9 @@ def test_fixed_probabilities_and_behaviour_ratios():
     undiscounted walk that always ends on the right)."""
     right = Demon("right", C.reward(), D.constant(1.0), target_policy=P.fixed([0.0, 1.0]))
     learner = horde.HordeLearner([right], hidden_sizes=(), step_size=0.02, sparsity=0.0, secondary_step_size=0.02)
-    result = run_jax(learner, envs.RandomWalk(), steps=20_000, seed=0, policy=horde.FixedProbabilities([0.2, 0.8]), progress=False)
+    result = run_jax(
+        learner, envs.RandomWalk(), steps=20_000, seed=0, policy=horde.FixedProbabilities([0.2, 0.8]), progress=False
+    )
     values = np.asarray([float(learner.predict(result.state, x)[0]) for x in np.eye(5, dtype=np.float32)])
     np.testing.assert_allclose(values, np.ones(5), atol=0.1)
     assert result.config["policy"].startswith("FixedProbabilities")
@@ -260,7 +284,7 @@ def test_clear_errors():
 
 
 def test_time_limit_defaults():
-    from horde.jax_runner import _resolve_env
+    from horde.runs.jax_runner import _resolve_env
 
     assert _resolve_env(CartPoleFunctional(), 0).default_limit == 500
     assert _resolve_env(PendulumFunctional(), 0).default_limit == 200
@@ -273,7 +297,9 @@ def test_time_limit_defaults():
 
 
 def test_diagnostics_are_recorded_when_the_learner_tracks_them():
-    learner = horde.HordeLearner([Demon("v", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=0.05, diagnostics=True)
+    learner = horde.HordeLearner(
+        [Demon("v", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=0.05, diagnostics=True
+    )
     result = run_jax(learner, envs.RandomWalk(), steps=40, record_every=4, progress=False)
     assert result.rupee.shape == result.ude.shape == (1, 10, 1)
     assert np.isfinite(result.rupee).all()

@@ -22,7 +22,7 @@ from horde import (
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
 )
-from horde.multi_head_learner import HeadParams
+from horde.core.multi_head_learner import HeadParams
 
 FEATURES = 5
 
@@ -162,7 +162,10 @@ def test_trunk_is_one_vjp_of_error_weighted_cotangent():
 
     grads = jax.grad(weighted_sum)(state.trunk_params)
     np.testing.assert_allclose(
-        result.state.trunk_params.weights[0], state.trunk_params.weights[0] + 0.1 * grads.weights[0], rtol=1e-5, atol=1e-7
+        result.state.trunk_params.weights[0],
+        state.trunk_params.weights[0] + 0.1 * grads.weights[0],
+        rtol=1e-5,
+        atol=1e-7,
     )
 
 
@@ -173,7 +176,11 @@ def test_bounded_lms_trunk_step_equals_materialised_obgd(use_layer_norm):
     θ + α s G with G = ∇θ Σ_i δ_i v_i from jax.grad and s = 1 / max(κ ‖αG‖₁, 1)."""
     alpha, kappa = 0.5, 2.0
     learner = MultiHeadMLPLearner(
-        4, hidden_sizes=(8, 6), step_size=alpha, bounder=ObGDBounding(kappa), sparsity=0.0,
+        4,
+        hidden_sizes=(8, 6),
+        step_size=alpha,
+        bounder=ObGDBounding(kappa),
+        sparsity=0.0,
         use_layer_norm=use_layer_norm,
     )
     state = learner.init(3, jax.random.key(11))
@@ -560,7 +567,7 @@ def test_compiled_program_does_not_grow_with_heads():
     def n_equations(n_heads):
         learner = MultiHeadMLPLearner(n_heads, hidden_sizes=(8, 8), optimizer=Autostep(), bounder=ObGDBounding())
         state = learner.init(4, jax.random.key(0))
-        return len(jax.make_jaxpr(learner._update_impl)(state, jnp.zeros(4), jnp.zeros(n_heads)).eqns)
+        return len(jax.make_jaxpr(learner.update_traced)(state, jnp.zeros(4), jnp.zeros(n_heads)).eqns)
 
     assert n_equations(3) == n_equations(300)
 

@@ -32,8 +32,18 @@ def run_result():
     return horde.run(learner, "CartPole-v1", steps=400, progress=False)
 
 
-def synthetic(td, *, names=None, record_every=1, predictions=None, cumulants=None, discounts=None,
-              terminated=None, rupee=None, ude=None):
+def synthetic(
+    td,
+    *,
+    names=None,
+    record_every=1,
+    predictions=None,
+    cumulants=None,
+    discounts=None,
+    terminated=None,
+    rupee=None,
+    ude=None,
+):
     """A RunResult with given per-step arrays ``(n_seeds, k, n_demons)``."""
     td = np.asarray(td, np.float64)
     if td.ndim == 2:
@@ -270,8 +280,12 @@ def test_prediction_vs_return_window_and_exact_returns():
     term = np.zeros(k, bool)
     term[[4, 11]] = True
     result = synthetic(
-        np.zeros((1, k, 1)), names=["ones@2"], predictions=np.arange(k, dtype=np.float64),
-        cumulants=np.ones(k), discounts=np.full(k, 0.5), terminated=term,
+        np.zeros((1, k, 1)),
+        names=["ones@2"],
+        predictions=np.arange(k, dtype=np.float64),
+        cumulants=np.ones(k),
+        discounts=np.full(k, 0.5),
+        terminated=term,
     )
     fig = plots.prediction_vs_return(result, demons=0, start=2, length=10)
     (ax,) = fig.axes

@@ -13,7 +13,6 @@ import time
 
 import gymnasium as gym
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -55,7 +54,9 @@ def test_resume_from_checkpoint_continues_bit_identically(tmp_path, vector):
     first = horde.run(learner, env(), steps=230, seed=7, chunk_size=115, progress=False)
     path = save_checkpoint(tmp_path / "ck", learner, first.state, {"step": 230})
     learner2, state, meta = load_checkpoint(path)
-    rest = horde.run(learner2, env(), steps=270, seed=7, state=state, start_step=meta["step"], chunk_size=135, progress=False)
+    rest = horde.run(
+        learner2, env(), steps=270, seed=7, state=state, start_step=meta["step"], chunk_size=135, progress=False
+    )
     np.testing.assert_array_equal(np.concatenate([first.predictions, rest.predictions], axis=1), full.predictions)
     np.testing.assert_array_equal(rest.steps, np.arange(230, 500))
     assert _leaves_equal(rest.state, full.state)
@@ -131,7 +132,7 @@ def test_corrupted_wrong_version_and_mismatched_checkpoints_are_refused(small_ch
     def swap_config(meta, arrays):
         meta["learner_config"] = three.to_config()
         meta.pop("checksum")
-        from horde.checkpoint import _checksum
+        from horde.cli.checkpoint import _checksum
 
         leaves = [(name, arrays[f"leaf_{i:05d}"]) for i, name in enumerate(meta["leaves"])]
         meta["checksum"] = _checksum(meta, leaves)
@@ -152,13 +153,13 @@ def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
         import horde, demons
         learner = horde.MultiHeadMLPLearner(2000, hidden_sizes=(256,))
         state = learner.init(16, jax.random.key(0))
-        horde.save_checkpoint({str(tmp_path / 'ck.npz')!r}, learner, state, {{"version": 0}})
+        horde.save_checkpoint({str(tmp_path / "ck.npz")!r}, learner, state, {{"version": 0}})
         print("ready", flush=True)
         i = 0
         while True:
             i += 1
             state = state._replace(step_count=state.step_count + 1)
-            horde.save_checkpoint({str(tmp_path / 'ck.npz')!r}, learner, state, {{"version": i}})
+            horde.save_checkpoint({str(tmp_path / "ck.npz")!r}, learner, state, {{"version": i}})
         """
     )
     rng = np.random.default_rng(0)
@@ -181,7 +182,9 @@ def test_divergence_guard_names_the_demon_and_keeps_the_last_good_state():
     # "calm" predicts a constant 0 from zero weights: its TD error is exactly 0 at every step,
     # whatever the step size. "unstable" takes steps far beyond LMS's stable range.
     unstable = Demon("unstable", C.observation(1), D.timescale(100))
-    learner = horde.HordeLearner([Demon("calm", C.constant(0.0), D.constant(0.0)), unstable], hidden_sizes=(), step_size=5.0)
+    learner = horde.HordeLearner(
+        [Demon("calm", C.constant(0.0), D.constant(0.0)), unstable], hidden_sizes=(), step_size=5.0
+    )
     state = learner.init(4, jax.random.key(0))
     heads = state.core.head_params
     state = state._replace(core=state.core._replace(head_params=heads._replace(weights=heads.weights.at[0].set(0.0))))
@@ -194,7 +197,11 @@ def test_divergence_guard_names_the_demon_and_keeps_the_last_good_state():
 
 
 def test_daemon_update_reports_divergence_per_demon():
-    learner = horde.HordeLearner([Demon("a", C.reward(), D.constant(0.9)), Demon("b", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=1e30)
+    learner = horde.HordeLearner(
+        [Demon("a", C.reward(), D.constant(0.9)), Demon("b", C.reward(), D.constant(0.9))],
+        hidden_sizes=(),
+        step_size=1e30,
+    )
     state = learner.init(2, jax.random.key(0))
     x = np.array([1e5, 1e5], np.float32)
     flags = []
@@ -218,13 +225,18 @@ bad_value = st.sampled_from([np.nan, np.inf, -np.inf])
 def horde_learner():
     learner = horde.HordeLearner(
         [Demon("a", C.reward(), D.constant(0.9), lamda=0.5), Demon("b", C.observation(1), D.constant(0.5))],
-        hidden_sizes=(8,), step_size=0.01,
+        hidden_sizes=(8,),
+        step_size=0.01,
     )
     return learner, learner.init(3, jax.random.key(0))
 
 
 def _assert_state_finite(state):
-    assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(state) if np.asarray(leaf).dtype.kind == "f")
+    assert all(
+        np.isfinite(np.asarray(leaf)).all()
+        for leaf in jax.tree_util.tree_leaves(state)
+        if np.asarray(leaf).dtype.kind == "f"
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -236,20 +248,38 @@ def _assert_state_finite(state):
 def test_non_finite_inputs_are_refused_naming_the_argument(horde_learner, which, index, value):
     learner, state = horde_learner
     args = {
-        "observation": np.zeros(3, np.float32), "next_observation": np.zeros(3, np.float32),
-        "cumulants": np.zeros(2, np.float32), "discounts": np.full(2, 0.5, np.float32), "rhos": np.ones(2, np.float32),
+        "observation": np.zeros(3, np.float32),
+        "next_observation": np.zeros(3, np.float32),
+        "cumulants": np.zeros(2, np.float32),
+        "discounts": np.full(2, 0.5, np.float32),
+        "rhos": np.ones(2, np.float32),
     }
     if which == "cumulants" and np.isnan(value):
         # NaN cumulant = inactive demon: accepted, and nothing turns NaN.
         args["cumulants"][index] = value
-        result = learner.update(state, **{k: args[k] for k in ("observation", "cumulants", "next_observation")}, discounts=args["discounts"])
+        result = learner.update(
+            state, **{k: args[k] for k in ("observation", "cumulants", "next_observation")}, discounts=args["discounts"]
+        )
         _assert_state_finite(result.state)
         return
     arr = args[which]
     arr[index % arr.shape[0]] = value
-    names = {"observation": "observation", "next_observation": "next_observation", "cumulants": "cumulant", "discounts": "discount", "rhos": "rho"}
+    names = {
+        "observation": "observation",
+        "next_observation": "next_observation",
+        "cumulants": "cumulant",
+        "discounts": "discount",
+        "rhos": "rho",
+    }
     with pytest.raises(ValueError, match=names[which]):
-        learner.update(state, args["observation"], args["cumulants"], args["next_observation"], discounts=args["discounts"], rhos=args["rhos"])
+        learner.update(
+            state,
+            args["observation"],
+            args["cumulants"],
+            args["next_observation"],
+            discounts=args["discounts"],
+            rhos=args["rhos"],
+        )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -265,7 +295,14 @@ def test_wrong_shapes_are_refused_naming_the_argument(horde_learner, which, shap
     args = {k: np.full(v, 0.5, np.float32) for k, v in good.items()}
     args[which] = np.full(shape, 0.5, np.float32)
     with pytest.raises(ValueError, match=rf"{which} must have shape"):
-        learner.update(state, args["observation"], args["cumulants"], args["next_observation"], discounts=args["discounts"], rhos=args["rhos"])
+        learner.update(
+            state,
+            args["observation"],
+            args["cumulants"],
+            args["next_observation"],
+            discounts=args["discounts"],
+            rhos=args["rhos"],
+        )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -90,7 +90,9 @@ def test_per_step_run_equals_update_from_transition_by_hand():
     for t in range(60):
         action = int(rng.integers(2))
         next_obs, reward, term, trunc, _ = env.step(action)
-        r = learner.update_from_transition(state, obs, action, reward, next_obs, terminated=term, truncated=trunc, behaviour_prob=0.5)
+        r = learner.update_from_transition(
+            state, obs, action, reward, next_obs, terminated=term, truncated=trunc, behaviour_prob=0.5
+        )
         np.testing.assert_allclose(result.predictions[0, t], r.predictions, rtol=1e-6, atol=1e-7)
         state = r.state
         obs = env.reset()[0] if term or trunc else next_obs
@@ -167,7 +169,9 @@ def test_off_policy_demons_get_importance_ratios_from_fixed_probabilities():
 
     demon = Demon("right@0.9", C.reward(), D.constant(0.9), target_policy=P.fixed([0.0, 1.0]))
     learner = horde.HordeLearner([demon], hidden_sizes=(), step_size=0.01, secondary_step_size=0.05, sparsity=0.0)
-    result = horde.run(learner, envs.RandomWalk(), steps=40_000, seed=0, policy=horde.FixedProbabilities([0.5, 0.5]), progress=False)
+    result = horde.run(
+        learner, envs.RandomWalk(), steps=40_000, seed=0, policy=horde.FixedProbabilities([0.5, 0.5]), progress=False
+    )
     values = _values(learner, result.state, np.eye(5, dtype=np.float32))[:, 0]
     np.testing.assert_allclose(values, envs.RandomWalk().true_values(gamma=0.9, p_right=1.0), atol=0.08)
     with pytest.raises(ValueError, match="gives no action probabilities.*right@0.9"):

@@ -20,7 +20,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
     import demons, horde
-    from horde.sharding import run_horde_learning_loop_sharded, run_multi_head_learning_loop_sharded
+    from horde.runs.sharding import run_horde_learning_loop_sharded, run_multi_head_learning_loop_sharded
     assert len(jax.devices()) == 4, jax.devices()
 
     rng = np.random.default_rng(0)

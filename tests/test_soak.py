@@ -1,6 +1,6 @@
 """Soak test: a long run stays sane. Marked slow (excluded by default); run it with
 
-    python3 -m pytest -m slow tests/test_soak.py
+python3 -m pytest -m slow tests/test_soak.py
 """
 
 from __future__ import annotations
@@ -22,17 +22,32 @@ def _rss_bytes() -> int:
 @pytest.mark.slow
 def test_million_steps_256_demons_cartpole_stays_finite_flat_and_fast():
     steps, record_every, chunk = 1_000_000, 1000, 4096
-    demon_set = demons.nexting(4, timescales=tuple(range(1, 64)), lamda=0.0)[:252] + demons.reward_demons(timescales=(1, 10, 100, 1000))
+    demon_set = demons.nexting(4, timescales=tuple(range(1, 64)), lamda=0.0)[:252] + demons.reward_demons(
+        timescales=(1, 10, 100, 1000)
+    )
     assert len(demon_set) == 256
-    learner = horde.HordeLearner(demon_set, hidden_sizes=(128, 128), step_size=1.0, bounder=horde.ObGDBounding(),
-                                 normalizer=horde.WelfordNormalizer())
+    learner = horde.HordeLearner(
+        demon_set,
+        hidden_sizes=(128, 128),
+        step_size=1.0,
+        bounder=horde.ObGDBounding(),
+        normalizer=horde.WelfordNormalizer(),
+    )
     marks: list[tuple[int, float, int]] = []
 
     def callback(step, state):
         marks.append((step, time.perf_counter(), _rss_bytes()))
 
-    result = horde.run(learner, "CartPole-v1", steps=steps, seed=0, record_every=record_every,
-                       chunk_size=chunk, progress=False, callback=callback)
+    result = horde.run(
+        learner,
+        "CartPole-v1",
+        steps=steps,
+        seed=0,
+        record_every=record_every,
+        chunk_size=chunk,
+        progress=False,
+        callback=callback,
+    )
     # No NaN anywhere.
     assert np.isfinite(result.predictions).all()
     # The recorded log is bounded by its interval.

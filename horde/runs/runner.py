@@ -1,7 +1,7 @@
 """Attach a Horde to a Gymnasium environment and let it learn.
 
 ``run(learner, env, steps=...)`` drives a behaviour policy in the environment, turns each
-observation into features (``horde.spaces.FeatureMap``), lets the demons compute their
+observation into features (``horde.runs.features.FeatureMap``), lets the demons compute their
 cumulants, discounts and importance ratios, and updates the learner on every transition.
 
 Episode boundaries follow Gymnasium exactly:
@@ -36,9 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.behaviour import BehaviourPolicy, as_behaviour_policy
-from horde.horde_learner import HordeLearner, HordeState, Transitions
-from horde.spaces import FeatureMap
+from demons import DemonInfo
+from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
+from horde.td.horde_learner import HordeLearner, HordeState, Transitions
+from horde.runs.features import FeatureMap
 
 __all__ = ["run", "RunResult", "DivergenceError"]
 
@@ -90,6 +91,9 @@ class RunResult:
         rupee: RUPEE per demon, ``(n_seeds, k, n_demons)``, when the learner tracks
             diagnostics (``HordeLearner(diagnostics=True)``); else None.
         ude: UDE per demon, same shape, or None.
+        demons: one ``demons.DemonInfo`` per demon, in head order (its kinds, timescale, λ,
+            terminal outcome and whether it is off-policy), so that reports read what a demon
+            is as data; empty for a result built by hand without it.
     """
 
     demon_names: tuple[str, ...]
@@ -113,6 +117,7 @@ class RunResult:
     state: Any = None
     rupee: np.ndarray | None = None
     ude: np.ndarray | None = None
+    demons: tuple[DemonInfo, ...] = ()
 
     _ARRAYS = (
         "steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated",
@@ -150,7 +155,8 @@ class RunResult:
         return RunResult(
             demon_names=self.demon_names, wall_time=self.wall_time + later.wall_time,
             total_steps=self.total_steps + later.total_steps, record_every=self.record_every,
-            config={**later.config, "start_step": self.config.get("start_step", 0)}, state=later.state, **joined,
+            config={**later.config, "start_step": self.config.get("start_step", 0)}, state=later.state,
+            demons=self.demons or later.demons, **joined,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -173,6 +179,7 @@ class RunResult:
             "total_steps": self.total_steps,
             "record_every": self.record_every,
             "config": self.config,
+            "demons": [d._asdict() for d in self.demons],
         }
         tmp = path / "run.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
@@ -210,6 +217,7 @@ class RunResult:
             total_steps=int(meta["total_steps"]),
             record_every=int(meta["record_every"]),
             config=meta["config"],
+            demons=tuple(DemonInfo(**d) for d in meta.get("demons", [])),
             **arrays,
         )
 
@@ -237,7 +245,7 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
     n_out = 6 if learner.diagnostics else 4
 
     def step(s, t, ok):
-        r, ev = learner._evaluate_and_update(s, *t)
+        r, ev = learner.evaluate_and_update_traced(s, *t)
         new = r.state
         if masked:
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, s)
@@ -634,7 +642,8 @@ def _result(learner, recorder, episodes, wall, done, record_every, config, state
     kept = sorted((e for e in episodes if e[1] < last), key=lambda e: (e[1], e[0]))
     return RunResult(
         demon_names=learner.names, wall_time=wall, total_steps=int(done), record_every=int(record_every),
-        config=config, state=state, **recorder.arrays(), **_episode_arrays(kept),
+        config=config, state=state, demons=tuple(d.info for d in learner.demons), **recorder.arrays(),
+        **_episode_arrays(kept),
     )
 
 
@@ -669,7 +678,7 @@ def _run_single(learner, env, features, policy, act_space, steps, seed, state, r
     if state is None:
         state = learner.init(features.dim, jax.random.key(seed))
     else:
-        learner._check_state(state)
+        learner.check_state(state)
     fn = _chunk_fn(learner, batched=False, masked=False, every=int(record_every))
     stream = _SingleStream(env, features, policy, act_space, seed)
     _replay(stream, start_step, chunk_size)
@@ -782,7 +791,7 @@ def _run_vector(learner, env, features, policy, act_space, steps, seed, state, r
     N = stream.N
     if state is None:
         keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(N)])
-        state = jax.vmap(lambda k: learner._init(features.dim, jax.random.wrap_key_data(k)))(keys)
+        state = jax.vmap(lambda k: learner.init_traced(features.dim, jax.random.wrap_key_data(k)))(keys)
     elif np.shape(state.core.head_params.biases) != (N, learner.n_demons):
         raise ValueError(
             f"state must be batched over the {N} copies (head biases of shape {(N, learner.n_demons)}), "

@@ -44,7 +44,7 @@ Behaviour policies (``policy``):
 
 Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
 
-    base     = jax.random.key(seed_i)           # learner weights: learner._init(dim, base)
+    base     = jax.random.key(seed_i)           # learner weights: learner.init_traced(dim, base)
     env_root = jax.random.fold_in(base, 1)
     first reset key  = jax.random.fold_in(env_root, 0)
     key of step t    = jax.random.fold_in(jax.random.fold_in(env_root, 1), t)   # t = 0, 1, ...
@@ -76,10 +76,10 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
-from horde.behaviour import FixedProbabilities, UniformRandom, _check_probabilities
-from horde.horde_learner import HordeLearner
-from horde.runner import DivergenceError, RunResult, _finite_fn, _positive_int, _Progress, _Recorder, _result, _serializable
-from horde.spaces import FeatureMap
+from horde.runs.behaviour import FixedProbabilities, UniformRandom, check_probabilities
+from horde.td.horde_learner import HordeLearner
+from horde.runs.runner import DivergenceError, RunResult, _finite_fn, _positive_int, _Progress, _Recorder, _result, _serializable
+from horde.runs.features import FeatureMap
 
 __all__ = ["run_jax"]
 
@@ -180,7 +180,7 @@ def _resolve_env(env: Any, seed: int) -> _Env:
 
 
 # ---------------------------------------------------------------------------------------------
-# Observations to features, in JAX (the same map as horde.spaces.FeatureMap)
+# Observations to features, in JAX (the same map as horde.runs.features.FeatureMap)
 
 
 def _jax_feature_fn(fm: FeatureMap) -> Callable[[Any], jax.Array]:
@@ -251,7 +251,7 @@ def _resolve_policy(policy: Any, env: _Env) -> _Policy:
             )
         raise ValueError(f"run_jax supports Discrete and Box action spaces, got {space!r}")
     if isinstance(policy, FixedProbabilities):
-        p = _check_probabilities("probabilities", policy.probabilities)
+        p = check_probabilities("probabilities", policy.probabilities)
         if not discrete or int(space.n) != len(p):
             raise ValueError(f"FixedProbabilities has {len(p)} probabilities but the action space is {space!r}")
         table = jnp.asarray(p, jnp.float32)
@@ -338,7 +338,7 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         return env_state, feat(raw), jax.random.fold_in(env_root, 1)
 
     def init(seed_i):
-        learner_state = learner._init(dim, jax.random.key(seed_i))
+        learner_state = learner.init_traced(dim, jax.random.key(seed_i))
         env_state, x, step_root = env_init(seed_i)
         return _Carry(learner_state, env_state, x, jnp.zeros((), jnp.int32), step_root)
 
@@ -357,7 +357,7 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         done = terminated | truncated
         # Demons index actions from 0 (action indicators, target policies).
         demon_action = action - action_start if discrete else action
-        result, evaluation = learner._evaluate_and_update(
+        result, evaluation = learner.evaluate_and_update_traced(
             carry.learner_state, carry.features, demon_action, reward, x_next, terminated, truncated, prob
         )
         reset_state = fix_types(reset_state, carry.env_state)
@@ -465,7 +465,7 @@ def run_jax(
 
     Args:
         learner: the ``HordeLearner``; its demons read the flattened float32 observation
-            (one-hot for a ``Discrete`` observation space, as ``horde.spaces.FeatureMap``).
+            (one-hot for a ``Discrete`` observation space, as ``horde.runs.features.FeatureMap``).
         env: a gymnasium ``FuncEnv`` (``CartPoleFunctional()``, ``PendulumFunctional()``), a
             ``FunctionalJaxEnv`` or its id (``"phys2d/CartPole-v1"``), or an environment with
             ``jax_reset``/``jax_step`` (``envs.RandomWalk``, ``envs.BairdCounterexample``,

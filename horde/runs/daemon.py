@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.horde_learner import HordeLearner, HordeState, HordeUpdateResult, _check_flag
-from horde.multi_head_learner import (
+from horde.td.horde_learner import HordeLearner, HordeState, HordeUpdateResult, check_flag
+from horde.core.multi_head_learner import (
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     MultiHeadMLPUpdateResult,
@@ -97,12 +97,12 @@ class Daemon:
 
     def __init__(self, learner: MultiHeadMLPLearner | HordeLearner, state: Any) -> None:
         if isinstance(learner, HordeLearner):
-            learner._check_state(state)
+            learner.check_state(state)
             self._horde = True
             core_state = state.core
             core = learner.core
         elif isinstance(learner, MultiHeadMLPLearner):
-            learner._check_state(state)
+            learner.check_state(state)
             self._horde = False
             core_state = state
             core = learner
@@ -156,7 +156,7 @@ class Daemon:
 
     @state.setter
     def state(self, state: Any) -> None:
-        self.learner._check_state(state)
+        self.learner.check_state(state)
         treedef, leaf_types = _signature(state)
         if treedef != self._treedef or leaf_types != self._leaf_types:
             raise ValueError(
@@ -181,7 +181,7 @@ class Daemon:
         state = self._traced_state(leaves)
         core_state = state.core if self._horde else state
         core = self.learner.core if self._horde else self.learner
-        return core._predict_impl(core_state, observation)
+        return core.predict_traced(core_state, observation)
 
     def _update_impl(self, leaves, inputs, parts):
         """``parts``: the names of the packed fields after the observation, in order."""
@@ -194,13 +194,13 @@ class Daemon:
             fields[name] = inputs[offset:offset + size]
             offset += size
         if not self._horde:
-            r = self.learner._update_impl(state, fields["observation"], fields["targets"])
+            r = self.learner.update_traced(state, fields["observation"], fields["targets"])
             rows = [r.predictions, r.errors, *r.per_head_metrics.T, jnp.broadcast_to(r.trunk_bounding_metric, (n,))]
             valid = jnp.isfinite(fields["observation"]).all() & ~jnp.isinf(fields["targets"]).any()
             return self._checked_outputs(valid, leaves, r.state, rows)
         # The HordeLearner's explicit-cumulant inputs are checked on the host (their messages
         # name demons); nothing is left to refuse here.
-        r = self.learner._update_impl(
+        r = self.learner.update_traced(
             state, fields["observation"], fields["cumulants"], fields["next_observation"],
             fields["terminated"][0] > 0.5, fields["truncated"][0] > 0.5,
             fields.get("discounts"), fields.get("rhos"),
@@ -214,7 +214,7 @@ class Daemon:
         reward, prob = inputs[2 * d], inputs[2 * d + 1]
         action = jax.lax.bitcast_convert_type(inputs[2 * d + 2], jnp.int32)
         terminated, truncated = inputs[2 * d + 3] > 0.5, inputs[2 * d + 4] > 0.5
-        r = self.learner._transition_impl(state, obs, action, reward, next_obs, terminated, truncated, prob)
+        r = self.learner.update_from_transition_traced(state, obs, action, reward, next_obs, terminated, truncated, prob)
         valid = jnp.isfinite(inputs[: 2 * d]).all()
         return self._checked_outputs(valid, leaves, r.state, self._horde_rows(r))
 
@@ -304,7 +304,7 @@ class Daemon:
         learner: HordeLearner = self.learner
         # The learner's own checks (shapes, values, off-policy rhos); only its compiled call
         # is replaced by the packed one.
-        obs, c, next_obs, d, r = learner._checked_update_inputs(
+        obs, c, next_obs, d, r = learner.checked_update_inputs(
             self._dim, observation, cumulants, next_observation, discounts, rhos
         )
         parts = ["cumulants", "next_observation"]
@@ -317,7 +317,7 @@ class Daemon:
             pieces.append(r)
         parts += ["terminated", "truncated"]
         flags = np.array(
-            [_check_flag("terminated", terminated), _check_flag("truncated", truncated)], np.float32
+            [check_flag("terminated", terminated), check_flag("truncated", truncated)], np.float32
         )
         pieces.append(flags)
         inputs = np.concatenate([np.asarray(p, np.float32) for p in pieces])
@@ -334,7 +334,7 @@ class Daemon:
         if not self._horde:
             raise TypeError("update_from_transition needs a HordeLearner; this daemon holds a MultiHeadMLPLearner")
         # Observation values are checked inside the compiled call (see _checked_outputs).
-        obs, next_obs = self.learner._checked_transition_inputs(
+        obs, next_obs = self.learner.checked_transition_inputs(
             self._dim, observation, reward, next_observation, behaviour_prob, check_observations=False
         )
         reward_value = _concrete_values(reward)
@@ -346,7 +346,7 @@ class Daemon:
         inputs[2 * self._dim] = reward_value.reshape(())
         inputs[2 * self._dim + 1] = behaviour_prob
         inputs.view(np.int32)[2 * self._dim + 2] = _as_action(action)
-        inputs[2 * self._dim + 3] = _check_flag("terminated", terminated)
-        inputs[2 * self._dim + 4] = _check_flag("truncated", truncated)
-        host_checks = lambda: self.learner._checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
+        inputs[2 * self._dim + 3] = check_flag("terminated", terminated)
+        inputs[2 * self._dim + 4] = check_flag("truncated", truncated)
+        host_checks = lambda: self.learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
         return self._horde_result(self._run(self._transition_jit, inputs, (), host_checks))

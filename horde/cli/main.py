@@ -19,12 +19,13 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from horde.config import DEFAULT_CONFIG, ConfigError, build_demons, build_learner, load_config, validate_config
+from horde.cli.config import DEFAULT_CONFIG, ConfigError, build_demons, build_learner, load_config, validate_config
 
 __all__ = ["main"]
 
@@ -48,24 +49,35 @@ def _parser() -> argparse.ArgumentParser:
             "config.json, checkpoint.npz and PNG figures into the output directory."
         ),
     )
-    run.add_argument("config", nargs="?", help="TOML (or .json) run configuration; default: built-in CartPole-v1 nexting")
+    run.add_argument(
+        "config", nargs="?", help="TOML (or .json) run configuration; default: built-in CartPole-v1 nexting"
+    )
     run.add_argument("--env", help="Gymnasium environment id, overriding [env] id")
     run.add_argument("--steps", type=int, help="environment steps per seed, overriding [run] steps")
     run.add_argument("--seeds", type=int, help="independent seeds (a synchronous vector env), overriding [run] seeds")
     run.add_argument("--seed", type=int, help="first seed, overriding [run] seed")
     run.add_argument("--out", help="output directory (default: runs/<env>-<time>)")
     run.add_argument(
-        "--resume", metavar="DIR",
+        "--resume",
+        metavar="DIR",
         help="continue the run saved in DIR (its checkpoint and config) for --steps more steps; "
         "results are written to DIR (or --out)",
     )
-    run.add_argument("--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps (and at the end)")
+    run.add_argument(
+        "--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps (and at the end)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    plot = sub.add_parser("plot", help="redraw the figures of a saved run", description="Redraw the figures of a run saved by 'horde run'.")
+    plot = sub.add_parser(
+        "plot",
+        help="redraw the figures of a saved run",
+        description="Redraw the figures of a run saved by 'horde run'.",
+    )
     plot.add_argument("dir", help="the run's output directory")
 
-    dem = sub.add_parser("demons", help="list the demons a config declares", description="List the demons a run configuration declares.")
+    dem = sub.add_parser(
+        "demons", help="list the demons a config declares", description="List the demons a run configuration declares."
+    )
     dem.add_argument("config", help="TOML (or .json) run configuration")
     return parser
 
@@ -95,7 +107,9 @@ def _resolve_config(args) -> dict[str, Any]:
         saved = Path(args.resume) / "config.json"
         if not saved.exists():
             raise ConfigError(f"--resume {args.resume}: no config.json there (not a directory written by 'horde run')")
-        given = [f"--{n}" for n in ("env", "seed", "seeds") if getattr(args, n) is not None] + (["CONFIG"] if args.config else [])
+        given = [f"--{n}" for n in ("env", "seed", "seeds") if getattr(args, n) is not None] + (
+            ["CONFIG"] if args.config else []
+        )
         if given:
             raise ConfigError(
                 f"--resume continues the saved run with its own environment, seeds and config; "
@@ -112,7 +126,7 @@ def _resolve_config(args) -> dict[str, Any]:
             # The built-in demons read CartPole's 4 observations; size nexting to the new env.
             import gymnasium as gym
 
-            from horde.spaces import FeatureMap
+            from horde.runs.features import FeatureMap
 
             try:
                 dim = FeatureMap(gym.make(args.env).observation_space).dim
@@ -141,7 +155,7 @@ def _make_env(config: dict[str, Any]):
 
 
 def _policy(config: dict[str, Any]):
-    from horde.behaviour import FixedProbabilities, UniformRandom
+    from horde.runs.behaviour import FixedProbabilities, UniformRandom
 
     policy = config["policy"]
     if policy.get("kind", "uniform") == "fixed":
@@ -150,13 +164,13 @@ def _policy(config: dict[str, Any]):
 
 
 def _cmd_run(args) -> int:
-    from horde.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from horde.runner import DivergenceError, run
-
-    from horde.runner import RunResult
+    from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from horde.runs.runner import DivergenceError, RunResult, run
 
     config = _resolve_config(args)
-    out = Path(args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(
+        args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     learner = build_learner(config)
     env = _make_env(config)
     policy = _policy(config)
@@ -201,16 +215,27 @@ def _cmd_run(args) -> int:
     # that was interrupted.
     try:
         result = run(
-            learner, env, steps=steps, seed=run_cfg["seed"], state=state, policy=policy,
-            record_every=run_cfg["record_every"], chunk_size=run_cfg["chunk_size"],
-            progress=False if args.no_progress else None, callback=callback, stop_on_interrupt=True,
+            learner,
+            env,
+            steps=steps,
+            seed=run_cfg["seed"],
+            state=state,
+            policy=policy,
+            record_every=run_cfg["record_every"],
+            chunk_size=run_cfg["chunk_size"],
+            progress=False if args.no_progress else None,
+            callback=callback,
+            stop_on_interrupt=True,
             start_step=start_step,
         )
     except DivergenceError as e:
         e.result.save(out)
         print(f"horde run: {e}", file=sys.stderr)
-        print(f"the last good checkpoint ({out / CHECKPOINT_FILE}, step {last_saved[0]}) was kept; "
-              f"the results up to the divergence are in {out}", file=sys.stderr)
+        print(
+            f"the last good checkpoint ({out / CHECKPOINT_FILE}, step {last_saved[0]}) was kept; "
+            f"the results up to the divergence are in {out}",
+            file=sys.stderr,
+        )
         return 3
     except ValueError as e:  # what only the environment can tell (e.g. its observations)
         raise ConfigError(str(e)) from e
@@ -220,9 +245,11 @@ def _cmd_run(args) -> int:
     result.save(out)
     figures = _draw_figures(result, out)
     _print_summary(result, learner)
-    print(f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
-          f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: metrics.npz run.json config.json "
-          f"{CHECKPOINT_FILE} {' '.join(figures)}")
+    print(
+        f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
+        f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: metrics.npz run.json config.json "
+        f"{CHECKPOINT_FILE} {' '.join(figures)}"
+    )
     if result.config.get("interrupted"):
         print("interrupted: the final checkpoint and the partial results were written", file=sys.stderr)
         return 130
@@ -234,8 +261,8 @@ def _check_against_env(learner, env, policy) -> None:
     is written: a mismatch is a configuration error."""
     import gymnasium as gym
 
-    from horde.behaviour import as_behaviour_policy
-    from horde.spaces import FeatureMap
+    from horde.runs.behaviour import as_behaviour_policy
+    from horde.runs.features import FeatureMap
 
     vector = isinstance(env, gym.vector.VectorEnv)
     obs_space = env.single_observation_space if vector else env.observation_space
@@ -287,7 +314,9 @@ def _print_summary(result, learner) -> None:
         with np.errstate(all="ignore"):
             rupee = np.nanmean(result.rupee[:, -tail:], axis=(0, 1))
     width = max(5, max(len(n) for n in result.demon_names))
-    header = f"{'demon':<{width}}  {'norm. RMSE':>10}  {'RMSE':>10}  {'mean δ²':>10}" + ("  " + f"{'RUPEE':>10}" if rupee is not None else "")
+    header = f"{'demon':<{width}}  {'norm. RMSE':>10}  {'RMSE':>10}  {'mean δ²':>10}" + (
+        "  " + f"{'RUPEE':>10}" if rupee is not None else ""
+    )
     print(f"Per-demon summary over the last 10% of the run ({result.n_seeds} seed{'s' if result.n_seeds > 1 else ''}):")
     print(header)
     print("-" * len(header))
@@ -303,7 +332,7 @@ def _print_summary(result, learner) -> None:
 
 
 def _cmd_plot(args) -> int:
-    from horde.runner import RunResult
+    from horde.runs.runner import RunResult
 
     path = Path(args.dir)
     try:
@@ -331,11 +360,16 @@ def _cmd_demons(args) -> int:
     rows = [("name", "cumulant", "discount", "gamma", "lambda", "target policy")]
     for d in demon_set:
         gamma = d.discount.constant_gamma
-        rows.append((
-            d.name, _describe(d.cumulant), _describe(d.discount),
-            "state-dependent" if gamma is None else f"{gamma:.4g}", f"{d.lamda:g}",
-            _describe(d.target_policy) if d.target_policy is not None else "on-policy",
-        ))
+        rows.append(
+            (
+                d.name,
+                _describe(d.cumulant),
+                _describe(d.discount),
+                "state-dependent" if gamma is None else f"{gamma:.4g}",
+                f"{d.lamda:g}",
+                _describe(d.target_policy) if d.target_policy is not None else "on-policy",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for j, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

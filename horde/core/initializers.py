@@ -26,9 +26,7 @@ def n_zeroed_inputs(fan_in: int, sparsity: float) -> int:
     return min(int(math.floor(sparsity * fan_in)), fan_in - 1)
 
 
-def sparse_init(
-    key: jax.Array, fan_in: int, fan_out: int, sparsity: float, *, units_first: bool = False
-) -> jax.Array:
+def sparse_init(key: jax.Array, fan_in: int, fan_out: int, sparsity: float, *, units_first: bool = False) -> jax.Array:
     """Draws a sparse weight matrix.
 
     Args:

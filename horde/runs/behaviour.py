@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def _check_probabilities(name: str, probs: Any) -> np.ndarray:
+def check_probabilities(name: str, probs: Any) -> np.ndarray:
     p = np.asarray(probs, np.float64)
     if p.ndim != 1 or p.size == 0:
         raise ValueError(f"{name} must be a 1-D vector of action probabilities, got {probs!r}")
@@ -96,7 +96,7 @@ class FixedProbabilities(BehaviourPolicy):
     """
 
     def __init__(self, probabilities: Any) -> None:
-        self.probabilities = _check_probabilities("probabilities", probabilities)
+        self.probabilities = check_probabilities("probabilities", probabilities)
 
     def bind(self, action_space: gym.Space) -> "FixedProbabilities":
         if not isinstance(action_space, gym.spaces.Discrete) or action_space.n != len(self.probabilities):

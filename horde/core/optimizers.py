@@ -97,9 +97,7 @@ class LMS:
         del shape
         return LMSState()
 
-    def update_from_gradient(
-        self, state: LMSState, trace: Array, error: Array | None = None
-    ) -> tuple[Array, LMSState]:
+    def update_from_gradient(self, state: LMSState, trace: Array, error: Array | None = None) -> tuple[Array, LMSState]:
         """Returns ``(α z, state)``; ``error`` is not needed by LMS."""
         del error
         return self.step_size * trace, state
@@ -227,7 +225,9 @@ class Autostep:
         for (alpha, h, v), z in zip(metas, traces):
             alpha = alpha / bound
             steps.append(alpha * z)
-            new_states.append(AutostepState(step_sizes=alpha, traces=h * (1.0 - alpha * z * z) + alpha * delta * z, normalizers=v))
+            new_states.append(
+                AutostepState(step_sizes=alpha, traces=h * (1.0 - alpha * z * z) + alpha * delta * z, normalizers=v)
+            )
         return tuple(steps), tuple(new_states)
 
     def step_sizes(self, state: AutostepState, trace: Array) -> Array:
@@ -270,7 +270,5 @@ def optimizer_from_config(config: dict[str, Any] | None) -> Optimizer | None:
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in _OPTIMIZERS:
-        raise ValueError(
-            f"optimizer config 'type' must be one of {sorted(_OPTIMIZERS)}, got {kind!r}"
-        )
+        raise ValueError(f"optimizer config 'type' must be one of {sorted(_OPTIMIZERS)}, got {kind!r}")
     return _OPTIMIZERS[kind](**config)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -32,7 +33,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from demons.demon import timescale_label as _timescale_label
-from horde import evaluation as _evaluation
+from horde.evaluation import returns as _evaluation
 
 __all__ = [
     "learning_curves",
@@ -172,9 +173,7 @@ def _select(result: Any, demons: Any, *, required: bool = False) -> list[int]:
     n = len(names)
     if demons is None:
         if required:
-            raise ValueError(
-                f"demons must be given (names or indices), e.g. demons={list(names[:2])!r}"
-            )
+            raise ValueError(f"demons must be given (names or indices), e.g. demons={list(names[:2])!r}")
         return list(range(n))
     if isinstance(demons, (str, int, np.integer)) and not isinstance(demons, bool):
         demons = [demons]
@@ -192,9 +191,7 @@ def _select(result: Any, demons: Any, *, required: bool = False) -> list[int]:
                 close = difflib.get_close_matches(item, names, n=3)
                 hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
                 shown = ", ".join(map(repr, names[:6])) + (", ..." if n > 6 else "")
-                raise ValueError(
-                    f"unknown demon {item!r}{hint} This run has {n} demons: {shown}"
-                )
+                raise ValueError(f"unknown demon {item!r}{hint} This run has {n} demons: {shown}")
             i = lookup[item]
         elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             i = int(item)
@@ -278,7 +275,7 @@ def _groups(result: Any, idx: Sequence[int], group_by: str) -> list[tuple[str, l
         keyed: dict[float | None, list[int]] = {}
         for p, i in enumerate(idx):
             keyed.setdefault(_timescale_of(result, i), []).append(p)
-        keys = sorted((k for k in keyed if k is not None)) + ([None] if None in keyed else [])
+        keys = sorted(k for k in keyed if k is not None) + ([None] if None in keyed else [])
         out = []
         for k in keys:
             members = keyed[k]
@@ -393,8 +390,7 @@ def _save(fig: Figure, path: str | os.PathLike | None) -> None:
     suffix = path.suffix.lower()
     if suffix not in SAVE_FORMATS:
         raise ValueError(
-            f"cannot save a figure as {str(path)!r}: the file name must end with one of "
-            f"{', '.join(SAVE_FORMATS)}"
+            f"cannot save a figure as {str(path)!r}: the file name must end with one of {', '.join(SAVE_FORMATS)}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format=suffix[1:], dpi=150)
@@ -683,8 +679,14 @@ def prediction_vs_return(
         target.plot(x, returns[:, p], color="C1", lw=1.2, ls="--", label="ideal return")
         if ends.size:
             target.vlines(
-                ends, 0, 1, transform=target.get_xaxis_transform(), colors="0.5", lw=0.6,
-                alpha=0.6, label="episode end",
+                ends,
+                0,
+                1,
+                transform=target.get_xaxis_transform(),
+                colors="0.5",
+                lw=0.6,
+                alpha=0.6,
+                label="episode end",
             )
         target.set_title(result.demon_names[i], fontsize="medium", loc="left")
         target.set_ylabel("return")

@@ -72,8 +72,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
 
 RUN_DEFAULTS = DEFAULT_CONFIG["run"]
 LEARNER_KEYS = {
-    "hidden_sizes", "optimizer", "step_size", "bounder", "normalizer", "sparsity", "leaky_relu_slope",
-    "use_layer_norm", "head_optimizer", "secondary_step_size", "diagnostics", "diagnostics_step_size",
+    "hidden_sizes",
+    "optimizer",
+    "step_size",
+    "bounder",
+    "normalizer",
+    "sparsity",
+    "leaky_relu_slope",
+    "use_layer_norm",
+    "head_optimizer",
+    "secondary_step_size",
+    "diagnostics",
+    "diagnostics_step_size",
 }
 
 
@@ -121,7 +131,9 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     env = config.setdefault("env", {})
     _expect(isinstance(env, dict), "env", env, "a table")
     _expect(set(env) <= {"id", "kwargs"}, "env", sorted(env), "a table with keys 'id' and 'kwargs'")
-    _expect(isinstance(env.get("id"), str) and env.get("id"), "env.id", env.get("id"), "a Gymnasium environment id string")
+    _expect(
+        isinstance(env.get("id"), str) and env.get("id"), "env.id", env.get("id"), "a Gymnasium environment id string"
+    )
     env.setdefault("kwargs", {})
     _expect(isinstance(env["kwargs"], dict), "env.kwargs", env["kwargs"], "a table of keyword arguments")
 
@@ -143,9 +155,13 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     if kind == "fixed":
         probs = policy.get("probabilities")
         _expect(
-            isinstance(probs, list) and probs and all(isinstance(p, (int, float)) and p >= 0 for p in probs)
+            isinstance(probs, list)
+            and probs
+            and all(isinstance(p, (int, float)) and p >= 0 for p in probs)
             and abs(sum(probs) - 1) < 1e-6,
-            "policy.probabilities", probs, "a list of non-negative numbers summing to 1",
+            "policy.probabilities",
+            probs,
+            "a list of non-negative numbers summing to 1",
         )
     _expect(set(policy) <= {"kind", "probabilities"}, "policy", sorted(policy), "keys 'kind' and 'probabilities'")
 
@@ -153,7 +169,9 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     _expect(isinstance(learner, dict), "learner", learner, "a table")
     bad = sorted(set(learner) - LEARNER_KEYS)
     if bad:
-        raise ConfigError(f"config key learner.{bad[0]} is not a learner setting; expected one of {sorted(LEARNER_KEYS)}")
+        raise ConfigError(
+            f"config key learner.{bad[0]} is not a learner setting; expected one of {sorted(LEARNER_KEYS)}"
+        )
     if not any(k in config for k in DEMON_SECTIONS):
         raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
     build_demons(config)  # raises ConfigError naming the demon
@@ -171,7 +189,7 @@ def build_demons(config: dict[str, Any]) -> DemonSet:
 
 def build_learner(config: dict[str, Any]):
     """The HordeLearner a configuration declares."""
-    from horde.horde_learner import HordeLearner
+    from horde.td.horde_learner import HordeLearner
 
     settings = dict(config.get("learner", {}))
     learner_config = {"demons": build_demons(config).to_dict()["demons"], **settings}

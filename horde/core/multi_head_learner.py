@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.bounders import ObGDBounding, bounder_from_config
-from horde.initializers import sparse_init
-from horde.normalizers import Normalizer, normalizer_from_config
-from horde.optimizers import LMS, Optimizer, optimizer_from_config, update_group
+from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.initializers import sparse_init
+from horde.core.normalizers import Normalizer, normalizer_from_config
+from horde.core.optimizers import LMS, Optimizer, optimizer_from_config, update_group
 
 __all__ = [
     "MLPParams",
@@ -190,9 +190,7 @@ def _as_vector(name: str, value: Any, expected: int, what: str) -> Any:
             raise TypeError(f"{name} must be a numeric array of shape ({expected},), got {value!r}") from e
         shape = arr.shape
     if shape != (expected,):
-        raise ValueError(
-            f"{name} must have shape ({expected},) ({what}), got shape {tuple(shape)}"
-        )
+        raise ValueError(f"{name} must have shape ({expected},) ({what}), got shape {tuple(shape)}")
     if isinstance(arr, jax.Array) and not _is_tracer(arr) and arr.dtype != jnp.float32:
         arr = arr.astype(jnp.float32)
     return arr
@@ -368,14 +366,11 @@ class MultiHeadMLPLearner:
         try:
             hidden_sizes = tuple(hidden_sizes)
         except TypeError:
-            raise ValueError(
-                f"hidden_sizes must be a tuple of positive integers, got {hidden_sizes!r}"
-            ) from None
+            raise ValueError(f"hidden_sizes must be a tuple of positive integers, got {hidden_sizes!r}") from None
         for i, size in enumerate(hidden_sizes):
             if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
                 raise ValueError(
-                    f"hidden_sizes[{i}] must be a positive integer, got {size!r} "
-                    f"(hidden_sizes={hidden_sizes!r})"
+                    f"hidden_sizes[{i}] must be a positive integer, got {size!r} (hidden_sizes={hidden_sizes!r})"
                 )
         if not isinstance(step_size, numbers.Real) or not math.isfinite(step_size) or step_size < 0:
             raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}")
@@ -394,31 +389,21 @@ class MultiHeadMLPLearner:
         if not isinstance(leaky_relu_slope, numbers.Real) or not math.isfinite(leaky_relu_slope):
             raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
         for name, opt in (("optimizer", optimizer), ("head_optimizer", head_optimizer)):
-            if opt is not None and not (
-                hasattr(opt, "init_for_shape") and hasattr(opt, "update_from_gradient")
-            ):
+            if opt is not None and not (hasattr(opt, "init_for_shape") and hasattr(opt, "update_from_gradient")):
                 raise ValueError(
-                    f"{name} must have init_for_shape and update_from_gradient "
-                    f"(e.g. LMS, IDBD, Autostep), got {opt!r}"
+                    f"{name} must have init_for_shape and update_from_gradient (e.g. LMS, IDBD, Autostep), got {opt!r}"
                 )
         if bounder is not None and not hasattr(bounder, "bound"):
             raise ValueError(f"bounder must have a bound method (e.g. ObGDBounding), got {bounder!r}")
         if normalizer is not None and not (hasattr(normalizer, "init") and hasattr(normalizer, "update")):
-            raise ValueError(
-                f"normalizer must have init and update (e.g. WelfordNormalizer), got {normalizer!r}"
-            )
+            raise ValueError(f"normalizer must have init and update (e.g. WelfordNormalizer), got {normalizer!r}")
         if per_head_gamma_lamda is not None:
             phgl = np.asarray(per_head_gamma_lamda, dtype=np.float64)
             if phgl.shape != (n_heads,):
-                raise ValueError(
-                    f"per_head_gamma_lamda must have length n_heads={n_heads}, got shape "
-                    f"{phgl.shape}"
-                )
+                raise ValueError(f"per_head_gamma_lamda must have length n_heads={n_heads}, got shape {phgl.shape}")
             bad = np.flatnonzero(~((phgl >= 0) & (phgl <= 1)))
             if bad.size:
-                raise ValueError(
-                    f"per_head_gamma_lamda[{bad[0]}] must be in [0, 1], got {float(phgl[bad[0]])}"
-                )
+                raise ValueError(f"per_head_gamma_lamda[{bad[0]}] must be in [0, 1], got {float(phgl[bad[0]])}")
             per_head_gamma_lamda = tuple(float(v) for v in phgl)
 
         self._n_heads = int(n_heads)
@@ -441,10 +426,10 @@ class MultiHeadMLPLearner:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
         self._stores_head_traces = bool(np.any(self._head_decay > 0))
 
-        self._predict_jit = jax.jit(self._predict_impl)
-        self._update_jit = jax.jit(self._update_impl)
-        self._scan_jit = jax.jit(self._scan_impl)
-        self._batched_jit = jax.jit(self._batched_impl, static_argnums=(3,))
+        self._predict_jit = jax.jit(self.predict_traced)
+        self._update_jit = jax.jit(self.update_traced)
+        self.scan_compiled = jax.jit(self.scan_traced)
+        self.batched_compiled = jax.jit(self.batched_traced, static_argnums=(3,))
 
     # ---------------------------------------------------------------------------------------
     # Properties and configuration
@@ -484,13 +469,11 @@ class MultiHeadMLPLearner:
             "leaky_relu_slope": self.leaky_relu_slope,
             "use_layer_norm": self.use_layer_norm,
             "head_optimizer": None if self.head_optimizer is None else self.head_optimizer.to_config(),
-            "per_head_gamma_lamda": None
-            if self.per_head_gamma_lamda is None
-            else list(self.per_head_gamma_lamda),
+            "per_head_gamma_lamda": None if self.per_head_gamma_lamda is None else list(self.per_head_gamma_lamda),
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "MultiHeadMLPLearner":
+    def from_config(cls, config: dict[str, Any]) -> MultiHeadMLPLearner:
         """Reconstruct a learner from a config dict produced by ``to_config()``."""
         config = dict(config)
         expected = set(cls(1, ()).to_config())
@@ -568,9 +551,9 @@ class MultiHeadMLPLearner:
 
     def trunk_forward(self, trunk_params: MLPParams, x: jax.Array) -> jax.Array:
         """The trunk's output ``h`` for features ``x`` (``x`` itself in linear mode)."""
-        return self._trunk_forward_tape(trunk_params, x)[0]
+        return self.trunk_forward_with_tape(trunk_params, x)[0]
 
-    def _trunk_forward_tape(self, trunk_params: MLPParams, x: jax.Array) -> tuple[jax.Array, _TrunkTape]:
+    def trunk_forward_with_tape(self, trunk_params: MLPParams, x: jax.Array) -> tuple[jax.Array, _TrunkTape]:
         """The trunk's output and what its backward pass needs: each layer's input, its
         LeakyReLU input and, with LayerNorm, its ``1/σ``."""
         h = x
@@ -615,7 +598,7 @@ class MultiHeadMLPLearner:
         """All heads' predictions ``W h + b``, shape ``(n_heads,)``."""
         return head_params.weights @ h + head_params.biases
 
-    def _features(self, state: MultiHeadMLPState, observation: jax.Array, update: bool):
+    def normalized_features(self, state: MultiHeadMLPState, observation: jax.Array, update: bool):
         x = jnp.asarray(observation, jnp.float32)
         if self._normalizer is None:
             return x, state.normalizer_state
@@ -623,7 +606,7 @@ class MultiHeadMLPLearner:
             return self._normalizer.update(state.normalizer_state, x)
         return self._normalizer.normalize(state.normalizer_state, x), state.normalizer_state
 
-    def _trunk_step(self, state: MultiHeadMLPState, tape: _TrunkTape, cotangent: jax.Array):
+    def trunk_step(self, state: MultiHeadMLPState, tape: _TrunkTape, cotangent: jax.Array):
         """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``.
 
         The trunk's ``gamma * lamda`` is 0 (enforced at construction), so its trace is this
@@ -642,9 +625,7 @@ class MultiHeadMLPLearner:
         if isinstance(self.optimizer, LMS):
             alpha = self.optimizer.step_size
             if self.bounder is not None:
-                l1 = sum(
-                    alpha * jnp.sum(jnp.abs(g)) * (jnp.sum(jnp.abs(x)) + 1.0) for x, g in factors
-                )
+                l1 = sum(alpha * jnp.sum(jnp.abs(g)) * (jnp.sum(jnp.abs(x)) + 1.0) for x, g in factors)
                 scale = self.bounder.scale(l1, 1.0)
             else:
                 scale = jnp.ones((), jnp.float32)
@@ -711,7 +692,7 @@ class MultiHeadMLPLearner:
         s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
         return s_w, s_b, (opt_w, opt_b), scale, mean_step
 
-    def _head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> _HeadUpdate:
+    def head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> _HeadUpdate:
         """Every head's traces, optimizer step and new parameters for errors ``δ`` (before the
         select that keeps inactive heads). The head update waits for the trunk's ``cotangent``
         (see ``_after``), so XLA updates the head weights in place."""
@@ -733,16 +714,16 @@ class MultiHeadMLPLearner:
     ) -> MultiHeadMLPUpdateResult:
         """One update with an explicit per-head trace decay ``(γλ)_i``."""
         targets = jnp.asarray(targets, jnp.float32)
-        x, norm_state = self._features(state, observation, update=True)
-        h, tape = self._trunk_forward_tape(state.trunk_params, x)
+        x, norm_state = self.normalized_features(state, observation, update=True)
+        h, tape = self.trunk_forward_with_tape(state.trunk_params, x)
         predictions = self.head_forward(state.head_params, h)
         active = ~jnp.isnan(targets)
         delta = jnp.where(active, targets - predictions, 0.0)
 
         cotangent = delta @ state.head_params.weights
-        trunk_params, trunk_opt, trunk_scale = self._trunk_step(state, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent)
 
-        step = self._head_update(state, h, head_decay, None, delta, cotangent)
+        step = self.head_update(state, h, head_decay, None, delta, cotangent)
         z_w, z_b = step.traces
         new_heads, head_opt, mean_step = step.heads, step.optimizer_states, step.mean_step_size
         head_params, head_traces, head_opt = _select_heads(
@@ -763,24 +744,24 @@ class MultiHeadMLPLearner:
         metrics = jnp.stack([errors * errors, errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
         return MultiHeadMLPUpdateResult(new_state, predictions, errors, metrics, trunk_scale)
 
-    def _update_impl(self, state, observation, targets) -> MultiHeadMLPUpdateResult:
+    def update_traced(self, state, observation, targets) -> MultiHeadMLPUpdateResult:
         return self._update_with(state, observation, targets, jnp.asarray(self._head_decay))
 
-    def _predict_impl(self, state, observation) -> jax.Array:
-        x, _ = self._features(state, observation, update=False)
+    def predict_traced(self, state, observation) -> jax.Array:
+        x, _ = self.normalized_features(state, observation, update=False)
         return self.head_forward(state.head_params, self.trunk_forward(state.trunk_params, x))
 
-    def _scan_impl(self, state, observations, targets) -> MultiHeadLearningResult:
+    def scan_traced(self, state, observations, targets) -> MultiHeadLearningResult:
         def body(s, inputs):
-            result = self._update_impl(s, *inputs)
+            result = self.update_traced(s, *inputs)
             return result.state, result.per_head_metrics
 
         final, metrics = jax.lax.scan(body, state, (observations, targets))
         return MultiHeadLearningResult(final, metrics)
 
-    def _batched_impl(self, observations, targets, keys, feature_dim: int) -> BatchedMultiHeadResult:
+    def batched_traced(self, observations, targets, keys, feature_dim: int) -> BatchedMultiHeadResult:
         def one_seed(key):
-            return self._scan_impl(self.init(feature_dim, key), observations, targets)
+            return self.scan_traced(self.init(feature_dim, key), observations, targets)
 
         result = jax.vmap(one_seed)(keys)
         return BatchedMultiHeadResult(result.state, result.per_head_metrics)
@@ -788,11 +769,9 @@ class MultiHeadMLPLearner:
     # ---------------------------------------------------------------------------------------
     # Public, checked entry points
 
-    def _check_state(self, state: Any) -> None:
+    def check_state(self, state: Any) -> None:
         if not isinstance(state, MultiHeadMLPState):
-            raise TypeError(
-                f"state must be a MultiHeadMLPState (from learner.init), got {type(state).__name__}"
-            )
+            raise TypeError(f"state must be a MultiHeadMLPState (from learner.init), got {type(state).__name__}")
         n = state.head_params.biases.shape
         if n != (self._n_heads,):
             raise ValueError(
@@ -813,14 +792,12 @@ class MultiHeadMLPLearner:
         Returns:
             Array of shape ``(n_heads,)``, one prediction per head.
         """
-        self._check_state(state)
+        self.check_state(state)
         obs = _as_vector("observation", observation, self.feature_dim(state), "feature_dim")
         _check_observation_values("observation", obs)
         return self._predict_jit(state, obs)
 
-    def update(
-        self, state: MultiHeadMLPState, observation: Any, targets: Any
-    ) -> MultiHeadMLPUpdateResult:
+    def update(self, state: MultiHeadMLPState, observation: Any, targets: Any) -> MultiHeadMLPUpdateResult:
         """Update the learner from one observation and per-head targets.
 
         Compiled on first call. One VJP through the trunk with the error-weighted cotangent
@@ -837,7 +814,7 @@ class MultiHeadMLPLearner:
             ``MultiHeadMLPUpdateResult`` with the updated state, predictions, errors and
             per-head metrics.
         """
-        self._check_state(state)
+        self.check_state(state)
         obs = _as_vector("observation", observation, self.feature_dim(state), "feature_dim")
         tgt = _as_vector("targets", targets, self._n_heads, "one target per head, NaN = inactive")
         _check_observation_values("observation", obs)
@@ -862,13 +839,11 @@ def multi_head_metrics_to_dicts(result: MultiHeadMLPUpdateResult) -> list[dict[s
         if np.isnan(row[1]):
             out.append(None)
         else:
-            out.append(
-                {"squared_error": float(row[0]), "error": float(row[1]), "mean_step_size": float(row[2])}
-            )
+            out.append({"squared_error": float(row[0]), "error": float(row[1]), "mean_step_size": float(row[2])})
     return out
 
 
-def _check_stream(learner: MultiHeadMLPLearner, observations: Any, targets: Any, feature_dim: int | None):
+def check_stream(learner: MultiHeadMLPLearner, observations: Any, targets: Any, feature_dim: int | None):
     obs_shape = np.shape(observations)
     tgt_shape = np.shape(targets)
     if len(obs_shape) != 2:
@@ -880,8 +855,7 @@ def _check_stream(learner: MultiHeadMLPLearner, observations: Any, targets: Any,
         )
     if tgt_shape != (obs_shape[0], learner.n_heads):
         raise ValueError(
-            f"targets must have shape (num_steps={obs_shape[0]}, n_heads={learner.n_heads}), "
-            f"got shape {tgt_shape}"
+            f"targets must have shape (num_steps={obs_shape[0]}, n_heads={learner.n_heads}), got shape {tgt_shape}"
         )
     _check_observation_values("observations", observations)
     _check_target_values("targets", targets)
@@ -906,9 +880,9 @@ def run_multi_head_learning_loop(
         ``MultiHeadLearningResult`` with the final state and per-head metrics of shape
         ``(num_steps, n_heads, 3)``.
     """
-    learner._check_state(state)
-    obs, tgt = _check_stream(learner, observations, targets, learner.feature_dim(state))
-    return learner._scan_jit(state, obs, tgt)
+    learner.check_state(state)
+    obs, tgt = check_stream(learner, observations, targets, learner.feature_dim(state))
+    return learner.scan_compiled(state, obs, tgt)
 
 
 def run_multi_head_learning_loop_batched(
@@ -930,11 +904,11 @@ def run_multi_head_learning_loop_batched(
         ``BatchedMultiHeadResult`` with batched states and per-head metrics of shape
         ``(n_seeds, num_steps, n_heads, 3)``.
     """
-    obs, tgt = _check_stream(learner, observations, targets, None)
-    return learner._batched_jit(obs, tgt, _check_keys(keys), int(obs.shape[1]))
+    obs, tgt = check_stream(learner, observations, targets, None)
+    return learner.batched_compiled(obs, tgt, check_keys(keys), int(obs.shape[1]))
 
 
-def _check_keys(keys: Any) -> jax.Array:
+def check_keys(keys: Any) -> jax.Array:
     """One key per seed: typed keys ``(n_seeds,)`` or raw uint32 keys ``(n_seeds, 2)``."""
     keys = jnp.asarray(keys)
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)

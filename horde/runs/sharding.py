@@ -22,8 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from horde.horde_learner import BatchedHordeResult, HordeLearner, Transitions, _as_transitions
-from horde.multi_head_learner import BatchedMultiHeadResult, MultiHeadMLPLearner, _check_keys, _check_stream
+from horde.td.horde_learner import BatchedHordeResult, HordeLearner, Transitions, as_transitions
+from horde.core.multi_head_learner import BatchedMultiHeadResult, MultiHeadMLPLearner, check_keys, check_stream
 
 __all__ = ["seed_mesh", "run_horde_learning_loop_sharded", "run_multi_head_learning_loop_sharded"]
 
@@ -40,7 +40,7 @@ def _place(keys: Any, mesh: Mesh | None):
     mesh = seed_mesh() if mesh is None else mesh
     if SEED_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {SEED_AXIS!r}, got axes {mesh.axis_names}")
-    keys = _check_keys(keys)
+    keys = check_keys(keys)
     n_seeds, n_devices = keys.shape[0], mesh.shape[SEED_AXIS]
     if n_seeds % n_devices:
         raise ValueError(
@@ -67,19 +67,19 @@ def run_horde_learning_loop_sharded(
     Returns:
         ``BatchedHordeResult`` whose arrays are sharded over the seed axis.
     """
-    t = _as_transitions(transitions, None)
+    t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
     mesh, keys, replicated = _place(keys, mesh)
     t = jax.device_put(t, replicated)
-    return learner._batched_jit(t, keys, dim)
+    return learner.batched_compiled(t, keys, dim)
 
 
 def run_multi_head_learning_loop_sharded(
     learner: MultiHeadMLPLearner, observations: Any, targets: Any, keys: Any, mesh: Mesh | None = None
 ) -> BatchedMultiHeadResult:
     """``run_multi_head_learning_loop_batched`` with the seeds spread over ``mesh``'s devices."""
-    obs, tgt = _check_stream(learner, observations, targets, None)
+    obs, tgt = check_stream(learner, observations, targets, None)
     mesh, keys, replicated = _place(keys, mesh)
     obs, tgt = jax.device_put((obs, tgt), replicated)
-    return learner._batched_jit(obs, tgt, keys, int(obs.shape[1]))
+    return learner.batched_compiled(obs, tgt, keys, int(obs.shape[1]))

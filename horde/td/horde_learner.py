@@ -26,29 +26,30 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from demons import Demon, DemonSet
-from horde.bounders import ObGDBounding, bounder_from_config
-from horde.multi_head_learner import (
+from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.multi_head_learner import (
     HeadParams,
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     _all_finite,
     _any_inf,
     _as_vector,
-    _check_keys,
     _check_observation_values,
     _concrete_values,
     _is_tracer,
     _select_heads,
+    check_keys,
 )
-from horde.normalizers import Normalizer, normalizer_from_config
-from horde.optimizers import Optimizer, optimizer_from_config
+from horde.core.normalizers import Normalizer, normalizer_from_config
+from horde.core.optimizers import Optimizer, optimizer_from_config
 
 __all__ = [
     "DiagnosticsState",
@@ -178,7 +179,7 @@ class BatchedHordeResult(NamedTuple):
     per_demon_metrics: jax.Array
 
 
-def _check_flag(name: str, value: Any) -> Any:
+def check_flag(name: str, value: Any) -> Any:
     if _is_tracer(value):
         return value
     arr = np.asarray(value)
@@ -277,9 +278,7 @@ class HordeLearner:
             or not math.isfinite(secondary_step_size)
             or secondary_step_size < 0
         ):
-            raise ValueError(
-                f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}"
-            )
+            raise ValueError(f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}")
         self.secondary_step_size = float(secondary_step_size)
         self.diagnostics = bool(diagnostics)
         self._diagnostics_given = diagnostics_step_size
@@ -298,11 +297,11 @@ class HordeLearner:
         self._has_off_policy = bool(self._off_policy.any())
         self._has_traces = self.core._stores_head_traces
 
-        self._update_jit = jax.jit(self._update_impl)
-        self._transition_jit = jax.jit(self._transition_impl)
-        self._predict_jit = jax.jit(self.core._predict_impl)
-        self._scan_jit = jax.jit(self._scan_impl)
-        self._batched_jit = jax.jit(self._batched_impl, static_argnums=(2,))
+        self._update_jit = jax.jit(self.update_traced)
+        self._transition_jit = jax.jit(self.update_from_transition_traced)
+        self._predict_jit = jax.jit(self.core.predict_traced)
+        self.scan_compiled = jax.jit(self.scan_traced)
+        self.batched_compiled = jax.jit(self.batched_traced, static_argnums=(2,))
 
     # ---------------------------------------------------------------------------------------
 
@@ -336,15 +335,25 @@ class HordeLearner:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "HordeLearner":
+    def from_config(cls, config: dict[str, Any]) -> HordeLearner:
         """Rebuilds a HordeLearner from ``to_config()`` output."""
         config = dict(config)
         if "demons" not in config:
             raise ValueError("config is missing the required key 'demons'")
         allowed = {
-            "demons", "hidden_sizes", "optimizer", "step_size", "bounder", "normalizer",
-            "sparsity", "leaky_relu_slope", "use_layer_norm", "head_optimizer",
-            "secondary_step_size", "diagnostics", "diagnostics_step_size",
+            "demons",
+            "hidden_sizes",
+            "optimizer",
+            "step_size",
+            "bounder",
+            "normalizer",
+            "sparsity",
+            "leaky_relu_slope",
+            "use_layer_norm",
+            "head_optimizer",
+            "secondary_step_size",
+            "diagnostics",
+            "diagnostics_step_size",
         }
         unknown = set(config) - allowed
         if unknown:
@@ -374,9 +383,9 @@ class HordeLearner:
         a ``ValueError`` naming the demon).
         """
         self.demons.validate(observation_dim)
-        return self._init(observation_dim, key)
+        return self.init_traced(observation_dim, key)
 
-    def _init(self, observation_dim: int, key: jax.Array) -> HordeState:
+    def init_traced(self, observation_dim: int, key: jax.Array) -> HordeState:
         core = self.core.init(observation_dim, key)
         n = self.n_demons
         discounts = jnp.zeros((n,), jnp.float32) if self._has_traces else ()
@@ -402,9 +411,16 @@ class HordeLearner:
     # ---------------------------------------------------------------------------------------
     # Traced update
 
-    def _update_impl(
-        self, state: HordeState, observation, cumulants, next_observation, terminated, truncated,
-        discounts, rhos,
+    def update_traced(
+        self,
+        state: HordeState,
+        observation,
+        cumulants,
+        next_observation,
+        terminated,
+        truncated,
+        discounts,
+        rhos,
     ) -> HordeUpdateResult:
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
@@ -415,9 +431,13 @@ class HordeLearner:
         next_discounts = jnp.asarray(discounts, jnp.float32)
         rho = None if rhos is None else jnp.asarray(rhos, jnp.float32)
 
-        x, norm_state = learner._features(core, observation, update=True)
-        x_next = learner._normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32)) if learner._normalizer is not None else jnp.asarray(next_observation, jnp.float32)
-        h, tape = learner._trunk_forward_tape(core.trunk_params, x)
+        x, norm_state = learner.normalized_features(core, observation, update=True)
+        x_next = (
+            learner.normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32))
+            if learner.normalizer is not None
+            else jnp.asarray(next_observation, jnp.float32)
+        )
+        h, tape = learner.trunk_forward_with_tape(core.trunk_params, x)
         h_next = learner.trunk_forward(core.trunk_params, x_next)
         w = core.head_params
         predictions = learner.head_forward(w, h)
@@ -431,13 +451,13 @@ class HordeLearner:
 
         weighted = delta if rho is None else rho * delta
         cotangent = weighted @ w.weights
-        trunk_params, trunk_opt, trunk_scale = learner._trunk_step(core, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent)
 
         if self._has_traces:
             decay = state.discounts * self._lamdas
         else:
             decay = jnp.zeros((self.n_demons,), jnp.float32)
-        step = learner._head_update(core, h, decay, rho, delta, cotangent)
+        step = learner.head_update(core, h, decay, rho, delta, cotangent)
         z_w, z_b = step.traces
         new_w, new_b = step.heads
         head_opt, mean_step = step.optimizer_states, step.mean_step_size
@@ -478,17 +498,18 @@ class HordeLearner:
             diagnostics=diagnostics,
         )
         td_errors = jnp.where(active, delta, jnp.nan)
-        metrics = jnp.stack(
-            [td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1
-        )
-        diverged = (
-            ~jnp.isfinite(predictions)
-            | (active & ~jnp.isfinite(delta))
-            | ~jnp.isfinite(head_params.biases)
-        )
+        metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
+        diverged = ~jnp.isfinite(predictions) | (active & ~jnp.isfinite(delta)) | ~jnp.isfinite(head_params.biases)
         return HordeUpdateResult(
-            new_state, predictions, td_errors, jnp.where(active, targets, jnp.nan), metrics, trunk_scale,
-            rupee, ude, diverged,
+            new_state,
+            predictions,
+            td_errors,
+            jnp.where(active, targets, jnp.nan),
+            metrics,
+            trunk_scale,
+            rupee,
+            ude,
+            diverged,
         )
 
     def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, rho, active):
@@ -549,36 +570,42 @@ class HordeLearner:
         )
         return evaluation.discounts.reshape((n,))
 
-    def _transition_impl(
+    def update_from_transition_traced(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
     ) -> HordeUpdateResult:
-        return self._evaluate_and_update(
+        return self.evaluate_and_update_traced(
             state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
         )[0]
 
-    def _evaluate_and_update(
+    def evaluate_and_update_traced(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
     ):
         """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``."""
         evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
         rhos = evaluation.rhos if self._has_off_policy else None
-        result = self._update_impl(
-            state, observation, evaluation.cumulants, next_observation, terminated, truncated,
-            evaluation.discounts, rhos,
+        result = self.update_traced(
+            state,
+            observation,
+            evaluation.cumulants,
+            next_observation,
+            terminated,
+            truncated,
+            evaluation.discounts,
+            rhos,
         )
         return result, evaluation
 
-    def _scan_impl(self, state: HordeState, transitions: Transitions) -> HordeLearningResult:
+    def scan_traced(self, state: HordeState, transitions: Transitions) -> HordeLearningResult:
         def body(s, t):
-            r = self._transition_impl(s, *t)
+            r = self.update_from_transition_traced(s, *t)
             return r.state, (r.predictions, r.per_demon_metrics)
 
         final, (predictions, metrics) = jax.lax.scan(body, state, transitions)
         return HordeLearningResult(final, predictions, metrics)
 
-    def _batched_impl(self, transitions: Transitions, keys, observation_dim: int) -> BatchedHordeResult:
+    def batched_traced(self, transitions: Transitions, keys, observation_dim: int) -> BatchedHordeResult:
         def one_seed(key):
-            return self._scan_impl(self._init(observation_dim, key), transitions)
+            return self.scan_traced(self.init_traced(observation_dim, key), transitions)
 
         r = jax.vmap(one_seed)(keys)
         return BatchedHordeResult(r.state, r.predictions, r.per_demon_metrics)
@@ -586,15 +613,15 @@ class HordeLearner:
     # ---------------------------------------------------------------------------------------
     # Public, checked entry points
 
-    def _check_state(self, state: Any) -> int:
+    def check_state(self, state: Any) -> int:
         if not isinstance(state, HordeState):
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
-        self.core._check_state(state.core)
+        self.core.check_state(state.core)
         return self.core.feature_dim(state.core)
 
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""
-        dim = self._check_state(state)
+        dim = self.check_state(state)
         obs = _as_vector("observation", observation, dim, "observation_dim")
         _check_observation_values("observation", obs)
         return self._predict_jit(state.core, obs)
@@ -629,13 +656,15 @@ class HordeLearner:
         Returns:
             ``HordeUpdateResult``.
         """
-        dim = self._check_state(state)
-        obs, c, next_obs, d, r = self._checked_update_inputs(dim, observation, cumulants, next_observation, discounts, rhos)
+        dim = self.check_state(state)
+        obs, c, next_obs, d, r = self.checked_update_inputs(
+            dim, observation, cumulants, next_observation, discounts, rhos
+        )
         return self._update_jit(
-            state, obs, c, next_obs, _check_flag("terminated", terminated), _check_flag("truncated", truncated), d, r
+            state, obs, c, next_obs, check_flag("terminated", terminated), check_flag("truncated", truncated), d, r
         )
 
-    def _checked_update_inputs(self, dim: int, observation, cumulants, next_observation, discounts, rhos):
+    def checked_update_inputs(self, dim: int, observation, cumulants, next_observation, discounts, rhos):
         """``update``'s input checks; returns ``(obs, cumulants, next_obs, discounts, rhos)``
         with ``None`` for the optional ones not given."""
         n = self.n_demons
@@ -676,7 +705,7 @@ class HordeLearner:
                     raise ValueError(f"rho of demon {self.names[i]!r} must be finite and >= 0, got {values[i]}")
         return obs, c, next_obs, d, r
 
-    def _checked_transition_inputs(
+    def checked_transition_inputs(
         self, dim: int, observation, reward, next_observation, behaviour_prob, check_observations: bool = True
     ):
         """``update_from_transition``'s input checks; returns the checked ``(obs, next_obs)``.
@@ -720,16 +749,21 @@ class HordeLearner:
             truncated: the episode was cut by a time limit.
             behaviour_prob: ``μ(A_t|S_t)``, the probability the behaviour policy gave the action.
         """
-        dim = self._check_state(state)
-        obs, next_obs = self._checked_transition_inputs(dim, observation, reward, next_observation, behaviour_prob)
+        dim = self.check_state(state)
+        obs, next_obs = self.checked_transition_inputs(dim, observation, reward, next_observation, behaviour_prob)
         return self._transition_jit(
-            state, obs, action, reward if _is_tracer(reward) else np.float32(reward), next_obs,
-            _check_flag("terminated", terminated), _check_flag("truncated", truncated),
+            state,
+            obs,
+            action,
+            reward if _is_tracer(reward) else np.float32(reward),
+            next_obs,
+            check_flag("terminated", terminated),
+            check_flag("truncated", truncated),
             behaviour_prob if _is_tracer(behaviour_prob) else np.float32(behaviour_prob),
         )
 
 
-def _as_transitions(transitions: Transitions, observation_dim: int | None) -> Transitions:
+def as_transitions(transitions: Transitions, observation_dim: int | None) -> Transitions:
     if not isinstance(transitions, Transitions):
         raise TypeError(f"transitions must be a Transitions tuple, got {type(transitions).__name__}")
     obs = np.asarray(transitions.observations, np.float32)
@@ -745,7 +779,13 @@ def _as_transitions(transitions: Transitions, observation_dim: int | None) -> Tr
     _check_observation_values("transitions.observations", obs)
     _check_observation_values("transitions.next_observations", next_obs)
     fields = {}
-    for name, dtype in (("actions", None), ("rewards", np.float32), ("terminated", bool), ("truncated", bool), ("behaviour_probs", np.float32)):
+    for name, dtype in (
+        ("actions", None),
+        ("rewards", np.float32),
+        ("terminated", bool),
+        ("truncated", bool),
+        ("behaviour_probs", np.float32),
+    ):
         value = getattr(transitions, name)
         arr = np.asarray(value) if dtype is None else np.asarray(value, dtype)
         if arr.ndim == 0 and name == "behaviour_probs":
@@ -759,7 +799,9 @@ def _as_transitions(transitions: Transitions, observation_dim: int | None) -> Tr
     if not np.all((probs > 0) & (probs <= 1)):
         i = int(np.flatnonzero(~((probs > 0) & (probs <= 1)))[0])
         raise ValueError(f"transitions.behaviour_probs must be in (0, 1], got {probs[i]} at step {i}")
-    return Transitions(obs, fields["actions"], fields["rewards"], next_obs, fields["terminated"], fields["truncated"], probs)
+    return Transitions(
+        obs, fields["actions"], fields["rewards"], next_obs, fields["terminated"], fields["truncated"], probs
+    )
 
 
 def run_horde_learning_loop(learner: HordeLearner, state: HordeState, transitions: Transitions) -> HordeLearningResult:
@@ -777,8 +819,8 @@ def run_horde_learning_loop(learner: HordeLearner, state: HordeState, transition
         ``HordeLearningResult`` with the final state, predictions ``(T, n_demons)`` and
         per-demon metrics ``(T, n_demons, 3)``.
     """
-    dim = learner._check_state(state)
-    return learner._scan_jit(state, _as_transitions(transitions, dim))
+    dim = learner.check_state(state)
+    return learner.scan_compiled(state, as_transitions(transitions, dim))
 
 
 def run_horde_learning_loop_batched(
@@ -792,7 +834,7 @@ def run_horde_learning_loop_batched(
         transitions: shared ``Transitions`` with a leading time axis.
         keys: typed keys ``(n_seeds,)`` or raw keys ``(n_seeds, 2)``.
     """
-    t = _as_transitions(transitions, None)
+    t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
-    return learner._batched_jit(t, _check_keys(keys), dim)
+    return learner.batched_compiled(t, check_keys(keys), dim)

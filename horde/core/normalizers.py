@@ -154,7 +154,5 @@ def normalizer_from_config(config: dict[str, Any] | None) -> Normalizer | None:
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in _NORMALIZERS:
-        raise ValueError(
-            f"normalizer config 'type' must be one of {sorted(_NORMALIZERS)}, got {kind!r}"
-        )
+        raise ValueError(f"normalizer config 'type' must be one of {sorted(_NORMALIZERS)}, got {kind!r}")
     return _NORMALIZERS[kind](**config)

@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from horde.horde_learner import HordeLearner, HordeState
-from horde.multi_head_learner import MultiHeadMLPLearner, MultiHeadMLPState
+from horde.core.multi_head_learner import MultiHeadMLPLearner, MultiHeadMLPState
+from horde.td.horde_learner import HordeLearner, HordeState
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
 
@@ -59,7 +59,11 @@ def _leaves(state: Any) -> list[tuple[str, np.ndarray]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(state)
     out = []
     for path, leaf in flat:
-        arr = np.asarray(jax.random.key_data(leaf) if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key) else leaf)
+        arr = np.asarray(
+            jax.random.key_data(leaf)
+            if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+            else leaf
+        )
         out.append((_path_name(path), arr))
     return out
 
@@ -86,7 +90,7 @@ def _learner_kind(learner: Any) -> str:
 def _template(learner: Any, observation_dim: int, n_seeds: int | None) -> Any:
     key = jax.random.key(0)
     if isinstance(learner, HordeLearner):
-        init = lambda k: learner._init(observation_dim, k)  # noqa: E731
+        init = lambda k: learner.init_traced(observation_dim, k)  # noqa: E731
     else:
         init = lambda k: learner.init(observation_dim, k)  # noqa: E731
     if n_seeds is None:
@@ -198,9 +202,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
     template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     if len(flat) != len(leaves):
-        raise CheckpointError(
-            f"{path} has {len(leaves)} state arrays but the learner it describes has {len(flat)}"
-        )
+        raise CheckpointError(f"{path} has {len(leaves)} state arrays but the learner it describes has {len(flat)}")
     restored = []
     for (tpath, spec), (name, arr) in zip(flat, leaves):
         want = _path_name(tpath)

@@ -86,9 +86,7 @@ def ideal_returns(
     c = np.asarray(cumulants, np.float64)
     g = np.asarray(discounts, np.float64)
     if c.ndim != 2 or g.shape != c.shape:
-        raise ValueError(
-            f"cumulants and discounts must both have shape (T, n_demons), got {c.shape} and {g.shape}"
-        )
+        raise ValueError(f"cumulants and discounts must both have shape (T, n_demons), got {c.shape} and {g.shape}")
     T, n = c.shape
     term = np.asarray(terminated, bool).reshape(-1)
     trunc = np.asarray(truncated, bool).reshape(-1)
@@ -122,8 +120,13 @@ def run_ideal_returns(result: Any, z: Any = None, tolerance: float = 0.01) -> Id
         )
     out = [
         ideal_returns(
-            result.cumulants[s], result.discounts[s], result.terminated[s], result.truncated[s],
-            z=z, valid=result.valid[s], tolerance=tolerance,
+            result.cumulants[s],
+            result.discounts[s],
+            result.terminated[s],
+            result.truncated[s],
+            z=z,
+            valid=result.valid[s],
+            tolerance=tolerance,
         )
         for s in range(result.n_seeds)
     ]
