@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from horde.core.multi_head_learner import MultiHeadMLPLearner, MultiHeadMLPState
-from horde.td.horde_learner import HordeLearner, HordeState
+from horde.core import MultiHeadMLPLearner, MultiHeadMLPState
+from horde.td import HordeLearner, HordeState
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
 

@@ -189,7 +189,7 @@ def build_demons(config: dict[str, Any]) -> DemonSet:
 
 def build_learner(config: dict[str, Any]):
     """The HordeLearner a configuration declares."""
-    from horde.td.horde_learner import HordeLearner
+    from horde.td import HordeLearner
 
     settings = dict(config.get("learner", {}))
     learner_config = {"demons": build_demons(config).to_dict()["demons"], **settings}

@@ -162,17 +162,17 @@ class BatchedMultiHeadResult(NamedTuple):
 # Argument checks
 
 
-def _check_unit_interval(name: str, value: Any) -> float:
+def check_unit_interval(name: str, value: Any) -> float:
     if not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return float(value)
 
 
-def _is_tracer(x: Any) -> bool:
+def is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _as_vector(name: str, value: Any, expected: int, what: str) -> Any:
+def as_vector(name: str, value: Any, expected: int, what: str) -> Any:
     """Checks that ``value`` is a 1-D vector of length ``expected``; returns a float32 array.
 
     Concrete inputs become NumPy arrays (cheap to hand to a compiled function); traced inputs
@@ -180,7 +180,7 @@ def _as_vector(name: str, value: Any, expected: int, what: str) -> Any:
     """
     if type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (expected,):
         return value  # the daemon fast path
-    if _is_tracer(value) or isinstance(value, jax.Array):
+    if is_tracer(value) or isinstance(value, jax.Array):
         shape = value.shape
         arr = value
     else:
@@ -191,20 +191,20 @@ def _as_vector(name: str, value: Any, expected: int, what: str) -> Any:
         shape = arr.shape
     if shape != (expected,):
         raise ValueError(f"{name} must have shape ({expected},) ({what}), got shape {tuple(shape)}")
-    if isinstance(arr, jax.Array) and not _is_tracer(arr) and arr.dtype != jnp.float32:
+    if isinstance(arr, jax.Array) and not is_tracer(arr) and arr.dtype != jnp.float32:
         arr = arr.astype(jnp.float32)
     return arr
 
 
-def _concrete_values(x: Any) -> np.ndarray | None:
+def concrete_values(x: Any) -> np.ndarray | None:
     if type(x) is np.ndarray:
         return x
-    if _is_tracer(x):
+    if is_tracer(x):
         return None
     return np.asarray(x)
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def all_finite(values: np.ndarray) -> bool:
     """``np.isfinite(values).all()``, about 5x quicker for the single-step vectors: a float
     vector's dot product with itself is finite exactly when every entry is finite, unless the
     sum of squares overflows, and then the elementwise test decides."""
@@ -213,15 +213,15 @@ def _all_finite(values: np.ndarray) -> bool:
     return bool(np.isfinite(values).all())
 
 
-def _any_inf(values: np.ndarray) -> bool:
+def any_inf(values: np.ndarray) -> bool:
     """``np.isinf(values).any()`` (NaN entries are not infinite), without ``ndarray.any``'s
     Python-level dispatch."""
     return np.count_nonzero(np.isinf(values)) > 0
 
 
-def _check_observation_values(name: str, x: Any) -> None:
-    values = _concrete_values(x)
-    if values is not None and not _all_finite(values):
+def check_observation_values(name: str, x: Any) -> None:
+    values = concrete_values(x)
+    if values is not None and not all_finite(values):
         bad = np.argwhere(~np.isfinite(values))
         first = tuple(int(i) for i in bad[0])
         raise ValueError(
@@ -231,9 +231,9 @@ def _check_observation_values(name: str, x: Any) -> None:
         )
 
 
-def _check_target_values(name: str, y: Any) -> None:
-    values = _concrete_values(y)
-    if values is not None and _any_inf(values):
+def check_target_values(name: str, y: Any) -> None:
+    values = concrete_values(y)
+    if values is not None and any_inf(values):
         bad = np.argwhere(np.isinf(values))
         first = tuple(int(i) for i in bad[0])
         raise ValueError(
@@ -244,6 +244,22 @@ def _check_target_values(name: str, y: Any) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Pure building blocks, shared with the HordeLearner
+
+
+def check_flag(name: str, value: Any) -> Any:
+    """A scalar bool flag (``terminated``/``truncated``) checked at the boundary.
+
+    Tracers pass through; a concrete value must be a scalar bool or integer.
+
+    Raises:
+      ValueError: ``value`` is not a scalar bool (names ``name``).
+    """
+    if is_tracer(value):
+        return value
+    arr = np.asarray(value)
+    if arr.shape != () or arr.dtype.kind not in "bi":
+        raise ValueError(f"{name} must be a scalar bool, got {value!r}")
+    return np.bool_(arr)
 
 
 class _TrunkTape(NamedTuple):
@@ -288,7 +304,7 @@ def _after(x: jax.Array, dependency: jax.Array) -> jax.Array:
     return x * (1.0 + 0.0 * (first > 0).astype(x.dtype))
 
 
-def _select_heads(active: jax.Array, new: Any, old: Any) -> Any:
+def select_heads(active: jax.Array, new: Any, old: Any) -> Any:
     """Per-head select on stacked pytrees: head ``i`` takes ``new`` where ``active[i]``."""
     return jax.tree_util.tree_map(lambda n, o: jnp.where(_mask_like(active, n), n, o), new, old)
 
@@ -376,8 +392,8 @@ class MultiHeadMLPLearner:
             raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}")
         if not isinstance(sparsity, numbers.Real) or not 0.0 <= float(sparsity) < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        gamma = _check_unit_interval("gamma", gamma)
-        lamda = _check_unit_interval("lamda", lamda)
+        gamma = check_unit_interval("gamma", gamma)
+        lamda = check_unit_interval("lamda", lamda)
         if hidden_sizes and gamma * lamda > 0:
             raise ValueError(
                 f"trunk gamma * lamda must be 0 when hidden_sizes is non-empty, got "
@@ -726,7 +742,7 @@ class MultiHeadMLPLearner:
         step = self.head_update(state, h, head_decay, None, delta, cotangent)
         z_w, z_b = step.traces
         new_heads, head_opt, mean_step = step.heads, step.optimizer_states, step.mean_step_size
-        head_params, head_traces, head_opt = _select_heads(
+        head_params, head_traces, head_opt = select_heads(
             active,
             (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
             (state.head_params, state.head_traces, state.head_optimizer_states),
@@ -793,8 +809,8 @@ class MultiHeadMLPLearner:
             Array of shape ``(n_heads,)``, one prediction per head.
         """
         self.check_state(state)
-        obs = _as_vector("observation", observation, self.feature_dim(state), "feature_dim")
-        _check_observation_values("observation", obs)
+        obs = as_vector("observation", observation, self.feature_dim(state), "feature_dim")
+        check_observation_values("observation", obs)
         return self._predict_jit(state, obs)
 
     def update(self, state: MultiHeadMLPState, observation: Any, targets: Any) -> MultiHeadMLPUpdateResult:
@@ -815,10 +831,10 @@ class MultiHeadMLPLearner:
             per-head metrics.
         """
         self.check_state(state)
-        obs = _as_vector("observation", observation, self.feature_dim(state), "feature_dim")
-        tgt = _as_vector("targets", targets, self._n_heads, "one target per head, NaN = inactive")
-        _check_observation_values("observation", obs)
-        _check_target_values("targets", tgt)
+        obs = as_vector("observation", observation, self.feature_dim(state), "feature_dim")
+        tgt = as_vector("targets", targets, self._n_heads, "one target per head, NaN = inactive")
+        check_observation_values("observation", obs)
+        check_target_values("targets", tgt)
         return self._update_jit(state, obs, tgt)
 
 
@@ -857,8 +873,8 @@ def check_stream(learner: MultiHeadMLPLearner, observations: Any, targets: Any, 
         raise ValueError(
             f"targets must have shape (num_steps={obs_shape[0]}, n_heads={learner.n_heads}), got shape {tgt_shape}"
         )
-    _check_observation_values("observations", observations)
-    _check_target_values("targets", targets)
+    check_observation_values("observations", observations)
+    check_target_values("targets", targets)
     return jnp.asarray(observations, jnp.float32), jnp.asarray(targets, jnp.float32)
 
 

@@ -29,15 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.td.horde_learner import HordeLearner, HordeState, HordeUpdateResult, check_flag
-from horde.core.multi_head_learner import (
+from horde.core import check_flag
+from horde.td import HordeLearner, HordeState, HordeUpdateResult
+from horde.core import (
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     MultiHeadMLPUpdateResult,
-    _as_vector,
-    _check_observation_values,
-    _check_target_values,
-    _concrete_values,
+    as_vector,
+    check_observation_values,
+    check_target_values,
+    concrete_values,
 )
 
 __all__ = ["Daemon"]
@@ -257,8 +258,8 @@ class Daemon:
 
     def predict(self, observation: Any) -> np.ndarray:
         """Every head's prediction for ``observation``, shape ``(n_heads,)``, as NumPy."""
-        obs = _as_vector("observation", observation, self._dim, "feature_dim")
-        _check_observation_values("observation", obs)
+        obs = as_vector("observation", observation, self._dim, "feature_dim")
+        check_observation_values("observation", obs)
         return np.asarray(self._predict_jit(self._leaves, obs))
 
     def update(self, observation: Any, *args: Any, **kwargs: Any):
@@ -275,11 +276,11 @@ class Daemon:
         return self._update_horde(observation, *args, **kwargs)
 
     def _update_core(self, observation: Any, targets: Any):
-        obs = _as_vector("observation", observation, self._dim, "feature_dim")
-        tgt = _as_vector("targets", targets, self._n, "one target per head, NaN = inactive")
+        obs = as_vector("observation", observation, self._dim, "feature_dim")
+        tgt = as_vector("targets", targets, self._n, "one target per head, NaN = inactive")
         def host_checks():
-            _check_observation_values("observation", obs)
-            _check_target_values("targets", tgt)
+            check_observation_values("observation", obs)
+            check_target_values("targets", tgt)
 
         # Values are checked inside the compiled call (see _checked_outputs).
         inputs = np.concatenate((obs, tgt), dtype=np.float32)
@@ -337,7 +338,7 @@ class Daemon:
         obs, next_obs = self.learner.checked_transition_inputs(
             self._dim, observation, reward, next_observation, behaviour_prob, check_observations=False
         )
-        reward_value = _concrete_values(reward)
+        reward_value = concrete_values(reward)
         if reward_value is None or reward_value.size != 1:
             raise ValueError(f"reward must be one number, got {reward!r}")
         inputs = np.empty(2 * self._dim + 5, np.float32)

@@ -77,7 +77,7 @@ import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
 from horde.runs.behaviour import FixedProbabilities, UniformRandom, check_probabilities
-from horde.td.horde_learner import HordeLearner
+from horde.td import HordeLearner
 from horde.runs.runner import DivergenceError, RunResult, _finite_fn, _positive_int, _Progress, _Recorder, _result, _serializable
 from horde.runs.features import FeatureMap
 

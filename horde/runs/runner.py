@@ -38,7 +38,7 @@ import numpy as np
 
 from demons import DemonInfo
 from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
-from horde.td.horde_learner import HordeLearner, HordeState, Transitions
+from horde.td import HordeLearner, HordeState, Transitions
 from horde.runs.features import FeatureMap
 
 __all__ = ["run", "RunResult", "DivergenceError"]

@@ -39,14 +39,15 @@ from horde.core.multi_head_learner import (
     HeadParams,
     MultiHeadMLPLearner,
     MultiHeadMLPState,
-    _all_finite,
-    _any_inf,
-    _as_vector,
-    _check_observation_values,
-    _concrete_values,
-    _is_tracer,
-    _select_heads,
+    all_finite,
+    any_inf,
+    as_vector,
+    check_flag,
     check_keys,
+    check_observation_values,
+    concrete_values,
+    is_tracer,
+    select_heads,
 )
 from horde.core.normalizers import Normalizer, normalizer_from_config
 from horde.core.optimizers import Optimizer, optimizer_from_config
@@ -177,15 +178,6 @@ class BatchedHordeResult(NamedTuple):
     states: HordeState
     predictions: jax.Array
     per_demon_metrics: jax.Array
-
-
-def check_flag(name: str, value: Any) -> Any:
-    if _is_tracer(value):
-        return value
-    arr = np.asarray(value)
-    if arr.shape != () or arr.dtype.kind not in "bi":
-        raise ValueError(f"{name} must be a scalar bool, got {value!r}")
-    return np.bool_(arr)
 
 
 class HordeLearner:
@@ -468,7 +460,7 @@ class HordeLearner:
             )
         new_heads = HeadParams(new_w, new_b)
         stored_traces = (z_w, z_b) if core.head_traces else ()
-        head_params, head_traces, head_opt, secondary = _select_heads(
+        head_params, head_traces, head_opt, secondary = select_heads(
             active,
             (new_heads, stored_traces, head_opt, secondary),
             (core.head_params, core.head_traces, core.head_optimizer_states, state.secondary_weights),
@@ -535,7 +527,7 @@ class HordeLearner:
         ude_mean = (1.0 - ub) * d.ude_mean + ub * weighted
         ude_var = (1.0 - ub) * (d.ude_var + ub * (weighted - d.ude_mean) ** 2)
         new = DiagnosticsState(rupee_h, rupee_d, rupee_tau, ude_mean, ude_var, ude_tau)
-        new = _select_heads(active, new, d)
+        new = select_heads(active, new, d)
         rupee = jnp.sqrt(jnp.abs(jnp.sum(new.rupee_h * new.rupee_d, axis=-1)))
         ude = jnp.abs(new.ude_mean) / (jnp.sqrt(new.ude_var) + 1e-6)
         return new, rupee, ude
@@ -622,8 +614,8 @@ class HordeLearner:
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""
         dim = self.check_state(state)
-        obs = _as_vector("observation", observation, dim, "observation_dim")
-        _check_observation_values("observation", obs)
+        obs = as_vector("observation", observation, dim, "observation_dim")
+        check_observation_values("observation", obs)
         return self._predict_jit(state.core, obs)
 
     def update(
@@ -668,20 +660,20 @@ class HordeLearner:
         """``update``'s input checks; returns ``(obs, cumulants, next_obs, discounts, rhos)``
         with ``None`` for the optional ones not given."""
         n = self.n_demons
-        obs = _as_vector("observation", observation, dim, "observation_dim")
-        next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
-        c = _as_vector("cumulants", cumulants, n, "one cumulant per demon, NaN = inactive")
-        _check_observation_values("observation", obs)
-        _check_observation_values("next_observation", next_obs)
-        values = _concrete_values(c)
-        if values is not None and _any_inf(values):
+        obs = as_vector("observation", observation, dim, "observation_dim")
+        next_obs = as_vector("next_observation", next_observation, dim, "observation_dim")
+        c = as_vector("cumulants", cumulants, n, "one cumulant per demon, NaN = inactive")
+        check_observation_values("observation", obs)
+        check_observation_values("next_observation", next_obs)
+        values = concrete_values(c)
+        if values is not None and any_inf(values):
             i = int(np.flatnonzero(np.isinf(values))[0])
             raise ValueError(f"cumulant of demon {self.names[i]!r} must be finite or NaN, got {values[i]}")
         if discounts is None:
             d = None  # each demon's own discount, evaluated inside the compiled update
         else:
-            d = _as_vector("discounts", discounts, n, "one discount per demon")
-            values = _concrete_values(d)
+            d = as_vector("discounts", discounts, n, "one discount per demon")
+            values = concrete_values(d)
             if values is not None:
                 bad = np.flatnonzero(~((values >= 0) & (values <= 1)))
                 if bad.size:
@@ -696,8 +688,8 @@ class HordeLearner:
                 )
             r = None
         else:
-            r = _as_vector("rhos", rhos, n, "one importance ratio per demon")
-            values = _concrete_values(r)
+            r = as_vector("rhos", rhos, n, "one importance ratio per demon")
+            values = concrete_values(r)
             if values is not None:
                 bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0)))
                 if bad.size:
@@ -710,17 +702,17 @@ class HordeLearner:
     ):
         """``update_from_transition``'s input checks; returns the checked ``(obs, next_obs)``.
         ``check_observations=False`` checks their shapes but leaves their values to the caller."""
-        obs = _as_vector("observation", observation, dim, "observation_dim")
-        next_obs = _as_vector("next_observation", next_observation, dim, "observation_dim")
+        obs = as_vector("observation", observation, dim, "observation_dim")
+        next_obs = as_vector("next_observation", next_observation, dim, "observation_dim")
         if check_observations:
-            _check_observation_values("observation", obs)
-            _check_observation_values("next_observation", next_obs)
-        if not _is_tracer(behaviour_prob):
+            check_observation_values("observation", obs)
+            check_observation_values("next_observation", next_obs)
+        if not is_tracer(behaviour_prob):
             p = float(behaviour_prob)
             if not (0.0 < p <= 1.0):
                 raise ValueError(f"behaviour_prob must be in (0, 1], got {behaviour_prob!r}")
-        reward_value = _concrete_values(reward)
-        if reward_value is not None and not _all_finite(reward_value.reshape(-1)):
+        reward_value = concrete_values(reward)
+        if reward_value is not None and not all_finite(reward_value.reshape(-1)):
             raise ValueError(f"reward must be finite, got {reward!r}")
         return obs, next_obs
 
@@ -755,11 +747,11 @@ class HordeLearner:
             state,
             obs,
             action,
-            reward if _is_tracer(reward) else np.float32(reward),
+            reward if is_tracer(reward) else np.float32(reward),
             next_obs,
             check_flag("terminated", terminated),
             check_flag("truncated", truncated),
-            behaviour_prob if _is_tracer(behaviour_prob) else np.float32(behaviour_prob),
+            behaviour_prob if is_tracer(behaviour_prob) else np.float32(behaviour_prob),
         )
 
 
@@ -776,8 +768,8 @@ def as_transitions(transitions: Transitions, observation_dim: int | None) -> Tra
         raise ValueError(
             f"transitions.next_observations must have shape {obs.shape} like observations, got {next_obs.shape}"
         )
-    _check_observation_values("transitions.observations", obs)
-    _check_observation_values("transitions.next_observations", next_obs)
+    check_observation_values("transitions.observations", obs)
+    check_observation_values("transitions.next_observations", next_obs)
     fields = {}
     for name, dtype in (
         ("actions", None),
