@@ -126,7 +126,7 @@ def _resolve_config(args) -> dict[str, Any]:
             # The built-in demons read CartPole's 4 observations; size nexting to the new env.
             import gymnasium as gym
 
-            from horde.runs.features import FeatureMap
+            from horde.runs import FeatureMap
 
             try:
                 dim = FeatureMap(gym.make(args.env).observation_space).dim
@@ -155,7 +155,7 @@ def _make_env(config: dict[str, Any]):
 
 
 def _policy(config: dict[str, Any]):
-    from horde.runs.behaviour import FixedProbabilities, UniformRandom
+    from horde.runs import FixedProbabilities, UniformRandom
 
     policy = config["policy"]
     if policy.get("kind", "uniform") == "fixed":
@@ -165,7 +165,7 @@ def _policy(config: dict[str, Any]):
 
 def _cmd_run(args) -> int:
     from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from horde.runs.runner import DivergenceError, RunResult, run
+    from horde.runs import DivergenceError, RunResult, run
 
     config = _resolve_config(args)
     out = Path(
@@ -261,8 +261,7 @@ def _check_against_env(learner, env, policy) -> None:
     is written: a mismatch is a configuration error."""
     import gymnasium as gym
 
-    from horde.runs.behaviour import as_behaviour_policy
-    from horde.runs.features import FeatureMap
+    from horde.runs import FeatureMap, as_behaviour_policy
 
     vector = isinstance(env, gym.vector.VectorEnv)
     obs_space = env.single_observation_space if vector else env.observation_space
@@ -332,7 +331,7 @@ def _print_summary(result, learner) -> None:
 
 
 def _cmd_plot(args) -> int:
-    from horde.runs.runner import RunResult
+    from horde.runs import RunResult
 
     path = Path(args.dir)
     try:
