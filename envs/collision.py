@@ -202,8 +202,8 @@ class Collision(gym.Env):
         self.distinct_features = bool(distinct_features)
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(2)
-        dim = N_FEATURES if features == "random" else N_STATES
-        self.observation_space = spaces.Box(0.0, 1.0, (dim,), np.float32)
+        self._obs_dim = N_FEATURES if features == "random" else N_STATES
+        self.observation_space = spaces.Box(0.0, 1.0, (self._obs_dim,), np.float32)
         self._table: NDArray[np.float32] | None = np.eye(N_STATES, dtype=np.float32) if features == "onehot" else None
         self._state: int | None = None
 
@@ -233,7 +233,7 @@ class Collision(gym.Env):
     # ------------------------------------------------------------ gymnasium
     def _obs(self, state: int) -> NDArray[np.float32]:
         if state == TERMINAL:
-            return np.zeros(self.observation_space.shape, dtype=np.float32)
+            return np.zeros(self._obs_dim, dtype=np.float32)
         assert self._table is not None
         return self._table[state].copy()
 

@@ -97,7 +97,7 @@ def random_walk_true_values(
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
     P, r = random_walk_model(n_states, p_right, reward_left, reward_right)
-    return np.linalg.solve(np.eye(P.shape[0]) - gamma * P, r)
+    return np.asarray(np.linalg.solve(np.eye(P.shape[0]) - gamma * P, r), dtype=np.float64)
 
 
 class RandomWalk(gym.Env):
