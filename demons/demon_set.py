@@ -74,7 +74,7 @@ def _checked(cls: type[Kind], batch: Batch) -> Batch:
 
     def compute(t: Transition) -> jax.Array:
         out = batch.compute(t)
-        if getattr(out, "shape", None) != (k,) or getattr(out, "dtype", None) != _F32:
+        if getattr(out, "shape", None) != (k,) or getattr(out, "dtype", None) != np.float32:
             raise ValueError(
                 f"{cls.family} kind {cls.kind!r} ({cls.__qualname__}.batched) computed "
                 f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demons, "

@@ -27,21 +27,22 @@ or :class:`demons.Policy`:
 * ``batched(positions, specs)`` returns :class:`Batch` es covering exactly ``positions``, each
   computing a float32 vector from a :class:`Transition` (what it means per family, below);
 * a kind whose specs hold a Python callable sets ``plain_data = False`` and has a ``name``
-  field (a label for messages, reports and reprs); it has no plain-data form.
+  field (a label for messages, reports and reprs); it has no plain-data form;
+* optional: ``check_n_actions(n_actions, owner)`` checks a spec against the environment's
+  discrete actions; a discount kind whose value is a constant overrides ``constant_gamma``
+  (the learner's :math:`\gamma\lambda` and the reports' timescale read it); a policy kind has
+  ``n_actions``.
 
-=============  =====================================================  =========================
-family         scalar form ``spec(...)``                              batched form computes
-=============  =====================================================  =========================
-cumulant       ``(observation, action, reward, next_observation)``    :math:`c_{t+1}`
-               -> float32 scalar :math:`c_{t+1}`
-discount       ``(next_observation)`` -> float32 scalar               :math:`\gamma_{t+1}`
-               :math:`\gamma_{t+1}`
-target policy  ``(observation)`` -> float32 ``(n_actions,)``          :math:`\rho_t = \pi(A_t \mid S_t)`
-               :math:`\pi(\cdot \mid S_t)`                               :math:`/ \mu(A_t \mid S_t)`
-=============  =====================================================  =========================
+Per family, the scalar form and what each batch computes (float32, one value per demon):
 
-The batched form of a policy kind computes the importance ratio with
-:func:`demons.policies.ratio` (on-policy demons get exactly 1 from the set).
+* cumulant: ``spec(observation, action, reward, next_observation)`` -> scalar
+  :math:`c_{t+1}`; batches compute :math:`c_{t+1}`.
+* discount: ``spec(next_observation)`` -> scalar :math:`\gamma_{t+1}`; batches compute
+  :math:`\gamma_{t+1}`.
+* target policy: ``spec(observation)`` -> ``(n_actions,)`` :math:`\pi(\cdot \mid S_t)`;
+  batches compute the importance ratio
+  :math:`\rho_t = \pi(A_t \mid S_t) / \max(\mu(A_t \mid S_t), \epsilon)` with
+  :func:`demons.policies.ratio` (the set gives on-policy demons exactly 1).
 
 Example (a cumulant that squares a sensor; one gather and one multiply for any number of
 demons)::
