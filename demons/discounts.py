@@ -81,8 +81,8 @@ class ConstantDiscount(Discount):
         checks.check_unit_interval(self.gamma, "gamma", owner)
 
     @property
-    def constant_gamma(self) -> float | None:
-        """The constant value of the discount, or None if state-dependent."""
+    def constant_gamma(self) -> float:
+        """The constant value of the discount."""
         return float(self.gamma)
 
     def __call__(self, next_observation) -> jax.Array:
@@ -117,8 +117,8 @@ class TimescaleDiscount(Discount):
         return 1.0 - 1.0 / self.steps
 
     @property
-    def constant_gamma(self) -> float | None:
-        """The constant value of the discount, or None if state-dependent."""
+    def constant_gamma(self) -> float:
+        """The constant value of the discount."""
         return self.gamma
 
     @property

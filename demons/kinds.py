@@ -85,6 +85,7 @@ __all__ = [
     "predicate",
     "threshold_crossings",
     "scalar_float32",
+    "label",
 ]
 
 
@@ -124,7 +125,7 @@ class Batch(NamedTuple):
     compute: Callable[[Transition], jax.Array]
 
     @classmethod
-    def constant(cls, positions: np.ndarray, values: Sequence[float]) -> Batch:
+    def constant(cls, positions: np.ndarray, values: Sequence[float] | np.ndarray) -> Batch:
         """A batch whose values do not depend on the transition (one constant array)."""
         const = np.asarray(values, np.float32)
         return cls(positions, lambda t: jnp.asarray(const))
@@ -241,6 +242,18 @@ def scalar_float32(value: Any, what: str) -> jax.Array:
     return out.astype(jnp.float32)
 
 
+def _fields(spec: Any) -> tuple[dataclasses.Field, ...]:
+    if not dataclasses.is_dataclass(spec):
+        name = spec.__qualname__ if isinstance(spec, type) else type(spec).__qualname__
+        raise TypeError(f"kind class {name} must be a dataclass (its fields are its plain data)")
+    return dataclasses.fields(spec)
+
+
+def label(spec: Kind) -> str:
+    """A spec's label for messages: its ``name`` (kinds holding a callable have one), else its kind."""
+    return str(getattr(spec, "name", spec.kind))
+
+
 class Kind:
     """Base of every cumulant, discount and policy kind (see the module docstring's contract).
 
@@ -312,8 +325,8 @@ class Kind:
     def describe(self) -> str:
         """Short text for reports, e.g. ``"observation(2)"``, ``"function(speed)"``."""
         if not self.plain_data:
-            return f"{self.kind}({self.name})"
-        return f"{self.kind}({', '.join(repr(getattr(self, f.name)) for f in dataclasses.fields(self))})"
+            return f"{self.kind}({label(self)})"
+        return f"{self.kind}({', '.join(repr(getattr(self, f.name)) for f in _fields(self))})"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form ``{"kind": ..., **fields}`` (tuples become lists).
@@ -322,9 +335,9 @@ class Kind:
           ValueError: the kind holds a Python callable (``plain_data`` is False).
         """
         if not self.plain_data:
-            raise ValueError(f"{type(self).__name__} {self.name!r} holds a Python function and cannot be serialized")
+            raise ValueError(f"{type(self).__name__} {label(self)!r} holds a Python function and cannot be serialized")
         out: dict[str, Any] = {"kind": self.kind}
-        for field in dataclasses.fields(self):
+        for field in _fields(self):
             value = getattr(self, field.name)
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -342,7 +355,7 @@ class Kind:
             the key, the kind and ``owner``.
         """
         what = cls.family
-        fields = dataclasses.fields(cls)
+        fields = _fields(cls)
         required = [f.name for f in fields if f.default is dataclasses.MISSING]
         allowed = {"kind", *(f.name for f in fields)}
         for key in data:  # unexpected keys first: a typo then names the typo

@@ -98,8 +98,10 @@ class FixedPolicy(Policy):
         probs = tuple(checks.as_float(p, f"policies.fixed: probabilities[{i}]") for i, p in enumerate(probs))
         object.__setattr__(self, "probabilities", probs)
 
+    # The contract's ``n_actions`` attribute, derived here (a property cannot be declared on the
+    # base: a dataclass field of the same name would take it as its default).
     @property
-    def n_actions(self) -> int:
+    def n_actions(self) -> int:  # type: ignore[override]
         return len(self.probabilities)
 
     def check(self, owner: str = "this policy") -> None:

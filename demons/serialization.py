@@ -33,12 +33,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from demons.cumulants import Cumulant
 from demons.demon import Demon, nexting, reward_demons
 from demons.discounts import Discount
-from demons.kinds import Kind
+from demons.kinds import Kind, label
 from demons.policies import Policy
 
 __all__ = [
@@ -50,6 +50,8 @@ __all__ = [
     "demons_from_dict",
     "dumps_toml",
 ]
+
+K = TypeVar("K", bound=Kind)
 
 _DEMON_REQUIRED = ("name", "cumulant", "discount")
 _DEMON_OPTIONAL = ("lamda", "target_policy", "z")
@@ -75,7 +77,7 @@ def demon_to_dict(demon: Demon) -> dict[str, Any]:
         if not spec.plain_data:
             raise ValueError(
                 f"demon {demon.name!r} cannot be serialized: its {spec.family} is a Python function "
-                f"({spec.name!r}); only kinds without callables have a plain-data form"
+                f"({label(spec)!r}); only kinds without callables have a plain-data form"
             )
         out[spec.family] = spec.to_dict()
     out["lamda"] = demon.lamda
@@ -91,7 +93,7 @@ def demons_to_dict(demons: Iterable[Demon]) -> dict[str, Any]:
     return {"demons": [demon_to_dict(d) for d in demons]}
 
 
-def spec_from_dict(family: type[Kind], data: Any, owner: str) -> Kind:
+def spec_from_dict(family: type[K], data: Any, owner: str) -> K:
     """A spec of ``family`` (:class:`~demons.Cumulant`, ...) from its table, by its ``kind`` key.
 
     Args:
@@ -119,7 +121,7 @@ def spec_from_dict(family: type[Kind], data: Any, owner: str) -> Kind:
     if cls is None:
         expected = sorted(k for k, c in registered.items() if c.plain_data)
         raise ValueError(f"unknown {what} kind {kind!r} for {owner}; expected one of {expected}")
-    return cls.from_dict(data, owner)
+    return cast(K, cls.from_dict(data, owner))
 
 
 def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Demon:
