@@ -296,7 +296,7 @@ class Kind:
         """``{kind: class}`` of every kind registered in this family (a copy)."""
         return dict(Kind._registries.get(cls.family, {}))
 
-    def check(self, owner: str) -> None:
+    def check(self, owner: str = "this spec") -> None:
         """Checks field values; raises ValueError naming ``owner`` (e.g. ``"demon 'x'"``)."""
 
     def observation_indices(self) -> tuple[int, ...]:
