@@ -23,9 +23,13 @@ Example::
     ).validate(observation_dim=4, n_actions=2)
     ev = ds.evaluate(obs, action, reward, next_obs, behaviour_prob=0.5)
     ev.cumulants, ev.discounts, ev.rhos  # float32 (n_demons,)
+
+A new cumulant, discount or policy kind is one class (a frozen dataclass subclassing
+:class:`Cumulant`, :class:`Discount` or :class:`Policy`) that owns its scalar, batched and
+plain-data forms; defining it registers it. See :mod:`demons.kinds`.
 """
 
-from demons import cumulants, discounts, policies, serialization
+from demons import checks, cumulants, discounts, kinds, policies, serialization
 from demons.cumulants import (
     ActionIndicatorCumulant,
     ConstantCumulant,
@@ -44,14 +48,17 @@ from demons.discounts import (
     TimescaleDiscount,
     UntilDiscount,
 )
+from demons.kinds import Kind
 from demons.policies import PROBABILITY_TOLERANCE, FixedPolicy, FunctionPolicy, Policy
 
 __all__ = [
-    # modules of builders
+    # modules of builders, the kind contract and argument checks
     "cumulants",
     "discounts",
     "policies",
     "serialization",
+    "kinds",
+    "checks",
     # questions and sets
     "Demon",
     "DemonInfo",
@@ -62,7 +69,8 @@ __all__ = [
     "timescale_label",
     "MIN_BEHAVIOUR_PROB",
     "PROBABILITY_TOLERANCE",
-    # spec types
+    # spec types: the kind base and the three families with their built-in kinds
+    "Kind",
     "Cumulant",
     "ObservationCumulant",
     "RewardCumulant",

@@ -16,10 +16,12 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from demons import _common
+from demons import checks
 from demons import cumulants as _cumulants
 from demons import discounts as _discounts
-from demons import policies as _policies
+from demons.cumulants import Cumulant
+from demons.discounts import Discount
+from demons.policies import Policy
 
 __all__ = ["Demon", "DemonInfo", "nexting", "reward_demons", "timescale_label"]
 
@@ -54,13 +56,6 @@ class DemonInfo(NamedTuple):
     off_policy: bool
 
 
-def _describe(spec) -> str:
-    if spec.kind == "function":
-        return f"function({spec.name})"
-    fields = ", ".join(repr(getattr(spec, f.name)) for f in dataclasses.fields(spec))
-    return f"{spec.kind}({fields})"
-
-
 @dataclasses.dataclass(frozen=True)
 class Demon:
     r"""One GVF question (immutable, hashable, validated at construction).
@@ -82,10 +77,10 @@ class Demon:
     """
 
     name: str
-    cumulant: _cumulants.Cumulant
-    discount: _discounts.Discount
+    cumulant: Cumulant
+    discount: Discount
     lamda: float = 0.0
-    target_policy: _policies.Policy | None = None
+    target_policy: Policy | None = None
     z: float = 0.0
 
     def __post_init__(self):
@@ -94,28 +89,28 @@ class Demon:
         if not self.name:
             raise ValueError("demon name must be a non-empty string, got ''")
         owner = f"demon {self.name!r}"
-        if not isinstance(self.cumulant, _cumulants.CUMULANT_TYPES):
+        if not isinstance(self.cumulant, Cumulant):
             raise TypeError(
                 f"cumulant for {owner} must be a spec from demons.cumulants "
                 f"(e.g. cumulants.observation(0) or cumulants.function(fn, name)), "
                 f"got {self.cumulant!r}"
             )
-        if not isinstance(self.discount, _discounts.DISCOUNT_TYPES):
+        if not isinstance(self.discount, Discount):
             raise TypeError(
                 f"discount for {owner} must be a spec from demons.discounts "
                 f"(e.g. discounts.timescale(10) or discounts.constant(0.9)), "
                 f"got {self.discount!r}"
             )
-        if self.target_policy is not None and not isinstance(self.target_policy, _policies.POLICY_TYPES):
+        if self.target_policy is not None and not isinstance(self.target_policy, Policy):
             raise TypeError(
                 f"target_policy for {owner} must be None or a spec from demons.policies "
                 f"(e.g. policies.fixed([0, 1])), got {self.target_policy!r}"
             )
-        lamda = _common.as_float(self.lamda, f"lamda for {owner}")
-        _common.check_unit_interval(lamda, "lamda", owner)
+        lamda = checks.as_float(self.lamda, f"lamda for {owner}")
+        checks.check_unit_interval(lamda, "lamda", owner)
         object.__setattr__(self, "lamda", lamda)
-        z = _common.as_float(self.z, f"z for {owner}")
-        _common.check_finite(z, "z (terminal outcome)", owner)
+        z = checks.as_float(self.z, f"z for {owner}")
+        checks.check_finite(z, "z (terminal outcome)", owner)
         object.__setattr__(self, "z", z)
         self.cumulant.check(owner)
         self.discount.check(owner)
@@ -135,12 +130,10 @@ class Demon:
     @property
     def info(self) -> DemonInfo:
         """This demon's :class:`DemonInfo` (name, kinds, timescale, λ, z, off-policy)."""
-        timescale = getattr(self.discount, "steps", None) if self.discount.kind == "timescale" else None
-        if timescale is None and self.constant_gamma is not None and self.constant_gamma < 1:
-            timescale = 1.0 / (1.0 - self.constant_gamma)
+        timescale = self.discount.timescale
         return DemonInfo(
             name=self.name,
-            cumulant=_describe(self.cumulant),
+            cumulant=self.cumulant.describe(),
             cumulant_kind=self.cumulant.kind,
             discount_kind=self.discount.kind,
             timescale=None if timescale is None else float(timescale),
@@ -149,9 +142,16 @@ class Demon:
             off_policy=self.is_off_policy,
         )
 
+    @property
+    def specs(self) -> tuple[Cumulant, Discount] | tuple[Cumulant, Discount, Policy]:
+        """The cumulant, the discount and (off-policy) the target policy, in that order."""
+        if self.target_policy is None:
+            return (self.cumulant, self.discount)
+        return (self.cumulant, self.discount, self.target_policy)
+
     def observation_indices(self) -> tuple[int, ...]:
-        """Observation components read by the cumulant and the discount."""
-        return self.cumulant.observation_indices() + self.discount.observation_indices()
+        """Observation components read by the cumulant, the discount and the target policy."""
+        return tuple(i for spec in self.specs for i in spec.observation_indices())
 
 
 def timescale_label(steps: float) -> str:
@@ -163,7 +163,7 @@ def timescale_label(steps: float) -> str:
 def _check_timescales(timescales: Sequence[float], where: str) -> tuple[float, ...]:
     if isinstance(timescales, (str, bytes)) or not hasattr(timescales, "__iter__"):
         raise TypeError(f"timescales for {where} must be a sequence of numbers, got {timescales!r}")
-    ts = tuple(_common.as_number(t, f"timescales[{i}] for {where}") for i, t in enumerate(timescales))
+    ts = tuple(checks.as_number(t, f"timescales[{i}] for {where}") for i, t in enumerate(timescales))
     if not ts:
         raise ValueError(f"timescales for {where} must not be empty, got []")
     for t in ts:
@@ -199,7 +199,7 @@ def nexting(
     Returns:
       ``observation_dim * len(timescales)`` demons.
     """
-    observation_dim = _common.as_int(observation_dim, "nexting: observation_dim")
+    observation_dim = checks.as_int(observation_dim, "nexting: observation_dim")
     if observation_dim < 1:
         raise ValueError(f"nexting: observation_dim must be >= 1, got {observation_dim}")
     ts = _check_timescales(timescales, "nexting")

@@ -10,12 +10,12 @@ r"""An immutable, validated collection of demons with vectorized evaluation.
         1 & \text{on-policy.}
     \end{cases}
 
-Demons are grouped **by kind** when the set is built: all observation
-cumulants become one gather with an index vector, all thresholds one vectorized
-comparison, all constant discounts one constant array, all fixed target
-policies one ``(n_fixed, n_actions)`` matrix, and so on; each distinct
-``function`` spec is traced once. The group results are concatenated and put
-back into demon order with a single static permutation. The traced program
+Demons are grouped **by kind** when the set is built, and each kind's class supplies the
+batched form of all its specs (see :mod:`demons.kinds`): all observation cumulants become
+one gather with an index vector, all thresholds one vectorized comparison, all constant
+discounts one constant array, all fixed target policies one ``(n_actions, n_fixed)`` matrix,
+and so on; each distinct ``function`` spec is traced once. The batch results are
+concatenated and put back into demon order with a single static permutation. The traced program
 therefore has a number of operations that depends on which *kinds* are present,
 never on how many demons there are of each kind.
 """
@@ -27,20 +27,17 @@ import functools
 import json
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from demons import _common
-from demons import cumulants as _c
-from demons import discounts as _d
-from demons import policies as _p
+from demons import checks
 from demons import serialization as _serialization
 from demons.demon import Demon
+from demons.kinds import Batch, Kind, Transition, gather
 
 __all__ = ["Evaluation", "DemonSet", "MIN_BEHAVIOUR_PROB"]
 
@@ -68,194 +65,89 @@ class Evaluation(NamedTuple):
     rhos: jax.Array
 
 
-class _Inputs(NamedTuple):
-    observation: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_observation: jax.Array
-    behaviour_prob: jax.Array
-    min_behaviour_prob: Any
-
-
-class _Group(NamedTuple):
-    positions: np.ndarray  # demon positions, in the order compute() returns them
-    compute: Callable[[_Inputs], jax.Array]  # -> float32 (len(positions),)
-
-
 _F32 = jnp.float32
 
 
-class _Stage:
-    """Computes one output vector (cumulants, discounts or rhos) group by group."""
+def _checked(cls: type[Kind], batch: Batch) -> Batch:
+    """``batch`` whose output shape and dtype are checked when traced (a kind's contract)."""
+    k = len(batch.positions)
 
-    def __init__(self, n: int, groups: Sequence[_Group]):
+    def compute(t: Transition) -> jax.Array:
+        out = batch.compute(t)
+        if getattr(out, "shape", None) != (k,) or getattr(out, "dtype", None) != np.float32:
+            raise ValueError(
+                f"{cls.family} kind {cls.kind!r} ({cls.__qualname__}.batched) computed "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demons, "
+                f"expected float32 ({k},)"
+            )
+        return out
+
+    return Batch(np.asarray(batch.positions, np.int64), compute)
+
+
+def _by_kind(specs: Sequence[tuple[int, Kind]]) -> list[Batch]:
+    """Groups ``(position, spec)`` pairs by kind and collects each kind's batched form."""
+    groups: dict[type[Kind], tuple[list[int], list[Kind]]] = {}
+    for pos, spec in specs:
+        where, same = groups.setdefault(type(spec), ([], []))
+        where.append(pos)
+        same.append(spec)
+    batches: list[Batch] = []
+    for cls, (where, same) in groups.items():
+        positions = np.asarray(where, np.int64)
+        made = [_checked(cls, b) for b in cls.batched(positions, tuple(same))]
+        covered = np.concatenate([b.positions for b in made]) if made else np.zeros((0,), np.int64)
+        if not np.array_equal(np.sort(covered), positions):  # positions are increasing
+            raise ValueError(
+                f"{cls.family} kind {cls.kind!r} ({cls.__qualname__}.batched) returned batches for "
+                f"positions {sorted(covered.tolist())}, expected each of {positions.tolist()} exactly once"
+            )
+        batches += made
+    return batches
+
+
+class _Stage:
+    """Computes one output vector (cumulants, discounts or rhos) batch by batch.
+
+    The batches' results are concatenated and put back into demon order with one static
+    permutation (none when they already are in order).
+    """
+
+    def __init__(self, n: int, batches: Sequence[Batch]):
         self.n = n
-        self.groups = tuple(groups)
+        self.batches = tuple(batches)
         order = (
-            np.concatenate([g.positions for g in self.groups]).astype(np.int64)
-            if self.groups
+            np.concatenate([b.positions for b in self.batches]).astype(np.int64)
+            if self.batches
             else np.zeros((0,), np.int64)
         )
-        assert sorted(order.tolist()) == list(range(n)), "internal error: groups must cover demons"
+        assert sorted(order.tolist()) == list(range(n)), "internal error: batches must cover demons"
         # result[order[k]] = concatenated[k]  <=>  result = concatenated[argsort(order)]
         perm = np.argsort(order, kind="stable").astype(np.int32)
         self.perm = None if np.array_equal(perm, np.arange(n)) else perm
 
-    def __call__(self, inputs: _Inputs) -> jax.Array:
+    def __call__(self, t: Transition) -> jax.Array:
         if self.n == 0:
             return jnp.zeros((0,), _F32)
-        parts = [g.compute(inputs) for g in self.groups]
+        parts = [b.compute(t) for b in self.batches]
         out = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
         if self.perm is not None:
-            out = _common.gather(out, self.perm)
+            out = gather(out, self.perm)
         return out
 
 
-def _uniform_or_array(values: np.ndarray) -> bool | np.ndarray:
-    """A static Python bool when all flags agree (cheaper trace), else the array."""
-    return bool(values[0]) if np.all(values == values[0]) else values
-
-
-def _gather_obs(inputs: _Inputs, idx: np.ndarray) -> jax.Array:
-    return _common.gather(inputs.next_observation, idx).astype(_F32)
-
-
-def _predicate_group(idx, thr, above, absolute):
-    above = _uniform_or_array(np.asarray(above, bool))
-    absolute = _uniform_or_array(np.asarray(absolute, bool))
-    idx = np.asarray(idx, np.int32)
-    thr = np.asarray(thr, np.float32)
-
-    def hit(inputs: _Inputs) -> jax.Array:
-        return _common.predicate(_gather_obs(inputs, idx), thr, above, absolute)
-
-    return hit
-
-
-def _positions(items: Sequence[tuple[int, Any]]) -> np.ndarray:
-    return np.asarray([pos for pos, _ in items], np.int64)
-
-
-def _constant_group(items, values) -> _Group:
-    const = np.asarray(values, np.float32)
-    return _Group(_positions(items), lambda inputs: jnp.asarray(const))
-
-
-def _function_groups(fn_items: Mapping[Any, list[int]], call) -> list[_Group]:
-    groups = []
-    for spec, positions in fn_items.items():
-        n = len(positions)
-
-        def compute(inputs, spec=spec, n=n):
-            return jnp.broadcast_to(call(spec, inputs), (n,))
-
-        groups.append(_Group(np.asarray(positions, np.int64), compute))
-    return groups
-
-
-def _split(demons: Sequence[Demon], attr: str, function_type: type):
-    """Buckets demons by spec type; function specs are bucketed per distinct spec."""
-    by_type: dict[type, list[tuple[int, Any]]] = collections.defaultdict(list)
-    by_fn: dict[Any, list[int]] = {}
-    for pos, demon in enumerate(demons):
-        spec = getattr(demon, attr)
-        if isinstance(spec, function_type):
-            by_fn.setdefault(spec, []).append(pos)
-        else:
-            by_type[type(spec)].append((pos, spec))
-    return by_type, by_fn
-
-
-def _cumulant_stage(demons: Sequence[Demon]) -> _Stage:
-    by_type, by_fn = _split(demons, "cumulant", _c.FunctionCumulant)
-    groups: list[_Group] = []
-    if items := by_type.get(_c.ObservationCumulant):
-        idx = np.asarray([s.index for _, s in items], np.int32)
-        groups.append(_Group(_positions(items), lambda t, idx=idx: _gather_obs(t, idx)))
-    if items := by_type.get(_c.RewardCumulant):
-        n = len(items)
-        groups.append(_Group(_positions(items), lambda t, n=n: jnp.broadcast_to(t.reward, (n,))))
-    if items := by_type.get(_c.ConstantCumulant):
-        groups.append(_constant_group(items, [s.value for _, s in items]))
-    if items := by_type.get(_c.ThresholdCumulant):
-        hit = _predicate_group(
-            [s.index for _, s in items],
-            [s.threshold for _, s in items],
-            [s.above for _, s in items],
-            [s.absolute for _, s in items],
-        )
-        groups.append(_Group(_positions(items), lambda t, hit=hit: hit(t).astype(_F32)))
-    if items := by_type.get(_c.ActionIndicatorCumulant):
-        acts = np.asarray([s.action for _, s in items], np.int32)
-        groups.append(_Group(_positions(items), lambda t, acts=acts: (t.action == acts).astype(_F32)))
-    groups += _function_groups(by_fn, lambda spec, t: spec(t.observation, t.action, t.reward, t.next_observation))
-    return _Stage(len(demons), groups)
-
-
-def _discount_stage(demons: Sequence[Demon]) -> _Stage:
-    by_type, by_fn = _split(demons, "discount", _d.FunctionDiscount)
-    groups: list[_Group] = []
-    items = by_type.get(_d.ConstantDiscount, []) + by_type.get(_d.TimescaleDiscount, [])
-    if items:
-        groups.append(_constant_group(items, [s.constant_gamma for _, s in items]))
-    if items := by_type.get(_d.UntilDiscount):
-        hit = _predicate_group(
-            [s.index for _, s in items],
-            [s.threshold for _, s in items],
-            [s.above for _, s in items],
-            [s.absolute for _, s in items],
-        )
-        gammas = np.asarray([s.gamma for _, s in items], np.float32)
-        groups.append(
-            _Group(
-                _positions(items),
-                lambda t, hit=hit, gammas=gammas: jnp.where(hit(t), _F32(0.0), gammas),
-            )
-        )
-    groups += _function_groups(by_fn, lambda spec, t: spec(t.next_observation))
-    return _Stage(len(demons), groups)
-
-
-def _ratio(pi: jax.Array, inputs: _Inputs) -> jax.Array:
-    return pi / jnp.maximum(inputs.behaviour_prob, inputs.min_behaviour_prob)
-
-
-def _action_index(inputs: _Inputs) -> jax.Array:
-    return inputs.action.astype(jnp.int32)
+def _spec_stage(demons: Sequence[Demon], field: str) -> _Stage:
+    return _Stage(len(demons), _by_kind([(pos, getattr(d, field)) for pos, d in enumerate(demons)]))
 
 
 def _rho_stage(demons: Sequence[Demon]) -> _Stage:
-    on_policy: list[tuple[int, None]] = []
-    by_fixed: list[tuple[int, _p.FixedPolicy]] = []
-    by_fn: dict[_p.FunctionPolicy, list[int]] = {}
-    for pos, demon in enumerate(demons):
-        policy = demon.target_policy
-        if policy is None:
-            on_policy.append((pos, None))
-        elif isinstance(policy, _p.FunctionPolicy):
-            by_fn.setdefault(policy, []).append(pos)
-        else:
-            by_fixed.append((pos, policy))
-    groups: list[_Group] = []
-    if on_policy:
-        groups.append(_constant_group(on_policy, np.ones(len(on_policy))))
-    if by_fixed:
-        # (n_actions, n_fixed): row a holds pi_i(a) for every fixed-policy demon i.
-        table = np.asarray([p.probabilities for _, p in by_fixed], np.float32).T.copy()
-
-        def fixed_rho(t, table=table):
-            pi = lax.dynamic_index_in_dim(jnp.asarray(table), _action_index(t), 0, keepdims=False)
-            return _ratio(pi, t)
-
-        groups.append(_Group(_positions(by_fixed), fixed_rho))
-
-    def fn_rho(spec, t):
-        probs = spec(t.observation)
-        pi = lax.dynamic_index_in_dim(probs, _action_index(t), 0, keepdims=False)
-        return _ratio(pi, t)
-
-    groups += _function_groups(by_fn, fn_rho)
-    return _Stage(len(demons), groups)
+    r""":math:`\rho_i = \pi_i(A_t \mid S_t) / \max(\mu, \epsilon)` off-policy, exactly 1 on-policy."""
+    on_policy = np.asarray([pos for pos, d in enumerate(demons) if d.target_policy is None], np.int64)
+    off_policy = [(pos, d.target_policy) for pos, d in enumerate(demons) if d.target_policy is not None]
+    batches = []
+    if len(on_policy):
+        batches.append(Batch.constant(on_policy, np.ones(len(on_policy))))
+    return _Stage(len(demons), batches + _by_kind(off_policy))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -339,8 +231,8 @@ class DemonSet:
         init(self, "_arrays", arrays)
         init(self, "_n_actions", n_actions)
         init(self, "_max_obs_index", max_obs)
-        init(self, "_cumulant_stage", _cumulant_stage(demons))
-        init(self, "_discount_stage", _discount_stage(demons))
+        init(self, "_cumulant_stage", _spec_stage(demons, "cumulant"))
+        init(self, "_discount_stage", _spec_stage(demons, "discount"))
         init(self, "_rho_stage", _rho_stage(demons))
 
     # -- immutability, equality, hashing ---------------------------------------
@@ -463,36 +355,26 @@ class DemonSet:
             range, a target policy has a different number of actions, or an
             action_indicator action is out of range.
         """
-        observation_dim = _common.as_int(observation_dim, "validate: observation_dim")
+        observation_dim = checks.as_int(observation_dim, "validate: observation_dim")
         if observation_dim < 1:
             raise ValueError(f"validate: observation_dim must be >= 1, got {observation_dim}")
         if n_actions is not None:
-            n_actions = _common.as_int(n_actions, "validate: n_actions")
+            n_actions = checks.as_int(n_actions, "validate: n_actions")
             if n_actions < 1:
                 raise ValueError(f"validate: n_actions must be >= 1, got {n_actions}")
         for demon in self._demons:
-            for field in ("cumulant", "discount"):
-                spec = getattr(demon, field)
+            owner = f"demon {demon.name!r}"
+            for spec in demon.specs:
                 for index in spec.observation_indices():
                     if not 0 <= index < observation_dim:
                         raise ValueError(
-                            f"{field} of demon {demon.name!r} ({spec.kind}) reads observation "
+                            f"{spec.family} of {owner} ({spec.kind}) reads observation "
                             f"index {index}, out of range for observation_dim {observation_dim} "
                             f"(expected 0 <= index < {observation_dim})"
                         )
-            if n_actions is None:
-                continue
-            if isinstance(demon.cumulant, _c.ActionIndicatorCumulant) and not (0 <= demon.cumulant.action < n_actions):
-                raise ValueError(
-                    f"action_indicator cumulant of demon {demon.name!r} has action "
-                    f"{demon.cumulant.action}, out of range for n_actions {n_actions} "
-                    f"(expected 0 <= action < {n_actions})"
-                )
-            if demon.target_policy is not None and demon.target_policy.n_actions != n_actions:
-                raise ValueError(
-                    f"target policy of demon {demon.name!r} has {demon.target_policy.n_actions} "
-                    f"actions, expected n_actions={n_actions}"
-                )
+            if n_actions is not None:
+                for spec in demon.specs:
+                    spec.check_n_actions(n_actions, owner)
         return self
 
     # -- evaluation -----------------------------------------------------------------
@@ -550,7 +432,7 @@ class DemonSet:
                 )
             if next_obs.shape[0] <= self._max_obs_index:
                 self.validate(observation_dim=next_obs.shape[0])
-        inputs = _Inputs(
+        transition = Transition(
             observation=jnp.asarray(observation),
             action=jnp.asarray(action),
             reward=jnp.asarray(reward, _F32),
@@ -559,9 +441,9 @@ class DemonSet:
             min_behaviour_prob=min_behaviour_prob,
         )
         return Evaluation(
-            cumulants=self._cumulant_stage(inputs),
-            discounts=self._discount_stage(inputs),
-            rhos=self._rho_stage(inputs),
+            cumulants=self._cumulant_stage(transition),
+            discounts=self._discount_stage(transition),
+            rhos=self._rho_stage(transition),
         )
 
     def evaluate_batch(

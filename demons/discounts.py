@@ -9,8 +9,10 @@ ends the question ("until the pole passes 10 degrees").
 Episode termination is handled by the learner (it sets :math:`\gamma = 0` on
 terminated transitions), not here.
 
-Each spec is callable on a single next observation and returns a float32
-scalar. Value checks (e.g. ``gamma`` in [0, 1]) run when the spec is attached
+Each builder returns an instance of a *kind*, a subclass of :class:`Discount` that owns its
+scalar form (``spec(next_observation) -> float32 scalar``), its batched form (every spec of
+the kind in one vectorized operation) and its plain-data form (see :mod:`demons.kinds`).
+Value checks (e.g. ``gamma`` in [0, 1]) run when the spec is attached
 to a :class:`demons.Demon`, so that error messages name the demon.
 """
 
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from demons import _common
+from demons import checks
+from demons.kinds import Batch, Kind, Transition, per_distinct_spec, predicate, scalar_float32, threshold_crossings
 
 __all__ = [
     "ConstantDiscount",
@@ -40,33 +44,58 @@ __all__ = [
 ]
 
 
+class Discount(Kind):
+    r"""Base of every discount kind: :math:`\gamma_{t+1} = \gamma(S_{t+1})`.
+
+    A subclass that sets ``kind`` is registered (see :mod:`demons.kinds` for the contract).
+    Its scalar form is ``spec(next_observation) -> float32 scalar``; its batched form computes
+    :math:`\gamma_{t+1}` for every spec of the kind. A constant discount overrides
+    :attr:`constant_gamma`.
+    """
+
+    family: ClassVar[str] = "discount"
+
+    @property
+    def constant_gamma(self) -> float | None:
+        """The constant value of the discount, or None if state-dependent."""
+        return None
+
+    @property
+    def timescale(self) -> float | None:
+        r""":math:`1 / (1 - \gamma)` in steps for a constant :math:`\gamma < 1`, else None."""
+        gamma = self.constant_gamma
+        return None if gamma is None or gamma >= 1 else 1.0 / (1.0 - gamma)
+
+
 @dataclasses.dataclass(frozen=True)
-class ConstantDiscount:
+class ConstantDiscount(Discount):
     r"""A constant discount :math:`\gamma_{t+1} = \gamma \in [0, 1]`."""
 
     gamma: float
     kind: ClassVar[str] = "constant"
 
     def __post_init__(self):
-        object.__setattr__(self, "gamma", _common.as_number(self.gamma, "discounts.constant: gamma"))
+        object.__setattr__(self, "gamma", checks.as_number(self.gamma, "discounts.constant: gamma"))
 
     def check(self, owner: str = "this discount") -> None:
-        _common.check_unit_interval(self.gamma, "gamma", owner)
+        checks.check_unit_interval(self.gamma, "gamma", owner)
 
     @property
-    def constant_gamma(self) -> float | None:
-        """The constant value of the discount, or None if state-dependent."""
+    def constant_gamma(self) -> float:
+        """The constant value of the discount."""
         return float(self.gamma)
-
-    def observation_indices(self) -> tuple[int, ...]:
-        return ()
 
     def __call__(self, next_observation) -> jax.Array:
         return jnp.asarray(self.gamma, jnp.float32)
 
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[ConstantDiscount]) -> list[Batch]:
+        """One constant array."""
+        return [Batch.constant(positions, [s.constant_gamma for s in specs])]
+
 
 @dataclasses.dataclass(frozen=True)
-class TimescaleDiscount:
+class TimescaleDiscount(Discount):
     r"""A constant discount given as a timescale: :math:`\gamma = 1 - 1/\text{steps}`.
 
     ``steps >= 1``; ``steps = 1`` gives :math:`\gamma = 0` (predict the next
@@ -77,7 +106,7 @@ class TimescaleDiscount:
     kind: ClassVar[str] = "timescale"
 
     def __post_init__(self):
-        object.__setattr__(self, "steps", _common.as_number(self.steps, "discounts.timescale: steps"))
+        object.__setattr__(self, "steps", checks.as_number(self.steps, "discounts.timescale: steps"))
 
     def check(self, owner: str = "this discount") -> None:
         if not (math.isfinite(self.steps) and self.steps >= 1):
@@ -88,19 +117,26 @@ class TimescaleDiscount:
         return 1.0 - 1.0 / self.steps
 
     @property
-    def constant_gamma(self) -> float | None:
-        """The constant value of the discount, or None if state-dependent."""
+    def constant_gamma(self) -> float:
+        """The constant value of the discount."""
         return self.gamma
 
-    def observation_indices(self) -> tuple[int, ...]:
-        return ()
+    @property
+    def timescale(self) -> float:
+        """The timescale as given (``steps``)."""
+        return float(self.steps)
 
     def __call__(self, next_observation) -> jax.Array:
         return jnp.asarray(self.gamma, jnp.float32)
 
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[TimescaleDiscount]) -> list[Batch]:
+        """One constant array."""
+        return [Batch.constant(positions, [s.constant_gamma for s in specs])]
+
 
 @dataclasses.dataclass(frozen=True)
-class UntilDiscount:
+class UntilDiscount(Discount):
     r"""Terminates the question when a predicate on :math:`S_{t+1}[i]` holds.
 
     .. math::
@@ -120,32 +156,35 @@ class UntilDiscount:
     kind: ClassVar[str] = "until"
 
     def __post_init__(self):
-        object.__setattr__(self, "index", _common.as_int(self.index, "discounts.until: index"))
-        object.__setattr__(self, "threshold", _common.as_number(self.threshold, "discounts.until: threshold"))
-        object.__setattr__(self, "above", _common.as_bool(self.above, "discounts.until: above"))
-        object.__setattr__(self, "absolute", _common.as_bool(self.absolute, "discounts.until: absolute"))
-        object.__setattr__(self, "gamma", _common.as_number(self.gamma, "discounts.until: gamma"))
+        object.__setattr__(self, "index", checks.as_int(self.index, "discounts.until: index"))
+        object.__setattr__(self, "threshold", checks.as_number(self.threshold, "discounts.until: threshold"))
+        object.__setattr__(self, "above", checks.as_bool(self.above, "discounts.until: above"))
+        object.__setattr__(self, "absolute", checks.as_bool(self.absolute, "discounts.until: absolute"))
+        object.__setattr__(self, "gamma", checks.as_number(self.gamma, "discounts.until: gamma"))
 
     def check(self, owner: str = "this discount") -> None:
-        _common.check_non_negative_int(self.index, "until-discount observation index", owner)
-        _common.check_finite(self.threshold, "until-discount threshold", owner)
-        _common.check_unit_interval(self.gamma, "gamma", owner)
-
-    @property
-    def constant_gamma(self) -> float | None:
-        return None
+        checks.check_non_negative_int(self.index, "until-discount observation index", owner)
+        checks.check_finite(self.threshold, "until-discount threshold", owner)
+        checks.check_unit_interval(self.gamma, "gamma", owner)
 
     def observation_indices(self) -> tuple[int, ...]:
         return (self.index,)
 
     def __call__(self, next_observation) -> jax.Array:
         x = jnp.asarray(next_observation)[self.index].astype(jnp.float32)
-        hit = _common.predicate(x, jnp.float32(self.threshold), self.above, self.absolute)
+        hit = predicate(x, jnp.float32(self.threshold), self.above, self.absolute)
         return jnp.where(hit, jnp.float32(0.0), jnp.float32(self.gamma))
+
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[UntilDiscount]) -> list[Batch]:
+        """One gather, one comparison and one select."""
+        hit = threshold_crossings(specs)
+        gammas = np.asarray([s.gamma for s in specs], np.float32)
+        return [Batch(positions, lambda t: jnp.where(hit(t), jnp.float32(0.0), gammas))]
 
 
 @dataclasses.dataclass(frozen=True)
-class FunctionDiscount:
+class FunctionDiscount(Discount):
     r"""Any JAX-traceable :math:`\gamma_{t+1} = f(S_{t+1}) \in [0, 1]`.
 
     The range cannot be checked on traced values: it is the caller's
@@ -156,30 +195,30 @@ class FunctionDiscount:
     fn: Callable[[Any], Any]
     name: str
     kind: ClassVar[str] = "function"
+    plain_data: ClassVar[bool] = False
 
     def __post_init__(self):
-        _common.check_callable(self.fn, "discounts.function: fn")
-        _common.as_name(self.name, "discounts.function: name")
+        checks.check_callable(self.fn, "discounts.function: fn")
+        checks.as_name(self.name, "discounts.function: name")
 
     def check(self, owner: str = "this discount") -> None:
-        _common.check_non_empty(self.name, "discount function name", owner)
-
-    @property
-    def constant_gamma(self) -> float | None:
-        return None
-
-    def observation_indices(self) -> tuple[int, ...]:
-        return ()
+        checks.check_non_empty(self.name, "discount function name", owner)
 
     def __call__(self, next_observation) -> jax.Array:
-        out = jnp.asarray(self.fn(next_observation))
-        if out.shape != ():
-            raise ValueError(f"discount function {self.name!r} must return a scalar, got shape {out.shape}")
-        return out.astype(jnp.float32)
+        return scalar_float32(self.fn(next_observation), f"discount function {self.name!r}")
+
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[FunctionDiscount]) -> list[Batch]:
+        """One call per distinct function, broadcast to the demons that share it."""
+        return per_distinct_spec(positions, specs, _call_on)
 
 
-Discount = ConstantDiscount | TimescaleDiscount | UntilDiscount | FunctionDiscount
+def _call_on(spec: Discount, t: Transition) -> jax.Array:
+    return spec(t.next_observation)
+
+
 DISCOUNT_TYPES = (ConstantDiscount, TimescaleDiscount, UntilDiscount, FunctionDiscount)
+"""The built-in discount kinds (any registered subclass of :class:`Discount` is a discount)."""
 
 
 def constant(gamma: float) -> ConstantDiscount:

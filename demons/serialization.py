@@ -23,7 +23,9 @@ order: ``{"nexting": {"observation_dim": 4, "timescales": [1, 10]}}`` and
 ``{"reward_demons": {"timescales": [1, 10]}}`` (each may also be a list of
 such tables, i.e. ``[[nexting]]`` in TOML).
 
-``function`` kinds hold Python callables and cannot be serialized.
+Each kind owns its table (``to_dict`` / ``from_dict``, see :mod:`demons.kinds`) and is found
+by its ``kind`` key among the registered kinds of its family. ``function`` kinds hold Python
+callables and cannot be serialized.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from demons import cumulants as _cumulants
-from demons import discounts as _discounts
-from demons import policies as _policies
+from demons.cumulants import Cumulant
 from demons.demon import Demon, nexting, reward_demons
+from demons.discounts import Discount
+from demons.kinds import Kind, label
+from demons.policies import Policy
 
 __all__ = [
     "spec_to_dict",
+    "spec_from_dict",
     "demon_to_dict",
     "demon_from_dict",
     "demons_to_dict",
@@ -47,46 +51,19 @@ __all__ = [
     "dumps_toml",
 ]
 
-# kind -> (builder, required keys, optional keys with defaults)
-_Table = dict[str, tuple[Callable[..., Any], tuple[str, ...], dict[str, Any]]]
-
-_CUMULANTS: _Table = {
-    "observation": (_cumulants.observation, ("index",), {}),
-    "reward": (_cumulants.reward, (), {}),
-    "constant": (_cumulants.constant, ("value",), {}),
-    "threshold": (_cumulants.threshold, ("index", "threshold"), {"above": True, "absolute": False}),
-    "action_indicator": (_cumulants.action_indicator, ("action",), {}),
-}
-_DISCOUNTS: _Table = {
-    "constant": (_discounts.constant, ("gamma",), {}),
-    "timescale": (_discounts.timescale, ("steps",), {}),
-    "until": (
-        _discounts.until,
-        ("index", "threshold"),
-        {"above": True, "absolute": False, "gamma": 1.0},
-    ),
-}
-_POLICIES: _Table = {
-    "fixed": (_policies.fixed, ("probabilities",), {}),
-}
+K = TypeVar("K", bound=Kind)
 
 _DEMON_REQUIRED = ("name", "cumulant", "discount")
 _DEMON_OPTIONAL = ("lamda", "target_policy", "z")
 
 
-def spec_to_dict(spec: Any) -> dict[str, Any]:
-    """Plain-data form ``{"kind": ..., **fields}`` of a built-in cumulant/discount/policy spec.
+def spec_to_dict(spec: Kind) -> dict[str, Any]:
+    """Plain-data form ``{"kind": ..., **fields}`` of a cumulant, discount or policy spec.
 
     Raises:
-      ValueError: for ``function`` kinds (they hold Python callables).
+      ValueError: for kinds that hold Python callables (``function`` kinds).
     """
-    if spec.kind == "function":
-        raise ValueError(f"{type(spec).__name__} {spec.name!r} holds a Python function and cannot be serialized")
-    out: dict[str, Any] = {"kind": spec.kind}
-    for field in spec.__dataclass_fields__:
-        value = getattr(spec, field)
-        out[field] = list(value) if isinstance(value, tuple) else value
-    return out
+    return spec.to_dict()
 
 
 def demon_to_dict(demon: Demon) -> dict[str, Any]:
@@ -96,16 +73,13 @@ def demon_to_dict(demon: Demon) -> dict[str, Any]:
       ValueError: naming the demon if any of its specs is a ``function`` kind.
     """
     out: dict[str, Any] = {"name": demon.name}
-    for field in ("cumulant", "discount", "target_policy"):
-        spec = getattr(demon, field)
-        if spec is None:
-            continue
-        if spec.kind == "function":
+    for spec in demon.specs:
+        if not spec.plain_data:
             raise ValueError(
-                f"demon {demon.name!r} cannot be serialized: its {field} is a Python function "
-                f"({spec.name!r}); only built-in kinds have a plain-data form"
+                f"demon {demon.name!r} cannot be serialized: its {spec.family} is a Python function "
+                f"({label(spec)!r}); only kinds without callables have a plain-data form"
             )
-        out[field] = spec_to_dict(spec)
+        out[spec.family] = spec.to_dict()
     out["lamda"] = demon.lamda
     out["z"] = demon.z
     # Keep the key order stable and readable: name, cumulant, discount, lamda, z, target_policy.
@@ -119,34 +93,35 @@ def demons_to_dict(demons: Iterable[Demon]) -> dict[str, Any]:
     return {"demons": [demon_to_dict(d) for d in demons]}
 
 
-def _spec_from_dict(data: Any, table: _Table, what: str, owner: str) -> Any:
+def spec_from_dict(family: type[K], data: Any, owner: str) -> K:
+    """A spec of ``family`` (:class:`~demons.Cumulant`, ...) from its table, by its ``kind`` key.
+
+    Args:
+      family: the family base class; its registered kinds are looked up.
+      data: the table, e.g. ``{"kind": "observation", "index": 2}``.
+      owner: who the spec belongs to, for messages (``"demon 'x'"``).
+
+    Raises:
+      ValueError: not a table, no or unknown ``kind``, a kind without a plain-data form, or
+        the kind's own ``from_dict`` errors; each names ``owner``.
+    """
+    what = family.family
     if not isinstance(data, Mapping):
         raise ValueError(f"{what} for {owner} must be a table with a 'kind' key, got {data!r}")
     if "kind" not in data:
         raise ValueError(f"{what} for {owner} is missing key 'kind' (got keys {sorted(data)})")
     kind = data["kind"]
-    if kind == "function":
+    registered = family.registered()
+    cls = registered.get(kind) if isinstance(kind, str) else None
+    if cls is not None and not cls.plain_data:
         raise ValueError(
-            f"{what} for {owner} has kind 'function', which holds a Python function and "
+            f"{what} for {owner} has kind {kind!r}, which holds a Python function and "
             f"cannot be loaded from plain data; build it in Python instead"
         )
-    if not isinstance(kind, str) or kind not in table:
-        raise ValueError(f"unknown {what} kind {kind!r} for {owner}; expected one of {sorted(table)}")
-    builder, required, optional = table[kind]
-    allowed = {"kind", *required, *optional}
-    for key in data:  # unexpected keys first: a typo then names the typo
-        if key not in allowed:
-            raise ValueError(
-                f"unexpected key {key!r} in {what} of kind {kind!r} for {owner}; expected keys {sorted(allowed)}"
-            )
-    for key in required:
-        if key not in data:
-            raise ValueError(f"{what} of kind {kind!r} for {owner} is missing key {key!r}")
-    kwargs = {key: data[key] for key in (*required, *optional) if key in data}
-    try:
-        return builder(**kwargs)
-    except TypeError as e:  # type coercion failures
-        raise ValueError(f"invalid {what} for {owner}: {e}") from e
+    if cls is None:
+        expected = sorted(k for k, c in registered.items() if c.plain_data)
+        raise ValueError(f"unknown {what} kind {kind!r} for {owner}; expected one of {expected}")
+    return cast(K, cls.from_dict(data, owner))
 
 
 def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Demon:
@@ -178,11 +153,11 @@ def demon_from_dict(data: Mapping[str, Any], position: int | None = None) -> Dem
         if not isinstance(name, str) or not name:
             raise ValueError(f"'name' must be a non-empty string, got {name!r}")
         owner = f"demon {name!r}"
-        cumulant = _spec_from_dict(data["cumulant"], _CUMULANTS, "cumulant", owner)
-        discount = _spec_from_dict(data["discount"], _DISCOUNTS, "discount", owner)
+        cumulant = spec_from_dict(Cumulant, data["cumulant"], owner)
+        discount = spec_from_dict(Discount, data["discount"], owner)
         policy = None
         if data.get("target_policy") is not None:
-            policy = _spec_from_dict(data["target_policy"], _POLICIES, "target_policy", owner)
+            policy = spec_from_dict(Policy, data["target_policy"], owner)
         return Demon(
             name,
             cumulant,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 
@@ -10,14 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from demon_cases import N_ACTIONS, OBS_DIM, SIGMOID1, SOFTMAX, TANH0, mixed_demons, random_transitions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import demons
 from demons import Demon, DemonSet, cumulants, discounts, policies
-
-OBS_DIM = 5
-N_ACTIONS = 3
 
 # A hand-made transition: (S_t, A_t, R_{t+1}, S_{t+1}).
 OBS = np.array([0.5, -1.0, 2.0, 0.0, 3.0], np.float32)
@@ -339,66 +336,6 @@ def reference_evaluate(ds, obs, action, reward, next_obs, mu):
     return tuple(np.asarray(v, np.float32) for v in (cs, gs, rs))
 
 
-SUM_PRODUCT = cumulants.function(lambda o, a, r, n: jnp.sum(o * n) + r, "sum_product")
-TANH0 = cumulants.function(lambda o, a, r, n: jnp.tanh(n[0]), "tanh0")
-SIGMOID1 = discounts.function(lambda n: jax.nn.sigmoid(n[1]), "sigmoid1")
-SOFTMAX = policies.function(lambda o: jax.nn.softmax(o[:N_ACTIONS]), "softmax", N_ACTIONS)
-
-
-def mixed_demons(copies=1, seed=0):
-    """Every kind, on- and off-policy, in shuffled order."""
-    out = []
-    for k in range(copies):
-        s = f"#{k}"
-        out += [
-            Demon("obs0" + s, cumulants.observation(0), discounts.timescale(10), lamda=0.9),
-            Demon("obs4" + s, cumulants.observation(4), discounts.constant(0.5)),
-            Demon("obs2_until" + s, cumulants.observation(2), discounts.until(3, 0.5, absolute=True, gamma=0.9)),
-            Demon("reward" + s, cumulants.reward(), discounts.timescale(100), z=-1.0),
-            Demon("steps" + s, cumulants.constant(1), discounts.until(1, 0.0, above=False)),
-            Demon("const" + s, cumulants.constant(-2.5), discounts.constant(0.0)),
-            Demon("th_above" + s, cumulants.threshold(1, 0.2), discounts.timescale(2)),
-            Demon("th_below_abs" + s, cumulants.threshold(3, 0.4, above=False, absolute=True), discounts.constant(0.8)),
-            Demon("act0" + s, cumulants.action_indicator(0), discounts.timescale(5)),
-            Demon("act2" + s, cumulants.action_indicator(2), SIGMOID1),
-            Demon("fn_a" + s, SUM_PRODUCT, discounts.constant(0.3)),
-            Demon("fn_b" + s, TANH0, discounts.until(0, 0.8), lamda=0.5),
-            Demon("fn_b2" + s, TANH0, SIGMOID1),
-            Demon(
-                "off_right" + s,
-                cumulants.observation(1),
-                discounts.timescale(10),
-                target_policy=policies.deterministic(2, N_ACTIONS),
-            ),
-            Demon(
-                "off_uniform" + s,
-                cumulants.reward(),
-                discounts.until(4, 0.1),
-                target_policy=policies.uniform(N_ACTIONS),
-            ),
-            Demon(
-                "off_mix" + s,
-                cumulants.threshold(0, 0.0),
-                discounts.constant(0.95),
-                target_policy=policies.fixed([0.2, 0.5, 0.3]),
-            ),
-            Demon("off_fn" + s, cumulants.action_indicator(1), discounts.timescale(3), target_policy=SOFTMAX),
-            Demon("off_fn2" + s, SUM_PRODUCT, SIGMOID1, target_policy=SOFTMAX),
-        ]
-    order = np.random.default_rng(seed).permutation(len(out))
-    return [out[i] for i in order]
-
-
-def random_transitions(n, seed=1):
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n, OBS_DIM)).astype(np.float32)
-    next_obs = rng.normal(size=(n, OBS_DIM)).astype(np.float32)
-    actions = rng.integers(0, N_ACTIONS, size=n).astype(np.int32)
-    rewards = rng.normal(size=n).astype(np.float32)
-    mus = rng.uniform(0.1, 1.0, size=n).astype(np.float32)
-    return obs, actions, rewards, next_obs, mus
-
-
 def reference_batch(ds, transitions):
     obs, actions, rewards, next_obs, mus = transitions
     refs = [reference_evaluate(ds, *(x[t] for x in transitions)) for t in range(len(actions))]
@@ -530,6 +467,43 @@ class TestEvaluate:
         assert all(x.shape == (0,) for x in ev)
 
 
+def scalar_form_evaluate(ds, obs, action, reward, next_obs, mu=1.0):
+    """Each demon through its specs' scalar forms (``spec(...)``), one demon at a time."""
+    floor = demons.MIN_BEHAVIOUR_PROB
+    cs = [d.cumulant(obs, action, reward, next_obs) for d in ds]
+    gs = [d.discount(next_obs) for d in ds]
+    rs = [
+        jnp.float32(1.0)
+        if d.target_policy is None
+        else d.target_policy(obs)[action] / jnp.maximum(jnp.float32(mu), floor)
+        for d in ds
+    ]
+    return tuple(np.asarray(jnp.stack(x)) if x else np.zeros((0,), np.float32) for x in (cs, gs, rs))
+
+
+class TestBatchedFormMatchesScalarForm:
+    """The batched form of every kind against the scalar ``__call__`` of each demon's specs."""
+
+    def test_cumulants_and_discounts_bit_identical_rhos_within_one_ulp(self):
+        ds = DemonSet(mixed_demons(copies=3, seed=2)).validate(OBS_DIM, N_ACTIONS)
+        transitions = random_transitions(12, seed=9)
+        for t in range(12):
+            args = [x[t] for x in transitions]
+            ev = ds.evaluate(*args)
+            cs, gs, rs = scalar_form_evaluate(ds, *args)
+            np.testing.assert_array_equal(np.asarray(ev.cumulants).view(np.uint32), cs.view(np.uint32))
+            np.testing.assert_array_equal(np.asarray(ev.discounts).view(np.uint32), gs.view(np.uint32))
+            # A (k,) / scalar division is vectorised by XLA and may round differently from the
+            # scalar division by one unit in the last place; the probabilities are exact.
+            np.testing.assert_array_max_ulp(np.asarray(ev.rhos), rs, maxulp=1)
+
+    def test_under_jit(self, mixed_set, transitions):
+        batched = jax.jit(jax.vmap(mixed_set.evaluate))(*transitions)
+        for t in range(len(transitions[1])):
+            scalar = scalar_form_evaluate(mixed_set, *(x[t] for x in transitions))
+            assert_evaluation_close(tuple(x[t] for x in batched), scalar)
+
+
 # ----------------------------------------------------------------------------
 # The traced program must not grow with the number of demons of a kind.
 
@@ -621,200 +595,6 @@ def test_observation_cumulants_are_one_gather():
     args = [x[0] for x in random_transitions(1)]
     prims = _primitives(jax.make_jaxpr(ds.evaluate)(*args).jaxpr)
     assert prims.count("gather") == 1
-
-
-# ----------------------------------------------------------------------------
-# Plain-data round trips.
-
-
-def serializable_demons():
-    return [
-        d
-        for d in mixed_demons(seed=4)
-        if "function" not in (d.cumulant.kind, d.discount.kind)
-        and (d.target_policy is None or d.target_policy.kind != "function")
-    ] + [Demon('odd "name" \\ with\ttab and ü', cumulants.reward(), discounts.constant(0.25), lamda=1, z=2.5)]
-
-
-class TestSerialization:
-    def test_dict_form(self):
-        ds = DemonSet(
-            [
-                Demon(
-                    "right",
-                    cumulants.observation(3),
-                    discounts.timescale(10),
-                    lamda=0.5,
-                    target_policy=policies.fixed([0, 1]),
-                ),
-                Demon("fall", cumulants.constant(1), discounts.until(2, 0.1745, absolute=True)),
-            ]
-        )
-        assert ds.to_dict() == {
-            "demons": [
-                {
-                    "name": "right",
-                    "cumulant": {"kind": "observation", "index": 3},
-                    "discount": {"kind": "timescale", "steps": 10},
-                    "lamda": 0.5,
-                    "z": 0.0,
-                    "target_policy": {"kind": "fixed", "probabilities": [0.0, 1.0]},
-                },
-                {
-                    "name": "fall",
-                    "cumulant": {"kind": "constant", "value": 1},
-                    "discount": {
-                        "kind": "until",
-                        "index": 2,
-                        "threshold": 0.1745,
-                        "above": True,
-                        "absolute": True,
-                        "gamma": 1.0,
-                    },
-                    "lamda": 0.0,
-                    "z": 0.0,
-                },
-            ]
-        }
-
-    def test_dict_and_json_round_trip(self):
-        ds = DemonSet(serializable_demons())
-        d = ds.to_dict()
-        back = DemonSet.from_dict(json.loads(json.dumps(d)))
-        assert back == ds
-        assert back.to_dict() == d
-        transitions = random_transitions(8, seed=5)
-        np.testing.assert_array_equal(
-            np.asarray(jax.vmap(back.evaluate)(*transitions)), np.asarray(jax.vmap(ds.evaluate)(*transitions))
-        )
-
-    def test_toml_round_trip_and_files(self, tmp_path):
-        ds = DemonSet(serializable_demons())
-        text = ds.to_toml()
-        assert "[[demons]]" in text
-        back = DemonSet.from_toml(text)
-        assert back == ds
-        transitions = random_transitions(8, seed=6)
-        np.testing.assert_array_equal(
-            np.asarray(back.evaluate_batch(*transitions)), np.asarray(ds.evaluate_batch(*transitions))
-        )
-        for name in ("demons.toml", "demons.json"):
-            path = tmp_path / name
-            ds.save(path)
-            assert DemonSet.load(path) == ds
-        assert DemonSet.from_toml(DemonSet([]).to_toml()) == DemonSet([])
-
-    def test_timescale_stays_timescale(self):
-        ds = DemonSet.from_toml(DemonSet(demons.nexting(1, (10,))).to_toml())
-        assert ds[0].discount == discounts.timescale(10)
-        assert ds.to_dict()["demons"][0]["discount"] == {"kind": "timescale", "steps": 10}
-
-    def test_handwritten_toml_with_compact_sections(self, tmp_path):
-        text = """
-[nexting]
-observation_dim = 4
-timescales = [1, 10]
-
-[[demons]]
-name = "steps_to_fall"
-cumulant = { kind = "constant", value = 1.0 }
-discount = { kind = "until", index = 2, threshold = 0.1745, absolute = true }
-
-[reward_demons]
-timescales = [10]
-lamda = 0.9
-"""
-        path = tmp_path / "horde.toml"
-        path.write_text(text)
-        ds = DemonSet.load(path)
-        expected = (
-            demons.nexting(4, (1, 10))
-            + [Demon("steps_to_fall", cumulants.constant(1.0), discounts.until(2, 0.1745, absolute=True))]
-            + demons.reward_demons((10,), lamda=0.9)
-        )
-        assert ds == DemonSet(expected)
-        assert len(DemonSet.from_dict({"nexting": {"observation_dim": 4, "timescales": [1, 10]}})) == 8
-        two = DemonSet.from_dict(
-            {
-                "nexting": [
-                    {"observation_dim": 2, "timescales": [10]},
-                    {"observation_dim": 1, "timescales": [5], "names": ["a"]},
-                ]
-            }
-        )
-        assert two.names == ("obs[0]@10", "obs[1]@10", "a@5")
-
-    def test_function_kinds_cannot_be_serialized(self):
-        ds = DemonSet(
-            [Demon("ok", cumulants.reward(), discounts.constant(0.5)), Demon("fn", TANH0, discounts.constant(0.5))]
-        )
-        with pytest.raises(
-            ValueError, match=r"demon 'fn' cannot be serialized: its cumulant is a Python function \('tanh0'\)"
-        ):
-            ds.to_dict()
-        with pytest.raises(ValueError, match=r"demon 'g'.*discount"):
-            DemonSet([Demon("g", cumulants.reward(), SIGMOID1)]).to_toml()
-        with pytest.raises(ValueError, match=r"demon 'p'.*target_policy"):
-            DemonSet([Demon("p", cumulants.reward(), discounts.constant(0.5), target_policy=SOFTMAX)]).to_dict()
-
-    def _table(self, **overrides):
-        table = {
-            "name": "a",
-            "cumulant": {"kind": "observation", "index": 1},
-            "discount": {"kind": "timescale", "steps": 10},
-        }
-        table.update(overrides)
-        return {
-            "demons": [
-                {"name": "first", "cumulant": {"kind": "reward"}, "discount": {"kind": "constant", "gamma": 0.5}},
-                table,
-            ]
-        }
-
-    def test_unknown_kinds_and_missing_keys_fail_clearly(self):
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): unknown cumulant kind 'obsrvation' for demon 'a'"):
-            DemonSet.from_dict(self._table(cumulant={"kind": "obsrvation", "index": 1}))
-        with pytest.raises(ValueError, match=r"unknown discount kind 'hyperbolic' for demon 'a'; expected one of"):
-            DemonSet.from_dict(self._table(discount={"kind": "hyperbolic"}))
-        with pytest.raises(ValueError, match=r"unknown target_policy kind 'greedy'"):
-            DemonSet.from_dict(self._table(target_policy={"kind": "greedy"}))
-        with pytest.raises(
-            ValueError,
-            match=r"demons\[1\] \('a'\): cumulant of kind 'observation' for demon 'a' is missing key 'index'",
-        ):
-            DemonSet.from_dict(self._table(cumulant={"kind": "observation"}))
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): discount for demon 'a' is missing key 'kind'"):
-            DemonSet.from_dict(self._table(discount={"steps": 10}))
-        with pytest.raises(ValueError, match=r"demons\[1\]: missing key 'name'"):
-            table = self._table()
-            del table["demons"][1]["name"]
-            DemonSet.from_dict(table)
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): missing key 'discount'"):
-            table = self._table()
-            del table["demons"][1]["discount"]
-            DemonSet.from_dict(table)
-        with pytest.raises(ValueError, match=r"unexpected key 'stpes' in discount of kind 'timescale' for demon 'a'"):
-            DemonSet.from_dict(self._table(discount={"kind": "timescale", "stpes": 10}))
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): unexpected key 'gamma'"):
-            DemonSet.from_dict(self._table(gamma=0.9))
-        with pytest.raises(ValueError, match=r"kind 'function'.*cannot be loaded"):
-            DemonSet.from_dict(self._table(cumulant={"kind": "function", "name": "f"}))
-        with pytest.raises(ValueError, match=r"unknown top-level key 'demon'"):
-            DemonSet.from_dict({"demon": []})
-        with pytest.raises(ValueError, match=r"nexting is missing key 'observation_dim'"):
-            DemonSet.from_dict({"nexting": {"timescales": [1]}})
-
-    def test_invalid_values_in_data_name_demon_and_position(self):
-        with pytest.raises(ValueError, match=r"demons\[1\] \('a'\): gamma for demon 'a' must be in \[0, 1\], got 1\.3"):
-            DemonSet.from_dict(self._table(discount={"kind": "constant", "gamma": 1.3}))
-        with pytest.raises(
-            ValueError, match=r"demons\[1\] \('a'\): invalid cumulant for demon 'a'.*index must be an integer, got '1'"
-        ):
-            DemonSet.from_dict(self._table(cumulant={"kind": "observation", "index": "1"}))
-        with pytest.raises(ValueError, match=r"duplicate demon name 'first'"):
-            DemonSet.from_dict(self._table(name="first"))
-        with pytest.raises(ValueError, match=r"demon 'a'.*sum to 1"):
-            DemonSet.from_dict(self._table(target_policy={"kind": "fixed", "probabilities": [0.5, 0.6]}))
 
 
 # ----------------------------------------------------------------------------
