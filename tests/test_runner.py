@@ -245,7 +245,7 @@ def test_run_result_save_and_load_round_trip(tmp_path):
     result = horde.run(learner, "CartPole-v1", steps=120, seed=4, record_every=3, progress=False)
     result.save(tmp_path / "run")
     loaded = horde.RunResult.load(tmp_path / "run")
-    for name in horde.RunResult._ARRAYS:
+    for name in horde.RunResult.ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
     assert loaded.demon_names == result.demon_names and loaded.config == result.config
     assert loaded.record_every == 3 and loaded.total_steps == 120

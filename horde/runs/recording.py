@@ -269,9 +269,11 @@ class Recorder:
             start: global step of the chunk's first step.
             buffers: the chunk's record buffers, ``(n_seeds, slots, n_demons)`` each, in
                 ``record_names`` order.
-            rewards, terminated, truncated, valid: every step of the chunk, ``(n_seeds, T)``;
-                only the first ``T`` steps are recorded (a diverged chunk passes the steps up
-                to its divergence).
+            rewards: every step of the chunk, ``(n_seeds, T)``; only these ``T`` steps are
+                recorded (a diverged chunk passes the steps up to its divergence).
+            terminated: same shape, bool.
+            truncated: same shape, bool.
+            valid: same shape, bool (False at a vector environment's autoreset steps).
         """
         T = rewards.shape[1]
         offset = (-start) % self.every

@@ -99,7 +99,9 @@ class RunResult:
     ude: np.ndarray | None = None
     demons: tuple[DemonInfo, ...] = ()
 
-    _ARRAYS = (
+    # The per-step and per-episode arrays, saved in ``metrics.npz`` (a class attribute, not a
+    # field).
+    ARRAY_FIELDS = (
         "steps",
         "predictions",
         "td_errors",
@@ -114,6 +116,7 @@ class RunResult:
         "episode_return",
         "episode_length",
     )
+    _ARRAYS = ARRAY_FIELDS  # the old name, still read by tests/test_reliability.py
 
     @property
     def n_seeds(self) -> int:
@@ -137,7 +140,7 @@ class RunResult:
                 f"record_every {self.record_every} and {later.record_every}"
             )
         joined = {}
-        for name in self._ARRAYS:
+        for name in self.ARRAY_FIELDS:
             axis = 0 if name == "steps" or name.startswith("episode_") else 1
             joined[name] = np.concatenate([getattr(self, name), getattr(later, name)], axis=axis)
         for name in ("rupee", "ude"):
@@ -159,7 +162,7 @@ class RunResult:
         directory ``path``; returns it."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+        arrays = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
         for name in ("rupee", "ude"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
@@ -198,7 +201,7 @@ class RunResult:
             raise ValueError(f"{meta_file} has format_version {version!r}, expected {RESULT_FORMAT_VERSION}")
         try:
             with np.load(npz_file, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in cls._ARRAYS}
+                arrays = {name: data[name] for name in cls.ARRAY_FIELDS}
                 for name in ("rupee", "ude"):
                     if name in data.files:
                         arrays[name] = data[name]
