@@ -16,11 +16,13 @@ arrays, actions indexed from 0 as the demons see them, and records finished epis
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from horde.runs.behaviour import as_behaviour_policy
+from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
+from horde.runs.features import FeatureMap
 from horde.td import Transitions
 
 __all__ = ["SingleStream", "VectorStream", "replay"]
@@ -28,9 +30,19 @@ __all__ = ["SingleStream", "VectorStream", "replay"]
 
 class SingleStream:
     """Steps one environment with the behaviour policy, resetting it at episode ends, and
-    collects transitions as feature arrays."""
+    collects transitions as feature arrays.
 
-    def __init__(self, env, features, policy, act_space, seed):
+    Args:
+        env: the Gymnasium environment (reset here with ``seed``).
+        features: its ``FeatureMap``.
+        policy: a bound ``BehaviourPolicy``.
+        act_space: the environment's action space.
+        seed: seeds the environment and the policy's generator.
+    """
+
+    def __init__(
+        self, env: gym.Env, features: FeatureMap, policy: BehaviourPolicy, act_space: gym.Space, seed: int
+    ) -> None:
         self.env, self.features, self.policy = env, features, policy
         self.rng = np.random.default_rng(seed)
         discrete = isinstance(act_space, gym.spaces.Discrete)
@@ -44,6 +56,12 @@ class SingleStream:
         self.x = features(self.raw)
 
     def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        """The next ``T`` transitions, from global step ``first_step``: ``Transitions`` of
+        ``(T, ...)`` arrays and ``valid`` (all True).
+
+        Raises:
+            ValueError: the environment returned a non-finite observation.
+        """
         dim = self.features.dim
         obs = np.empty((T, dim), np.float32)
         next_obs = np.empty((T, dim), np.float32)
@@ -86,9 +104,19 @@ class SingleStream:
 
 class VectorStream:
     """Steps a vector environment, one behaviour policy and generator per copy, and collects
-    transitions with a validity mask (False at next-step autoreset steps)."""
+    transitions with a validity mask (False at next-step autoreset steps).
 
-    def __init__(self, env, features, policy, act_space, seed):
+    Args:
+        env: the vector environment (copy ``i`` reset with ``seed + i`` where it allows).
+        features: the ``FeatureMap`` of one copy's observation space.
+        policy: anything ``as_behaviour_policy`` accepts; one is bound per copy (``policies``).
+        act_space: one copy's action space.
+        seed: copy ``i``'s policy generator is ``numpy.random.default_rng(seed + i)``.
+    """
+
+    def __init__(
+        self, env: gym.vector.VectorEnv, features: FeatureMap, policy: Any, act_space: gym.Space, seed: int
+    ) -> None:
         N = self.N = int(env.num_envs)
         self.seeded_per_copy = True
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
@@ -121,6 +149,12 @@ class VectorStream:
         self.last_actions = np.zeros((N,) + self.action_shape, self.action_dtype)
 
     def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        """The next ``T`` steps of every copy, from global step ``first_step``: ``Transitions``
+        with a leading copy axis ``(N, T, ...)`` and ``valid`` ``(N, T)``.
+
+        Raises:
+            ValueError: the environment returned a non-finite observation.
+        """
         N, dim, features = self.N, self.features.dim, self.features
         obs = np.empty((T, N, dim), np.float32)
         next_obs = np.empty((T, N, dim), np.float32)
@@ -178,7 +212,7 @@ class VectorStream:
         return transitions, valid.T
 
 
-def replay(stream, start_step: int, chunk_size: int) -> None:
+def replay(stream: SingleStream | VectorStream, start_step: int, chunk_size: int) -> None:
     """Steps the environment and policy to ``start_step`` without learning: the behaviour
     stream is a function of the seed alone, so this restores it exactly."""
     done = 0
