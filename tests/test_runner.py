@@ -210,6 +210,24 @@ def test_feature_map_for_supported_spaces():
 
 @pytest.mark.parametrize(
     "space",
+    [
+        gym.spaces.Discrete(4, start=1),
+        gym.spaces.MultiDiscrete([2, 3], start=[1, -1]),
+        gym.spaces.MultiBinary(3),
+        gym.spaces.Box(-1, 1, (2, 3)),
+    ],
+)
+def test_feature_map_jax_form_equals_the_numpy_form(space):
+    fm = horde.FeatureMap(space)
+    f = jax.jit(fm.jax_transform())
+    space.seed(0)
+    for _ in range(20):
+        o = space.sample()
+        np.testing.assert_array_equal(np.asarray(f(jnp.asarray(o))), fm(o))
+
+
+@pytest.mark.parametrize(
+    "space",
     [gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.Text(5), gym.spaces.Tuple((gym.spaces.Discrete(2),))],
 )
 def test_unsupported_observation_space_fails_with_clear_message(space):
