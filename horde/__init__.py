@@ -29,7 +29,8 @@ from horde.runs.behaviour import (
 from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
 from horde.runs.jax_runner import run_jax
-from horde.runs.runner import DivergenceError, RunResult, run
+from horde.runs.results import DivergenceError, RunResult
+from horde.runs.runner import run
 from horde.td.horde_learner import (
     BatchedHordeResult,
     DiagnosticsState,

@@ -284,11 +284,11 @@ def test_clear_errors():
 
 
 def test_time_limit_defaults():
-    from horde.runs.jax_runner import _resolve_env
+    from horde.runs.jax_envs import as_jax_env
 
-    assert _resolve_env(CartPoleFunctional(), 0).default_limit == 500
-    assert _resolve_env(PendulumFunctional(), 0).default_limit == 200
-    assert _resolve_env(envs.RandomWalk(), 0).default_limit is None
+    assert as_jax_env(CartPoleFunctional(), 0).default_limit == 500
+    assert as_jax_env(PendulumFunctional(), 0).default_limit == 200
+    assert as_jax_env(envs.RandomWalk(), 0).default_limit is None
     learner = horde.HordeLearner(demons.nexting(4, timescales=(1,)), hidden_sizes=(4,))
     made = gym.make("phys2d/CartPole-v1", max_episode_steps=5)  # the made env's time limit is used
     result = run_jax(learner, made, steps=40, progress=False)
@@ -318,8 +318,12 @@ def test_run_jax_divergence_guard_names_the_demon():
     )
     with pytest.raises(horde.DivergenceError, match="'wild'") as info:
         horde.run_jax(learner, envs.RandomWalk(), steps=5000, chunk_size=100, progress=False)
-    result = info.value.result
-    assert result.total_steps == info.value.step and result.total_steps % 100 == 0
+    result, step = info.value.result, info.value.step
+    # The step is exact (the first non-finite prediction), the records run up to it, and the
+    # state is the last good one: after the whole chunks before the one that diverged.
+    assert result.total_steps % 100 == 0 and result.total_steps <= step < result.total_steps + 100
+    np.testing.assert_array_equal(result.steps, np.arange(step + 1))
+    assert np.isfinite(result.predictions[0, :step]).all() and not np.isfinite(result.predictions[0, step]).all()
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(result.state))
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from gymnasium.experimental.functional import FuncEnv
 
 import demons
 import horde
@@ -208,6 +210,24 @@ def test_feature_map_for_supported_spaces():
 
 @pytest.mark.parametrize(
     "space",
+    [
+        gym.spaces.Discrete(4, start=1),
+        gym.spaces.MultiDiscrete([2, 3], start=[1, -1]),
+        gym.spaces.MultiBinary(3),
+        gym.spaces.Box(-1, 1, (2, 3)),
+    ],
+)
+def test_feature_map_jax_form_equals_the_numpy_form(space):
+    fm = horde.FeatureMap(space)
+    f = jax.jit(fm.jax_transform())
+    space.seed(0)
+    for _ in range(20):
+        o = space.sample()
+        np.testing.assert_array_equal(np.asarray(f(jnp.asarray(o))), fm(o))
+
+
+@pytest.mark.parametrize(
+    "space",
     [gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), gym.spaces.Text(5), gym.spaces.Tuple((gym.spaces.Discrete(2),))],
 )
 def test_unsupported_observation_space_fails_with_clear_message(space):
@@ -243,7 +263,7 @@ def test_run_result_save_and_load_round_trip(tmp_path):
     result = horde.run(learner, "CartPole-v1", steps=120, seed=4, record_every=3, progress=False)
     result.save(tmp_path / "run")
     loaded = horde.RunResult.load(tmp_path / "run")
-    for name in horde.RunResult._ARRAYS:
+    for name in horde.RunResult.ARRAY_FIELDS:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
     assert loaded.demon_names == result.demon_names and loaded.config == result.config
     assert loaded.record_every == 3 and loaded.total_steps == 120
@@ -261,3 +281,118 @@ def test_progress_bar_shows_rate_and_td_error_and_is_silent_when_off(capsys):
     horde.run(learner, "CartPole-v1", steps=50, progress=True, chunk_size=10)
     err = capsys.readouterr().err
     assert "50/50" in err and "|δ|" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence, and what both runners record about the demons
+
+
+class InfiniteRewardEnv(gym.Env):
+    """One feature, always 1; reward 1 at every step but step ``at`` (counted over the whole
+    run), whose reward is +inf; never ends. A reward demon with γ = 0 learns
+    ``w += α (R - w)``: the update at step ``at`` makes ``w`` infinite, so the first
+    non-finite prediction is exactly at step ``at + 1``."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, at: int):
+        self.at, self.t = at, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        reward = np.inf if self.t == self.at else 1.0
+        self.t += 1
+        return np.ones(1, np.float32), reward, False, False, {}
+
+
+class InfiniteRewardFuncEnv(FuncEnv):
+    """``InfiniteRewardEnv`` as a functional environment (its state counts the steps)."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def initial(self, rng, params=None):
+        return jnp.zeros((), jnp.int32)
+
+    def transition(self, state, action, rng, params=None):
+        return state + 1
+
+    def observation(self, state, rng, params=None):
+        return jnp.ones(1, jnp.float32)
+
+    def reward(self, state, action, next_state, rng, params=None):
+        return jnp.where(state == self.at, jnp.inf, 1.0)
+
+    def terminal(self, state, rng, params=None):
+        return jnp.zeros((), bool)
+
+
+def test_both_runners_report_the_exact_divergence_step_with_the_records_up_to_it():
+    at, chunk = 37, 16  # the divergence (step 38) falls inside the chunk of steps 32-47
+    learner = _linear_learner([Demon("r", C.reward(), D.constant(0.0))], step_size=0.5)
+    errors = {}
+    with pytest.raises(horde.DivergenceError) as info:
+        horde.run(learner, InfiniteRewardEnv(at), steps=200, chunk_size=chunk, progress=False)
+    errors["run"] = info.value
+    with pytest.raises(horde.DivergenceError) as info:
+        horde.run_jax(
+            learner, InfiniteRewardFuncEnv(at), steps=200, chunk_size=chunk, max_episode_steps=1000, progress=False
+        )
+    errors["run_jax"] = info.value
+    # The same stream without the infinite reward: the same predictions up to step `at`.
+    good = horde.run(learner, InfiniteRewardEnv(10**9), steps=at + 1, chunk_size=chunk, progress=False)
+    good_state = horde.run(learner, InfiniteRewardEnv(at), steps=32, chunk_size=chunk, progress=False).state
+    for runner, err in errors.items():
+        result = err.result
+        assert err.step == at + 1 and err.demons == ("r",), runner
+        np.testing.assert_array_equal(result.steps, np.arange(at + 2), err_msg=runner)
+        np.testing.assert_array_equal(result.predictions[:, : at + 1], good.predictions, err_msg=runner)
+        assert not np.isfinite(result.predictions[0, at + 1]).any(), runner
+        np.testing.assert_array_equal(result.rewards[0, at], np.inf, err_msg=runner)
+        assert result.total_steps == 32, runner  # the last good state: after the chunks before it
+        for leaf, expected in zip(jax.tree_util.tree_leaves(result.state), jax.tree_util.tree_leaves(good_state)):
+            np.testing.assert_array_equal(np.asarray(leaf), np.asarray(expected), err_msg=runner)
+    assert str(errors["run"]) == str(errors["run_jax"])
+    assert str(errors["run"]).startswith("learning diverged at step 38: non-finite predictions")
+
+
+def test_vector_run_reports_the_earliest_divergence_over_the_copies():
+    learner = _linear_learner([Demon("r", C.reward(), D.constant(0.0))], step_size=0.5)
+    venv = gym.vector.SyncVectorEnv([lambda: InfiniteRewardEnv(50), lambda: InfiniteRewardEnv(20)])
+    with pytest.raises(horde.DivergenceError, match=r"at step 21 in copy 1 \(seed 3\)") as info:
+        horde.run(learner, venv, steps=100, seed=2, chunk_size=64, progress=False)
+    result = info.value.result
+    assert info.value.step == 21 and result.total_steps == 0
+    np.testing.assert_array_equal(result.steps, np.arange(22))
+    assert np.isfinite(result.predictions[0]).all() and np.isfinite(result.predictions[1, :21]).all()
+
+
+def test_both_runners_record_the_demons_info_and_it_survives_save_and_load(tmp_path):
+    import envs
+
+    demon_set = [
+        Demon("r@0.9", C.reward(), D.constant(0.9), lamda=0.5),
+        Demon("x1@until", C.observation(1), D.until(4, 0.8), z=1.0),
+        Demon("right", C.reward(), D.timescale(10), target_policy=P.fixed([0.0, 1.0])),
+    ]
+    learner = _linear_learner(demon_set)
+    expected = tuple(d.info for d in learner.demons)
+    assert len(expected) == 3 and expected[2].off_policy and expected[1].z == 1.0
+    policy = horde.FixedProbabilities([0.5, 0.5])
+    results = {
+        "run": horde.run(learner, envs.RandomWalk(), steps=20, policy=policy, progress=False),
+        "run_jax": horde.run_jax(learner, envs.RandomWalk(), steps=20, policy=policy, progress=False),
+    }
+    for runner, result in results.items():
+        assert result.demons == expected, runner
+        loaded = horde.RunResult.load(result.save(tmp_path / runner))
+        assert loaded.demons == expected, runner
+        assert all(isinstance(d, demons.DemonInfo) for d in loaded.demons), runner

@@ -16,7 +16,8 @@ from horde.runs.behaviour import (
 from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
 from horde.runs.jax_runner import run_jax
-from horde.runs.runner import DivergenceError, RunResult, run
+from horde.runs.results import DivergenceError, RunResult
+from horde.runs.runner import run
 
 __all__ = [
     "BehaviourPolicy",

@@ -18,7 +18,8 @@ it in one compiled call.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -53,7 +54,7 @@ class BehaviourPolicy:
     #: whether ``sample`` reports ``μ(a|s)``
     has_probabilities: bool = True
 
-    def bind(self, action_space: gym.Space) -> "BehaviourPolicy":
+    def bind(self, action_space: gym.Space) -> BehaviourPolicy:
         """Checks the policy against the environment's action space; returns ``self``."""
         return self
 
@@ -64,7 +65,7 @@ class BehaviourPolicy:
 class UniformRandom(BehaviourPolicy):
     """Uniformly random actions (the runner's default)."""
 
-    def bind(self, action_space: gym.Space) -> "UniformRandom":
+    def bind(self, action_space: gym.Space) -> UniformRandom:
         self._space = action_space
         if isinstance(action_space, gym.spaces.Discrete):
             self._n, self._start = int(action_space.n), int(action_space.start)
@@ -73,9 +74,7 @@ class UniformRandom(BehaviourPolicy):
             self._n = None
             self.has_probabilities = False
         else:
-            raise ValueError(
-                f"UniformRandom supports Discrete and Box action spaces, got {action_space!r}"
-            )
+            raise ValueError(f"UniformRandom supports Discrete and Box action spaces, got {action_space!r}")
         return self
 
     def sample(self, observation, info, rng):
@@ -98,7 +97,7 @@ class FixedProbabilities(BehaviourPolicy):
     def __init__(self, probabilities: Any) -> None:
         self.probabilities = check_probabilities("probabilities", probabilities)
 
-    def bind(self, action_space: gym.Space) -> "FixedProbabilities":
+    def bind(self, action_space: gym.Space) -> FixedProbabilities:
         if not isinstance(action_space, gym.spaces.Discrete) or action_space.n != len(self.probabilities):
             raise ValueError(
                 f"FixedProbabilities has {len(self.probabilities)} probabilities but the action "
@@ -125,7 +124,7 @@ class StateProbabilities(BehaviourPolicy):
     def __init__(self, fn: Callable[[Any, dict], Any]) -> None:
         self.fn = fn
 
-    def bind(self, action_space: gym.Space) -> "StateProbabilities":
+    def bind(self, action_space: gym.Space) -> StateProbabilities:
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ValueError(f"StateProbabilities needs a Discrete action space, got {action_space!r}")
         self._n, self._start = int(action_space.n), int(action_space.start)
@@ -174,8 +173,6 @@ def as_behaviour_policy(policy: Any, action_space: gym.Space) -> BehaviourPolicy
         except (TypeError, ValueError):
             n_params = 2
         if n_params != 2:
-            raise ValueError(
-                f"a callable policy must take (observation, rng), got one with {n_params} parameters"
-            )
+            raise ValueError(f"a callable policy must take (observation, rng), got one with {n_params} parameters")
         policy = CallablePolicy(policy)
     return policy.bind(action_space)

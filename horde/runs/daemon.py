@@ -23,27 +23,100 @@ assigning to it replaces the state.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.core import check_flag
-from horde.td import HordeLearner, HordeState, HordeUpdateResult
 from horde.core import (
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     MultiHeadMLPUpdateResult,
     as_vector,
+    check_flag,
     check_observation_values,
     check_target_values,
     concrete_values,
 )
+from horde.td import HordeLearner, HordeState, HordeUpdateResult
 
 __all__ = ["Daemon"]
 
 _F32 = jnp.float32
+
+
+class _Layout:
+    """Names for the positions in a packed vector or in the rows of a packed result.
+
+    ``index`` is a ``fields`` NamedTuple holding each field's position: an int, or a slice for
+    a field that takes ``sizes[name]`` consecutive positions. The same layout packs (host
+    inputs, traced result rows) and unpacks, so the two cannot disagree.
+    """
+
+    def __init__(self, fields: type, sizes: dict[str, int] | None = None):
+        sizes = sizes or {}
+        index, start = [], 0
+        for name in fields._fields:
+            size = sizes.get(name)
+            index.append(start if size is None else slice(start, start + size))
+            start += 1 if size is None else size
+        self.fields, self.index, self.size = fields, fields(*index), start
+
+    def stack(self, rows: Any) -> jax.Array:
+        """The traced rows (a ``fields`` tuple) as one ``(size, n)`` array; a field of several
+        rows is given as ``(its size, n)``."""
+        flat = []
+        for value, where in zip(rows, self.index):
+            if isinstance(where, slice):
+                flat.extend(value[k] for k in range(where.stop - where.start))
+            else:
+                flat.append(value)
+        return jnp.stack(flat)
+
+    def unpack(self, packed: Any) -> Any:
+        """Each field of ``packed`` (views for NumPy input), as a ``fields`` tuple."""
+        return self.fields(*(packed[where] for where in self.index))
+
+
+class _CoreRows(NamedTuple):
+    """The rows of a packed ``MultiHeadMLPLearner`` update, ``(n_heads,)`` each."""
+
+    predictions: Any
+    errors: Any
+    per_head_metrics: Any  # 3 rows: the columns of ``per_head_metrics``
+    trunk_bounding_metric: Any  # broadcast
+    valid: Any  # whether the inputs were accepted (broadcast; 1.0 or 0.0)
+
+
+class _HordeRows(NamedTuple):
+    """The rows of a packed ``HordeLearner`` update, ``(n_demons,)`` each."""
+
+    predictions: Any
+    td_errors: Any
+    td_targets: Any
+    per_demon_metrics: Any  # 3 rows: the columns of ``per_demon_metrics``
+    rupee: Any
+    ude: Any
+    diverged: Any  # 1.0 where diverged
+    trunk_bounding_metric: Any  # broadcast
+    valid: Any  # whether the inputs were accepted (broadcast; 1.0 or 0.0)
+
+
+_CORE_ROWS = _Layout(_CoreRows, {"per_head_metrics": 3})
+_HORDE_ROWS = _Layout(_HordeRows, {"per_demon_metrics": 3})
+
+
+class _TransitionInputs(NamedTuple):
+    """The packed float32 input of ``update_from_transition``."""
+
+    observation: Any  # feature_dim entries
+    next_observation: Any  # feature_dim entries, right after the observation
+    reward: Any
+    behaviour_prob: Any
+    action: Any  # the int32 bits of the action
+    terminated: Any  # 1.0 or 0.0
+    truncated: Any  # 1.0 or 0.0
 
 
 def _signature(state: Any) -> tuple:
@@ -108,14 +181,13 @@ class Daemon:
             core_state = state
             core = learner
         else:
-            raise TypeError(
-                f"learner must be a MultiHeadMLPLearner or a HordeLearner, got {type(learner).__name__}"
-            )
+            raise TypeError(f"learner must be a MultiHeadMLPLearner or a HordeLearner, got {type(learner).__name__}")
         self.learner = learner
         self._dim = core.feature_dim(core_state)
         self._n = core.n_heads
         self._treedef, self._leaf_types = _signature(state)
         self._counters = _counter_positions(state)
+        self._transition = _Layout(_TransitionInputs, {"observation": self._dim, "next_observation": self._dim})
         self._copy_jit = jax.jit(lambda tree: jax.tree_util.tree_map(jnp.copy, tree))
         self._set_leaves(state)
         self._predict_jit = jax.jit(self._predict_impl)
@@ -192,43 +264,57 @@ class Daemon:
         fields["observation"] = inputs[:d]
         for name in parts:
             size = d if name == "next_observation" else 1 if name in ("terminated", "truncated") else n
-            fields[name] = inputs[offset:offset + size]
+            fields[name] = inputs[offset : offset + size]
             offset += size
         if not self._horde:
             r = self.learner.update_traced(state, fields["observation"], fields["targets"])
-            rows = [r.predictions, r.errors, *r.per_head_metrics.T, jnp.broadcast_to(r.trunk_bounding_metric, (n,))]
+            trunk = jnp.broadcast_to(r.trunk_bounding_metric, (n,))
+            rows = _CoreRows(r.predictions, r.errors, r.per_head_metrics.T, trunk, None)
             valid = jnp.isfinite(fields["observation"]).all() & ~jnp.isinf(fields["targets"]).any()
-            return self._checked_outputs(valid, leaves, r.state, rows)
+            return self._checked_outputs(valid, leaves, r.state, rows, _CORE_ROWS)
         # The HordeLearner's explicit-cumulant inputs are checked on the host (their messages
         # name demons); nothing is left to refuse here.
         r = self.learner.update_traced(
-            state, fields["observation"], fields["cumulants"], fields["next_observation"],
-            fields["terminated"][0] > 0.5, fields["truncated"][0] > 0.5,
-            fields.get("discounts"), fields.get("rhos"),
+            state,
+            fields["observation"],
+            fields["cumulants"],
+            fields["next_observation"],
+            fields["terminated"][0] > 0.5,
+            fields["truncated"][0] > 0.5,
+            fields.get("discounts"),
+            fields.get("rhos"),
         )
-        return self._checked_outputs(jnp.bool_(True), leaves, r.state, self._horde_rows(r))
+        return self._checked_outputs(jnp.bool_(True), leaves, r.state, self._horde_rows(r), _HORDE_ROWS)
 
     def _transition_impl(self, leaves, inputs):
         state = self._traced_state(leaves)
-        d = self._dim
-        obs, next_obs = inputs[:d], inputs[d:2 * d]
-        reward, prob = inputs[2 * d], inputs[2 * d + 1]
-        action = jax.lax.bitcast_convert_type(inputs[2 * d + 2], jnp.int32)
-        terminated, truncated = inputs[2 * d + 3] > 0.5, inputs[2 * d + 4] > 0.5
-        r = self.learner.update_from_transition_traced(state, obs, action, reward, next_obs, terminated, truncated, prob)
-        valid = jnp.isfinite(inputs[: 2 * d]).all()
-        return self._checked_outputs(valid, leaves, r.state, self._horde_rows(r))
+        x = self._transition.unpack(inputs)
+        action = jax.lax.bitcast_convert_type(x.action, jnp.int32)
+        r = self.learner.update_from_transition_traced(
+            state,
+            x.observation,
+            action,
+            x.reward,
+            x.next_observation,
+            x.terminated > 0.5,
+            x.truncated > 0.5,
+            x.behaviour_prob,
+        )
+        # One reduction over both observations, which lie side by side.
+        where = self._transition.index
+        valid = jnp.isfinite(inputs[where.observation.start : where.next_observation.stop]).all()
+        return self._checked_outputs(valid, leaves, r.state, self._horde_rows(r), _HORDE_ROWS)
 
-    def _horde_rows(self, r: HordeUpdateResult) -> list:
-        n = self._n
-        return [
-            r.predictions, r.td_errors, r.td_targets, *r.per_demon_metrics.T, r.rupee, r.ude,
-            r.diverged.astype(_F32), jnp.broadcast_to(r.trunk_bounding_metric, (n,)),
-        ]
+    def _horde_rows(self, r: HordeUpdateResult) -> _HordeRows:
+        trunk = jnp.broadcast_to(r.trunk_bounding_metric, (self._n,))
+        diverged = r.diverged.astype(_F32)
+        return _HordeRows(
+            r.predictions, r.td_errors, r.td_targets, r.per_demon_metrics.T, r.rupee, r.ude, diverged, trunk, None
+        )
 
-    def _checked_outputs(self, valid, old_leaves, new_state, rows):
+    def _checked_outputs(self, valid, old_leaves, new_state, rows: Any, layout: _Layout):
         """The new state's leaves where the packed inputs were ``valid``, else the old leaves
-        bit for bit, and the result rows with ``valid`` as their last row.
+        bit for bit, and the result ``rows`` packed by ``layout``, with ``valid`` filled in.
 
         The observation and target values are checked here, inside the compiled call, rather
         than by NumPy on the host before it: XLA fuses each select into the fusion that writes
@@ -237,20 +323,34 @@ class Daemon:
         refused call is re-checked on the host for its message (see ``_run``).
         """
         new_leaves = [jnp.where(valid, new, old) for new, old in zip(self._leaves_of(new_state), old_leaves)]
-        return new_leaves, jnp.stack([*rows, jnp.broadcast_to(valid.astype(_F32), (self._n,))])
+        rows = rows._replace(valid=jnp.broadcast_to(valid.astype(_F32), (self._n,)))
+        return new_leaves, layout.stack(rows)
 
     # ---------------------------------------------------------------------------------------
     # Results
 
     @staticmethod
-    def _core_result(out: np.ndarray) -> MultiHeadMLPUpdateResult:
-        return MultiHeadMLPUpdateResult(None, out[0], out[1], out[2:5].T, out[5, 0])
+    def _core_result(rows: _CoreRows) -> MultiHeadMLPUpdateResult:
+        return MultiHeadMLPUpdateResult(
+            state=None,
+            predictions=rows.predictions,
+            errors=rows.errors,
+            per_head_metrics=rows.per_head_metrics.T,
+            trunk_bounding_metric=rows.trunk_bounding_metric[0],
+        )
 
     @staticmethod
-    def _horde_result(out: np.ndarray) -> HordeUpdateResult:
+    def _horde_result(rows: _HordeRows) -> HordeUpdateResult:
         return HordeUpdateResult(
-            None, out[0], out[1], out[2], out[3:6].T, out[9, 0],
-            out[6], out[7], out[8] > 0.5,
+            state=None,
+            predictions=rows.predictions,
+            td_errors=rows.td_errors,
+            td_targets=rows.td_targets,
+            per_demon_metrics=rows.per_demon_metrics.T,
+            trunk_bounding_metric=rows.trunk_bounding_metric[0],
+            rupee=rows.rupee,
+            ude=rows.ude,
+            diverged=rows.diverged > 0.5,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -278,29 +378,37 @@ class Daemon:
     def _update_core(self, observation: Any, targets: Any):
         obs = as_vector("observation", observation, self._dim, "feature_dim")
         tgt = as_vector("targets", targets, self._n, "one target per head, NaN = inactive")
+
         def host_checks():
             check_observation_values("observation", obs)
             check_target_values("targets", tgt)
 
         # Values are checked inside the compiled call (see _checked_outputs).
         inputs = np.concatenate((obs, tgt), dtype=np.float32)
-        return self._core_result(self._run(self._update_jit, inputs, (("targets",),), host_checks))
+        return self._core_result(self._run(self._update_jit, inputs, (("targets",),), host_checks, _CORE_ROWS))
 
-    def _run(self, compiled, inputs: np.ndarray, static: tuple, host_checks) -> np.ndarray:
-        """One compiled update on the packed ``inputs``; returns its result rows. Where the
-        compiled call refused the inputs (the state is then unchanged), ``host_checks()`` raises
-        the learner's own message for them."""
+    def _run(self, compiled, inputs: np.ndarray, static: tuple, host_checks, layout: _Layout) -> Any:
+        """One compiled update on the packed ``inputs``; returns its result rows, unpacked by
+        ``layout`` (NumPy views). Where the compiled call refused the inputs (the state is then
+        unchanged), ``host_checks()`` raises the learner's own message for them."""
         self._leaves, out = compiled(self._leaves, inputs, *static)
-        out = np.asarray(out)
-        if not out[-1, 0]:
+        rows = layout.unpack(np.asarray(out))
+        if not rows.valid[0]:
             host_checks()
             raise AssertionError("inputs refused by the compiled check passed the host checks")
         self._count_update()
-        return out
+        return rows
 
     def _update_horde(
-        self, observation: Any, cumulants: Any, next_observation: Any, *, terminated: bool = False,
-        truncated: bool = False, discounts: Any = None, rhos: Any = None,
+        self,
+        observation: Any,
+        cumulants: Any,
+        next_observation: Any,
+        *,
+        terminated: bool = False,
+        truncated: bool = False,
+        discounts: Any = None,
+        rhos: Any = None,
     ):
         learner: HordeLearner = self.learner
         # The learner's own checks (shapes, values, off-policy rhos); only its compiled call
@@ -317,17 +425,22 @@ class Daemon:
             parts.append("rhos")
             pieces.append(r)
         parts += ["terminated", "truncated"]
-        flags = np.array(
-            [check_flag("terminated", terminated), check_flag("truncated", truncated)], np.float32
-        )
+        flags = np.array([check_flag("terminated", terminated), check_flag("truncated", truncated)], np.float32)
         pieces.append(flags)
         inputs = np.concatenate([np.asarray(p, np.float32) for p in pieces])
         # Checked above; the compiled call refuses nothing here.
-        return self._horde_result(self._run(self._update_jit, inputs, (tuple(parts),), lambda: None))
+        return self._horde_result(self._run(self._update_jit, inputs, (tuple(parts),), lambda: None, _HORDE_ROWS))
 
     def update_from_transition(
-        self, observation: Any, action: Any, reward: Any, next_observation: Any, *,
-        terminated: bool = False, truncated: bool = False, behaviour_prob: float = 1.0,
+        self,
+        observation: Any,
+        action: Any,
+        reward: Any,
+        next_observation: Any,
+        *,
+        terminated: bool = False,
+        truncated: bool = False,
+        behaviour_prob: float = 1.0,
     ) -> HordeUpdateResult:
         """``HordeLearner.update_from_transition`` without ``state``: the demons compute their
         cumulants, discounts and importance ratios inside the compiled call. ``action`` must
@@ -341,13 +454,14 @@ class Daemon:
         reward_value = concrete_values(reward)
         if reward_value is None or reward_value.size != 1:
             raise ValueError(f"reward must be one number, got {reward!r}")
-        inputs = np.empty(2 * self._dim + 5, np.float32)
-        inputs[: self._dim] = obs
-        inputs[self._dim : 2 * self._dim] = next_obs
-        inputs[2 * self._dim] = reward_value.reshape(())
-        inputs[2 * self._dim + 1] = behaviour_prob
-        inputs.view(np.int32)[2 * self._dim + 2] = _as_action(action)
-        inputs[2 * self._dim + 3] = check_flag("terminated", terminated)
-        inputs[2 * self._dim + 4] = check_flag("truncated", truncated)
+        where = self._transition.index
+        inputs = np.empty(self._transition.size, np.float32)
+        inputs[where.observation] = obs
+        inputs[where.next_observation] = next_obs
+        inputs[where.reward] = reward_value.reshape(())
+        inputs[where.behaviour_prob] = behaviour_prob
+        inputs.view(np.int32)[where.action] = _as_action(action)
+        inputs[where.terminated] = check_flag("terminated", terminated)
+        inputs[where.truncated] = check_flag("truncated", truncated)
         host_checks = lambda: self.learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
-        return self._horde_result(self._run(self._transition_jit, inputs, (), host_checks))
+        return self._horde_result(self._run(self._transition_jit, inputs, (), host_checks, _HORDE_ROWS))

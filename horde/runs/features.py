@@ -8,15 +8,20 @@ vector that the learner and the demons read.
 | ``MultiBinary``| flattened, float32                                   |
 | ``MultiDiscrete`` | one one-hot block per component, concatenated     |
 
+``FeatureMap.jax_transform()`` gives the same map in JAX (jittable, for ``run_jax``).
+
 Any other space (``Dict``, ``Tuple``, ``Text``, ``Graph``, ``Sequence``, …) is refused with a
 message naming it; wrap the environment (e.g. ``gymnasium.wrappers.FlattenObservation``) first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["FeatureMap"]
@@ -84,6 +89,29 @@ class FeatureMap:
             idx = self._offsets[None, :] + obs.reshape(obs.shape[0], -1) - self._start[None, :]
             out[rows[:, None], idx] = 1.0
         return out
+
+    def jax_transform(self) -> Callable[[Any], jax.Array]:
+        """The same map in JAX, for use inside traced code.
+
+        Returns:
+            ``f(observation) -> float32 (dim,)``: one unbatched observation (a JAX array of the
+            space's shape; an integer scalar for ``Discrete``) to its features, equal to
+            ``self(observation)``; wrap it in ``jax.vmap`` for batches.
+        """
+        dim = self.dim
+        if self.kind == "box" or self.kind == "multibinary":
+            return lambda o: jnp.asarray(o, jnp.float32).reshape(dim)
+        if self.kind == "discrete":
+            start = self._start
+            return lambda o: jax.nn.one_hot(jnp.asarray(o).reshape(()) - start, dim, dtype=jnp.float32)
+        offsets = jnp.asarray(self._offsets, jnp.int32)
+        starts = jnp.asarray(self._start, jnp.int32)
+
+        def multidiscrete(o):
+            idx = offsets + jnp.asarray(o, jnp.int32).reshape(-1) - starts
+            return jnp.zeros((dim,), jnp.float32).at[idx].set(1.0)
+
+        return multidiscrete
 
     def __repr__(self) -> str:
         return f"FeatureMap({type(self.space).__name__}, dim={self.dim})"

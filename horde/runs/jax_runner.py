@@ -68,7 +68,7 @@ same functional environment, never with ``gymnasium.make("CartPole-v1")``.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import jax
@@ -76,215 +76,29 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
-from horde.runs.behaviour import FixedProbabilities, UniformRandom, check_probabilities
-from horde.td import HordeLearner
-from horde.runs.runner import DivergenceError, RunResult, _finite_fn, _positive_int, _Progress, _Recorder, _result, _serializable
 from horde.runs.features import FeatureMap
+from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
+from horde.runs.recording import (
+    DivergenceWatch,
+    Progress,
+    Recorder,
+    assemble_result,
+    check_off_policy,
+    compiled_cache,
+    divergence_error,
+    empty_records,
+    learner_config,
+    locate_divergence,
+    positive_int,
+    record_slot,
+    record_values,
+    state_finite_fn,
+    write_records,
+)
+from horde.runs.results import RunResult
+from horde.td import HordeLearner
 
 __all__ = ["run_jax"]
-
-# Default time limits of the functional environments that have a registered Gymnasium
-# counterpart (phys2d/CartPole-v1: 500 steps, phys2d/Pendulum-v0: 200 steps).
-_DEFAULT_LIMITS = {
-    ("gymnasium.envs.phys2d.cartpole", "CartPoleFunctional"): 500,
-    ("gymnasium.envs.phys2d.pendulum", "PendulumFunctional"): 200,
-}
-
-
-def _default_limit(func_env: FuncEnv) -> int | None:
-    for cls in type(func_env).__mro__:
-        limit = _DEFAULT_LIMITS.get((cls.__module__, cls.__name__))
-        if limit is not None:
-            return limit
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Environments: one functional interface for FuncEnv and the envs package
-
-
-class _Env:
-    """``reset(key) -> (state, raw_obs)``, ``step(state, action, key) -> (state, raw_obs,
-    reward, terminated)``, ``behaviour_probs(state)`` or None."""
-
-    def __init__(self, name, obs_space, act_space, reset, step, behaviour_probs, default_limit, fingerprint, owner):
-        self.name = name
-        self.observation_space = obs_space
-        self.action_space = act_space
-        self.reset = reset
-        self.step = step
-        self.behaviour_probs = behaviour_probs
-        self.default_limit = default_limit
-        self.fingerprint = fingerprint
-        self.owner = owner  # the object whose methods are traced (kept alive by the cache)
-
-
-def _func_env(func: FuncEnv, name: str, spec_limit: int | None) -> _Env:
-    def reset(key):
-        state = func.initial(key)
-        return state, func.observation(state, key)
-
-    def step(state, action, key):
-        next_state = func.transition(state, action, key)
-        obs = func.observation(next_state, key)
-        reward = func.reward(state, action, next_state, key)
-        terminated = func.terminal(next_state, key)
-        return next_state, obs, jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(terminated, bool).reshape(())
-
-    limit = spec_limit if spec_limit is not None else _default_limit(func)
-    return _Env(name, func.observation_space, func.action_space, reset, step, None, limit, (), func)
-
-
-def _package_env(env: Any, seed: int) -> _Env:
-    u = getattr(env, "unwrapped", env)
-    env.reset(seed=seed)  # as horde.run: fixes trace-time configuration (Collision's features)
-    fingerprint: tuple = ()
-    features = getattr(u, "features", None)
-    if callable(features):
-        try:
-            table = np.asarray(features())
-            fingerprint = (table.shape, str(table.dtype), table.tobytes())
-        except Exception:  # noqa: BLE001 - an env whose features() needs arguments
-            fingerprint = ()
-
-    def step(state, action, key):
-        next_state, obs, reward, terminated = u.jax_step(state, action, key)
-        return next_state, obs, jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(terminated, bool).reshape(())
-
-    probs = getattr(u, "jax_behaviour_probs", None)
-    spec = getattr(env, "spec", None)
-    limit = getattr(spec, "max_episode_steps", None)
-    name = getattr(spec, "id", None) or type(u).__name__
-    return _Env(name, u.observation_space, u.action_space, u.jax_reset, step, probs, limit, fingerprint, u)
-
-
-def _resolve_env(env: Any, seed: int) -> _Env:
-    if isinstance(env, str):
-        env = gym.make(env)
-    if isinstance(env, FuncEnv):
-        return _func_env(env, type(env).__name__, None)
-    u = getattr(env, "unwrapped", env)
-    func = getattr(u, "func_env", None)
-    if isinstance(func, FuncEnv):
-        spec = getattr(env, "spec", None)
-        name = getattr(spec, "id", None) or type(func).__name__
-        return _func_env(func, name, getattr(spec, "max_episode_steps", None))
-    if callable(getattr(u, "jax_reset", None)) and callable(getattr(u, "jax_step", None)):
-        return _package_env(env, seed)
-    raise TypeError(
-        f"run_jax needs an environment written in JAX: a gymnasium FuncEnv (e.g. "
-        f"gymnasium.envs.phys2d.cartpole.CartPoleFunctional()), a FunctionalJaxEnv (e.g. "
-        f"gymnasium.make('phys2d/CartPole-v1')) or an environment with jax_reset/jax_step (the "
-        f"envs package); got {type(env).__name__}. Use horde.run for Python environments"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Observations to features, in JAX (the same map as horde.runs.features.FeatureMap)
-
-
-def _jax_feature_fn(fm: FeatureMap) -> Callable[[Any], jax.Array]:
-    dim = fm.dim
-    if fm.kind in ("box", "multibinary"):
-        return lambda o: jnp.asarray(o, jnp.float32).reshape(dim)
-    if fm.kind == "discrete":
-        start = fm._start
-        return lambda o: jax.nn.one_hot(jnp.asarray(o).reshape(()) - start, dim, dtype=jnp.float32)
-    offsets = jnp.asarray(fm._offsets, jnp.int32)
-    start = jnp.asarray(fm._start, jnp.int32)
-
-    def multidiscrete(o):
-        idx = offsets + jnp.asarray(o, jnp.int32).reshape(-1) - start
-        return jnp.zeros((dim,), jnp.float32).at[idx].set(1.0)
-
-    return multidiscrete
-
-
-# ---------------------------------------------------------------------------------------------
-# Behaviour policies, in JAX
-
-
-class _Policy(NamedTuple):
-    """A behaviour policy in two parts, so that the random draws of a whole chunk can be made at
-    once, outside the sequential loop: ``noise(key)`` (independent of the state) and
-    ``act(noise, env_state) -> (action, μ(action|state))``."""
-
-    noise: Callable[[jax.Array], jax.Array]
-    act: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
-    has_probabilities: bool
-    cache_key: Any
-    description: str
-
-
-def _uniform01(key):
-    return jax.random.uniform(key, (), jnp.float32)
-
-
-def _index_from_uniform(u, probs):
-    """The first ``a`` with ``cumsum(probs)[a] > u * sum(probs)``."""
-    cdf = jnp.cumsum(probs)
-    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
-
-
-def _resolve_policy(policy: Any, env: _Env) -> _Policy:
-    space = env.action_space
-    discrete = isinstance(space, gym.spaces.Discrete)
-    if policy is None or isinstance(policy, UniformRandom) or (isinstance(policy, str) and policy == "uniform"):
-        if discrete:
-            n, start = int(space.n), int(space.start)
-            prob = jnp.float32(1.0 / n)
-            return _Policy(
-                lambda key: jax.random.randint(key, (), 0, n, jnp.int32),
-                lambda a, state: (a + start, prob),
-                True, ("uniform",), "UniformRandom()",
-            )
-        if isinstance(space, gym.spaces.Box):
-            low = np.asarray(space.low, np.float32)
-            high = np.asarray(space.high, np.float32)
-            if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-                raise ValueError(f"uniform actions need a bounded Box action space, got {space!r}")
-            shape = tuple(space.shape)
-            return _Policy(
-                lambda key: jax.random.uniform(key, shape, jnp.float32, low, high),
-                lambda a, state: (a, jnp.float32(1.0)),
-                False, ("uniform",), "UniformRandom()",
-            )
-        raise ValueError(f"run_jax supports Discrete and Box action spaces, got {space!r}")
-    if isinstance(policy, FixedProbabilities):
-        p = check_probabilities("probabilities", policy.probabilities)
-        if not discrete or int(space.n) != len(p):
-            raise ValueError(f"FixedProbabilities has {len(p)} probabilities but the action space is {space!r}")
-        table = jnp.asarray(p, jnp.float32)
-        start = int(space.start)
-
-        def fixed(u, state):
-            a = _index_from_uniform(u, table)
-            return a + start, table[a]
-
-        return _Policy(_uniform01, fixed, True, ("fixed", tuple(p.tolist())), repr(policy))
-    if isinstance(policy, str) and policy == "env":
-        if env.behaviour_probs is None:
-            raise ValueError(
-                f"policy='env' needs an environment with jax_behaviour_probs(state) (envs.Collision, "
-                f"envs.BairdCounterexample, envs.RandomWalk); {env.name} has none"
-            )
-        if not discrete:
-            raise ValueError(f"policy='env' needs a Discrete action space, got {space!r}")
-        start = int(space.start)
-        fn = env.behaviour_probs
-
-        def from_env(u, state):
-            probs = jnp.asarray(fn(state), jnp.float32)
-            a = _index_from_uniform(u, probs)
-            return a + start, probs[a]
-
-        return _Policy(_uniform01, from_env, True, ("env",), "env.jax_behaviour_probs")
-    raise ValueError(
-        f"run_jax supports policy=None/'uniform'/UniformRandom(), FixedProbabilities(p) or 'env' "
-        f"(the environment's jax_behaviour_probs); got {policy!r}. Policies that run Python code "
-        "(StateProbabilities, callables) need horde.run"
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # The compiled chunk
@@ -305,26 +119,14 @@ class _StepOut(NamedTuple):
     finite: jax.Array
 
 
-def _record_names(learner: HordeLearner) -> tuple[str, ...]:
-    names = ("predictions", "td_errors", "cumulants", "discounts")
-    return names + ("rupee", "ude") if getattr(learner, "diagnostics", False) else names
-
-
-def _record_slots(T: int, every: int) -> int:
-    """Buffer length for the records of a chunk of ``T`` steps (one spare slot)."""
-    return -(-T // every) + 1
-
-
-def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None, every: int, batched: bool):
-    """Returns ``(init, chunk, features)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start,
-    first, T)`` (jitted, ``T`` static) ``-> (carry, records, _StepOut)``: one ``(K, n)`` buffer
-    per name of ``_record_names`` and per-step ``(T,)`` outputs (leading seed axis when
-    ``batched``)."""
+def _build(learner: HordeLearner, env: JaxEnv, policy: JaxPolicy, limit: int | None, every: int, batched: bool):
+    """Returns ``(init, chunk)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start, first, T)``
+    (jitted, ``T`` static) ``-> (carry, records, watch, _StepOut)``: the record buffers and
+    ``DivergenceWatch`` of ``horde.runs.recording`` and per-step ``(T,)`` outputs (leading
+    copy axis when ``batched``)."""
     features = FeatureMap(env.observation_space)
-    feat = _jax_feature_fn(features)
+    feat = features.jax_transform()
     dim, n = features.dim, learner.n_demons
-    diagnostics = bool(getattr(learner, "diagnostics", False))
-    n_buffers = len(_record_names(learner))
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     action_start = int(env.action_space.start) if discrete else 0
 
@@ -342,7 +144,7 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         env_state, x, step_root = env_init(seed_i)
         return _Carry(learner_state, env_state, x, jnp.zeros((), jnp.int32), step_root)
 
-    def one_step(carry: _Carry, inputs, slot, buffers):
+    def one_step(carry: _Carry, inputs, j, slot, buffers, watch):
         k_env, noise, reset_state, reset_x = inputs
         action, prob = policy.act(noise, carry.env_state)
         action = action.astype(jnp.int32) if discrete else action.astype(jnp.float32)
@@ -364,18 +166,12 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         env_state = jax.tree_util.tree_map(lambda r, s: jnp.where(done, r, s), reset_state, next_state)
         x = jnp.where(done, reset_x, x_next)
         episode_steps = jnp.where(done, 0, steps_in) if limit is not None else carry.episode_steps
-        values = (result.predictions, result.td_errors, evaluation.cumulants, evaluation.discounts)
-        if diagnostics:
-            values = values + (result.rupee, result.ude)
-        buffers = tuple(
-            jax.lax.dynamic_update_index_in_dim(b, v.astype(b.dtype), slot, 0) for b, v in zip(buffers, values)
-        )
+        buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
+        watch = watch.see(j, result.predictions)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
-        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, out
+        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, out
 
     def chunk_one(carry: _Carry, start, first, T: int):
-        K = _record_slots(T, every)
-        buffers = tuple(jnp.zeros((K, n), jnp.float32) for _ in range(n_buffers))
         j = jnp.arange(T, dtype=jnp.int32)
         t = start + j.astype(jnp.uint32)
         # Every random draw of the chunk at once (the same numbers as drawing step by step,
@@ -387,29 +183,28 @@ def _build(learner: HordeLearner, env: _Env, policy: _Policy, limit: int | None,
         reset_x = jax.vmap(feat)(reset_raw)
 
         def body(c, inputs):
-            carry, buffers = c
+            carry, buffers, watch = c
             j, step_inputs = inputs
-            # Record steps are first, first + every, ...; step j writes slot ceil((j - first) /
-            # every), so the last write to slot m comes from record step first + m * every.
-            slot = (j - first + every - 1) // every
-            carry, buffers, out = one_step(carry, step_inputs, slot, buffers)
-            return (carry, buffers), out
+            slot = record_slot(j, first, every, T)
+            carry, buffers, watch, out = one_step(carry, step_inputs, j, slot, buffers, watch)
+            return (carry, buffers, watch), out
 
         xs = (j, (keys[:, 1], noise, reset_state, reset_x))
-        (carry, buffers), outs = jax.lax.scan(body, (carry, buffers), xs)
-        return carry, buffers, outs
+        init = (carry, empty_records(learner, T, every), DivergenceWatch.start(n))
+        (carry, buffers, watch), outs = jax.lax.scan(body, init, xs)
+        return carry, buffers, watch, outs
 
     def chunk(carry: _Carry, start, first, T: int):
         fn = lambda c, s, f: chunk_one(c, s, f, T)  # noqa: E731
         return (jax.vmap(fn, in_axes=(0, None, None)) if batched else fn)(carry, start, first)
 
     init_fn = jax.vmap(init) if batched else init
-    return init_fn, jax.jit(chunk, static_argnums=(3,)), features
+    return init_fn, jax.jit(chunk, static_argnums=(3,))
 
 
 def _compiled(learner, env, policy, limit, every, batched):
-    cache = learner.__dict__.setdefault("_jax_runner_fns", {})
-    key = (id(env.owner), env.fingerprint, policy.cache_key, limit, every, batched)
+    cache = compiled_cache(learner)
+    key = ("run_jax", id(env.owner), env.fingerprint, policy.cache_key, limit, every, batched)
     hit = cache.get(key)
     if hit is not None and hit[0] is env.owner:
         return hit[1]
@@ -442,7 +237,7 @@ def _episodes_in_chunk(start, rewards, done, ep_return, ep_length):
         lengths[0] += ep_length[i]
         for e, s, l in zip(ends, sums, lengths):
             rows.append((i, start + int(e), float(s), int(l)))
-        ep_return[i] = r[ends[-1] + 1:].sum()
+        ep_return[i] = r[ends[-1] + 1 :].sum()
         ep_length[i] = T - 1 - ends[-1]
     return rows
 
@@ -499,10 +294,10 @@ def run_jax(
             a default; an off-policy demon with a ``Box`` action space; an unsupported policy;
             demons that read observation indices out of range; a non-finite observation.
     """
-    steps = _positive_int("steps", steps)
-    n_seeds = _positive_int("n_seeds", n_seeds)
-    record_every = _positive_int("record_every", record_every)
-    chunk_size = _positive_int("chunk_size", chunk_size)
+    steps = positive_int("steps", steps)
+    n_seeds = positive_int("n_seeds", n_seeds)
+    record_every = positive_int("record_every", record_every)
+    chunk_size = positive_int("chunk_size", chunk_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
@@ -511,9 +306,9 @@ def run_jax(
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     if max_episode_steps is not None:
-        max_episode_steps = _positive_int("max_episode_steps", max_episode_steps)
+        max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
 
-    jenv = _resolve_env(env, seed)
+    jenv = as_jax_env(env, seed)
     limit = max_episode_steps if max_episode_steps is not None else jenv.default_limit
     if limit is None and isinstance(jenv.owner, FuncEnv):
         raise ValueError(
@@ -524,16 +319,8 @@ def run_jax(
     if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ValueError(f"run_jax supports Discrete and Box action spaces, got {act_space!r}")
     n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
-    pol = _resolve_policy(policy, jenv)
-    off = [name for name, o in zip(learner.names, learner.demons.is_off_policy) if o]
-    if off and n_actions is None:
-        raise ValueError(
-            f"off-policy demons {off[:3]} need a Discrete action space and the behaviour "
-            f"policy's action probabilities, but {jenv.name}'s action space is {act_space!r} "
-            "(uniform continuous actions have no probability mass): use on-policy demons"
-        )
-    if off and not pol.has_probabilities:
-        raise ValueError(f"off-policy demons {off[:3]} need a behaviour policy with action probabilities")
+    pol = as_jax_policy(policy, jenv)
+    check_off_policy(learner, act_space, pol.description, pol.has_probabilities)
     features = FeatureMap(obs_space)
     learner.demons.validate(features.dim, n_actions)
 
@@ -548,46 +335,50 @@ def run_jax(
         "chunk_size": chunk_size,
         "max_episode_steps": limit,
         "policy": pol.description,
-        "learner": learner.to_config() if _serializable(learner) else None,
+        "learner": learner_config(learner),
     }
-    init_fn, chunk_fn, _ = _compiled(learner, jenv, pol, limit, record_every, batched)
+    init_fn, chunk_fn = _compiled(learner, jenv, pol, limit, record_every, batched)
 
-    bar = _Progress(steps * n_seeds, progress)
-    recorder = _Recorder(n_seeds, learner.n_demons, record_every)
+    bar = Progress(steps * n_seeds, progress)
+    recorder = Recorder(n_seeds, learner.n_demons, record_every)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
+    finite_fn = state_finite_fn(learner, batched)
+    seeds_first = (lambda a: a) if batched else (lambda a: a[None])  # host arrays: (n_seeds, ...)
 
-    finite_fn = _finite_fn(learner, batched)
+    def assemble(state, done):
+        # Only checked chunks reach the recorder, so it holds exactly the first `done` steps
+        # (and, after a divergence, the failing chunk's steps up to it).
+        wall = time.perf_counter() - start_time
+        return assemble_result(
+            learner, recorder, episodes, wall=wall, done=done, record_every=record_every, config=config, state=state
+        )
 
-    def assemble(state, done, wall):
-        # Only checked chunks reach the recorder, so it holds exactly the first `done` steps.
-        return _result(learner, recorder, episodes, wall, done, record_every, config, state)
-
-    def collect(start, T, first, buffers, outs, chunk_state):
-        """Host-side bookkeeping of one finished chunk; raises DivergenceError when the
+    def collect(start, T, first, buffers, watch, outs, chunk_state):
+        """Host-side bookkeeping of one finished chunk; raises DivergenceError where the
         chunk's predictions or final parameters are not finite."""
-        outs = jax.tree_util.tree_map(np.asarray, outs)
-        buffers = [np.asarray(b) for b in buffers]
-        if not batched:
-            outs = jax.tree_util.tree_map(lambda a: a[None], outs)
-            buffers = [b[None] for b in buffers]
-        finite = np.atleast_2d(np.asarray(finite_fn(chunk_state))) & np.isfinite(buffers[0]).all(axis=1)
-        if not finite.all():
-            seed_i = int(np.argwhere(~finite.all(axis=-1))[0][0])
-            names = [learner.names[i] for i in np.flatnonzero(~finite[seed_i])]
-            shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            raise DivergenceError(
-                f"learning diverged between steps {start} and {start + T - 1}"
-                f"{f' (seed {seed}+{seed_i})' if n_seeds > 1 else ''}: non-finite predictions or "
-                f"parameters for demon{'s' if len(names) > 1 else ''} {shown}. error.result holds the "
-                "steps before that chunk and the last good state; try a smaller step size or ObGDBounding.",
-                step=start, demons=tuple(names), result=assemble(good[0], start, time.perf_counter() - start_time),
-            )
+        outs = _StepOut(*(seeds_first(np.asarray(a)) for a in outs))
+        buffers = [seeds_first(np.asarray(b)) for b in buffers]
+        watch = DivergenceWatch(*(seeds_first(np.asarray(a)) for a in watch))
         if not outs.finite.all():
             i, t = np.argwhere(~outs.finite)[0]
             raise ValueError(f"the environment returned a non-finite observation at step {start + t} (copy {i})")
-        recorder.add(start, buffers, outs.rewards, outs.terminated, outs.truncated, np.ones(outs.rewards.shape, bool))
+        rows = (outs.rewards, outs.terminated, outs.truncated, np.ones(outs.rewards.shape, bool))
+        diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(chunk_state))), T)
+        if diverged is not None:
+            copy, t, bad = diverged
+            recorder.add(start, buffers, *(a[:, : t + 1] for a in rows))
+            raise divergence_error(
+                learner,
+                step=start + t,
+                copy=copy,
+                n_copies=n_seeds,
+                seed=seed,
+                demons=bad,
+                result=assemble(good[0], start),
+            )
+        recorder.add(start, buffers, *rows)
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))
         k = len(range(first, T, record_every))
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
@@ -602,14 +393,14 @@ def run_jax(
             T = min(chunk_size, steps - done_steps)
             first = (-done_steps) % record_every
             # Dispatched asynchronously: the previous chunk's bookkeeping overlaps this one.
-            carry, buffers, outs = chunk_fn(carry, np.uint32(done_steps % 2**32), np.int32(first), T)
+            carry, buffers, watch, outs = chunk_fn(carry, np.uint32(done_steps % 2**32), np.int32(first), T)
             if pending is not None:
                 collect(*pending)
                 good[0] = pending[-1]
-            pending = (done_steps, T, first, buffers, outs, carry.learner_state)
+            pending = (done_steps, T, first, buffers, watch, outs, carry.learner_state)
             done_steps += T
         collect(*pending)
     finally:
         bar.close()
     jax.block_until_ready(carry)
-    return assemble(carry.learner_state, steps, time.perf_counter() - start_time)
+    return assemble(carry.learner_state, steps)

@@ -22,8 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from horde.td import BatchedHordeResult, HordeLearner, Transitions, as_transitions
 from horde.core import BatchedMultiHeadResult, MultiHeadMLPLearner, check_keys, check_stream
+from horde.td import BatchedHordeResult, HordeLearner, Transitions, as_transitions
 
 __all__ = ["seed_mesh", "run_horde_learning_loop_sharded", "run_multi_head_learning_loop_sharded"]
 

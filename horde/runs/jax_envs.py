@@ -1,0 +1,243 @@
+"""JAX environments and behaviour policies for ``run_jax``: one functional interface over
+Gymnasium's functional environments and the ``envs`` package, and the behaviour policies
+whose random draws can be made for a whole chunk at once.
+
+``as_jax_env(env, seed)`` accepts a gymnasium ``FuncEnv`` (e.g. ``CartPoleFunctional()``), a
+``FunctionalJaxEnv`` (whose ``func_env`` is used) or its id, or an environment with
+``jax_reset`` / ``jax_step`` (the ``envs`` package). ``as_jax_policy(policy, env)`` accepts
+``None`` / ``"uniform"`` / ``UniformRandom()``, ``FixedProbabilities(p)`` or ``"env"``. The
+exact step, reset and draw semantics are in ``horde.runs.jax_runner``'s docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnasium.experimental.functional import FuncEnv
+
+from horde.runs.behaviour import FixedProbabilities, UniformRandom, check_probabilities
+
+__all__ = ["JaxEnv", "JaxPolicy", "as_jax_env", "as_jax_policy"]
+
+# Default time limits of the functional environments that have a registered Gymnasium
+# counterpart (phys2d/CartPole-v1: 500 steps, phys2d/Pendulum-v0: 200 steps).
+_DEFAULT_LIMITS = {
+    ("gymnasium.envs.phys2d.cartpole", "CartPoleFunctional"): 500,
+    ("gymnasium.envs.phys2d.pendulum", "PendulumFunctional"): 200,
+}
+
+
+def _default_limit(func_env: FuncEnv) -> int | None:
+    for cls in type(func_env).__mro__:
+        limit = _DEFAULT_LIMITS.get((cls.__module__, cls.__name__))
+        if limit is not None:
+            return limit
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments: one functional interface for FuncEnv and the envs package
+
+
+class JaxEnv:
+    """A JAX environment as pure functions, whatever it was written as.
+
+    Attributes:
+        name: shown in configs and messages.
+        observation_space, action_space: the Gymnasium spaces.
+        reset: ``reset(key) -> (env_state, raw_observation)``.
+        step: ``step(env_state, action, key) -> (env_state, raw_observation, reward float32 (),
+            terminated bool ())``.
+        behaviour_probs: ``behaviour_probs(env_state) -> (n_actions,)`` (the environment's own
+            behaviour policy), or None.
+        default_limit: its time limit (``max_episode_steps``) when it has one, else None.
+        fingerprint: data read when the functions are traced (Collision's feature table), so
+            that a changed table compiles anew.
+        owner: the object whose methods are traced.
+    """
+
+    def __init__(self, name, obs_space, act_space, reset, step, behaviour_probs, default_limit, fingerprint, owner):
+        self.name = name
+        self.observation_space = obs_space
+        self.action_space = act_space
+        self.reset = reset
+        self.step = step
+        self.behaviour_probs = behaviour_probs
+        self.default_limit = default_limit
+        self.fingerprint = fingerprint
+        self.owner = owner  # the object whose methods are traced (kept alive by the cache)
+
+
+def _func_env(func: FuncEnv, name: str, spec_limit: int | None) -> JaxEnv:
+    def reset(key):
+        state = func.initial(key)
+        return state, func.observation(state, key)
+
+    def step(state, action, key):
+        next_state = func.transition(state, action, key)
+        obs = func.observation(next_state, key)
+        reward = func.reward(state, action, next_state, key)
+        terminated = func.terminal(next_state, key)
+        return next_state, obs, jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(terminated, bool).reshape(())
+
+    limit = spec_limit if spec_limit is not None else _default_limit(func)
+    return JaxEnv(name, func.observation_space, func.action_space, reset, step, None, limit, (), func)
+
+
+def _package_env(env: Any, seed: int) -> JaxEnv:
+    u = getattr(env, "unwrapped", env)
+    env.reset(seed=seed)  # as horde.run: fixes trace-time configuration (Collision's features)
+    fingerprint: tuple = ()
+    features = getattr(u, "features", None)
+    if callable(features):
+        try:
+            table = np.asarray(features())
+            fingerprint = (table.shape, str(table.dtype), table.tobytes())
+        except Exception:  # noqa: BLE001 - an env whose features() needs arguments
+            fingerprint = ()
+
+    def step(state, action, key):
+        next_state, obs, reward, terminated = u.jax_step(state, action, key)
+        return next_state, obs, jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(terminated, bool).reshape(())
+
+    probs = getattr(u, "jax_behaviour_probs", None)
+    spec = getattr(env, "spec", None)
+    limit = getattr(spec, "max_episode_steps", None)
+    name = getattr(spec, "id", None) or type(u).__name__
+    return JaxEnv(name, u.observation_space, u.action_space, u.jax_reset, step, probs, limit, fingerprint, u)
+
+
+def as_jax_env(env: Any, seed: int) -> JaxEnv:
+    """``env`` as a ``JaxEnv``.
+
+    Args:
+        env: a gymnasium ``FuncEnv``, a ``FunctionalJaxEnv`` or a Gymnasium id, or an
+            environment with ``jax_reset`` / ``jax_step``.
+        seed: an ``envs`` package environment is first reset with it, as ``horde.run`` does,
+            which fixes the configuration read when its functions are traced.
+
+    Raises:
+        TypeError: ``env`` is not written in JAX (use ``horde.run``).
+    """
+    if isinstance(env, str):
+        env = gym.make(env)
+    if isinstance(env, FuncEnv):
+        return _func_env(env, type(env).__name__, None)
+    u = getattr(env, "unwrapped", env)
+    func = getattr(u, "func_env", None)
+    if isinstance(func, FuncEnv):
+        spec = getattr(env, "spec", None)
+        name = getattr(spec, "id", None) or type(func).__name__
+        return _func_env(func, name, getattr(spec, "max_episode_steps", None))
+    if callable(getattr(u, "jax_reset", None)) and callable(getattr(u, "jax_step", None)):
+        return _package_env(env, seed)
+    raise TypeError(
+        f"run_jax needs an environment written in JAX: a gymnasium FuncEnv (e.g. "
+        f"gymnasium.envs.phys2d.cartpole.CartPoleFunctional()), a FunctionalJaxEnv (e.g. "
+        f"gymnasium.make('phys2d/CartPole-v1')) or an environment with jax_reset/jax_step (the "
+        f"envs package); got {type(env).__name__}. Use horde.run for Python environments"
+    )
+
+
+class JaxPolicy(NamedTuple):
+    """A behaviour policy in two parts, so that the random draws of a whole chunk can be made at
+    once, outside the sequential loop.
+
+    Attributes:
+        noise: ``noise(key)``, the draw, independent of the state.
+        act: ``act(noise, env_state) -> (action, μ(action|state))``.
+        has_probabilities: whether ``μ`` is a real probability (off-policy demons need it).
+        cache_key: identifies the policy among compiled functions.
+        description: shown in configs and messages.
+    """
+
+    noise: Callable[[jax.Array], jax.Array]
+    act: Callable[[jax.Array, Any], tuple[jax.Array, jax.Array]]
+    has_probabilities: bool
+    cache_key: Any
+    description: str
+
+
+def _uniform01(key):
+    return jax.random.uniform(key, (), jnp.float32)
+
+
+def _index_from_uniform(u, probs):
+    """The first ``a`` with ``cumsum(probs)[a] > u * sum(probs)``."""
+    cdf = jnp.cumsum(probs)
+    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
+
+
+def as_jax_policy(policy: Any, env: JaxEnv) -> JaxPolicy:
+    """``policy`` as a ``JaxPolicy`` for ``env``'s action space.
+
+    Raises:
+        ValueError: an unsupported policy or action space, or probabilities that do not match
+            the action space.
+    """
+    space = env.action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    if policy is None or isinstance(policy, UniformRandom) or (isinstance(policy, str) and policy == "uniform"):
+        if discrete:
+            n, start = int(space.n), int(space.start)
+            prob = jnp.float32(1.0 / n)
+            return JaxPolicy(
+                lambda key: jax.random.randint(key, (), 0, n, jnp.int32),
+                lambda a, state: (a + start, prob),
+                True,
+                ("uniform",),
+                "UniformRandom()",
+            )
+        if isinstance(space, gym.spaces.Box):
+            low = np.asarray(space.low, np.float32)
+            high = np.asarray(space.high, np.float32)
+            if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+                raise ValueError(f"uniform actions need a bounded Box action space, got {space!r}")
+            shape = tuple(space.shape)
+            return JaxPolicy(
+                lambda key: jax.random.uniform(key, shape, jnp.float32, low, high),
+                lambda a, state: (a, jnp.float32(1.0)),
+                False,
+                ("uniform",),
+                "UniformRandom()",
+            )
+        raise ValueError(f"run_jax supports Discrete and Box action spaces, got {space!r}")
+    if isinstance(policy, FixedProbabilities):
+        p = check_probabilities("probabilities", policy.probabilities)
+        if not discrete or int(space.n) != len(p):
+            raise ValueError(f"FixedProbabilities has {len(p)} probabilities but the action space is {space!r}")
+        table = jnp.asarray(p, jnp.float32)
+        start = int(space.start)
+
+        def fixed(u, state):
+            a = _index_from_uniform(u, table)
+            return a + start, table[a]
+
+        return JaxPolicy(_uniform01, fixed, True, ("fixed", tuple(p.tolist())), repr(policy))
+    if isinstance(policy, str) and policy == "env":
+        if env.behaviour_probs is None:
+            raise ValueError(
+                f"policy='env' needs an environment with jax_behaviour_probs(state) (envs.Collision, "
+                f"envs.BairdCounterexample, envs.RandomWalk); {env.name} has none"
+            )
+        if not discrete:
+            raise ValueError(f"policy='env' needs a Discrete action space, got {space!r}")
+        start = int(space.start)
+        fn = env.behaviour_probs
+
+        def from_env(u, state):
+            probs = jnp.asarray(fn(state), jnp.float32)
+            a = _index_from_uniform(u, probs)
+            return a + start, probs[a]
+
+        return JaxPolicy(_uniform01, from_env, True, ("env",), "env.jax_behaviour_probs")
+    raise ValueError(
+        f"run_jax supports policy=None/'uniform'/UniformRandom(), FixedProbabilities(p) or 'env' "
+        f"(the environment's jax_behaviour_probs); got {policy!r}. Policies that run Python code "
+        "(StateProbabilities, callables) need horde.run"
+    )

@@ -1,0 +1,387 @@
+"""The recording layer both runners share: what is recorded inside a compiled chunk, how the
+host collects it, where a divergence happened and how it is reported, the progress bar and
+the assembly of the ``RunResult``.
+
+Inside a chunk of ``T`` steps (``lax.scan``), per-demon values are kept only at the record
+steps ``offset + every·k`` (global step ``% every == 0``), in small buffers carried through the
+loop: nothing of size ``T x n_demons`` is materialised. Step ``j`` writes slot
+``ceil((j - offset) / every)``, so the last write to slot ``k`` comes from record step
+``offset + k·every``; steps after the chunk's last record step spill into one extra slot.
+The carry also tracks the first step with a non-finite prediction (``DivergenceWatch``), so a
+divergence is located to the step whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from horde.runs.results import DivergenceError, RunResult
+from horde.td import HordeLearner
+
+__all__ = [
+    "DivergenceWatch",
+    "Progress",
+    "Recorder",
+    "assemble_result",
+    "check_off_policy",
+    "compiled_cache",
+    "divergence_error",
+    "empty_records",
+    "learner_config",
+    "locate_divergence",
+    "positive_int",
+    "record_names",
+    "record_slot",
+    "record_values",
+    "state_finite_fn",
+    "write_records",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def learner_config(learner: HordeLearner) -> dict[str, Any] | None:
+    """``learner.to_config()`` when it is plain JSON data (a run's ``config["learner"]``), else
+    None (e.g. demons with Python callables)."""
+    try:
+        config = learner.to_config()
+        json.dumps(config)
+    except (ValueError, TypeError):
+        return None
+    return config
+
+
+def check_off_policy(learner: HordeLearner, action_space: gym.Space, policy: str, has_probabilities: bool) -> None:
+    """Refuses a behaviour policy that cannot give the learner's off-policy demons their
+    importance ratios ``ρ = π(a|s) / μ(a|s)``.
+
+    Args:
+        learner: the learner whose demons are checked.
+        action_space: the environment's (single) action space.
+        policy: the behaviour policy, as shown in the message.
+        has_probabilities: whether the policy reports ``μ(a|s)`` for the actions it takes.
+
+    Raises:
+        ValueError: an off-policy demon with a non-``Discrete`` action space or with a policy
+            that gives no probabilities; the message names up to three such demons.
+    """
+    off = [name for name, o in zip(learner.names, learner.demons.is_off_policy) if o]
+    if not off:
+        return
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"off-policy demons {off[:3]} need a Discrete action space and the behaviour "
+            f"policy's action probabilities, got the action space {action_space!r} (continuous "
+            "actions have no probability mass): use on-policy demons"
+        )
+    if not has_probabilities:
+        raise ValueError(
+            f"policy {policy} gives no action probabilities, but demons {off[:3]} are "
+            "off-policy and need mu(a|s) for their importance ratios: use FixedProbabilities "
+            "or StateProbabilities"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the compiled chunk
+
+
+def compiled_cache(learner: HordeLearner) -> dict:
+    """A dict, stored on ``learner``, for the runners' compiled functions of that learner.
+
+    The compiled functions close over the learner, so they must live exactly as long as it
+    does: a module-level cache keyed by the learner would keep every learner alive. Writing
+    one key into the learner's instance dict is the one place this package touches another
+    object's attributes.
+    """
+    return learner.__dict__.setdefault("_horde_runs_compiled", {})
+
+
+def record_names(learner: HordeLearner) -> tuple[str, ...]:
+    """The per-demon values recorded each record step, in buffer order."""
+    names = ("predictions", "td_errors", "cumulants", "discounts")
+    return names + ("rupee", "ude") if learner.diagnostics else names
+
+
+def record_values(learner: HordeLearner, result: Any, evaluation: Any) -> tuple[jax.Array, ...]:
+    """The values named by ``record_names`` from one update's result and its demons'
+    evaluation (traced)."""
+    values = (result.predictions, result.td_errors, evaluation.cumulants, evaluation.discounts)
+    return values + (result.rupee, result.ude) if learner.diagnostics else values
+
+
+def empty_records(learner: HordeLearner, T: int, every: int) -> tuple[jax.Array, ...]:
+    """Zeroed record buffers for a chunk of ``T`` steps: ``ceil(T / every) + 1`` rows (the last
+    one takes the spill) of ``n_demons`` float32 each, one per ``record_names``."""
+    rows = -(-T // every) + 1
+    return tuple(jnp.zeros((rows, learner.n_demons), jnp.float32) for _ in record_names(learner))
+
+
+def record_slot(j: jax.Array, offset: jax.Array, every: int, T: int) -> jax.Array:
+    """The buffer row that chunk step ``j`` writes (see the module docstring); ``offset`` is
+    the chunk's first record step."""
+    return jnp.minimum((j - offset + every - 1) // every, -(-T // every))
+
+
+def write_records(buffers: tuple, values: tuple, slot: jax.Array) -> tuple:
+    """``buffers`` with row ``slot`` of each set to the matching value (traced)."""
+    return tuple(jax.lax.dynamic_update_index_in_dim(b, v.astype(b.dtype), slot, 0) for b, v in zip(buffers, values))
+
+
+class DivergenceWatch(NamedTuple):
+    """Where a chunk's predictions first became non-finite, carried through its scan.
+
+    Attributes:
+        any: whether any prediction so far was non-finite, bool ``()``.
+        first: chunk step of the first non-finite prediction, int32 ``()`` (0 while ``any``
+            is False).
+        mask: at that step, which demons' predictions were non-finite, bool ``(n_demons,)``.
+    """
+
+    any: jax.Array
+    first: jax.Array
+    mask: jax.Array
+
+    @classmethod
+    def start(cls, n_demons: int) -> DivergenceWatch:
+        """Nothing seen yet."""
+        return cls(jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((n_demons,), bool))
+
+    def see(self, j: jax.Array, predictions: jax.Array, live: Any = True) -> DivergenceWatch:
+        """After chunk step ``j`` predicted ``predictions`` (ignored where ``live`` is False:
+        a vector environment's autoreset step)."""
+        bad = ~jnp.isfinite(predictions) & live
+        new = bad.any() & ~self.any
+        return DivergenceWatch(self.any | bad.any(), jnp.where(new, j, self.first), jnp.where(new, bad, self.mask))
+
+
+def state_finite_fn(learner: HordeLearner, batched: bool):
+    """Compiled check of a learner state (batched over copies when ``batched``): per demon,
+    are its head and the whole trunk finite? ``fn(state) -> bool (n_demons,)`` (or
+    ``(n_copies, n_demons)``)."""
+    cache = compiled_cache(learner)
+    key = ("finite", batched)
+    if key not in cache:
+
+        def finite(state):
+            core = state.core
+            ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
+            trunk = jax.tree_util.tree_leaves(core.trunk_params)
+            if trunk:
+                ok = ok & jnp.all(jnp.stack([jnp.isfinite(t).all() for t in trunk]))
+            return ok
+
+        cache[key] = jax.jit(jax.vmap(finite) if batched else finite)
+    return cache[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# On the host
+
+
+def locate_divergence(watch: DivergenceWatch, finite_after: np.ndarray, T: int) -> tuple[int, int, np.ndarray] | None:
+    """Where a checked chunk of ``T`` steps diverged, or None where it did not.
+
+    Args:
+        watch: the chunk's final ``DivergenceWatch`` as NumPy, with a leading copy axis.
+        finite_after: ``state_finite_fn`` of the state after the chunk, ``(n_copies, n_demons)``.
+        T: the chunk's length.
+
+    Returns:
+        ``(copy, chunk_step, demon_indices)`` of the earliest non-finite prediction over the
+        copies (the lowest copy on a tie); where every prediction was finite but a state is
+        not, the last step of the chunk (its update made the parameters non-finite).
+    """
+    bad = np.asarray(watch.any)
+    if bad.any():
+        first = np.where(bad, np.asarray(watch.first), T)
+        copy = int(np.argmin(first))
+        return copy, int(first[copy]), np.flatnonzero(np.asarray(watch.mask)[copy])
+    if finite_after.all():
+        return None
+    copy = int(np.argwhere(~finite_after.all(axis=-1))[0][0])
+    return copy, T - 1, np.flatnonzero(~finite_after[copy])
+
+
+def divergence_error(
+    learner: HordeLearner, *, step: int, copy: int, n_copies: int, seed: int, demons: np.ndarray, result: RunResult
+) -> DivergenceError:
+    """The ``DivergenceError`` of both runners, with its one message.
+
+    Args:
+        learner: the learner (for the demons' names).
+        step: global step of the first non-finite value.
+        copy: the copy (seed index) where it happened.
+        n_copies: copies in the run (the copy is named when there are several).
+        seed: the run's seed (copy ``i`` uses ``seed + i``).
+        demons: indices of the demons affected.
+        result: the result recorded up to ``step``, with the last good state.
+    """
+    names = [learner.names[i] for i in demons]
+    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    where = f" in copy {copy} (seed {seed + copy})" if n_copies > 1 else ""
+    return DivergenceError(
+        f"learning diverged at step {step}{where}: non-finite predictions (or parameters after "
+        f"that step's update) for demon{'s' if len(names) > 1 else ''} {shown}. error.result "
+        f"holds the records up to that step and the last good state (after "
+        f"{result.total_steps} steps); try a smaller step size or ObGDBounding.",
+        step=step,
+        demons=tuple(names),
+        result=result,
+    )
+
+
+class Recorder:
+    """Collects the recorded rows of checked chunks, in order, on the host.
+
+    Args:
+        n_seeds: copies (leading axis of every array).
+        n_demons: demons.
+        record_every: the recording interval (global step ``% record_every == 0``).
+    """
+
+    _PER_DEMON = ("predictions", "td_errors", "cumulants", "discounts", "rupee", "ude")
+    _PER_STEP = ("rewards", "terminated", "truncated", "valid")
+
+    def __init__(self, n_seeds: int, n_demons: int, record_every: int):
+        self.n_seeds, self.n_demons, self.every = n_seeds, n_demons, record_every
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("steps", *self._PER_DEMON, *self._PER_STEP)}
+
+    def add(self, start: int, buffers, rewards, terminated, truncated, valid) -> None:
+        """Adds the chunk that starts at global step ``start``.
+
+        Args:
+            start: global step of the chunk's first step.
+            buffers: the chunk's record buffers, ``(n_seeds, slots, n_demons)`` each, in
+                ``record_names`` order.
+            rewards: every step of the chunk, ``(n_seeds, T)``; only these ``T`` steps are
+                recorded (a diverged chunk passes the steps up to its divergence).
+            terminated: same shape, bool.
+            truncated: same shape, bool.
+            valid: same shape, bool (False at a vector environment's autoreset steps).
+        """
+        T = rewards.shape[1]
+        offset = (-start) % self.every
+        idx = np.arange(offset, T, self.every)
+        if idx.size == 0:
+            return
+        self.parts["steps"].append(start + idx)
+        for name, arr in zip(self._PER_DEMON, buffers):
+            arr = np.asarray(arr)[:, : idx.size]
+            if not valid.all():
+                arr = np.where(valid[:, idx, None], arr, np.nan)
+            self.parts[name].append(arr)
+        for name, arr in zip(self._PER_STEP, (rewards, terminated, truncated, valid)):
+            self.parts[name].append(arr[:, idx])
+
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        """The recorded arrays, named as ``RunResult``'s fields (``rupee`` and ``ude`` None
+        where they were not recorded)."""
+        out: dict[str, np.ndarray | None] = {}
+        for name, parts in self.parts.items():
+            if name in ("rupee", "ude"):
+                out[name] = np.concatenate(parts, axis=1) if parts else None
+            elif parts:
+                out[name] = np.concatenate(parts, axis=0 if name == "steps" else 1)
+            elif name == "steps":
+                out[name] = np.zeros((0,), np.int64)
+            elif name in self._PER_STEP:
+                out[name] = np.zeros((self.n_seeds, 0), np.float32 if name == "rewards" else bool)
+            else:
+                out[name] = np.zeros((self.n_seeds, 0, self.n_demons), np.float32)
+        return out
+
+
+def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np.ndarray]:
+    e = np.asarray(episodes, dtype=np.float64).reshape(-1, 4)
+    return {
+        "episode_seed": e[:, 0].astype(np.int64),
+        "episode_end_step": e[:, 1].astype(np.int64),
+        "episode_return": e[:, 2],
+        "episode_length": e[:, 3].astype(np.int64),
+    }
+
+
+def assemble_result(
+    learner: HordeLearner,
+    recorder: Recorder,
+    episodes: list[tuple[int, int, float, int]],
+    *,
+    wall: float,
+    done: int,
+    record_every: int,
+    config: dict[str, Any],
+    state: Any,
+) -> RunResult:
+    """The ``RunResult`` of ``done`` learned steps.
+
+    Args:
+        learner: the learner (demon names and ``DemonInfo``).
+        recorder: the recorded rows.
+        episodes: finished episodes as ``(copy, end step, return, length)``; those that ended
+            within the ``done`` steps are kept, in (step, copy) order.
+        wall: seconds the run took.
+        done: steps learned into ``state`` (per copy).
+        record_every: the recording interval.
+        config: the run's plain-data description.
+        state: the learner state after ``done`` steps.
+    """
+    last = config.get("start_step", 0) + done
+    kept = sorted((e for e in episodes if e[1] < last), key=lambda e: (e[1], e[0]))
+    return RunResult(
+        demon_names=learner.names,
+        wall_time=wall,
+        total_steps=int(done),
+        record_every=int(record_every),
+        config=config,
+        state=state,
+        demons=tuple(d.info for d in learner.demons),
+        **recorder.arrays(),
+        **_episode_arrays(kept),
+    )
+
+
+class Progress:
+    """tqdm bar with steps/s and the mean recent |TD error|; silent when disabled.
+
+    Args:
+        total: steps over all copies.
+        enabled: show it; None: when stderr is a terminal.
+    """
+
+    def __init__(self, total: int, enabled: bool | None):
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=0.5)
+
+    def update(self, n: int, td_errors) -> None:
+        """``n`` more steps; ``td_errors`` (any shape, NaN ignored) give the shown |δ|."""
+        if self.bar is None:
+            return
+        with np.errstate(all="ignore"):
+            err = float(np.nanmean(np.abs(np.asarray(td_errors)))) if np.size(td_errors) else float("nan")
+        self.bar.set_postfix_str(f"|δ| {err:.3g}", refresh=False)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

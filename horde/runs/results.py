@@ -1,0 +1,218 @@
+"""What a run returns: ``RunResult`` (the recorded arrays, saved and loaded without pickle) and
+``DivergenceError`` (raised by both runners when learning stops being finite)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from demons import DemonInfo
+
+__all__ = ["DivergenceError", "RESULT_FORMAT_VERSION", "RunResult"]
+
+# Bumped when the files written by ``RunResult.save`` change meaning; ``load`` refuses others.
+RESULT_FORMAT_VERSION = 1
+
+
+class DivergenceError(RuntimeError):
+    """Learning produced non-finite predictions or parameters.
+
+    Both runners raise it with the same message and the same meaning.
+
+    Attributes:
+        step: the global step of the first non-finite prediction (``start_step`` included;
+            with several copies, the earliest over the copies). Where only the parameters
+            became non-finite, the last step of the chunk, whose update made them so.
+        demons: names of the demons affected at that step.
+        result: the ``RunResult`` of the run so far: records of every step up to and
+            including ``step`` (the row at ``step`` shows the non-finite values), and
+            ``state``, the last good state, after ``result.total_steps`` steps (the start
+            of the chunk that diverged; ``result.total_steps <= step``).
+    """
+
+    def __init__(self, message: str, *, step: int, demons: tuple[str, ...], result: RunResult):
+        super().__init__(message)
+        self.step, self.demons, self.result = step, demons, result
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run recorded, every ``record_every`` steps.
+
+    Per-step arrays have a leading seed axis (length 1 for a single environment, the number of
+    copies for a vector environment).
+
+    Attributes:
+        demon_names: the demons, in head order.
+        steps: global step index of each record, ``(k,)``.
+        predictions: ``v_i(S_t)`` before the update, ``(n_seeds, k, n_demons)``.
+        td_errors: ``δ_i`` (NaN for inactive demons), ``(n_seeds, k, n_demons)``.
+        cumulants: ``c_{i,t+1}``, ``(n_seeds, k, n_demons)``.
+        discounts: ``γ_{i,t+1}`` as the demons define it (before termination), same shape.
+        rewards: ``R_{t+1}``, ``(n_seeds, k)``.
+        terminated: ``(n_seeds, k)`` bool.
+        truncated: ``(n_seeds, k)`` bool.
+        valid: ``(n_seeds, k)`` bool; False at a vector environment's autoreset steps (not
+            real transitions: their per-demon values are NaN).
+        episode_seed, episode_end_step, episode_return, episode_length: one entry per finished
+            episode (``(E,)`` each).
+        wall_time: seconds the run took (compilation included).
+        total_steps: environment steps per seed.
+        record_every: the recording interval.
+        config: plain-data description of the run (environment, seed, policy, learner).
+        state: final learner state (batched over seeds for a vector environment); not saved
+            by ``save``.
+        rupee: RUPEE per demon, ``(n_seeds, k, n_demons)``, when the learner tracks
+            diagnostics (``HordeLearner(diagnostics=True)``); else None.
+        ude: UDE per demon, same shape, or None.
+        demons: one ``demons.DemonInfo`` per demon, in head order (its kinds, timescale, λ,
+            terminal outcome and whether it is off-policy), so that reports read what a demon
+            is as data; empty for a result built by hand without it.
+    """
+
+    demon_names: tuple[str, ...]
+    steps: np.ndarray
+    predictions: np.ndarray
+    td_errors: np.ndarray
+    cumulants: np.ndarray
+    discounts: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    valid: np.ndarray
+    episode_seed: np.ndarray
+    episode_end_step: np.ndarray
+    episode_return: np.ndarray
+    episode_length: np.ndarray
+    wall_time: float
+    total_steps: int
+    record_every: int
+    config: dict[str, Any]
+    state: Any = None
+    rupee: np.ndarray | None = None
+    ude: np.ndarray | None = None
+    demons: tuple[DemonInfo, ...] = ()
+
+    # The per-step and per-episode arrays, saved in ``metrics.npz`` (a class attribute, not a
+    # field).
+    ARRAY_FIELDS = (
+        "steps",
+        "predictions",
+        "td_errors",
+        "cumulants",
+        "discounts",
+        "rewards",
+        "terminated",
+        "truncated",
+        "valid",
+        "episode_seed",
+        "episode_end_step",
+        "episode_return",
+        "episode_length",
+    )
+    _ARRAYS = ARRAY_FIELDS  # the old name, still read by tests/test_reliability.py
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.predictions.shape[0])
+
+    @property
+    def n_demons(self) -> int:
+        return len(self.demon_names)
+
+    @property
+    def steps_per_second(self) -> float:
+        """Environment steps per second over all seeds."""
+        return self.total_steps * self.n_seeds / self.wall_time if self.wall_time > 0 else math.inf
+
+    def then(self, later: RunResult) -> RunResult:
+        """This run followed by ``later``, its continuation (e.g. a resumed run): per-step
+        arrays joined along time, episodes and wall time added up, ``later``'s state."""
+        if later.record_every != self.record_every or later.demon_names != self.demon_names:
+            raise ValueError(
+                "only a continuation with the same demons and record_every can be joined, got "
+                f"record_every {self.record_every} and {later.record_every}"
+            )
+        joined = {}
+        for name in self.ARRAY_FIELDS:
+            axis = 0 if name == "steps" or name.startswith("episode_") else 1
+            joined[name] = np.concatenate([getattr(self, name), getattr(later, name)], axis=axis)
+        for name in ("rupee", "ude"):
+            a, b = getattr(self, name), getattr(later, name)
+            joined[name] = None if a is None or b is None else np.concatenate([a, b], axis=1)
+        return RunResult(
+            demon_names=self.demon_names,
+            wall_time=self.wall_time + later.wall_time,
+            total_steps=self.total_steps + later.total_steps,
+            record_every=self.record_every,
+            config={**later.config, "start_step": self.config.get("start_step", 0)},
+            state=later.state,
+            demons=self.demons or later.demons,
+            **joined,
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Writes ``metrics.npz`` (arrays, no pickle) and ``run.json`` (metadata) into the
+        directory ``path``; returns it."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
+        for name in ("rupee", "ude"):
+            if getattr(self, name) is not None:
+                arrays[name] = np.asarray(getattr(self, name))
+        tmp = path / "metrics.npz.tmp"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path / "metrics.npz")
+        meta = {
+            "format_version": RESULT_FORMAT_VERSION,
+            "demon_names": list(self.demon_names),
+            "wall_time": self.wall_time,
+            "total_steps": self.total_steps,
+            "record_every": self.record_every,
+            "config": self.config,
+            "demons": [d._asdict() for d in self.demons],
+        }
+        tmp = path / "run.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, path / "run.json")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RunResult:
+        """Reads a directory written by ``save``."""
+        path = Path(path)
+        meta_file, npz_file = path / "run.json", path / "metrics.npz"
+        for f in (meta_file, npz_file):
+            if not f.exists():
+                raise FileNotFoundError(f"{f} not found: {path} is not a saved run")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
+        version = meta.get("format_version")
+        if version != RESULT_FORMAT_VERSION:
+            raise ValueError(f"{meta_file} has format_version {version!r}, expected {RESULT_FORMAT_VERSION}")
+        try:
+            with np.load(npz_file, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in cls.ARRAY_FIELDS}
+                for name in ("rupee", "ude"):
+                    if name in data.files:
+                        arrays[name] = data[name]
+        except Exception as e:  # zipfile/npz errors vary by corruption
+            raise ValueError(f"{npz_file} could not be read: {e}") from e
+        return cls(
+            demon_names=tuple(meta["demon_names"]),
+            wall_time=float(meta["wall_time"]),
+            total_steps=int(meta["total_steps"]),
+            record_every=int(meta["record_every"]),
+            config=meta["config"],
+            demons=tuple(DemonInfo(**d) for d in meta.get("demons", [])),
+            **arrays,
+        )

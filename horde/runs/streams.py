@@ -1,0 +1,223 @@
+"""Streams of transitions from Gymnasium environments, for ``horde.run``.
+
+``SingleStream`` steps one environment and resets it itself after ``terminated or
+truncated``: the transition that ended the episode carries the real final observation.
+``VectorStream`` steps a vector environment, one behaviour policy and generator per copy.
+With next-step autoreset (Gymnasium >= 1.0's default) the step after an episode ends returns
+the reset observation with reward 0 and both flags false: not a real transition, so it is
+marked invalid (``valid`` False) and never learned from. Same-step autoreset takes the real
+final observation from ``info["final_obs"]``.
+
+Each ``collect(T, first_step)`` returns ``(Transitions, valid)`` with features as float32
+arrays, actions indexed from 0 as the demons see them, and records finished episodes in
+``episodes`` as ``(copy, end step, return, length)``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
+from horde.runs.features import FeatureMap
+from horde.td import Transitions
+
+__all__ = ["SingleStream", "VectorStream", "replay"]
+
+
+class SingleStream:
+    """Steps one environment with the behaviour policy, resetting it at episode ends, and
+    collects transitions as feature arrays.
+
+    Args:
+        env: the Gymnasium environment (reset here with ``seed``).
+        features: its ``FeatureMap``.
+        policy: a bound ``BehaviourPolicy``.
+        act_space: the environment's action space.
+        seed: seeds the environment and the policy's generator.
+    """
+
+    def __init__(
+        self, env: gym.Env, features: FeatureMap, policy: BehaviourPolicy, act_space: gym.Space, seed: int
+    ) -> None:
+        self.env, self.features, self.policy = env, features, policy
+        self.rng = np.random.default_rng(seed)
+        discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.action_dtype = np.int32 if discrete else np.float32
+        self.action_shape = () if discrete else act_space.shape
+        # Demons index discrete actions from 0 (action indicators, target policies).
+        self.action_start = int(act_space.start) if discrete else 0
+        self.episodes: list[tuple[int, int, float, int]] = []
+        self.ep_return, self.ep_length = 0.0, 0
+        self.raw, self.info = env.reset(seed=seed)
+        self.x = features(self.raw)
+
+    def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        """The next ``T`` transitions, from global step ``first_step``: ``Transitions`` of
+        ``(T, ...)`` arrays and ``valid`` (all True).
+
+        Raises:
+            ValueError: the environment returned a non-finite observation.
+        """
+        dim = self.features.dim
+        obs = np.empty((T, dim), np.float32)
+        next_obs = np.empty((T, dim), np.float32)
+        actions = np.empty((T,) + self.action_shape, self.action_dtype)
+        rewards = np.empty(T, np.float32)
+        terminated = np.zeros(T, bool)
+        truncated = np.zeros(T, bool)
+        probs = np.ones(T, np.float32)
+        env, features, policy, rng = self.env, self.features, self.policy, self.rng
+        raw, info, x = self.raw, self.info, self.x
+        for t in range(T):
+            action, prob = policy.sample(raw, info, rng)
+            next_raw, reward, term, trunc, next_info = env.step(action)
+            x_next = features(next_raw)
+            if not np.isfinite(x_next).all():
+                raise ValueError(
+                    f"the environment returned a non-finite observation at step {first_step + t}: {next_raw!r}"
+                )
+            obs[t] = x
+            next_obs[t] = x_next
+            actions[t] = action - self.action_start if self.action_start else action
+            rewards[t] = reward
+            terminated[t] = term
+            truncated[t] = trunc
+            if prob is not None:
+                probs[t] = prob
+            self.ep_return += float(reward)
+            self.ep_length += 1
+            if term or trunc:
+                self.episodes.append((0, first_step + t, self.ep_return, self.ep_length))
+                self.ep_return, self.ep_length = 0.0, 0
+                raw, info = env.reset()
+                x = features(raw)
+            else:
+                raw, info, x = next_raw, next_info, x_next
+        self.raw, self.info, self.x = raw, info, x
+        transitions = Transitions(obs, actions, rewards, next_obs, terminated, truncated, probs)
+        return transitions, np.ones(T, bool)
+
+
+class VectorStream:
+    """Steps a vector environment, one behaviour policy and generator per copy, and collects
+    transitions with a validity mask (False at next-step autoreset steps).
+
+    Args:
+        env: the vector environment (copy ``i`` reset with ``seed + i`` where it allows).
+        features: the ``FeatureMap`` of one copy's observation space.
+        policy: anything ``as_behaviour_policy`` accepts; one is bound per copy (``policies``).
+        act_space: one copy's action space.
+        seed: copy ``i``'s policy generator is ``numpy.random.default_rng(seed + i)``.
+    """
+
+    def __init__(
+        self, env: gym.vector.VectorEnv, features: FeatureMap, policy: Any, act_space: gym.Space, seed: int
+    ) -> None:
+        N = self.N = int(env.num_envs)
+        self.seeded_per_copy = True
+        mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
+        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
+            raise ValueError(f"vector environments must autoreset (NEXT_STEP or SAME_STEP), got {mode}")
+        self.mode, self.env, self.features = mode, env, features
+        self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
+        self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
+        discrete = isinstance(act_space, gym.spaces.Discrete)
+        self.action_dtype = np.int32 if discrete else np.float32
+        self.action_shape = () if discrete else act_space.shape
+        self.action_start = int(act_space.start) if discrete else 0
+        self.episodes: list[tuple[int, int, float, int]] = []
+        self.ep_return, self.ep_length = np.zeros(N), np.zeros(N, np.int64)
+        try:
+            self.raw, self.infos = env.reset(seed=[seed + i for i in range(N)])
+        except (TypeError, ValueError, AssertionError, gym.error.Error):
+            # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
+            # integer seed for the whole batch: copies then do not match single runs seed for seed.
+            warnings.warn(
+                f"{type(env).__name__} takes one seed for all copies: copy i is not the single run "
+                "with seed + i (use gymnasium.make_vec(..., vectorization_mode='sync') for that)",
+                stacklevel=4,
+            )
+            self.seeded_per_copy = False
+            self.raw, self.infos = env.reset(seed=seed)
+        self.x = features.batch(self.raw)
+        self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
+        self.last_actions = np.zeros((N,) + self.action_shape, self.action_dtype)
+
+    def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
+        """The next ``T`` steps of every copy, from global step ``first_step``: ``Transitions``
+        with a leading copy axis ``(N, T, ...)`` and ``valid`` ``(N, T)``.
+
+        Raises:
+            ValueError: the environment returned a non-finite observation.
+        """
+        N, dim, features = self.N, self.features.dim, self.features
+        obs = np.empty((T, N, dim), np.float32)
+        next_obs = np.empty((T, N, dim), np.float32)
+        actions = np.empty((T, N) + self.action_shape, self.action_dtype)
+        rewards = np.zeros((T, N), np.float32)
+        terminated = np.zeros((T, N), bool)
+        truncated = np.zeros((T, N), bool)
+        valid = np.ones((T, N), bool)
+        probs = np.ones((T, N), np.float32)
+        raw, infos, x, resetting = self.raw, self.infos, self.x, self.resetting
+        for t in range(T):
+            for i in range(N):
+                if resetting[i]:
+                    # The autoreset ignores the action; draw nothing so that copy i's policy
+                    # stream matches a single environment that resets itself.
+                    actions[t, i] = self.last_actions[i]
+                    continue
+                info_i = {k: v[i] for k, v in infos.items() if not k.startswith("_")} if infos else {}
+                a, p = self.policies[i].sample(raw[i], info_i, self.rngs[i])
+                actions[t, i] = a
+                if p is not None:
+                    probs[t, i] = p
+            self.last_actions = actions[t].copy()
+            next_raw, reward, term, trunc, next_infos = self.env.step(actions[t])
+            if self.action_start:
+                actions[t] -= self.action_start  # the demons' view: actions indexed from 0
+            x_next = features.batch(next_raw)
+            ended = np.logical_or(term, trunc)
+            real_next = x_next
+            if self.mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
+                real_next = x_next.copy()
+                for i in np.flatnonzero(ended):
+                    real_next[i] = features(next_infos["final_obs"][i])
+            if not np.isfinite(real_next).all():
+                raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
+            obs[t] = x
+            next_obs[t] = real_next
+            rewards[t] = reward
+            terminated[t] = term
+            truncated[t] = trunc
+            live = ~resetting
+            valid[t] = live
+            self.ep_return[live] += np.asarray(reward, np.float64)[live]
+            self.ep_length[live] += 1
+            for i in np.flatnonzero(ended & live):
+                self.episodes.append((i, first_step + t, float(self.ep_return[i]), int(self.ep_length[i])))
+                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
+                resetting = ended & live
+            raw, infos, x = next_raw, next_infos, x_next
+        self.raw, self.infos, self.x, self.resetting = raw, infos, x, resetting
+        transitions = Transitions(
+            *(np.swapaxes(a, 0, 1) for a in (obs, actions, rewards, next_obs, terminated, truncated, probs))
+        )
+        return transitions, valid.T
+
+
+def replay(stream: SingleStream | VectorStream, start_step: int, chunk_size: int) -> None:
+    """Steps the environment and policy to ``start_step`` without learning: the behaviour
+    stream is a function of the seed alone, so this restores it exactly."""
+    done = 0
+    while done < start_step:
+        T = min(chunk_size, start_step - done)
+        stream.collect(T, done)
+        done += T
+    stream.episodes.clear()
