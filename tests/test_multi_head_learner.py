@@ -615,6 +615,7 @@ def test_default_config_matches_the_documented_defaults():
         "use_layer_norm": True,
         "head_optimizer": None,
         "per_head_gamma_lamda": None,
+        "store_head_traces": None,
     }
     assert MultiHeadMLPLearner(2).n_heads == 2
     assert MultiHeadMLPLearner(2).normalizer is None
