@@ -134,6 +134,10 @@ def test_update_matches_reference_in_linear_mode_with_traces():
         np.testing.assert_allclose(result.state.head_params.biases, ref[4], rtol=1e-5, atol=1e-6)
         active = ~np.isnan(y)
         np.testing.assert_allclose(np.asarray(result.state.head_traces[0])[active], ref[5][active], rtol=1e-5)
+        # An inactive head's trace is kept as it was, bit for bit.
+        np.testing.assert_array_equal(
+            np.asarray(result.state.head_traces[0])[~active], np.asarray(state.head_traces[0])[~active]
+        )
         state = result.state
 
 

@@ -260,6 +260,8 @@ class HordeLearner:
         return self.init_traced(observation_dim, key)
 
     def init_traced(self, observation_dim: int, key: jax.Array) -> HordeState:
+        """``init`` without the demons' check against ``observation_dim``, for use inside
+        traced code (one state per seed under ``vmap``)."""
         core = self.core.init(observation_dim, key)
         n = self.n_demons
         discounts = jnp.zeros((n,), jnp.float32) if self._has_traces else ()
@@ -287,6 +289,23 @@ class HordeLearner:
         discounts,
         rhos,
     ) -> HordeUpdateResult:
+        """``update`` without its boundary checks, for use inside traced code (a runner's scan,
+        the Daemon's compiled step).
+
+        Args:
+            state: current state.
+            observation: ``S_t``, ``(observation_dim,)``.
+            cumulants: ``c_{t+1}``, ``(n_demons,)``; NaN makes a demon inactive.
+            next_observation: ``S_{t+1}``, ``(observation_dim,)``.
+            terminated: scalar bool.
+            truncated: scalar bool.
+            discounts: ``γ_{t+1}``, ``(n_demons,)``, or ``None`` to evaluate each demon's own
+                discount on ``next_observation``.
+            rhos: ``ρ_t``, ``(n_demons,)``, or ``None`` for 1.
+
+        Returns:
+            ``HordeUpdateResult``.
+        """
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
@@ -393,6 +412,8 @@ class HordeLearner:
     def update_from_transition_traced(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
     ) -> HordeUpdateResult:
+        """``update_from_transition`` without its boundary checks, for use inside traced code:
+        the demons compute cumulants, discounts and ratios from the transition."""
         return self.evaluate_and_update_traced(
             state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
         )[0]
@@ -416,6 +437,9 @@ class HordeLearner:
         return result, evaluation
 
     def scan_traced(self, state: HordeState, transitions: Transitions) -> HordeLearningResult:
+        """``update_from_transition_traced`` scanned over checked ``Transitions``;
+        ``scan_compiled`` is its jitted form."""
+
         def body(s, t):
             r = self.update_from_transition_traced(s, *t)
             return r.state, (r.predictions, r.per_demon_metrics)
@@ -424,6 +448,9 @@ class HordeLearner:
         return HordeLearningResult(final, predictions, metrics)
 
     def batched_traced(self, transitions: Transitions, keys, observation_dim: int) -> BatchedHordeResult:
+        """``scan_traced`` from one fresh state per key, vmapped over the keys;
+        ``batched_compiled`` is its jitted form (``observation_dim`` static)."""
+
         def one_seed(key):
             return self.scan_traced(self.init_traced(observation_dim, key), transitions)
 
@@ -434,6 +461,15 @@ class HordeLearner:
     # Public, checked entry points
 
     def check_state(self, state: Any) -> int:
+        """Checks that ``state`` is an unbatched ``HordeState`` of this learner.
+
+        Returns:
+            The observation size the state was initialised for.
+
+        Raises:
+            TypeError: ``state`` is not a ``HordeState``.
+            ValueError: its demon count differs (or it is batched over seeds).
+        """
         if not isinstance(state, HordeState):
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
         self.core.check_state(state.core)
