@@ -22,7 +22,7 @@ from horde import (
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
 )
-from horde.core.multi_head_learner import HeadParams
+from horde.core import HeadParams
 
 FEATURES = 5
 
