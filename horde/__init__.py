@@ -2,36 +2,40 @@
 
 from horde import evaluation
 from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from horde.core.bounders import ObGDBounding
-from horde.core.initializers import sparse_init
-from horde.core.multi_head_learner import (
+from horde.core import (
+    IDBD,
+    LMS,
+    Autostep,
     BatchedMultiHeadResult,
+    EMANormalizer,
     HeadParams,
     MLPParams,
     MultiHeadLearningResult,
     MultiHeadMLPLearner,
     MultiHeadMLPState,
     MultiHeadMLPUpdateResult,
+    ObGDBounding,
+    WelfordNormalizer,
     multi_head_metrics_to_dicts,
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
+    sparse_init,
 )
-from horde.core.normalizers import EMANormalizer, WelfordNormalizer
-from horde.core.optimizers import IDBD, LMS, Autostep
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
-from horde.runs.behaviour import (
+from horde.runs import (
     BehaviourPolicy,
     CallablePolicy,
+    Daemon,
+    DivergenceError,
+    FeatureMap,
     FixedProbabilities,
+    RunResult,
     StateProbabilities,
     UniformRandom,
+    run,
+    run_jax,
 )
-from horde.runs.daemon import Daemon
-from horde.runs.features import FeatureMap
-from horde.runs.jax_runner import run_jax
-from horde.runs.results import DivergenceError, RunResult
-from horde.runs.runner import run
-from horde.td.horde_learner import (
+from horde.td import (
     BatchedHordeResult,
     DiagnosticsState,
     HordeLearner,

@@ -245,6 +245,134 @@ def test_lambda_zero_demons_store_no_traces():
 
 
 # ---------------------------------------------------------------------------------------------
+# The exact update against a slow reference
+
+
+def _reference_horde(learner, state, steps, alpha, beta, diag_alpha):
+    """Linear TD(λ)/GTD(λ) with LMS, one demon and one step at a time in float64, with RUPEE
+    and UDE: the Horde semantics written out (``h = x``, no trunk)."""
+    n = learner.n_demons
+    lamdas = np.asarray(learner.demons.lamdas, np.float64)
+    z_out = np.asarray(learner.demons.z, np.float64)
+    off = np.asarray(learner.demons.is_off_policy, bool)
+    w = np.asarray(state.core.head_params.weights, np.float64).copy()
+    b = np.asarray(state.core.head_params.biases, np.float64).copy()
+    dim = w.shape[1]
+    z_w, z_b = np.zeros((n, dim)), np.zeros(n)
+    u_w, u_b = np.zeros((n, dim)), np.zeros(n)
+    gamma_t = np.zeros(n)
+    h_hat, d_bar, tau = np.zeros((n, dim + 1)), np.zeros((n, dim + 1)), np.zeros(n)
+    mean, var, tau_u = np.zeros(n), np.zeros(n), np.zeros(n)
+    out = []
+    for x, c, x_next, gamma_next, rho, terminated, truncated in steps:
+        x, x_next = np.asarray(x, np.float64), np.asarray(x_next, np.float64)
+        targets, deltas, rupee, ude = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n)
+        for i in range(n):
+            if not np.isnan(c[i]):
+                v, v_next = w[i] @ x + b[i], w[i] @ x_next + b[i]
+                g = 0.0 if terminated else float(gamma_next[i])
+                targets[i] = c[i] + g * v_next + (z_out[i] if terminated else 0.0)
+                delta = deltas[i] = targets[i] - v
+                z_w[i] = rho[i] * (gamma_t[i] * lamdas[i] * z_w[i] + x)
+                z_b[i] = rho[i] * (gamma_t[i] * lamdas[i] * z_b[i] + 1.0)
+                u_old_w, u_old_b = u_w[i].copy(), u_b[i]
+                w[i] += alpha * delta * z_w[i]
+                b[i] += alpha * delta * z_b[i]
+                if off[i]:
+                    zu = z_w[i] @ u_old_w + z_b[i] * u_old_b
+                    w[i] -= alpha * g * (1.0 - lamdas[i]) * zu * x_next
+                    b[i] -= alpha * g * (1.0 - lamdas[i]) * zu
+                    uh = u_old_w @ x + u_old_b
+                    u_w[i] = u_old_w + beta * (delta * z_w[i] - uh * x)
+                    u_b[i] = u_old_b + beta * (delta * z_b[i] - uh)
+                xb = np.r_[x, 1.0]
+                dz = delta * np.r_[z_w[i], z_b[i]]
+                h_hat[i] += 5.0 * diag_alpha * (dz - (h_hat[i] @ xb) * xb)
+                beta0 = max(1.0 - lamdas[i], 0.01) * diag_alpha / 30.0
+                tau[i] = (1.0 - beta0) * tau[i] + beta0
+                d_bar[i] = (1.0 - beta0 / tau[i]) * d_bar[i] + beta0 / tau[i] * dz
+                beta_u = 10.0 * diag_alpha
+                tau_u[i] = (1.0 - beta_u) * tau_u[i] + beta_u
+                bu = beta_u / tau_u[i]
+                e = rho[i] * delta
+                var[i] = (1.0 - bu) * (var[i] + bu * (e - mean[i]) ** 2)
+                mean[i] = (1.0 - bu) * mean[i] + bu * e
+            rupee[i] = np.sqrt(abs(h_hat[i] @ d_bar[i]))
+            ude[i] = abs(mean[i]) / (np.sqrt(var[i]) + 1e-6)
+        gamma_t = np.asarray(gamma_next, np.float64).copy()
+        if terminated or truncated:
+            z_w[:], z_b[:] = 0.0, 0.0
+        out.append((targets, deltas, w.copy(), b.copy(), z_w.copy(), rupee, ude))
+    return out
+
+
+def test_linear_horde_update_matches_slow_td_lambda_gtd_reference():
+    """On- and off-policy demons with traces, terminal outcomes, NaN cumulants, state-dependent
+    discounts, terminations and truncations: every target, error, weight, trace, RUPEE and UDE
+    of the compiled update against ``_reference_horde``."""
+    demon_set = [
+        Demon("on", C.reward(), D.constant(0.9), lamda=0.8, z=1.5),
+        Demon("on0", C.reward(), D.constant(0.7)),
+        Demon("off", C.reward(), D.constant(0.9), lamda=0.6, target_policy=P.fixed([0.2, 0.8]), z=-1.0),
+        Demon("off0", C.reward(), D.constant(0.8), target_policy=P.fixed([0.0, 1.0])),
+    ]
+    alpha, beta, diag_alpha = 0.05, 0.1, 0.02
+    learner = HordeLearner(
+        demon_set,
+        hidden_sizes=(),
+        step_size=alpha,
+        sparsity=0.0,
+        secondary_step_size=beta,
+        diagnostics=True,
+        diagnostics_step_size=diag_alpha,
+    )
+    rng = np.random.default_rng(21)
+    state = learner.init(3, jax.random.key(0))
+    w0 = rng.uniform(-1, 1, size=(4, 3)).astype(np.float32)
+    state = state._replace(core=state.core._replace(head_params=HeadParams(jnp.asarray(w0), jnp.full((4,), 0.3))))
+    steps = []
+    for t in range(30):
+        c = rng.normal(size=4).astype(np.float32)
+        c[rng.random(4) < 0.2] = np.nan
+        rho = np.r_[1.0, 1.0, rng.choice([0.0, 0.5, 2.5], size=2)].astype(np.float32)
+        flag = rng.random()
+        steps.append(
+            (
+                rng.normal(size=3).astype(np.float32),
+                c,
+                rng.normal(size=3).astype(np.float32),
+                rng.uniform(0, 1, size=4).astype(np.float32),
+                rho,
+                flag < 0.15,
+                0.15 <= flag < 0.3,
+            )
+        )
+    reference = _reference_horde(learner, state, steps, alpha, beta, diag_alpha)
+    for (x, c, x_next, gamma, rho, terminated, truncated), ref in zip(steps, reference):
+        r = learner.update(state, x, c, x_next, terminated=terminated, truncated=truncated, discounts=gamma, rhos=rho)
+        targets, deltas, w, b, z_w, rupee, ude = ref
+        np.testing.assert_allclose(r.td_targets, targets, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r.td_errors, deltas, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r.state.core.head_params.weights, w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r.state.core.head_params.biases, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r.state.core.head_traces[0], z_w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r.rupee, rupee, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(r.ude, ude, rtol=1e-3, atol=1e-4)
+        state = r.state
+
+
+def test_horde_stores_traces_through_the_explicit_core_argument():
+    """The trace-storage decision is the core's ``store_head_traces``, not a disguised decay:
+    the Horde's core keeps no per-head decay of its own."""
+    with_traces = HordeLearner([Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,))
+    assert with_traces.core.stores_head_traces and with_traces.core.store_head_traces is True
+    assert with_traces.core.per_head_gamma_lamda is None
+    without = HordeLearner([Demon("d", C.reward(), D.constant(0.0), lamda=0.5)], hidden_sizes=(4,))
+    assert not without.core.stores_head_traces
+    assert without.init(2, jax.random.key(0)).core.head_traces == ()
+
+
+# ---------------------------------------------------------------------------------------------
 # Equivalence with the core
 
 

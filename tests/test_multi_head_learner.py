@@ -22,7 +22,7 @@ from horde import (
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
 )
-from horde.core.multi_head_learner import HeadParams
+from horde.core import HeadParams
 
 FEATURES = 5
 
@@ -134,6 +134,10 @@ def test_update_matches_reference_in_linear_mode_with_traces():
         np.testing.assert_allclose(result.state.head_params.biases, ref[4], rtol=1e-5, atol=1e-6)
         active = ~np.isnan(y)
         np.testing.assert_allclose(np.asarray(result.state.head_traces[0])[active], ref[5][active], rtol=1e-5)
+        # An inactive head's trace is kept as it was, bit for bit.
+        np.testing.assert_array_equal(
+            np.asarray(result.state.head_traces[0])[~active], np.asarray(state.head_traces[0])[~active]
+        )
         state = result.state
 
 
@@ -431,6 +435,43 @@ def test_head_optimizer_gives_hybrid_configuration():
     result = learner.update(state, np.ones(2), np.ones(3))
     assert np.isfinite(result.per_head_metrics).all()
 
+    # Three updates against separately computed steps: the trunk takes LMS's α·G (G = ∇θ Σ δ_i v_i
+    # from jax.grad), each head takes Autostep's step for its trace (h, 1) and error δ_i.
+    autostep, alpha = Autostep(0.02), 0.01
+    rng = np.random.default_rng(13)
+    heads_opt = [(autostep.init_for_shape((4,)), autostep.init_for_shape(())) for _ in range(3)]
+    for _ in range(3):
+        x = rng.normal(size=2).astype(np.float32)
+        y = (3.0 * rng.normal(size=3)).astype(np.float32)
+        result = learner.update(state, x, y)
+        delta = np.asarray(result.errors)
+        h = learner.trunk_forward(state.trunk_params, jnp.asarray(x))
+
+        def weighted_sum(trunk, x=x, delta=delta):
+            return jnp.dot(delta, learner.head_forward(state.head_params, learner.trunk_forward(trunk, x)))
+
+        grads = jax.grad(weighted_sum)(state.trunk_params)
+        for new, old, g in zip(
+            jax.tree_util.tree_leaves(result.state.trunk_params),
+            jax.tree_util.tree_leaves(state.trunk_params),
+            jax.tree_util.tree_leaves(grads),
+        ):
+            np.testing.assert_allclose(new, old + alpha * g, rtol=1e-5, atol=1e-7)
+        for i in range(3):
+            (s_w, s_b), heads_opt[i] = autostep.update_group(heads_opt[i], (h, jnp.ones(())), delta[i])
+            np.testing.assert_allclose(
+                result.state.head_params.weights[i], state.head_params.weights[i] + delta[i] * s_w, rtol=1e-5, atol=1e-7
+            )
+            np.testing.assert_allclose(
+                result.state.head_params.biases[i], state.head_params.biases[i] + delta[i] * s_b, rtol=1e-5, atol=1e-7
+            )
+            np.testing.assert_allclose(
+                result.state.head_optimizer_states[0].step_sizes[i], heads_opt[i][0].step_sizes, rtol=1e-5
+            )
+        state = result.state
+    # Autostep's step sizes moved away from α₀ = 0.02 (LMS's never would).
+    assert not np.allclose(np.asarray(state.head_optimizer_states[0].step_sizes), 0.02, rtol=1e-4, atol=0)
+
 
 def test_obgd_bounds_a_huge_step():
     learner = MultiHeadMLPLearner(1, hidden_sizes=(), step_size=1.0, bounder=ObGDBounding(kappa=2.0), sparsity=0.0)
@@ -487,6 +528,27 @@ def test_normalizer_is_used_by_the_learner():
     assert float(state.normalizer_state.count) == 1.0
     np.testing.assert_allclose(state.normalizer_state.mean, [1.0, 2.0, 3.0])
 
+    # Predictions read the normalised observation: (o - mean) / sqrt(var + 1e-8) over the
+    # observations seen so far, computed here by hand, then the reference trunk and the heads.
+    seen = [np.array([1.0, 2.0, 3.0])]
+    rng = np.random.default_rng(14)
+    for _ in range(4):
+        o = rng.normal(size=3).astype(np.float32)
+        seen.append(o.astype(np.float64))
+        result = learner.update(state, o, np.zeros(2))
+        data = np.stack(seen)
+        x = (o - data.mean(0)) / np.sqrt(data.var(0) + 1e-8)
+        h = _reference_forward(state.trunk_params.weights, state.trunk_params.biases, jnp.asarray(x), True, 0.01)
+        want = np.asarray(state.head_params.weights) @ np.asarray(h) + np.asarray(state.head_params.biases)
+        np.testing.assert_allclose(result.predictions, want, rtol=1e-4, atol=1e-5)
+        state = result.state
+    probe = np.array([0.5, -1.0, 2.0], np.float32)
+    data = np.stack(seen)
+    x = (probe - data.mean(0)) / np.sqrt(data.var(0) + 1e-8)
+    h = _reference_forward(state.trunk_params.weights, state.trunk_params.biases, jnp.asarray(x), True, 0.01)
+    want = np.asarray(state.head_params.weights) @ np.asarray(h) + np.asarray(state.head_params.biases)
+    np.testing.assert_allclose(learner.predict(state, probe), want, rtol=1e-4, atol=1e-5)
+
 
 @pytest.mark.parametrize("fan_in, sparsity", [(4, 0.9), (5, 0.9), (16, 0.9), (128, 0.9), (10, 0.0), (3, 0.5)])
 def test_sparse_init_zeroes_the_same_count_per_unit_and_keeps_one(fan_in, sparsity):
@@ -513,6 +575,24 @@ def test_sparse_init_drops_the_inputs_with_the_smallest_draws(fan_in, sparsity):
         expected[unit, order[unit, :n_zero]] = 0.0
     got = np.asarray(horde.sparse_init(key, fan_in, 64, sparsity, units_first=True))
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9])
+def test_init_sparsifies_every_trunk_layer_and_the_head_matrix(sparsity):
+    """``init`` itself, not only ``sparse_init``: every unit of every layer, and every head,
+    has exactly ``floor(sparsity · fan_in)`` zero inputs; biases start at zero."""
+    learner = MultiHeadMLPLearner(7, hidden_sizes=(16, 12), sparsity=sparsity)
+    state = learner.init(10, jax.random.key(5))
+    fan_ins = (10, 16, 12)
+    for w, b, fan_in in zip(state.trunk_params.weights, state.trunk_params.biases, fan_ins):
+        zeros_per_unit = (np.asarray(w) == 0).sum(axis=0)  # (in, out): a unit is a column
+        assert (zeros_per_unit == math.floor(sparsity * fan_in)).all(), (fan_in, zeros_per_unit)
+        np.testing.assert_array_equal(b, 0.0)
+    zeros_per_head = (np.asarray(state.head_params.weights) == 0).sum(axis=1)  # a head is a row
+    assert (zeros_per_head == math.floor(sparsity * 12)).all(), zeros_per_head
+    np.testing.assert_array_equal(state.head_params.biases, 0.0)
+    linear = MultiHeadMLPLearner(7, hidden_sizes=(), sparsity=sparsity).init(10, jax.random.key(5))
+    assert ((np.asarray(linear.head_params.weights) == 0).sum(axis=1) == math.floor(sparsity * 10)).all()
 
 
 def test_cartpole_sized_input_gives_non_constant_predictions():
@@ -615,6 +695,7 @@ def test_default_config_matches_the_documented_defaults():
         "use_layer_norm": True,
         "head_optimizer": None,
         "per_head_gamma_lamda": None,
+        "store_head_traces": None,
     }
     assert MultiHeadMLPLearner(2).n_heads == 2
     assert MultiHeadMLPLearner(2).normalizer is None
@@ -646,6 +727,53 @@ def test_bad_constructor_arguments_name_the_argument(kwargs, match):
 
 def test_linear_mode_allows_any_gamma_lamda():
     MultiHeadMLPLearner(2, hidden_sizes=(), gamma=0.99, lamda=0.9)
+    # ... and then every head follows linear TD(λ)/LMS with traces decayed by γλ = 0.891.
+    rng = np.random.default_rng(15)
+    alpha = 0.05
+    learner = MultiHeadMLPLearner(3, hidden_sizes=(), gamma=0.99, lamda=0.9, step_size=alpha)
+    state = learner.init(FEATURES, jax.random.key(6))
+    state = state._replace(head_params=state.head_params._replace(biases=jnp.array([0.2, -0.1, 0.0])))
+    assert [t.shape for t in state.head_traces] == [(3, FEATURES), (3,)]
+    obs, targets = _random_stream(rng, 8, 3)
+    for x, y in zip(obs, targets):
+        ref = _reference_update(state, x, y, alpha, [0.99 * 0.9] * 3)
+        result = learner.update(state, x, y)
+        np.testing.assert_allclose(result.predictions, ref[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.state.head_params.weights, ref[3], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result.state.head_params.biases, ref[4], rtol=1e-5, atol=1e-6)
+        active = ~np.isnan(y)
+        np.testing.assert_allclose(
+            np.asarray(result.state.head_traces[0])[active], ref[5][active], rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            np.asarray(result.state.head_traces[1])[active], ref[6][active], rtol=1e-5, atol=1e-6
+        )
+        state = result.state
+
+
+def test_store_head_traces_is_its_own_decision():
+    """``store_head_traces``: ``None`` decides from the decays, ``True`` stores traces with every
+    decay 0 (a caller that passes its own decays), ``False`` with a positive decay is refused."""
+    assert not MultiHeadMLPLearner(2, hidden_sizes=(4,)).stores_head_traces
+    assert MultiHeadMLPLearner(2, hidden_sizes=(4,), per_head_gamma_lamda=[0.0, 0.5]).stores_head_traces
+    stored = MultiHeadMLPLearner(2, hidden_sizes=(4,), store_head_traces=True)
+    assert stored.stores_head_traces
+    state = stored.init(3, jax.random.key(0))
+    assert [t.shape for t in state.head_traces] == [(2, 4), (2,)]
+    # With every decay 0 a stored trace is this step's features: the same numbers as unstored.
+    plain = MultiHeadMLPLearner(2, hidden_sizes=(4,))
+    a = stored.update(state, np.ones(3), np.array([1.0, np.nan]))
+    b = plain.update(plain.init(3, jax.random.key(0)), np.ones(3), np.array([1.0, np.nan]))
+    np.testing.assert_array_equal(a.per_head_metrics, b.per_head_metrics)
+    h = plain.trunk_forward(state.trunk_params, jnp.ones(3))
+    np.testing.assert_allclose(a.state.head_traces[0][0], h, rtol=1e-6)
+    np.testing.assert_array_equal(a.state.head_traces[0][1], 0.0)  # inactive head: unchanged
+    assert stored.to_config()["store_head_traces"] is True
+    assert MultiHeadMLPLearner.from_config(stored.to_config()).stores_head_traces
+    with pytest.raises(ValueError, match=r"store_head_traces=False but head 1 has trace decay"):
+        MultiHeadMLPLearner(2, hidden_sizes=(), per_head_gamma_lamda=[0.0, 0.5], store_head_traces=False)
+    with pytest.raises(ValueError, match=r"store_head_traces must be True, False or None, got 'yes'"):
+        MultiHeadMLPLearner(2, store_head_traces="yes")
 
 
 def test_bad_optimizer_arguments():

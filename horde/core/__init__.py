@@ -5,20 +5,17 @@ stands on: state and result types, boundary checks, the trunk's forward pass wit
 hand-written backward pass, stacked-head traces and steps, optimizers (LMS, IDBD, Autostep),
 ObGD bounding, online normalizers, sparse initialisation, and the scan/vmap learning loops.
 
+Modules: ``types`` (state and result pytrees), ``checks`` (boundary checks), ``trunk`` (forward
+with its tape, hand-written backward, trunk step), ``heads`` (stacked-head traces and steps),
+``optimizers``, ``bounders``, ``normalizers``, ``initializers``, ``multi_head_learner`` (the
+class: configuration, initialisation, compiled and checked entry points) and ``loops``.
+
 Other rooms import what they need from this package (``from horde.core import ...``), never
 from its modules' private names.
 """
 
-from horde.core.bounders import ObGDBounding
-from horde.core.initializers import sparse_init
-from horde.core.multi_head_learner import (
-    BatchedMultiHeadResult,
-    HeadParams,
-    MLPParams,
-    MultiHeadLearningResult,
-    MultiHeadMLPLearner,
-    MultiHeadMLPState,
-    MultiHeadMLPUpdateResult,
+from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.checks import (
     all_finite,
     any_inf,
     as_vector,
@@ -27,21 +24,36 @@ from horde.core.multi_head_learner import (
     check_observation_values,
     check_stream,
     check_target_values,
+    check_unit_interval,
     concrete_values,
     is_tracer,
+)
+from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, select_heads
+from horde.core.initializers import sparse_init
+from horde.core.loops import (
     multi_head_metrics_to_dicts,
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
-    select_heads,
 )
-from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer
-from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer
+from horde.core.multi_head_learner import MultiHeadMLPLearner
+from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
+from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
+from horde.core.trunk import TrunkTape
+from horde.core.types import (
+    BatchedMultiHeadResult,
+    HeadParams,
+    MLPParams,
+    MultiHeadLearningResult,
+    MultiHeadMLPState,
+    MultiHeadMLPUpdateResult,
+)
 
 __all__ = [
     "Autostep",
     "BatchedMultiHeadResult",
     "EMANormalizer",
     "HeadParams",
+    "HeadUpdate",
     "IDBD",
     "LMS",
     "MLPParams",
@@ -52,18 +64,25 @@ __all__ = [
     "Normalizer",
     "ObGDBounding",
     "Optimizer",
+    "TrunkTape",
     "WelfordNormalizer",
+    "accumulate_traces",
     "all_finite",
     "any_inf",
+    "bounder_from_config",
     "as_vector",
     "check_flag",
     "check_keys",
     "check_observation_values",
     "check_stream",
     "check_target_values",
+    "check_unit_interval",
     "concrete_values",
+    "head_forward",
     "is_tracer",
     "multi_head_metrics_to_dicts",
+    "normalizer_from_config",
+    "optimizer_from_config",
     "run_multi_head_learning_loop",
     "run_multi_head_learning_loop_batched",
     "select_heads",

@@ -24,289 +24,34 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.checks import (
+    as_vector,
+    check_observation_values,
+    check_target_values,
+    check_unit_interval,
+)
+from horde.core.heads import HeadUpdate, head_forward, head_update, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.normalizers import Normalizer, normalizer_from_config
-from horde.core.optimizers import LMS, Optimizer, optimizer_from_config, update_group
-
-__all__ = [
-    "MLPParams",
-    "HeadParams",
-    "MultiHeadMLPState",
-    "MultiHeadMLPUpdateResult",
-    "MultiHeadLearningResult",
-    "BatchedMultiHeadResult",
-    "MultiHeadMLPLearner",
-    "multi_head_metrics_to_dicts",
-    "run_multi_head_learning_loop",
-    "run_multi_head_learning_loop_batched",
-]
-
-LAYER_NORM_EPS = 1e-5
-
-
-class MLPParams(NamedTuple):
-    """Trunk parameters.
-
-    Attributes:
-        weights: one array per hidden layer, ``weights[l]`` of shape ``(in_l, out_l)``
-            (a layer computes ``x @ weights[l] + biases[l]``).
-        biases: one array per hidden layer, ``biases[l]`` of shape ``(out_l,)``.
-    """
-
-    weights: tuple[jax.Array, ...]
-    biases: tuple[jax.Array, ...]
-
-
-class HeadParams(NamedTuple):
-    """Stacked head parameters: head ``i`` is ``weights[i]`` and ``biases[i]``.
-
-    Attributes:
-        weights: shape ``(n_heads, H)``, H the last hidden size (the feature size in linear mode).
-        biases: shape ``(n_heads,)``.
-    """
-
-    weights: jax.Array
-    biases: jax.Array
-
-
-class MultiHeadMLPState(NamedTuple):
-    """State for a multi-head MLP learner: one pytree, printable, saveable and vmappable.
-
-    Trunk optimizer states and traces use an interleaved layout ``(w0, b0, w1, b1, ...)``.
-    Head parameters, traces and optimizer states are *stacked*: each is a pair
-    ``(weights_part, biases_part)`` whose arrays carry a leading head axis (``(n_heads, H)`` and
-    ``(n_heads,)``), so head ``i`` is index ``i`` of every leaf.
-
-    Attributes:
-        trunk_params: shared hidden-layer parameters (``MLPParams``).
-        head_params: stacked head parameters (``HeadParams``); ``weights[i]`` / ``biases[i]``
-            is head ``i``.
-        trunk_optimizer_states: interleaved ``(w0, b0, w1, b1, ...)`` optimizer states.
-        head_optimizer_states: ``(weights_state, biases_state)``, every leaf with a leading
-            head axis.
-        trunk_traces: interleaved ``(w0, b0, w1, b1, ...)`` eligibility traces. Empty: with a
-            trunk, its ``gamma * lamda`` is 0, so the trunk trace is exactly this step's
-            gradient and is not stored between steps (a linear model has no trunk).
-        head_traces: ``(weights_trace (n_heads, H), biases_trace (n_heads,))``, or ``()`` when
-            every head's trace decay is 0 (each trace is then just this step's features, so
-            storing it would only cost memory traffic).
-        normalizer_state: online feature normalizer state, or ``None``.
-        step_count: int32 scalar, number of updates made.
-    """
-
-    trunk_params: MLPParams
-    head_params: HeadParams
-    trunk_optimizer_states: tuple[Any, ...]
-    head_optimizer_states: tuple[Any, Any]
-    trunk_traces: tuple[jax.Array, ...]
-    head_traces: tuple[jax.Array, ...]
-    normalizer_state: Any
-    step_count: jax.Array
-
-
-class MultiHeadMLPUpdateResult(NamedTuple):
-    """Result of one update.
-
-    Attributes:
-        state: the updated state.
-        predictions: predictions of all heads before the update, shape ``(n_heads,)``.
-        errors: ``δ_i = y_i - v_i``, shape ``(n_heads,)``; NaN for inactive heads.
-        per_head_metrics: shape ``(n_heads, 3)``, columns
-            ``[squared_error, raw_error, mean_step_size]``; NaN rows for inactive heads.
-            ``mean_step_size`` is the mean per-weight step size of the head (weights and
-            bias) after bounding.
-        trunk_bounding_metric: scalar scale the bounder applied to the trunk step
-            (``1 / max(M, 1)`` for ObGD, so 1 means unbounded; always 1 without a bounder
-            or without a trunk).
-    """
-
-    state: MultiHeadMLPState
-    predictions: jax.Array
-    errors: jax.Array
-    per_head_metrics: jax.Array
-    trunk_bounding_metric: jax.Array
-
-
-class MultiHeadLearningResult(NamedTuple):
-    """Result of ``run_multi_head_learning_loop``.
-
-    Attributes:
-        state: final learner state.
-        per_head_metrics: shape ``(num_steps, n_heads, 3)``.
-    """
-
-    state: MultiHeadMLPState
-    per_head_metrics: jax.Array
-
-
-class BatchedMultiHeadResult(NamedTuple):
-    """Result of ``run_multi_head_learning_loop_batched``.
-
-    Attributes:
-        states: final learner states with a leading seed axis on every leaf.
-        per_head_metrics: shape ``(n_seeds, num_steps, n_heads, 3)``.
-    """
-
-    states: MultiHeadMLPState
-    per_head_metrics: jax.Array
-
-
-# --------------------------------------------------------------------------------------------
-# Argument checks
-
-
-def check_unit_interval(name: str, value: Any) -> float:
-    if not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-    return float(value)
-
-
-def is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def as_vector(name: str, value: Any, expected: int, what: str) -> Any:
-    """Checks that ``value`` is a 1-D vector of length ``expected``; returns a float32 array.
-
-    Concrete inputs become NumPy arrays (cheap to hand to a compiled function); traced inputs
-    are only checked for shape.
-    """
-    if type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (expected,):
-        return value  # the daemon fast path
-    if is_tracer(value) or isinstance(value, jax.Array):
-        shape = value.shape
-        arr = value
-    else:
-        try:
-            arr = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be a numeric array of shape ({expected},), got {value!r}") from e
-        shape = arr.shape
-    if shape != (expected,):
-        raise ValueError(f"{name} must have shape ({expected},) ({what}), got shape {tuple(shape)}")
-    if isinstance(arr, jax.Array) and not is_tracer(arr) and arr.dtype != jnp.float32:
-        arr = arr.astype(jnp.float32)
-    return arr
-
-
-def concrete_values(x: Any) -> np.ndarray | None:
-    if type(x) is np.ndarray:
-        return x
-    if is_tracer(x):
-        return None
-    return np.asarray(x)
-
-
-def all_finite(values: np.ndarray) -> bool:
-    """``np.isfinite(values).all()``, about 5x quicker for the single-step vectors: a float
-    vector's dot product with itself is finite exactly when every entry is finite, unless the
-    sum of squares overflows, and then the elementwise test decides."""
-    if values.ndim == 1 and values.dtype.kind == "f" and math.isfinite(values.dot(values)):
-        return True
-    return bool(np.isfinite(values).all())
-
-
-def any_inf(values: np.ndarray) -> bool:
-    """``np.isinf(values).any()`` (NaN entries are not infinite), without ``ndarray.any``'s
-    Python-level dispatch."""
-    return np.count_nonzero(np.isinf(values)) > 0
-
-
-def check_observation_values(name: str, x: Any) -> None:
-    values = concrete_values(x)
-    if values is not None and not all_finite(values):
-        bad = np.argwhere(~np.isfinite(values))
-        first = tuple(int(i) for i in bad[0])
-        raise ValueError(
-            f"{name} must be finite, got {float(values[first])} at index "
-            f"{first if len(first) > 1 else first[0]} ({len(bad)} non-finite entries); "
-            "the update was refused and the state is unchanged"
-        )
-
-
-def check_target_values(name: str, y: Any) -> None:
-    values = concrete_values(y)
-    if values is not None and any_inf(values):
-        bad = np.argwhere(np.isinf(values))
-        first = tuple(int(i) for i in bad[0])
-        raise ValueError(
-            f"{name} must be finite or NaN (NaN marks an inactive head), got {float(values[first])} "
-            f"at index {first if len(first) > 1 else first[0]}; the update was refused"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Pure building blocks, shared with the HordeLearner
-
-
-def check_flag(name: str, value: Any) -> Any:
-    """A scalar bool flag (``terminated``/``truncated``) checked at the boundary.
-
-    Tracers pass through; a concrete value must be a scalar bool or integer.
-
-    Raises:
-      ValueError: ``value`` is not a scalar bool (names ``name``).
-    """
-    if is_tracer(value):
-        return value
-    arr = np.asarray(value)
-    if arr.shape != () or arr.dtype.kind not in "bi":
-        raise ValueError(f"{name} must be a scalar bool, got {value!r}")
-    return np.bool_(arr)
-
-
-class _TrunkTape(NamedTuple):
-    """What the trunk's backward pass keeps from the forward pass, one entry per layer."""
-
-    inputs: tuple[jax.Array, ...]
-    pre_activations: tuple[jax.Array, ...]  # LeakyReLU inputs (after LayerNorm when used)
-    inv_std: tuple[jax.Array, ...]  # LayerNorm's 1/σ, shape (1,); empty without LayerNorm
-
-
-class _HeadUpdate(NamedTuple):
-    """One step of every head, before inactive heads are masked out."""
-
-    traces: tuple[jax.Array, jax.Array]  # (z_w, z_b) of this step
-    heads: HeadParams  # the updated head parameters
-    optimizer_states: Any
-    scale: jax.Array  # per-head bounding scale
-    mean_step_size: jax.Array
-    delta: jax.Array  # δ, ordered after the cotangent (use it for any further head update)
-
-
-def _leaky_relu(a: jax.Array, slope: float) -> jax.Array:
-    return jnp.where(a >= 0, a, slope * a)
-
-
-def _mask_like(active: jax.Array, leaf: jax.Array) -> jax.Array:
-    return active.reshape(active.shape + (1,) * (leaf.ndim - 1))
-
-
-def _after(x: jax.Array, dependency: jax.Array) -> jax.Array:
-    """``x`` unchanged (multiplied by exactly 1), but as a value that depends on ``dependency``.
-
-    XLA updates a loop-carried buffer in place only when every read of the old value is ordered
-    before the write. The head weights are read twice (predictions, then the trunk's cotangent
-    ``Σ δ_i w_i``) and the head update does not otherwise depend on the cotangent, so without
-    this ordering XLA copies the whole ``(n_heads, H)`` weight buffer on every scanned step
-    (about 3.5 µs of a 25 µs step at 256 heads on a 2-core CPU). Routing the head update's error
-    through this no-op makes it wait for the cotangent. The factor is ``1 + 0 * [d > 0]``, never
-    NaN, so ``x`` keeps every bit, NaN and signed zero included.
-    """
-    first = jnp.ravel(dependency)[:1]
-    return x * (1.0 + 0.0 * (first > 0).astype(x.dtype))
-
-
-def select_heads(active: jax.Array, new: Any, old: Any) -> Any:
-    """Per-head select on stacked pytrees: head ``i`` takes ``new`` where ``active[i]``."""
-    return jax.tree_util.tree_map(lambda n, o: jnp.where(_mask_like(active, n), n, o), new, old)
+from horde.core.optimizers import LMS, Optimizer, optimizer_from_config
+from horde.core.trunk import TrunkTape, trunk_forward_with_tape, trunk_step
+from horde.core.types import (
+    BatchedMultiHeadResult,
+    HeadParams,
+    MLPParams,
+    MultiHeadLearningResult,
+    MultiHeadMLPState,
+    MultiHeadMLPUpdateResult,
+)
+
+__all__ = ["MultiHeadMLPLearner"]
 
 
 class MultiHeadMLPLearner:
@@ -359,6 +104,13 @@ class MultiHeadMLPLearner:
             Autostep heads).
         per_head_gamma_lamda: optional per-head trace decay ``(γλ)_i`` (length ``n_heads``),
             used instead of the global ``gamma * lamda`` for the heads.
+        store_head_traces: whether the state keeps the heads' traces between steps
+            (``state.head_traces``). ``None`` (the default) decides from the decays: traces
+            are stored when some head's ``(γλ)_i > 0``, since with every decay 0 a trace is
+            just this step's features. ``True`` stores them whatever the decays, for a caller
+            that passes its own per-step decays to ``head_update`` (the ``HordeLearner``,
+            whose decays ``γ_{i,t} λ_i`` change every step). ``False`` with some decay > 0 is
+            a ``ValueError``: those traces would be lost between steps.
     """
 
     def __init__(
@@ -376,6 +128,7 @@ class MultiHeadMLPLearner:
         use_layer_norm: bool = True,
         head_optimizer: Optimizer | None = None,
         per_head_gamma_lamda: Any = None,
+        store_head_traces: bool | None = None,
     ) -> None:
         if isinstance(n_heads, bool) or not isinstance(n_heads, numbers.Integral) or n_heads < 1:
             raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
@@ -440,7 +193,17 @@ class MultiHeadMLPLearner:
             self._head_decay = np.full((self._n_heads,), gamma * lamda, np.float32)
         else:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
-        self._stores_head_traces = bool(np.any(self._head_decay > 0))
+        decays_need_traces = bool(np.any(self._head_decay > 0))
+        if store_head_traces is not None and not isinstance(store_head_traces, (bool, np.bool_)):
+            raise ValueError(f"store_head_traces must be True, False or None, got {store_head_traces!r}")
+        if store_head_traces is not None and not store_head_traces and decays_need_traces:
+            i = int(np.flatnonzero(self._head_decay > 0)[0])
+            raise ValueError(
+                f"store_head_traces=False but head {i} has trace decay gamma*lamda = "
+                f"{float(self._head_decay[i])} > 0, whose trace must be kept between steps"
+            )
+        self.store_head_traces = None if store_head_traces is None else bool(store_head_traces)
+        self._stores_head_traces = decays_need_traces if store_head_traces is None else bool(store_head_traces)
 
         self._predict_jit = jax.jit(self.predict_traced)
         self._update_jit = jax.jit(self.update_traced)
@@ -459,6 +222,12 @@ class MultiHeadMLPLearner:
     def normalizer(self) -> Normalizer | None:
         """The feature normalizer, or None if normalization is disabled."""
         return self._normalizer
+
+    @property
+    def stores_head_traces(self) -> bool:
+        """Whether states keep the heads' traces (``state.head_traces`` non-empty); see the
+        ``store_head_traces`` argument."""
+        return self._stores_head_traces
 
     @property
     def head_opt(self) -> Optimizer:
@@ -486,6 +255,7 @@ class MultiHeadMLPLearner:
             "use_layer_norm": self.use_layer_norm,
             "head_optimizer": None if self.head_optimizer is None else self.head_optimizer.to_config(),
             "per_head_gamma_lamda": None if self.per_head_gamma_lamda is None else list(self.per_head_gamma_lamda),
+            "store_head_traces": self.store_head_traces,
         }
 
     @classmethod
@@ -563,58 +333,35 @@ class MultiHeadMLPLearner:
         return int(state.head_params.weights.shape[-1])
 
     # ---------------------------------------------------------------------------------------
-    # Pure pieces (traced)
+    # Pure pieces (traced); the math lives in trunk.py and heads.py
 
     def trunk_forward(self, trunk_params: MLPParams, x: jax.Array) -> jax.Array:
         """The trunk's output ``h`` for features ``x`` (``x`` itself in linear mode)."""
         return self.trunk_forward_with_tape(trunk_params, x)[0]
 
-    def trunk_forward_with_tape(self, trunk_params: MLPParams, x: jax.Array) -> tuple[jax.Array, _TrunkTape]:
+    def trunk_forward_with_tape(self, trunk_params: MLPParams, x: jax.Array) -> tuple[jax.Array, TrunkTape]:
         """The trunk's output and what its backward pass needs: each layer's input, its
-        LeakyReLU input and, with LayerNorm, its ``1/σ``."""
-        h = x
-        inputs, pre, inv_std = [], [], []
-        for w, b in zip(trunk_params.weights, trunk_params.biases):
-            inputs.append(h)
-            a = h @ w + b
-            if self.use_layer_norm:
-                centred = a - jnp.mean(a, axis=-1, keepdims=True)
-                inv = 1.0 / jnp.sqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + LAYER_NORM_EPS)
-                a = centred * inv
-                inv_std.append(inv)
-            pre.append(a)
-            h = _leaky_relu(a, self.leaky_relu_slope)
-        return h, _TrunkTape(tuple(inputs), tuple(pre), tuple(inv_std))
-
-    def _trunk_backward(self, trunk_params: MLPParams, tape: _TrunkTape, cotangent: jax.Array):
-        """The trunk's VJP at ``cotangent``, in factored form.
-
-        Returns one ``(input, g)`` pair per layer, where ``g`` is the gradient with respect to
-        the layer's pre-activation: the weight gradient is ``outer(input, g)`` and the bias
-        gradient is ``g``. Written out rather than taken from ``jax.vjp`` so that the weight
-        gradients need never be materialised (LMS applies ``outer(input, g)`` inside the
-        update) and LayerNorm's two backward means are one reduction.
-        """
-        g = cotangent
-        factors = []
-        for layer in reversed(range(len(trunk_params.weights))):
-            a = tape.pre_activations[layer]
-            g = jnp.where(a >= 0, g, self.leaky_relu_slope * g)
-            if self.use_layer_norm:
-                # d/da of (a - mean) / σ: (g - mean(g) - â mean(g â)) / σ
-                means = jnp.mean(jnp.stack([g, g * a]), axis=-1)
-                g = (g - means[0] - a * means[1]) * tape.inv_std[layer]
-            factors.append((tape.inputs[layer], g))
-            if layer:
-                g = trunk_params.weights[layer] @ g
-        return factors[::-1]
+        LeakyReLU input and, with LayerNorm, its ``1/σ`` (see ``horde.core.trunk``)."""
+        return trunk_forward_with_tape(trunk_params, x, self.use_layer_norm, self.leaky_relu_slope)
 
     @staticmethod
     def head_forward(head_params: HeadParams, h: jax.Array) -> jax.Array:
         """All heads' predictions ``W h + b``, shape ``(n_heads,)``."""
-        return head_params.weights @ h + head_params.biases
+        return head_forward(head_params, h)
 
     def normalized_features(self, state: MultiHeadMLPState, observation: jax.Array, update: bool):
+        """The features the trunk sees for ``observation``.
+
+        Args:
+            state: the learner state (its ``normalizer_state``).
+            observation: ``(feature_dim,)``.
+            update: fold ``observation`` into the normalizer's statistics first (as an update
+                does); ``False`` normalises with the current statistics (as ``predict`` does).
+
+        Returns:
+            ``(features, normalizer_state)``: ``observation`` as float32 and the state unchanged
+            without a normalizer.
+        """
         x = jnp.asarray(observation, jnp.float32)
         if self._normalizer is None:
             return x, state.normalizer_state
@@ -622,104 +369,47 @@ class MultiHeadMLPLearner:
             return self._normalizer.update(state.normalizer_state, x)
         return self._normalizer.normalize(state.normalizer_state, x), state.normalizer_state
 
-    def trunk_step(self, state: MultiHeadMLPState, tape: _TrunkTape, cotangent: jax.Array):
-        """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``.
-
-        The trunk's ``gamma * lamda`` is 0 (enforced at construction), so its trace is this
-        step's gradient ``G`` and nothing is carried between steps.
-
-        With LMS the weight gradients stay factored: ObGD's ``‖α G‖₁`` of a layer is
-        ``α ‖g‖₁ (‖input‖₁ + 1)`` and the update adds ``α' outer(input, g)`` in one pass over
-        the weights. Other optimizers step the materialised gradients.
+    def trunk_step(self, state: MultiHeadMLPState, tape: TrunkTape, cotangent: jax.Array):
+        """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``
+        (``horde.core.trunk.trunk_step`` with this learner's optimizer and bounder).
 
         Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
-        if not self.hidden_sizes:
-            return state.trunk_params, state.trunk_optimizer_states, jnp.ones((), jnp.float32)
-        factors = self._trunk_backward(state.trunk_params, tape, cotangent)
-        params = state.trunk_params
-        if isinstance(self.optimizer, LMS):
-            alpha = self.optimizer.step_size
-            if self.bounder is not None:
-                l1 = sum(alpha * jnp.sum(jnp.abs(g)) * (jnp.sum(jnp.abs(x)) + 1.0) for x, g in factors)
-                scale = self.bounder.scale(l1, 1.0)
-            else:
-                scale = jnp.ones((), jnp.float32)
-            step = alpha * scale
-            new = MLPParams(
-                tuple(w + step * jnp.outer(x, g) for w, (x, g) in zip(params.weights, factors)),
-                tuple(b + step * g for b, (_, g) in zip(params.biases, factors)),
-            )
-            return new, state.trunk_optimizer_states, jnp.asarray(scale, jnp.float32)
-        flat_grads = [g for x, g_a in factors for g in (jnp.outer(x, g_a), g_a)]
-        flat_params = [p for pair in zip(params.weights, params.biases) for p in pair]
-        steps, opt_states = [], []
-        for layer in range(len(params.weights)):
-            pair = slice(2 * layer, 2 * layer + 2)  # a layer's weights and biases, one unit
-            s, new = update_group(self.optimizer, state.trunk_optimizer_states[pair], tuple(flat_grads[pair]), None)
-            steps += s
-            opt_states += new
-        if self.bounder is not None:
-            steps, scale = self.bounder.bound(steps, 1.0)
-        else:
-            scale = jnp.ones((), jnp.float32)
-        new_flat = [p + s for p, s in zip(flat_params, steps)]
-        params = MLPParams(tuple(new_flat[0::2]), tuple(new_flat[1::2]))
-        return params, tuple(opt_states), jnp.asarray(scale, jnp.float32)
-
-    def _head_traces(self, head_traces, h: jax.Array, decay: jax.Array, rho: jax.Array | None):
-        """``z_i ← ρ_i ((γλ)_i z_i + h)``; bias trace ``z_b ← ρ_i ((γλ)_i z_b + 1)``.
-
-        Without stored traces (every decay 0) this is ``ρ_i h`` and ``ρ_i``.
-        """
-        n = decay.shape[0]
-        if head_traces:
-            z_w, z_b = head_traces
-            z_w = decay[:, None] * z_w + h[None, :]
-            z_b = decay * z_b + 1.0
-        else:
-            z_w = jnp.broadcast_to(h, (n,) + h.shape)
-            z_b = jnp.ones((n,), h.dtype)
-        if rho is not None:
-            z_w = rho[:, None] * z_w
-            z_b = rho * z_b
-        return z_w, z_b
-
-    def _head_steps(self, head_optimizer_states, head_traces, errors: jax.Array):
-        """Per-head optimizer steps and bounding, vmapped over the head axis.
-
-        Returns ``(step_w, step_b, new_optimizer_states, scale, mean_step_size)`` where the
-        steps are per unit error (the caller applies ``w += δ · step``).
-        """
-        opt, bounder = self.head_opt, self.bounder
-
-        def one_head(opt_w, opt_b, z_w, z_b, delta):
-            (s_w, s_b), (opt_w, opt_b) = update_group(opt, (opt_w, opt_b), (z_w, z_b), delta)
-            if bounder is not None:
-                (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
-            else:
-                scale = jnp.ones((), jnp.float32)
-            alphas = jnp.sum(opt.step_sizes(opt_w, z_w)) + opt.step_sizes(opt_b, z_b)
-            mean_step = alphas / (z_w.shape[-1] + 1) * scale
-            return s_w, s_b, opt_w, opt_b, scale, mean_step
-
-        opt_w, opt_b = head_optimizer_states
-        z_w, z_b = head_traces
-        s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
-        return s_w, s_b, (opt_w, opt_b), scale, mean_step
-
-    def head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> _HeadUpdate:
-        """Every head's traces, optimizer step and new parameters for errors ``δ`` (before the
-        select that keeps inactive heads). The head update waits for the trunk's ``cotangent``
-        (see ``_after``), so XLA updates the head weights in place."""
-        head_delta = _after(delta, cotangent)
-        z_w, z_b = self._head_traces(state.head_traces, h, decay, rho)
-        s_w, s_b, head_opt, scale, mean_step = self._head_steps(state.head_optimizer_states, (z_w, z_b), head_delta)
-        heads = HeadParams(
-            state.head_params.weights + head_delta[:, None] * s_w,
-            state.head_params.biases + head_delta * s_b,
+        return trunk_step(
+            state.trunk_params,
+            state.trunk_optimizer_states,
+            tape,
+            cotangent,
+            self.optimizer,
+            self.bounder,
+            self.use_layer_norm,
+            self.leaky_relu_slope,
         )
-        return _HeadUpdate((z_w, z_b), heads, head_opt, scale, mean_step, head_delta)
+
+    def head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> HeadUpdate:
+        """Every head's traces, optimizer step and new parameters for errors ``δ`` (before the
+        select that keeps inactive heads); see ``horde.core.heads.head_update``.
+
+        Args:
+            state: current state (its head parameters, traces and optimizer states).
+            h: head features ``(H,)``.
+            decay: per-head trace decay ``(γλ)_i``, ``(n_heads,)``.
+            rho: importance ratios ``(n_heads,)`` or ``None``.
+            delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
+            cotangent: the trunk's cotangent (the head update is ordered after it).
+        """
+        return head_update(
+            self.head_opt,
+            self.bounder,
+            state.head_params,
+            state.head_traces,
+            state.head_optimizer_states,
+            h,
+            decay,
+            rho,
+            delta,
+            cotangent,
+        )
 
     def _update_with(
         self,
@@ -761,13 +451,20 @@ class MultiHeadMLPLearner:
         return MultiHeadMLPUpdateResult(new_state, predictions, errors, metrics, trunk_scale)
 
     def update_traced(self, state, observation, targets) -> MultiHeadMLPUpdateResult:
+        """``update`` without its boundary checks, for use inside traced code (a runner's scan,
+        the Daemon's compiled step): ``observation (feature_dim,)`` and ``targets (n_heads,)``
+        must already be checked."""
         return self._update_with(state, observation, targets, jnp.asarray(self._head_decay))
 
     def predict_traced(self, state, observation) -> jax.Array:
+        """``predict`` without its boundary checks, for use inside traced code; ``(n_heads,)``."""
         x, _ = self.normalized_features(state, observation, update=False)
         return self.head_forward(state.head_params, self.trunk_forward(state.trunk_params, x))
 
     def scan_traced(self, state, observations, targets) -> MultiHeadLearningResult:
+        """``update_traced`` scanned over ``(num_steps, feature_dim)`` observations and
+        ``(num_steps, n_heads)`` targets; ``scan_compiled`` is its jitted form."""
+
         def body(s, inputs):
             result = self.update_traced(s, *inputs)
             return result.state, result.per_head_metrics
@@ -776,6 +473,9 @@ class MultiHeadMLPLearner:
         return MultiHeadLearningResult(final, metrics)
 
     def batched_traced(self, observations, targets, keys, feature_dim: int) -> BatchedMultiHeadResult:
+        """``scan_traced`` from one fresh state per key, vmapped over the keys;
+        ``batched_compiled`` is its jitted form (``feature_dim`` static)."""
+
         def one_seed(key):
             return self.scan_traced(self.init(feature_dim, key), observations, targets)
 
@@ -786,6 +486,12 @@ class MultiHeadMLPLearner:
     # Public, checked entry points
 
     def check_state(self, state: Any) -> None:
+        """Checks that ``state`` is an unbatched ``MultiHeadMLPState`` of this learner's head count.
+
+        Raises:
+            TypeError: ``state`` is not a ``MultiHeadMLPState``.
+            ValueError: its head count differs (or it is batched over seeds).
+        """
         if not isinstance(state, MultiHeadMLPState):
             raise TypeError(f"state must be a MultiHeadMLPState (from learner.init), got {type(state).__name__}")
         n = state.head_params.biases.shape
@@ -836,101 +542,3 @@ class MultiHeadMLPLearner:
         check_observation_values("observation", obs)
         check_target_values("targets", tgt)
         return self._update_jit(state, obs, tgt)
-
-
-def multi_head_metrics_to_dicts(result: MultiHeadMLPUpdateResult) -> list[dict[str, float] | None]:
-    """Convert the per-head metrics of one update to a list of dicts for online use.
-
-    Active heads get ``{'squared_error', 'error', 'mean_step_size'}``; inactive heads ``None``.
-
-    Args:
-        result: update result from ``MultiHeadMLPLearner.update``.
-
-    Returns:
-        List of ``n_heads`` entries, one per head.
-    """
-    metrics = np.asarray(result.per_head_metrics)
-    out: list[dict[str, float] | None] = []
-    for row in metrics:
-        if np.isnan(row[1]):
-            out.append(None)
-        else:
-            out.append({"squared_error": float(row[0]), "error": float(row[1]), "mean_step_size": float(row[2])})
-    return out
-
-
-def check_stream(learner: MultiHeadMLPLearner, observations: Any, targets: Any, feature_dim: int | None):
-    obs_shape = np.shape(observations)
-    tgt_shape = np.shape(targets)
-    if len(obs_shape) != 2:
-        raise ValueError(f"observations must have shape (num_steps, feature_dim), got shape {obs_shape}")
-    if feature_dim is not None and obs_shape[1] != feature_dim:
-        raise ValueError(
-            f"observations must have shape (num_steps, {feature_dim}) to match the state's "
-            f"feature_dim, got shape {obs_shape}"
-        )
-    if tgt_shape != (obs_shape[0], learner.n_heads):
-        raise ValueError(
-            f"targets must have shape (num_steps={obs_shape[0]}, n_heads={learner.n_heads}), got shape {tgt_shape}"
-        )
-    check_observation_values("observations", observations)
-    check_target_values("targets", targets)
-    return jnp.asarray(observations, jnp.float32), jnp.asarray(targets, jnp.float32)
-
-
-def run_multi_head_learning_loop(
-    learner: MultiHeadMLPLearner, state: MultiHeadMLPState, observations: Any, targets: Any
-) -> MultiHeadLearningResult:
-    """Run the learner over a stream with ``jax.lax.scan``.
-
-    Scans over pre-provided observation and target arrays, for data that comes from an
-    external source (logs, a recorded run). Equal to calling ``update`` once per step.
-
-    Args:
-        learner: multi-head MLP learner.
-        state: initial learner state.
-        observations: shape ``(num_steps, feature_dim)``.
-        targets: shape ``(num_steps, n_heads)``; NaN = inactive head for that step.
-
-    Returns:
-        ``MultiHeadLearningResult`` with the final state and per-head metrics of shape
-        ``(num_steps, n_heads, 3)``.
-    """
-    learner.check_state(state)
-    obs, tgt = check_stream(learner, observations, targets, learner.feature_dim(state))
-    return learner.scan_compiled(state, obs, tgt)
-
-
-def run_multi_head_learning_loop_batched(
-    learner: MultiHeadMLPLearner, observations: Any, targets: Any, keys: jax.Array
-) -> BatchedMultiHeadResult:
-    """Run the learning loop for several seeds at once with ``jax.vmap``.
-
-    Each seed gets its own initial state (its own sparse masks and weights) from its key; all
-    seeds see the same observations and targets.
-
-    Args:
-        learner: multi-head MLP learner.
-        observations: shared observations, shape ``(num_steps, feature_dim)``.
-        targets: shared targets, shape ``(num_steps, n_heads)``; NaN = inactive head.
-        keys: JAX random keys, shape ``(n_seeds,)`` (typed keys) or ``(n_seeds, 2)`` (raw
-            uint32 keys).
-
-    Returns:
-        ``BatchedMultiHeadResult`` with batched states and per-head metrics of shape
-        ``(n_seeds, num_steps, n_heads, 3)``.
-    """
-    obs, tgt = check_stream(learner, observations, targets, None)
-    return learner.batched_compiled(obs, tgt, check_keys(keys), int(obs.shape[1]))
-
-
-def check_keys(keys: Any) -> jax.Array:
-    """One key per seed: typed keys ``(n_seeds,)`` or raw uint32 keys ``(n_seeds, 2)``."""
-    keys = jnp.asarray(keys)
-    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    if not ((typed and keys.ndim == 1) or (not typed and keys.ndim == 2 and keys.shape[1] == 2)):
-        raise ValueError(
-            "keys must be typed keys of shape (n_seeds,) (jax.random.split(jax.random.key(0), n)) "
-            f"or raw keys of shape (n_seeds, 2), got shape {keys.shape} and dtype {keys.dtype}"
-        )
-    return keys

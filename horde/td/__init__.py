@@ -4,20 +4,19 @@ Each demon is a head. This room holds the TD target and trace decay, off-policy 
 RUPEE and UDE diagnostics, ``Transitions`` and the Horde's scan/vmap loops. It imports only
 ``horde.core`` and ``demons``. Other rooms import from this package, never from its modules'
 private names.
+
+Modules: ``targets`` (the TD target and the trace decay), ``gtd`` (GTD(λ)'s correction),
+``diagnostics`` (RUPEE and UDE), ``transitions`` (``Transitions``), ``types`` (state and
+results), ``horde_learner`` (the class) and ``loops`` (scan and vmap over a stream).
 """
 
-from horde.td.horde_learner import (
-    BatchedHordeResult,
-    DiagnosticsState,
-    HordeLearner,
-    HordeLearningResult,
-    HordeState,
-    HordeUpdateResult,
-    Transitions,
-    as_transitions,
-    run_horde_learning_loop,
-    run_horde_learning_loop_batched,
-)
+from horde.td.diagnostics import DiagnosticsState, diagnostics_step, rupee_update, ude_update
+from horde.td.gtd import gtd_correction, secondary_update
+from horde.td.horde_learner import HordeLearner
+from horde.td.loops import run_horde_learning_loop, run_horde_learning_loop_batched
+from horde.td.targets import decay_traces, reset_traces, td_targets, trace_decay
+from horde.td.transitions import Transitions, as_transitions
+from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
 __all__ = [
     "BatchedHordeResult",
@@ -30,4 +29,13 @@ __all__ = [
     "as_transitions",
     "run_horde_learning_loop",
     "run_horde_learning_loop_batched",
+    "decay_traces",
+    "diagnostics_step",
+    "gtd_correction",
+    "reset_traces",
+    "rupee_update",
+    "secondary_update",
+    "td_targets",
+    "trace_decay",
+    "ude_update",
 ]

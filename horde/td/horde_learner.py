@@ -27,157 +27,38 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from demons import Demon, DemonSet
-from horde.core.bounders import ObGDBounding, bounder_from_config
-from horde.core.multi_head_learner import (
+from horde.core import (
     HeadParams,
     MultiHeadMLPLearner,
-    MultiHeadMLPState,
+    Normalizer,
+    ObGDBounding,
+    Optimizer,
     all_finite,
     any_inf,
     as_vector,
+    bounder_from_config,
     check_flag,
-    check_keys,
     check_observation_values,
     concrete_values,
     is_tracer,
+    normalizer_from_config,
+    optimizer_from_config,
     select_heads,
 )
-from horde.core.normalizers import Normalizer, normalizer_from_config
-from horde.core.optimizers import Optimizer, optimizer_from_config
+from horde.td.diagnostics import diagnostics_step, init_diagnostics
+from horde.td.gtd import gtd_correction, secondary_update
+from horde.td.targets import reset_traces, td_targets, trace_decay
+from horde.td.transitions import Transitions
+from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
-__all__ = [
-    "DiagnosticsState",
-    "HordeLearner",
-    "HordeState",
-    "HordeUpdateResult",
-    "Transitions",
-    "HordeLearningResult",
-    "BatchedHordeResult",
-    "run_horde_learning_loop",
-    "run_horde_learning_loop_batched",
-]
-
-
-class HordeState(NamedTuple):
-    """State of a HordeLearner.
-
-    Attributes:
-        core: the multi-head core's state; head ``i`` is demon ``i``.
-        discounts: ``γ_{i,t}``, each demon's discount of the current state (from the last
-            transition), shape ``(n_demons,)``; decays the traces at the next step. Empty
-            ``()`` when no demon keeps a trace (every ``λ_i = 0``).
-        diagnostics: ``DiagnosticsState`` when the learner tracks RUPEE and UDE, else ``()``.
-        secondary_weights: GTD(λ) secondary weights ``u`` as ``HeadParams`` (``(n_demons, H)``
-            and ``(n_demons,)``), or ``()`` when every demon is on-policy.
-    """
-
-    core: MultiHeadMLPState
-    discounts: Any
-    secondary_weights: Any
-    diagnostics: Any = ()
-
-
-class DiagnosticsState(NamedTuple):
-    """Online error estimates per demon (White, Modayil & Sutton 2012), all with a leading
-    demon axis.
-
-    Attributes:
-        rupee_h: ``ĥ`` over the head features and the bias, ``(n_demons, H + 1)``.
-        rupee_d: ``d̄``, the moving average of ``δ z``, ``(n_demons, H + 1)``.
-        rupee_tau: unbiasing trace ``τ`` of the RUPEE average, ``(n_demons,)``.
-        ude_mean: moving average of ``δ``, ``(n_demons,)``.
-        ude_var: moving variance of ``δ``, ``(n_demons,)``.
-        ude_tau: unbiasing trace of the UDE averages, ``(n_demons,)``.
-    """
-
-    rupee_h: jax.Array
-    rupee_d: jax.Array
-    rupee_tau: jax.Array
-    ude_mean: jax.Array
-    ude_var: jax.Array
-    ude_tau: jax.Array
-
-
-class HordeUpdateResult(NamedTuple):
-    """Result of one HordeLearner update.
-
-    Attributes:
-        state: the updated state.
-        predictions: ``v_i(S_t)`` before the update, shape ``(n_demons,)``.
-        td_errors: ``δ_i``, shape ``(n_demons,)``; NaN for inactive demons.
-        td_targets: ``y_i``, shape ``(n_demons,)``; NaN for inactive demons.
-        per_demon_metrics: ``(n_demons, 3)``: ``[δ², δ, mean step size]``, NaN rows for
-            inactive demons.
-        trunk_bounding_metric: scale the bounder applied to the trunk step (1 = unbounded).
-        rupee: RUPEE per demon after this step, ``(n_demons,)``; NaN unless the learner was
-            built with ``diagnostics=True``.
-        ude: UDE per demon after this step, ``(n_demons,)``; NaN unless ``diagnostics=True``.
-        diverged: ``(n_demons,)`` bool, True where the demon's prediction, TD error or
-            updated bias is not finite (a non-finite weight shows in the next prediction). A
-            daemon can check ``result.diverged.any()`` and keep its last good state.
-    """
-
-    state: HordeState
-    predictions: jax.Array
-    td_errors: jax.Array
-    td_targets: jax.Array
-    per_demon_metrics: jax.Array
-    trunk_bounding_metric: jax.Array
-    rupee: jax.Array
-    ude: jax.Array
-    diverged: jax.Array
-
-
-class Transitions(NamedTuple):
-    """A stream of transitions, every field with a leading time axis of length ``T``.
-
-    Attributes:
-        observations: ``S_t``, ``(T, observation_dim)``.
-        actions: ``A_t``, ``(T,)`` (integers for discrete actions).
-        rewards: ``R_{t+1}``, ``(T,)``.
-        next_observations: ``S_{t+1}``, ``(T, observation_dim)``: the real final observation
-            where an episode ended, never a reset observation.
-        terminated: ``(T,)`` bool.
-        truncated: ``(T,)`` bool.
-        behaviour_probs: ``μ(A_t|S_t)``, ``(T,)``; only off-policy demons read it.
-    """
-
-    observations: Any
-    actions: Any
-    rewards: Any
-    next_observations: Any
-    terminated: Any
-    truncated: Any
-    behaviour_probs: Any
-
-
-class HordeLearningResult(NamedTuple):
-    """Result of ``run_horde_learning_loop``.
-
-    Attributes:
-        state: final state.
-        predictions: ``v_i(S_t)`` before each update, ``(T, n_demons)``.
-        per_demon_metrics: ``(T, n_demons, 3)`` as in ``HordeUpdateResult``.
-    """
-
-    state: HordeState
-    predictions: jax.Array
-    per_demon_metrics: jax.Array
-
-
-class BatchedHordeResult(NamedTuple):
-    """Result of ``run_horde_learning_loop_batched``: every field with a leading seed axis."""
-
-    states: HordeState
-    predictions: jax.Array
-    per_demon_metrics: jax.Array
+__all__ = ["HordeLearner"]
 
 
 class HordeLearner:
@@ -240,10 +121,12 @@ class HordeLearner:
         self.demons = demons
         lamdas = np.asarray(demons.lamdas, np.float64)
         gammas = np.asarray(demons.constant_gammas, np.float64)
-        # The core decides from these whether head traces are stored: a demon needs a trace
-        # when its λ > 0 and its discount is not the constant 0. State-dependent discounts
-        # (NaN constant gamma) count with γ ≤ 1.
+        # A demon needs a stored trace when its λ > 0 and its discount is not the constant 0;
+        # a state-dependent discount (NaN constant gamma) counts as possibly positive. The
+        # decays themselves change every step (γ_{i,t} λ_i), so the core stores the traces and
+        # the update passes it each step's decays.
         trace_bound = lamdas * np.where(np.isnan(gammas), 1.0, gammas)
+        self._has_traces = bool(np.any(trace_bound.astype(np.float32) > 0))
         self.core = MultiHeadMLPLearner(
             n_heads=len(demons),
             hidden_sizes=hidden_sizes,
@@ -257,7 +140,7 @@ class HordeLearner:
             leaky_relu_slope=leaky_relu_slope,
             use_layer_norm=use_layer_norm,
             head_optimizer=head_optimizer,
-            per_head_gamma_lamda=trace_bound,
+            store_head_traces=self._has_traces,
         )
         head_opt = self.core.head_opt
         base = getattr(head_opt, "step_size", None)
@@ -287,7 +170,6 @@ class HordeLearner:
         self._z = np.asarray(demons.z, np.float32)
         self._off_policy = np.asarray(demons.is_off_policy, bool)
         self._has_off_policy = bool(self._off_policy.any())
-        self._has_traces = self.core._stores_head_traces
 
         self._update_jit = jax.jit(self.update_traced)
         self._transition_jit = jax.jit(self.update_from_transition_traced)
@@ -378,6 +260,8 @@ class HordeLearner:
         return self.init_traced(observation_dim, key)
 
     def init_traced(self, observation_dim: int, key: jax.Array) -> HordeState:
+        """``init`` without the demons' check against ``observation_dim``, for use inside
+        traced code (one state per seed under ``vmap``)."""
         core = self.core.init(observation_dim, key)
         n = self.n_demons
         discounts = jnp.zeros((n,), jnp.float32) if self._has_traces else ()
@@ -388,16 +272,7 @@ class HordeLearner:
         )
         diagnostics = ()
         if self.diagnostics:
-            width = core.head_params.weights.shape[-1] + 1
-            zeros = jnp.zeros((n,), jnp.float32)
-            diagnostics = DiagnosticsState(
-                rupee_h=jnp.zeros((n, width), jnp.float32),
-                rupee_d=jnp.zeros((n, width), jnp.float32),
-                rupee_tau=zeros,
-                ude_mean=zeros,
-                ude_var=zeros,
-                ude_tau=zeros,
-            )
+            diagnostics = init_diagnostics(n, core.head_params.weights.shape[-1] + 1)
         return HordeState(core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics)
 
     # ---------------------------------------------------------------------------------------
@@ -414,6 +289,23 @@ class HordeLearner:
         discounts,
         rhos,
     ) -> HordeUpdateResult:
+        """``update`` without its boundary checks, for use inside traced code (a runner's scan,
+        the Daemon's compiled step).
+
+        Args:
+            state: current state.
+            observation: ``S_t``, ``(observation_dim,)``.
+            cumulants: ``c_{t+1}``, ``(n_demons,)``; NaN makes a demon inactive.
+            next_observation: ``S_{t+1}``, ``(observation_dim,)``.
+            terminated: scalar bool.
+            truncated: scalar bool.
+            discounts: ``γ_{t+1}``, ``(n_demons,)``, or ``None`` to evaluate each demon's own
+                discount on ``next_observation``.
+            rhos: ``ρ_t``, ``(n_demons,)``, or ``None`` for 1.
+
+        Returns:
+            ``HordeUpdateResult``.
+        """
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
@@ -435,9 +327,7 @@ class HordeLearner:
         predictions = learner.head_forward(w, h)
         next_predictions = learner.head_forward(w, h_next)
 
-        # No bootstrap where terminated: target c + z. Truncated bootstraps from S_{t+1}.
-        gamma_next = jnp.where(terminated, 0.0, next_discounts)
-        targets = cumulants + gamma_next * next_predictions + jnp.where(terminated, self._z, 0.0)
+        targets, gamma_next = td_targets(cumulants, next_predictions, next_discounts, terminated, self._z)
         active = ~jnp.isnan(cumulants)
         delta = jnp.where(active, targets - predictions, 0.0)
 
@@ -446,7 +336,7 @@ class HordeLearner:
         trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent)
 
         if self._has_traces:
-            decay = state.discounts * self._lamdas
+            decay = trace_decay(state.discounts, self._lamdas)
         else:
             decay = jnp.zeros((self.n_demons,), jnp.float32)
         step = learner.head_update(core, h, decay, rho, delta, cotangent)
@@ -455,9 +345,16 @@ class HordeLearner:
         head_opt, mean_step = step.optimizer_states, step.mean_step_size
         secondary = state.secondary_weights
         if self._has_off_policy:
-            new_w, new_b, secondary = self._gtd_correction(
-                new_w, new_b, secondary, head_opt, (z_w, z_b), step.scale, step.delta, gamma_next, h, h_next
+            opt = learner.head_opt
+            step_sizes = (
+                jax.vmap(opt.step_sizes)(head_opt[0], z_w) * step.scale[:, None],
+                jax.vmap(opt.step_sizes)(head_opt[1], z_b) * step.scale,
             )
+            off = jnp.asarray(self._off_policy)
+            new_w, new_b = gtd_correction(
+                new_w, new_b, (z_w, z_b), secondary, step_sizes, gamma_next, self._lamdas, h_next, off
+            )
+            secondary = secondary_update(secondary, (z_w, z_b), step.delta, h, self.secondary_step_size, off)
         new_heads = HeadParams(new_w, new_b)
         stored_traces = (z_w, z_b) if core.head_traces else ()
         head_params, head_traces, head_opt, secondary = select_heads(
@@ -466,8 +363,7 @@ class HordeLearner:
             (core.head_params, core.head_traces, core.head_optimizer_states, state.secondary_weights),
         )
         # Every trace starts from zero in a new episode.
-        done = terminated | truncated
-        head_traces = jax.tree_util.tree_map(lambda t: jnp.where(done, 0.0, t), head_traces)
+        head_traces = reset_traces(head_traces, terminated | truncated)
 
         new_core = core._replace(
             trunk_params=trunk_params,
@@ -479,7 +375,9 @@ class HordeLearner:
             step_count=core.step_count + 1,
         )
         if self.diagnostics:
-            diagnostics, rupee, ude = self._diagnostics_step(state.diagnostics, h, (z_w, z_b), delta, rho, active)
+            diagnostics, rupee, ude = diagnostics_step(
+                state.diagnostics, h, (z_w, z_b), delta, rho, active, self._lamdas, self.diagnostics_step_size
+            )
         else:
             diagnostics = ()
             rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
@@ -504,57 +402,6 @@ class HordeLearner:
             diverged,
         )
 
-    def _diagnostics_step(self, d: DiagnosticsState, h, traces, delta, rho, active):
-        """One step of RUPEE and UDE (see the class docstring); inactive demons keep theirs.
-
-        RUPEE's averaging rate ``β₀ = (1-λ) α / 30`` is floored at ``0.01 α / 30`` so that a
-        λ = 1 demon still averages. UDE averages ``ρ δ``, whose expectation under the behaviour
-        policy is the target policy's expected TD error (``ρ = 1`` on-policy).
-        """
-        alpha = self.diagnostics_step_size
-        x = jnp.concatenate([h, jnp.ones((1,), h.dtype)])
-        z = jnp.concatenate([traces[0], traces[1][:, None]], axis=1)  # (n, H + 1)
-        dz = delta[:, None] * z
-        rupee_h = d.rupee_h + 5.0 * alpha * (dz - (d.rupee_h @ x)[:, None] * x[None, :])
-        beta0 = np.maximum(1.0 - self._lamdas, 0.01) * alpha / 30.0
-        rupee_tau = (1.0 - beta0) * d.rupee_tau + beta0
-        beta = beta0 / rupee_tau
-        rupee_d = (1.0 - beta)[:, None] * d.rupee_d + beta[:, None] * dz
-        ude_beta0 = 10.0 * alpha
-        ude_tau = (1.0 - ude_beta0) * d.ude_tau + ude_beta0
-        ub = ude_beta0 / ude_tau
-        weighted = delta if rho is None else rho * delta
-        ude_mean = (1.0 - ub) * d.ude_mean + ub * weighted
-        ude_var = (1.0 - ub) * (d.ude_var + ub * (weighted - d.ude_mean) ** 2)
-        new = DiagnosticsState(rupee_h, rupee_d, rupee_tau, ude_mean, ude_var, ude_tau)
-        new = select_heads(active, new, d)
-        rupee = jnp.sqrt(jnp.abs(jnp.sum(new.rupee_h * new.rupee_d, axis=-1)))
-        ude = jnp.abs(new.ude_mean) / (jnp.sqrt(new.ude_var) + 1e-6)
-        return new, rupee, ude
-
-    def _gtd_correction(self, new_w, new_b, secondary, head_opt, traces, scale, delta, gamma_next, h, h_next):
-        """GTD(λ) for off-policy heads: the gradient correction on ``w`` and the update of ``u``.
-
-        ``w -= α γ_{t+1}(1-λ)(z·u) h_{t+1}`` (α the head's per-weight step sizes after
-        bounding) and ``u += β [δ z - (u·h_t) h_t]``; on-policy heads are left as plain TD(λ).
-        """
-        opt = self.core.head_opt
-        z_w, z_b = traces
-        u_w, u_b = secondary
-        alpha_w = jax.vmap(opt.step_sizes)(head_opt[0], z_w) * scale[:, None]
-        alpha_b = jax.vmap(opt.step_sizes)(head_opt[1], z_b) * scale
-        off = jnp.asarray(self._off_policy)
-        z_dot_u = jnp.sum(z_w * u_w, axis=-1) + z_b * u_b
-        coef = jnp.where(off, gamma_next * (1.0 - self._lamdas) * z_dot_u, 0.0)
-        new_w = new_w - alpha_w * coef[:, None] * h_next[None, :]
-        new_b = new_b - alpha_b * coef
-        u_dot_h = u_w @ h + u_b
-        beta = self.secondary_step_size
-        u_w = u_w + beta * (delta[:, None] * z_w - u_dot_h[:, None] * h[None, :])
-        u_b = u_b + beta * (delta * z_b - u_dot_h)
-        u = HeadParams(jnp.where(off[:, None], u_w, secondary.weights), jnp.where(off, u_b, secondary.biases))
-        return new_w, new_b, u
-
     def _default_discounts(self, next_observation):
         n = self.n_demons
         evaluation = self.demons.evaluate(
@@ -565,6 +412,8 @@ class HordeLearner:
     def update_from_transition_traced(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
     ) -> HordeUpdateResult:
+        """``update_from_transition`` without its boundary checks, for use inside traced code:
+        the demons compute cumulants, discounts and ratios from the transition."""
         return self.evaluate_and_update_traced(
             state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
         )[0]
@@ -588,6 +437,9 @@ class HordeLearner:
         return result, evaluation
 
     def scan_traced(self, state: HordeState, transitions: Transitions) -> HordeLearningResult:
+        """``update_from_transition_traced`` scanned over checked ``Transitions``;
+        ``scan_compiled`` is its jitted form."""
+
         def body(s, t):
             r = self.update_from_transition_traced(s, *t)
             return r.state, (r.predictions, r.per_demon_metrics)
@@ -596,6 +448,9 @@ class HordeLearner:
         return HordeLearningResult(final, predictions, metrics)
 
     def batched_traced(self, transitions: Transitions, keys, observation_dim: int) -> BatchedHordeResult:
+        """``scan_traced`` from one fresh state per key, vmapped over the keys;
+        ``batched_compiled`` is its jitted form (``observation_dim`` static)."""
+
         def one_seed(key):
             return self.scan_traced(self.init_traced(observation_dim, key), transitions)
 
@@ -606,6 +461,15 @@ class HordeLearner:
     # Public, checked entry points
 
     def check_state(self, state: Any) -> int:
+        """Checks that ``state`` is an unbatched ``HordeState`` of this learner.
+
+        Returns:
+            The observation size the state was initialised for.
+
+        Raises:
+            TypeError: ``state`` is not a ``HordeState``.
+            ValueError: its demon count differs (or it is batched over seeds).
+        """
         if not isinstance(state, HordeState):
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
         self.core.check_state(state.core)
@@ -753,80 +617,3 @@ class HordeLearner:
             check_flag("truncated", truncated),
             behaviour_prob if is_tracer(behaviour_prob) else np.float32(behaviour_prob),
         )
-
-
-def as_transitions(transitions: Transitions, observation_dim: int | None) -> Transitions:
-    if not isinstance(transitions, Transitions):
-        raise TypeError(f"transitions must be a Transitions tuple, got {type(transitions).__name__}")
-    obs = np.asarray(transitions.observations, np.float32)
-    if obs.ndim != 2 or (observation_dim is not None and obs.shape[1] != observation_dim):
-        want = "observation_dim" if observation_dim is None else observation_dim
-        raise ValueError(f"transitions.observations must have shape (T, {want}), got {obs.shape}")
-    T = obs.shape[0]
-    next_obs = np.asarray(transitions.next_observations, np.float32)
-    if next_obs.shape != obs.shape:
-        raise ValueError(
-            f"transitions.next_observations must have shape {obs.shape} like observations, got {next_obs.shape}"
-        )
-    check_observation_values("transitions.observations", obs)
-    check_observation_values("transitions.next_observations", next_obs)
-    fields = {}
-    for name, dtype in (
-        ("actions", None),
-        ("rewards", np.float32),
-        ("terminated", bool),
-        ("truncated", bool),
-        ("behaviour_probs", np.float32),
-    ):
-        value = getattr(transitions, name)
-        arr = np.asarray(value) if dtype is None else np.asarray(value, dtype)
-        if arr.ndim == 0 and name == "behaviour_probs":
-            arr = np.full((T,), arr, np.float32)
-        if arr.shape[:1] != (T,):
-            raise ValueError(f"transitions.{name} must have a leading time axis of length {T}, got shape {arr.shape}")
-        fields[name] = arr
-    if not np.all(np.isfinite(fields["rewards"])):
-        raise ValueError("transitions.rewards must be finite")
-    probs = fields["behaviour_probs"]
-    if not np.all((probs > 0) & (probs <= 1)):
-        i = int(np.flatnonzero(~((probs > 0) & (probs <= 1)))[0])
-        raise ValueError(f"transitions.behaviour_probs must be in (0, 1], got {probs[i]} at step {i}")
-    return Transitions(
-        obs, fields["actions"], fields["rewards"], next_obs, fields["terminated"], fields["truncated"], probs
-    )
-
-
-def run_horde_learning_loop(learner: HordeLearner, state: HordeState, transitions: Transitions) -> HordeLearningResult:
-    """Runs the HordeLearner over a stream of transitions with ``jax.lax.scan``.
-
-    Equal to calling ``update_from_transition`` once per step; the demons are evaluated inside
-    the compiled loop.
-
-    Args:
-        learner: the HordeLearner.
-        state: initial state.
-        transitions: ``Transitions`` with a leading time axis.
-
-    Returns:
-        ``HordeLearningResult`` with the final state, predictions ``(T, n_demons)`` and
-        per-demon metrics ``(T, n_demons, 3)``.
-    """
-    dim = learner.check_state(state)
-    return learner.scan_compiled(state, as_transitions(transitions, dim))
-
-
-def run_horde_learning_loop_batched(
-    learner: HordeLearner, transitions: Transitions, keys: jax.Array
-) -> BatchedHordeResult:
-    """Runs the loop for several seeds at once (``jax.vmap``); each seed its own initial
-    weights, all seeds the same transitions.
-
-    Args:
-        learner: the HordeLearner.
-        transitions: shared ``Transitions`` with a leading time axis.
-        keys: typed keys ``(n_seeds,)`` or raw keys ``(n_seeds, 2)``.
-    """
-    t = as_transitions(transitions, None)
-    dim = int(t.observations.shape[1])
-    learner.demons.validate(dim)
-    return learner.batched_compiled(t, check_keys(keys), dim)

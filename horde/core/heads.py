@@ -1,0 +1,192 @@
+"""Stacked heads: every head's trace, optimizer step and update at once.
+
+Head ``i`` is row ``i`` of ``(n_heads, H)`` weights and entry ``i`` of ``(n_heads,)`` biases,
+and its traces and optimizer states carry the same leading head axis. The per-head work is
+``vmap``-ed over that axis, so the compiled program does not grow with the number of heads::
+
+    z_i ← ρ_i ((γλ)_i z_i + h)          (bias trace: ρ_i ((γλ)_i z_b + 1))
+    s_i  = bound(optimizer step for z_i at error δ_i, δ_i)
+    w_i += δ_i s_i
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from horde.core.bounders import ObGDBounding
+from horde.core.optimizers import Optimizer, update_group
+from horde.core.types import HeadParams
+
+__all__ = ["HeadUpdate", "accumulate_traces", "head_forward", "head_steps", "head_update", "select_heads"]
+
+
+class HeadUpdate(NamedTuple):
+    """One step of every head, before inactive heads are masked out (``select_heads``).
+
+    Attributes:
+        traces: ``(z_w (n_heads, H), z_b (n_heads,))`` of this step.
+        heads: the updated head parameters.
+        optimizer_states: the heads' new optimizer states, ``(weights_state, biases_state)``.
+        scale: per-head bounding scale, ``(n_heads,)`` (1 = unbounded).
+        mean_step_size: per-head mean per-weight step size after bounding, ``(n_heads,)``.
+        delta: ``δ``, ordered after the trunk's cotangent; use it for any further head update
+            so that XLA keeps updating the head weights in place.
+    """
+
+    traces: tuple[jax.Array, jax.Array]
+    heads: HeadParams
+    optimizer_states: Any
+    scale: jax.Array
+    mean_step_size: jax.Array
+    delta: jax.Array
+
+
+def _mask_like(active: jax.Array, leaf: jax.Array) -> jax.Array:
+    return active.reshape(active.shape + (1,) * (leaf.ndim - 1))
+
+
+def _after(x: jax.Array, dependency: jax.Array) -> jax.Array:
+    """``x`` unchanged (multiplied by exactly 1), but as a value that depends on ``dependency``.
+
+    XLA updates a loop-carried buffer in place only when every read of the old value is ordered
+    before the write. The head weights are read twice (predictions, then the trunk's cotangent
+    ``Σ δ_i w_i``) and the head update does not otherwise depend on the cotangent, so without
+    this ordering XLA copies the whole ``(n_heads, H)`` weight buffer on every scanned step
+    (about 3.5 µs of a 25 µs step at 256 heads on a 2-core CPU). Routing the head update's error
+    through this no-op makes it wait for the cotangent. The factor is ``1 + 0 * [d > 0]``, never
+    NaN, so ``x`` keeps every bit, NaN and signed zero included.
+    """
+    first = jnp.ravel(dependency)[:1]
+    return x * (1.0 + 0.0 * (first > 0).astype(x.dtype))
+
+
+def select_heads(active: jax.Array, new: Any, old: Any) -> Any:
+    """Per-head select on stacked pytrees: head ``i`` takes ``new`` where ``active[i]``.
+
+    Args:
+        active: ``(n_heads,)`` bool.
+        new: a pytree whose leaves have a leading head axis.
+        old: a pytree of the same structure.
+
+    Returns:
+        The pytree with head ``i`` from ``new`` where ``active[i]``, else from ``old`` (bit for
+        bit).
+    """
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(_mask_like(active, n), n, o), new, old)
+
+
+def head_forward(head_params: HeadParams, h: jax.Array) -> jax.Array:
+    """All heads' predictions ``W h + b``, shape ``(n_heads,)``."""
+    return head_params.weights @ h + head_params.biases
+
+
+def accumulate_traces(
+    head_traces: tuple[jax.Array, ...], h: jax.Array, decay: jax.Array, rho: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
+    """Every head's accumulating trace: ``z_i ← ρ_i ((γλ)_i z_i + h)``, ``z_b ← ρ_i ((γλ)_i z_b + 1)``.
+
+    Args:
+        head_traces: ``(z_w (n_heads, H), z_b (n_heads,))``, or ``()`` when traces are not
+            stored (every decay 0): the trace is then ``ρ_i h`` and ``ρ_i``.
+        h: head features, ``(H,)``.
+        decay: ``(γλ)_i``, ``(n_heads,)``.
+        rho: importance ratios ``ρ_i``, ``(n_heads,)``, or ``None`` for 1.
+
+    Returns:
+        ``(z_w, z_b)`` of this step.
+    """
+    n = decay.shape[0]
+    if head_traces:
+        z_w, z_b = head_traces
+        z_w = decay[:, None] * z_w + h[None, :]
+        z_b = decay * z_b + 1.0
+    else:
+        z_w = jnp.broadcast_to(h, (n,) + h.shape)
+        z_b = jnp.ones((n,), h.dtype)
+    if rho is not None:
+        z_w = rho[:, None] * z_w
+        z_b = rho * z_b
+    return z_w, z_b
+
+
+def head_steps(
+    optimizer: Optimizer,
+    bounder: ObGDBounding | None,
+    head_optimizer_states: tuple[Any, Any],
+    head_traces: tuple[jax.Array, jax.Array],
+    errors: jax.Array,
+):
+    """Per-head optimizer steps and bounding, vmapped over the head axis.
+
+    Args:
+        optimizer: the head optimizer.
+        bounder: optional bounder; each head is bounded with its own error.
+        head_optimizer_states: ``(weights_state, biases_state)`` with a leading head axis.
+        head_traces: ``(z_w, z_b)`` of this step.
+        errors: ``δ``, ``(n_heads,)``.
+
+    Returns:
+        ``(step_w, step_b, new_optimizer_states, scale, mean_step_size)`` where the steps are
+        per unit error (the caller applies ``w += δ · step``).
+    """
+
+    def one_head(opt_w, opt_b, z_w, z_b, delta):
+        (s_w, s_b), (opt_w, opt_b) = update_group(optimizer, (opt_w, opt_b), (z_w, z_b), delta)
+        if bounder is not None:
+            (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
+        else:
+            scale = jnp.ones((), jnp.float32)
+        alphas = jnp.sum(optimizer.step_sizes(opt_w, z_w)) + optimizer.step_sizes(opt_b, z_b)
+        mean_step = alphas / (z_w.shape[-1] + 1) * scale
+        return s_w, s_b, opt_w, opt_b, scale, mean_step
+
+    opt_w, opt_b = head_optimizer_states
+    z_w, z_b = head_traces
+    s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
+    return s_w, s_b, (opt_w, opt_b), scale, mean_step
+
+
+def head_update(
+    optimizer: Optimizer,
+    bounder: ObGDBounding | None,
+    head_params: HeadParams,
+    head_traces: tuple[jax.Array, ...],
+    head_optimizer_states: tuple[Any, Any],
+    h: jax.Array,
+    decay: jax.Array,
+    rho: jax.Array | None,
+    delta: jax.Array,
+    cotangent: jax.Array,
+) -> HeadUpdate:
+    """Every head's traces, optimizer step and new parameters for errors ``δ``.
+
+    Inactive heads are not masked here (the caller selects with ``select_heads``). The head
+    update waits for the trunk's ``cotangent`` (see ``_after``), so XLA updates the head
+    weights in place.
+
+    Args:
+        optimizer: the head optimizer.
+        bounder: optional bounder.
+        head_params: current head parameters.
+        head_traces: stored traces or ``()`` (see ``accumulate_traces``).
+        head_optimizer_states: the heads' optimizer states.
+        h: head features ``(H,)``.
+        decay: ``(γλ)_i``, ``(n_heads,)``.
+        rho: ``ρ_i`` or ``None``.
+        delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
+        cotangent: the trunk's cotangent ``Σ_i δ_i w_i`` (ordering only).
+
+    Returns:
+        ``HeadUpdate``.
+    """
+    head_delta = _after(delta, cotangent)
+    z_w, z_b = accumulate_traces(head_traces, h, decay, rho)
+    s_w, s_b, head_opt, scale, mean_step = head_steps(optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta)
+    heads = HeadParams(
+        head_params.weights + head_delta[:, None] * s_w,
+        head_params.biases + head_delta * s_b,
+    )
+    return HeadUpdate((z_w, z_b), heads, head_opt, scale, mean_step, head_delta)
