@@ -492,3 +492,15 @@ assert "matplotlib.pyplot" not in sys.modules, "horde.plots imported pyplot"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "p.pdf").stat().st_size > 1000
+
+
+def test_import_horde_does_not_import_matplotlib():
+    code = """
+import sys
+import horde
+assert "matplotlib" not in sys.modules, "import horde imported matplotlib"
+horde.plots.learning_curves
+assert "matplotlib" in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

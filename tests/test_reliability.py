@@ -28,6 +28,13 @@ from horde import CheckpointError, load_checkpoint, save_checkpoint
 NEXTING = demons.nexting(4, timescales=(1, 10), lamda=0.5) + demons.reward_demons(timescales=(1, 10))
 
 
+# Every per-step and per-episode array a RunResult records.
+RECORDED = (
+    "steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid",
+    "episode_seed", "episode_end_step", "episode_return", "episode_length", "rupee", "ude",
+)  # fmt: skip
+
+
 def _learner(**kw):
     kw.setdefault("hidden_sizes", (16,))
     kw.setdefault("step_size", 0.01)
@@ -66,7 +73,7 @@ def test_same_seed_gives_identical_runs():
     learner = _learner()
     a = horde.run(learner, "CartPole-v1", steps=300, seed=3, progress=False)
     b = horde.run(_learner(), "CartPole-v1", steps=300, seed=3, progress=False)
-    for name in horde.RunResult._ARRAYS:
+    for name in RECORDED:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert _leaves_equal(a.state, b.state)
 
