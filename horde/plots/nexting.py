@@ -30,9 +30,9 @@ def prediction_vs_return(
     """Predictions against ideal returns over a time window: the classic nexting figure.
 
     One panel per demon: its prediction ``v(S_t)`` and its ideal return ``G_t`` (computed
-    backwards from what was observed, ``horde.evaluation.ideal_returns``; returns that are not
-    yet complete near a cut or the end of the log are not drawn). Thin grey lines mark episode
-    ends.
+    backwards from what was observed, ``horde.evaluation.ideal_returns``, with each demon's
+    terminal outcome as ``result.demons`` records it; returns that are not yet complete near a
+    cut or the end of the log are not drawn). Thin grey lines mark episode ends.
 
     Args:
         demons: names or head indices (at most 24).
