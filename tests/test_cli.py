@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,56 @@ def test_multi_seed_run_from_the_command_line(tmp_path):
     result = horde.RunResult.load(tmp_path / "two")
     assert result.n_seeds == 2
     assert np.isfinite(result.predictions[result.valid]).all()
+    # Copy i is seed 1 + i: its real transitions are those of a single run with that seed (the
+    # vector env adds an autoreset step after each episode, which records nothing).
+    for i in range(2):
+        proc = _horde("run", "tiny.toml", "--seed", str(1 + i), "--out", f"one{i}", "--no-progress", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        single = horde.RunResult.load(tmp_path / f"one{i}")
+        real = result.valid[i]
+        n = int(real.sum())
+        assert 50 < n < 100  # CartPole episodes under a random policy end within 100 steps
+        for name in ("predictions", "td_errors", "cumulants", "discounts"):
+            np.testing.assert_allclose(
+                getattr(result, name)[i][real], getattr(single, name)[0, :n], rtol=1e-5, atol=1e-6, err_msg=name
+            )
+        for name in ("rewards", "terminated", "truncated"):
+            np.testing.assert_array_equal(getattr(result, name)[i][real], getattr(single, name)[0, :n], err_msg=name)
+
+
+def test_checkpoint_every_writes_checkpoints_a_run_resumes_from(tmp_path, monkeypatch, capsys):
+    """--checkpoint-every 100 on a 300-step run: checkpoints at steps 100, 200 and 300; the
+    one at step 100, resumed, continues the run bit for bit."""
+    from horde.cli import main, run_command
+
+    (tmp_path / "tiny.toml").write_text(TINY.replace("chunk_size = 128", "chunk_size = 50"))
+    written = []
+    save = run_command.save_checkpoint
+
+    def keep_every_checkpoint(path, learner, state, metadata):
+        out = save(path, learner, state, metadata)
+        written.append((metadata["step"], shutil.copy(out, tmp_path / f"written-{len(written)}.npz")))
+        return out
+
+    monkeypatch.setattr(run_command, "save_checkpoint", keep_every_checkpoint)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "tiny.toml", "--out", "every", "--checkpoint-every", "100", "--no-progress"]) == 0
+    steps = [step for step, _ in written]
+    assert sorted(set(steps)) == [100, 200, 300] and steps[-1] == 300
+    for step, path in written:
+        assert horde.load_checkpoint(path)[2]["step"] == step
+
+    # Resume from the intermediate checkpoint at step 100 (the directory holds no results).
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    shutil.copy(tmp_path / "every" / "config.json", mid / "config.json")
+    shutil.copy(written[steps.index(100)][1], mid / "checkpoint.npz")
+    assert main(["run", "--resume", "mid", "--out", "resumed", "--no-progress"]) == 0
+    whole, rest = horde.RunResult.load(tmp_path / "every"), horde.RunResult.load(tmp_path / "resumed")
+    np.testing.assert_array_equal(rest.steps, np.arange(100, 300))
+    np.testing.assert_array_equal(rest.predictions, whole.predictions[:, 100:])
+    _, after, meta = horde.load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")
+    _, uninterrupted, _ = horde.load_checkpoint(tmp_path / "every" / "checkpoint.npz")
+    assert meta["step"] == 300
+    for a, b in zip(jax.tree_util.tree_leaves(after), jax.tree_util.tree_leaves(uninterrupted)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -74,6 +74,25 @@ def test_invalid_steps_have_no_return():
     np.testing.assert_allclose(r.returns[[0, 1, 3, 4, 5], 0], [1.5, 1.0, 1.75, 1.5, 1.0])
 
 
+def test_run_ideal_returns_take_each_demons_terminal_outcome_from_the_result(tmp_path):
+    env = envs.RandomWalk()
+    # RandomWalk: terminating on the left gives reward 0, on the right 1; z = 5 is added at
+    # every termination, whichever side.
+    ds = [Demon("r", C.reward(), D.constant(1.0)), Demon("r+5", C.reward(), D.constant(1.0), z=5.0)]
+    learner = horde.HordeLearner(ds, hidden_sizes=(), step_size=0.0, sparsity=0.0)
+    result = horde.run(learner, env, steps=300, seed=0, progress=False)
+    assert [d.z for d in result.demons] == [0.0, 5.0]
+    ideal = run_ideal_returns(result)
+    done = result.terminated[0]
+    np.testing.assert_allclose(ideal.returns[0, done, 1], ideal.returns[0, done, 0] + 5.0)
+    np.testing.assert_allclose(ideal.returns[0, done, 0], result.rewards[0, done])
+    explicit = run_ideal_returns(result, z=[0.0, 0.0])
+    np.testing.assert_allclose(explicit.returns[..., 1], explicit.returns[..., 0])
+    loaded = horde.RunResult.load(result.save(tmp_path / "run"))
+    assert loaded.demons == result.demons
+    np.testing.assert_array_equal(run_ideal_returns(loaded).returns, ideal.returns)
+
+
 def test_error_curve_scores_perfect_and_mean_predictors():
     learner = horde.HordeLearner([Demon("r", C.reward(), D.constant(0.9))], hidden_sizes=(4,), step_size=0.01)
     result = horde.run(learner, "CartPole-v1", steps=600, seed=0, progress=False)

@@ -32,10 +32,26 @@ def run_result():
     return horde.run(learner, "CartPole-v1", steps=400, progress=False)
 
 
+def info(name, *, z=0.0):
+    """The ``DemonInfo`` of a demon named ``stem@T``: cumulant ``stem``, timescale ``T`` steps."""
+    stem, _, steps = name.partition("@")
+    return demons.DemonInfo(
+        name=name,
+        cumulant=f"observation({stem})",
+        cumulant_kind="observation",
+        discount_kind="timescale",
+        timescale=float(steps),
+        lamda=0.0,
+        z=z,
+        off_policy=False,
+    )
+
+
 def synthetic(
     td,
     *,
     names=None,
+    infos=None,
     record_every=1,
     predictions=None,
     cumulants=None,
@@ -44,7 +60,8 @@ def synthetic(
     rupee=None,
     ude=None,
 ):
-    """A RunResult with given per-step arrays ``(n_seeds, k, n_demons)``."""
+    """A RunResult with given per-step arrays ``(n_seeds, k, n_demons)``; its demons are
+    ``infos`` (default: ``info(name)`` for each name)."""
     td = np.asarray(td, np.float64)
     if td.ndim == 2:
         td = td[None]
@@ -73,6 +90,7 @@ def synthetic(
         config={},
         rupee=rupee,
         ude=ude,
+        demons=tuple(info(name) for name in names) if infos is None else tuple(infos),
     )
 
 
@@ -186,6 +204,39 @@ def test_grouped_by_cumulant(run_result):
     assert [t.split(" ")[0] for t in legend_labels(ax)] == ["obs[0]", "obs[1]", "obs[2]", "obs[3]", "reward"]
 
 
+def test_groups_come_from_the_recorded_demons_not_their_names():
+    # The names say nothing (or the wrong thing); RunResult.demons says what each demon is.
+    td = np.sqrt(np.array([[1.0, 4.0, 9.0], [1.0, 4.0, 9.0]]))[None]
+    infos = [info("p@10"), info("p@100"), info("q@100")]
+    infos = [d._replace(name=n) for d, n in zip(infos, ["fast", "slow@1", "x@1"])]
+    result = synthetic(td, names=["fast", "slow@1", "x@1"], infos=infos)
+    ax = plots.learning_curves(result, smoothing=1, group_by="timescale").axes[0]
+    assert legend_labels(ax) == ["timescale 10 steps (1 demon)", "timescale 100 steps (2 demons)"]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [6.5, 6.5])  # median of 4 and 9
+    ax = plots.learning_curves(result, smoothing=1, group_by="cumulant").axes[0]
+    # "fast" and "slow@1" share a cumulant but no name stem: the label is the description.
+    assert legend_labels(ax) == ["observation(p) (2 demons)", "x (1 demon)"]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [2.5, 2.5])  # median of 1 and 4
+
+
+def test_a_result_without_demon_data_has_no_timescales_and_one_cumulant_group():
+    td = np.ones((1, 3, 2))
+    result = synthetic(td, names=["a@1", "b@10"], infos=())
+    ax = plots.learning_curves(result, group_by="timescale").axes[0]
+    assert legend_labels(ax) == ["no timescale (2 demons)"]
+    ax = plots.learning_curves(result, group_by="cumulant").axes[0]
+    assert legend_labels(ax) == ["unknown cumulant (2 demons)"]
+
+
+def test_demon_data_for_other_demons_is_refused():
+    result = synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"], infos=[info("a@1")])
+    with pytest.raises(ValueError, match=r"one DemonInfo per demon \(2\) or none, got 1"):
+        plots.learning_curves(result, group_by="timescale")
+    result = synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"], infos=[info("b@10"), info("a@1")])
+    with pytest.raises(ValueError, match=r"describes demon 'b@10', expected 'a@1'"):
+        plots.learning_curves(result, group_by="timescale")
+
+
 def test_many_demons_are_grouped_automatically(run_result):
     fig = plots.learning_curves(run_result, max_lines=4)
     ax = fig.axes[0]
@@ -297,6 +348,23 @@ def test_prediction_vs_return_window_and_exact_returns():
     np.testing.assert_allclose(ret.get_ydata()[-1], 1.0)
     (vl,) = [c for c in ax.collections if isinstance(c, LineCollection)]
     np.testing.assert_allclose(sorted(seg[0][0] for seg in vl.get_segments()), [4, 11])
+
+
+def test_prediction_vs_return_uses_the_recorded_terminal_outcome():
+    k = 6
+    term = np.zeros(k, bool)
+    term[2] = True
+    result = synthetic(
+        np.zeros((1, k, 1)),
+        names=["ones@2"],
+        infos=[info("ones@2", z=2.0)],
+        cumulants=np.ones(k),
+        discounts=np.full(k, 0.5),
+        terminated=term,
+    )
+    (ax,) = plots.prediction_vs_return(result, demons=0).axes
+    # G_2 = c + z = 3 at the terminal step, then G_t = 1 + 0.5 G_{t+1}
+    np.testing.assert_allclose(ax.lines[1].get_ydata()[:3], [2.25, 2.5, 3.0])
 
 
 def test_prediction_vs_return_arguments(run_result):
@@ -424,3 +492,15 @@ assert "matplotlib.pyplot" not in sys.modules, "horde.plots imported pyplot"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "p.pdf").stat().st_size > 1000
+
+
+def test_import_horde_does_not_import_matplotlib():
+    code = """
+import sys
+import horde
+assert "matplotlib" not in sys.modules, "import horde imported matplotlib"
+horde.plots.learning_curves
+assert "matplotlib" in sys.modules
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

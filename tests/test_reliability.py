@@ -3,12 +3,12 @@ divergence guard, determinism, and bad input refused loudly (property-based)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import gymnasium as gym
@@ -26,6 +26,13 @@ from demons import discounts as D
 from horde import CheckpointError, load_checkpoint, save_checkpoint
 
 NEXTING = demons.nexting(4, timescales=(1, 10), lamda=0.5) + demons.reward_demons(timescales=(1, 10))
+
+
+# Every per-step and per-episode array a RunResult records.
+RECORDED = (
+    "steps", "predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid",
+    "episode_seed", "episode_end_step", "episode_return", "episode_length", "rupee", "ude",
+)  # fmt: skip
 
 
 def _learner(**kw):
@@ -66,7 +73,7 @@ def test_same_seed_gives_identical_runs():
     learner = _learner()
     a = horde.run(learner, "CartPole-v1", steps=300, seed=3, progress=False)
     b = horde.run(_learner(), "CartPole-v1", steps=300, seed=3, progress=False)
-    for name in horde.RunResult._ARRAYS:
+    for name in RECORDED:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert _leaves_equal(a.state, b.state)
 
@@ -101,6 +108,43 @@ def test_truncated_checkpoint_fails_cleanly_at_every_tenth_byte(small_checkpoint
             load_checkpoint(target)
 
 
+def _documented_checksum(meta, leaves):
+    """The checksum as the checkpoint format documents it, written out independently."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode("utf-8"))
+    for name, arr in leaves:
+        for part in (name, str(arr.dtype), repr(arr.shape)):
+            h.update(part.encode("utf-8"))
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _arrays_and_meta(path):
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return arrays, json.loads(str(arrays.pop("__meta__")))
+
+
+def test_checksum_is_the_documented_digest(small_checkpoint):
+    _, _, path = small_checkpoint
+    arrays, meta = _arrays_and_meta(path)
+    stored = meta.pop("checksum")
+    leaves = [(name, arrays[f"leaf_{i:05d}"]) for i, name in enumerate(meta["leaves"])]
+    assert stored == _documented_checksum(meta, leaves)
+
+
+def test_an_edited_state_array_fails_the_checksum(small_checkpoint, tmp_path):
+    # A well-formed file whose weights were changed after saving: only the checksum can tell.
+    _, state, path = small_checkpoint
+    arrays, meta = _arrays_and_meta(path)
+    i = meta["leaves"].index("core/head_params/weights")
+    edited = arrays[f"leaf_{i:05d}"].copy()
+    edited.flat[0] += 1.0
+    arrays[f"leaf_{i:05d}"] = edited
+    np.savez(tmp_path / "edited.npz", __meta__=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(tmp_path / "edited.npz")
+
+
 def test_corrupted_wrong_version_and_mismatched_checkpoints_are_refused(small_checkpoint, tmp_path):
     learner, state, path = small_checkpoint
     data = bytearray(path.read_bytes())
@@ -132,10 +176,8 @@ def test_corrupted_wrong_version_and_mismatched_checkpoints_are_refused(small_ch
     def swap_config(meta, arrays):
         meta["learner_config"] = three.to_config()
         meta.pop("checksum")
-        from horde.cli.checkpoint import _checksum
-
         leaves = [(name, arrays[f"leaf_{i:05d}"]) for i, name in enumerate(meta["leaves"])]
-        meta["checksum"] = _checksum(meta, leaves)
+        meta["checksum"] = _documented_checksum(meta, leaves)
 
     with pytest.raises(CheckpointError, match=r"shape \(2, 4\), expected .* shape \(3, 4\)"):
         load_checkpoint(rewrite(swap_config))
@@ -143,35 +185,97 @@ def test_corrupted_wrong_version_and_mismatched_checkpoints_are_refused(small_ch
         load_checkpoint(tmp_path / "missing.npz")
 
 
-def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path):
-    """A writer saving large checkpoints in a loop is killed at random moments; the file on
-    disk always loads, and is one of the complete versions."""
-    script = textwrap.dedent(
-        f"""
-        import sys, jax, numpy as np
-        sys.path.insert(0, {os.getcwd()!r})
-        import horde, demons
-        learner = horde.MultiHeadMLPLearner(2000, hidden_sizes=(256,))
-        state = learner.init(16, jax.random.key(0))
-        horde.save_checkpoint({str(tmp_path / "ck.npz")!r}, learner, state, {{"version": 0}})
-        print("ready", flush=True)
-        i = 0
-        while True:
-            i += 1
-            state = state._replace(step_count=state.step_count + 1)
-            horde.save_checkpoint({str(tmp_path / "ck.npz")!r}, learner, state, {{"version": i}})
-        """
+_STALLING_SAVE = """
+import builtins, json, os, sys, time
+import jax
+import horde
+
+target, marker, stall = sys.argv[1], sys.argv[2], sys.argv[3]
+learner = horde.MultiHeadMLPLearner(64, hidden_sizes=(32,))
+state = learner.init(16, jax.random.key(0))
+horde.save_checkpoint(target, learner, state, {"version": 0})
+
+
+def block_here():
+    open(marker, "w").close()
+    time.sleep(600)
+
+
+class HalfWriter:
+    # A file whose first write puts half the bytes on disk, then blocks.
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        block_here()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+if stall == "mid-write":
+    real_fdopen, real_open = os.fdopen, builtins.open
+    os.fdopen = lambda *a, **k: HalfWriter(real_fdopen(*a, **k))
+    builtins.open = lambda file, mode="r", *a, **k: (
+        HalfWriter(real_open(file, mode, *a, **k)) if "w" in mode else real_open(file, mode, *a, **k)
     )
-    rng = np.random.default_rng(0)
-    for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.2, 1.0)))
+else:  # everything written, not yet renamed over the target
+    os.replace = os.rename = lambda *a, **k: block_here()
+state = state._replace(step_count=state.step_count + 1)
+horde.save_checkpoint(target, learner, state, {"version": 1})
+print("the save returned without blocking", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stall", ["mid-write", "before-rename"])
+def test_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, stall):
+    """A save is SIGKILLed while in progress (its writer blocks at a known point, half-way
+    through writing the bytes or before the rename, and touches a marker file): the previous
+    checkpoint still loads bit for bit, and the partial file is never taken for one."""
+    target, marker = tmp_path / "ck.npz", tmp_path / "writing"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STALLING_SAVE, str(target), str(marker), stall],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # A guard against a hang, not a measurement: the writer reaches the marker in seconds.
+        for _ in range(1200):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), f"the save never blocked where expected: {proc.communicate(timeout=60)}"
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        learner, state, meta = load_checkpoint(tmp_path / "ck.npz")
-        assert int(state.step_count) == meta["version"]
-        assert not [f for f in os.listdir(tmp_path) if f.endswith(".npz") and f != "ck.npz"]
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    learner, state, meta = load_checkpoint(target)
+    assert meta == {"version": 0}
+    assert int(state.step_count) == meta["version"]
+    assert _leaves_equal(state, horde.MultiHeadMLPLearner(64, hidden_sizes=(32,)).init(16, jax.random.key(0)))
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".npz") and f != "ck.npz"]
+    partial = [tmp_path / f for f in os.listdir(tmp_path) if f not in ("ck.npz", "writing")]
+    assert len(partial) == 1 and partial[0].stat().st_size > 0  # a save was indeed under way
+    if stall == "mid-write":
+        with pytest.raises(CheckpointError):
+            load_checkpoint(partial[0])
+    # The next save over the same target is unaffected by the leftover.
+    state = state._replace(step_count=state.step_count + 2)
+    save_checkpoint(target, learner, state, {"version": 2})
+    assert load_checkpoint(target)[2] == {"version": 2}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ A checkpoint is one ``.npz`` file holding
 
 * ``__meta__``: JSON text with the format version, the learner's configuration (demons
   included), the observation size, the number of seeds (for a batched state), free-form user
-  metadata and a SHA-256 checksum of everything else;
+  metadata, the leaves' names and a SHA-256 checksum of everything else: the digest of the
+  metadata without its ``checksum`` key as JSON with sorted keys (``json.dumps(meta,
+  sort_keys=True)``, UTF-8), followed for each leaf in order by its name, its dtype's name,
+  ``repr`` of its shape (all UTF-8) and its C-ordered bytes;
 * one array per leaf of the state pytree, named by its path (``core/head_params/weights``).
 
 It is written to a temporary file in the same directory, flushed to disk, then renamed over
@@ -88,11 +91,12 @@ def _learner_kind(learner: Any) -> str:
 
 
 def _template(learner: Any, observation_dim: int, n_seeds: int | None) -> Any:
+    """Shapes and dtypes of a fresh state (``jax.eval_shape``: nothing is computed)."""
+
+    def init(key: jax.Array) -> Any:
+        return learner.init(observation_dim, key)
+
     key = jax.random.key(0)
-    if isinstance(learner, HordeLearner):
-        init = lambda k: learner.init_traced(observation_dim, k)  # noqa: E731
-    else:
-        init = lambda k: learner.init(observation_dim, k)  # noqa: E731
     if n_seeds is None:
         return jax.eval_shape(init, key)
     return jax.eval_shape(jax.vmap(init), jax.random.split(key, n_seeds))
@@ -199,7 +203,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
         learner = cls.from_config(meta["learner_config"])
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
-    template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
+    try:
+        template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
+    except ValueError as e:  # e.g. a demon reading an observation the checkpoint's size lacks
+        raise CheckpointError(f"{path} holds a learner that does not fit its own observation size: {e}") from e
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     if len(flat) != len(leaves):
         raise CheckpointError(f"{path} has {len(leaves)} state arrays but the learner it describes has {len(flat)}")

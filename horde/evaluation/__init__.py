@@ -1,8 +1,10 @@
 """How good are the predictions? Ideal returns of a recorded run, and errors against them.
 
-Reads ``horde.RunResult`` only. See ``horde.evaluation.returns`` for the definitions.
+Reads ``horde.RunResult`` only (what a demon is comes from ``RunResult.demons``, never from
+its name). See ``horde.evaluation.returns`` for the definitions.
 """
 
+from horde.evaluation.demon_data import cumulants_of, demon_infos, off_policy_mask, terminal_outcomes, timescales
 from horde.evaluation.returns import (
     ErrorCurve,
     IdealReturns,
@@ -12,4 +14,16 @@ from horde.evaluation.returns import (
     run_ideal_returns,
 )
 
-__all__ = ["IdealReturns", "ideal_returns", "run_ideal_returns", "ErrorCurve", "error_curve", "demon_summary"]
+__all__ = [
+    "IdealReturns",
+    "ideal_returns",
+    "run_ideal_returns",
+    "ErrorCurve",
+    "error_curve",
+    "demon_summary",
+    "demon_infos",
+    "terminal_outcomes",
+    "timescales",
+    "cumulants_of",
+    "off_policy_mask",
+]

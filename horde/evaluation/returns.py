@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.evaluation.demon_data import terminal_outcomes
+
 __all__ = ["IdealReturns", "ideal_returns", "run_ideal_returns", "ErrorCurve", "error_curve", "demon_summary"]
 
 
@@ -111,6 +113,12 @@ def ideal_returns(
 def run_ideal_returns(result: Any, z: Any = None, tolerance: float = 0.01) -> IdealReturns:
     """Ideal returns of every seed of a ``RunResult`` recorded with ``record_every=1``.
 
+    Args:
+        result: the run.
+        z: terminal outcomes ``(n_demons,)``; default: each demon's own, as recorded in
+            ``result.demons`` (0 for a result that records none).
+        tolerance: see ``ideal_returns``.
+
     Returns:
         ``IdealReturns`` with arrays of shape ``(n_seeds, T, n_demons)``.
     """
@@ -118,6 +126,8 @@ def run_ideal_returns(result: Any, z: Any = None, tolerance: float = 0.01) -> Id
         raise ValueError(
             f"ideal returns need every step recorded (record_every=1), got record_every={result.record_every}"
         )
+    if z is None:
+        z = terminal_outcomes(result)
     out = [
         ideal_returns(
             result.cumulants[s],
@@ -156,7 +166,7 @@ def error_curve(result: Any, window: int = 1000, z: Any = None, tolerance: float
     Args:
         result: a ``RunResult`` recorded with ``record_every=1``.
         window: window length in steps.
-        z: terminal outcomes; default: 0 for every demon.
+        z: terminal outcomes; default: each demon's own (``run_ideal_returns``).
         tolerance: see ``ideal_returns``.
     """
     if window < 1:
@@ -190,6 +200,8 @@ class _quiet_nanmean:
 
 def demon_summary(result: Any, last_fraction: float = 0.1, z: Any = None) -> dict[str, np.ndarray]:
     """Per-demon summary over the last ``last_fraction`` of the run, averaged over seeds.
+
+    ``z``: terminal outcomes; default: each demon's own (``run_ideal_returns``).
 
     Returns:
         dict of ``(n_demons,)`` arrays: ``rmse``, ``normalized_rmse`` (against ideal returns,

@@ -1,19 +1,32 @@
 """Figures of a recorded run (Matplotlib, object-oriented API, no ``pyplot`` state).
 
-Reads ``horde.RunResult`` only. See ``horde.plots.figures`` for the details.
+Every figure function takes a ``horde.RunResult`` and returns a ``matplotlib.figure.Figure``.
+Nothing here touches ``pyplot``'s global state or opens a window: figures are built on an Agg
+canvas, so they work on headless machines, in scripts, tests and notebooks alike (a notebook
+shows a returned figure). Give ``path=`` to also save the figure; the format follows the suffix
+(``.png``, ``.svg`` or ``.pdf``).
+
+Demons are chosen by name (``"obs[2]@10"``) or head index. When there are many of them, curves
+are grouped by timescale or by cumulant, as the run recorded them (``RunResult.demons``), and
+each group is drawn as its median over demons with an interquartile band.
+
+Example::
+
+    result = horde.run(learner, "CartPole-v1", steps=20_000)
+    horde.plots.learning_curves(result, path="td.png")
+    horde.plots.prediction_vs_return(result, demons=["obs[2]@10", "reward@10"], path="nexting.pdf")
+
+Modules: ``curves`` (learning, seed and diagnostics curves), ``nexting`` (predictions against
+returns), ``series`` (the numbers a curve draws), ``smoothing`` (NaN-aware numerics),
+``grouping`` (demons into groups), ``selection`` (arguments), ``drawing`` (figures, saving).
 """
 
-from horde.plots.figures import (
-    DIAGNOSTICS,
-    GROUP_BY,
-    METRICS,
-    SAVE_FORMATS,
-    diagnostics_curves,
-    learning_curves,
-    moving_average,
-    prediction_vs_return,
-    seed_curves,
-)
+from horde.plots.curves import DIAGNOSTICS, diagnostics_curves, learning_curves, seed_curves
+from horde.plots.drawing import SAVE_FORMATS
+from horde.plots.grouping import GROUP_BY
+from horde.plots.nexting import prediction_vs_return
+from horde.plots.series import METRICS
+from horde.plots.smoothing import moving_average
 
 __all__ = [
     "learning_curves",
