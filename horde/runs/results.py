@@ -116,7 +116,6 @@ class RunResult:
         "episode_return",
         "episode_length",
     )
-    _ARRAYS = ARRAY_FIELDS  # the old name, still read by tests/test_reliability.py
 
     @property
     def n_seeds(self) -> int:
