@@ -349,7 +349,9 @@ class MultiHeadMLPLearner:
         """All heads' predictions ``W h + b``, shape ``(n_heads,)``."""
         return head_forward(head_params, h)
 
-    def normalized_features(self, state: MultiHeadMLPState, observation: jax.Array, update: bool):
+    def normalized_features(
+        self, state: MultiHeadMLPState, observation: jax.Array, update: bool
+    ) -> tuple[jax.Array, Any]:
         """The features the trunk sees for ``observation``.
 
         Args:
@@ -386,7 +388,15 @@ class MultiHeadMLPLearner:
             self.leaky_relu_slope,
         )
 
-    def head_update(self, state: MultiHeadMLPState, h, decay, rho, delta, cotangent) -> HeadUpdate:
+    def head_update(
+        self,
+        state: MultiHeadMLPState,
+        h: jax.Array,
+        decay: jax.Array,
+        rho: jax.Array | None,
+        delta: jax.Array,
+        cotangent: jax.Array,
+    ) -> HeadUpdate:
         """Every head's traces, optimizer step and new parameters for errors ``δ`` (before the
         select that keeps inactive heads); see ``horde.core.heads.head_update``.
 

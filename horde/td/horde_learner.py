@@ -281,13 +281,13 @@ class HordeLearner:
     def update_traced(
         self,
         state: HordeState,
-        observation,
-        cumulants,
-        next_observation,
-        terminated,
-        truncated,
-        discounts,
-        rhos,
+        observation: jax.Array,
+        cumulants: jax.Array,
+        next_observation: jax.Array,
+        terminated: jax.Array,
+        truncated: jax.Array,
+        discounts: jax.Array | None,
+        rhos: jax.Array | None,
     ) -> HordeUpdateResult:
         """``update`` without its boundary checks, for use inside traced code (a runner's scan,
         the Daemon's compiled step).
