@@ -59,7 +59,7 @@ class ObGDBounding:
         scale = self.scale(l1, error)
         return jax.tree_util.tree_map(lambda s: s * scale, steps), scale
 
-    def scale(self, l1: jax.Array, error: jax.Array | float) -> jax.Array:
+    def scale(self, l1: jax.typing.ArrayLike, error: jax.typing.ArrayLike) -> jax.Array:
         """``1 / max(κ max(|δ|, 1) l1, 1)`` for steps whose L1 norm ``‖α ⊙ z‖₁`` is ``l1``
         (for callers that know the norm without materialising the steps)."""
         m = self.kappa * jnp.maximum(jnp.abs(error), 1.0) * l1

@@ -104,7 +104,7 @@ def all_finite(values: np.ndarray) -> bool:
 def any_inf(values: np.ndarray) -> bool:
     """``np.isinf(values).any()`` (NaN entries are not infinite), without ``ndarray.any``'s
     Python-level dispatch."""
-    return np.count_nonzero(np.isinf(values)) > 0
+    return bool(np.count_nonzero(np.isinf(values)) > 0)
 
 
 def check_observation_values(name: str, x: Any) -> None:

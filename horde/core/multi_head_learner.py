@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -175,22 +176,22 @@ class MultiHeadMLPLearner:
                 raise ValueError(f"per_head_gamma_lamda[{bad[0]}] must be in [0, 1], got {float(phgl[bad[0]])}")
             per_head_gamma_lamda = tuple(float(v) for v in phgl)
 
-        self._n_heads = int(n_heads)
-        self.hidden_sizes = tuple(int(s) for s in hidden_sizes)
-        self.step_size = float(step_size)
-        self.optimizer = optimizer if optimizer is not None else LMS(self.step_size)
-        self._optimizer_given = optimizer
-        self.head_optimizer = head_optimizer
-        self.bounder = bounder
-        self.gamma = gamma
-        self.lamda = lamda
-        self._normalizer = normalizer
-        self.sparsity = float(sparsity)
-        self.leaky_relu_slope = float(leaky_relu_slope)
-        self.use_layer_norm = bool(use_layer_norm)
-        self.per_head_gamma_lamda = per_head_gamma_lamda
+        self._n_heads: int = int(n_heads)
+        self.hidden_sizes: tuple[int, ...] = tuple(int(s) for s in hidden_sizes)
+        self.step_size: float = float(step_size)
+        self.optimizer: Optimizer = optimizer if optimizer is not None else LMS(self.step_size)
+        self._optimizer_given: Optimizer | None = optimizer
+        self.head_optimizer: Optimizer | None = head_optimizer
+        self.bounder: ObGDBounding | None = bounder
+        self.gamma: float = gamma
+        self.lamda: float = lamda
+        self._normalizer: Normalizer | None = normalizer
+        self.sparsity: float = float(sparsity)
+        self.leaky_relu_slope: float = float(leaky_relu_slope)
+        self.use_layer_norm: bool = bool(use_layer_norm)
+        self.per_head_gamma_lamda: tuple[float, ...] | None = per_head_gamma_lamda
         if per_head_gamma_lamda is None:
-            self._head_decay = np.full((self._n_heads,), gamma * lamda, np.float32)
+            self._head_decay: np.ndarray = np.full((self._n_heads,), gamma * lamda, np.float32)
         else:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
         decays_need_traces = bool(np.any(self._head_decay > 0))
@@ -202,13 +203,13 @@ class MultiHeadMLPLearner:
                 f"store_head_traces=False but head {i} has trace decay gamma*lamda = "
                 f"{float(self._head_decay[i])} > 0, whose trace must be kept between steps"
             )
-        self.store_head_traces = None if store_head_traces is None else bool(store_head_traces)
-        self._stores_head_traces = decays_need_traces if store_head_traces is None else bool(store_head_traces)
+        self.store_head_traces: bool | None = None if store_head_traces is None else bool(store_head_traces)
+        self._stores_head_traces: bool = decays_need_traces if store_head_traces is None else bool(store_head_traces)
 
-        self._predict_jit = jax.jit(self.predict_traced)
-        self._update_jit = jax.jit(self.update_traced)
-        self.scan_compiled = jax.jit(self.scan_traced)
-        self.batched_compiled = jax.jit(self.batched_traced, static_argnums=(3,))
+        self._predict_jit: Callable[..., Any] = jax.jit(self.predict_traced)
+        self._update_jit: Callable[..., Any] = jax.jit(self.update_traced)
+        self.scan_compiled: Callable[..., Any] = jax.jit(self.scan_traced)
+        self.batched_compiled: Callable[..., Any] = jax.jit(self.batched_traced, static_argnums=(3,))
 
     # ---------------------------------------------------------------------------------------
     # Properties and configuration

@@ -35,7 +35,7 @@ class WelfordState(NamedTuple):
 
     mean: jax.Array
     m2: jax.Array
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, read by users and checkpoints
 
 
 class EMAState(NamedTuple):

@@ -159,7 +159,8 @@ def trunk_step(
         return new, optimizer_states, jnp.asarray(scale, jnp.float32)
     flat_grads = [g for x, g_a in factors for g in (jnp.outer(x, g_a), g_a)]
     flat_params = [p for pair in zip(params.weights, params.biases) for p in pair]
-    steps, opt_states = [], []
+    steps: list[Any] = []
+    opt_states: list[Any] = []
     for layer in range(len(params.weights)):
         pair = slice(2 * layer, 2 * layer + 2)  # a layer's weights and biases, one unit
         s, new_states = update_group(optimizer, optimizer_states[pair], tuple(flat_grads[pair]), None)

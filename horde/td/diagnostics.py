@@ -97,7 +97,8 @@ def rupee_update(
         ``(h_hat, d_bar, tau)``.
     """
     h_hat = h_hat + 5.0 * step_size * (dz - (h_hat @ x)[:, None] * x[None, :])
-    beta0 = np.maximum(1.0 - lamdas, 0.01) * step_size / 30.0
+    # float32 like λ (NumPy keeps the dtype with a Python scalar), as a JAX constant.
+    beta0 = jnp.asarray(np.maximum(1.0 - lamdas, 0.01) * step_size / 30.0)
     tau = (1.0 - beta0) * tau + beta0
     beta = beta0 / tau
     d_bar = (1.0 - beta)[:, None] * d_bar + beta[:, None] * dz

@@ -26,9 +26,9 @@ def gtd_correction(
     secondary: HeadParams,
     step_sizes: tuple[jax.Array, jax.Array],
     next_discounts: jax.Array,
-    lamdas: jax.Array,
+    lamdas: jax.typing.ArrayLike,
     next_features: jax.Array,
-    off_policy: jax.Array,
+    off_policy: jax.typing.ArrayLike,
 ) -> tuple[jax.Array, jax.Array]:
     """Subtracts ``α γ_{i,t+1} (1-λᵢ) (zᵢ·uᵢ) h_{t+1}`` from the off-policy heads.
 

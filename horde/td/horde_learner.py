@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -52,7 +52,7 @@ from horde.core import (
     optimizer_from_config,
     select_heads,
 )
-from horde.td.diagnostics import diagnostics_step, init_diagnostics
+from horde.td.diagnostics import DiagnosticsState, diagnostics_step, init_diagnostics
 from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.transitions import Transitions
@@ -118,7 +118,7 @@ class HordeLearner:
             demons = DemonSet(demons)
         if len(demons) == 0:
             raise ValueError("demons must hold at least one Demon, got an empty set")
-        self.demons = demons
+        self.demons: DemonSet = demons
         lamdas = np.asarray(demons.lamdas, np.float64)
         gammas = np.asarray(demons.constant_gammas, np.float64)
         # A demon needs a stored trace when its λ > 0 and its discount is not the constant 0;
@@ -126,8 +126,8 @@ class HordeLearner:
         # decays themselves change every step (γ_{i,t} λ_i), so the core stores the traces and
         # the update passes it each step's decays.
         trace_bound = lamdas * np.where(np.isnan(gammas), 1.0, gammas)
-        self._has_traces = bool(np.any(trace_bound.astype(np.float32) > 0))
-        self.core = MultiHeadMLPLearner(
+        self._has_traces: bool = bool(np.any(trace_bound.astype(np.float32) > 0))
+        self.core: MultiHeadMLPLearner = MultiHeadMLPLearner(
             n_heads=len(demons),
             hidden_sizes=hidden_sizes,
             optimizer=optimizer,
@@ -143,9 +143,8 @@ class HordeLearner:
             store_head_traces=self._has_traces,
         )
         head_opt = self.core.head_opt
-        base = getattr(head_opt, "step_size", None)
-        if base is None:
-            base = getattr(head_opt, "initial_step_size", 0.0)
+        base_or_none: float | None = getattr(head_opt, "step_size", None)
+        base: float = getattr(head_opt, "initial_step_size", 0.0) if base_or_none is None else base_or_none
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base
         if (
@@ -154,9 +153,9 @@ class HordeLearner:
             or secondary_step_size < 0
         ):
             raise ValueError(f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}")
-        self.secondary_step_size = float(secondary_step_size)
-        self.diagnostics = bool(diagnostics)
-        self._diagnostics_given = diagnostics_step_size
+        self.secondary_step_size: float = float(secondary_step_size)
+        self.diagnostics: bool = bool(diagnostics)
+        self._diagnostics_given: float | None = diagnostics_step_size
         if diagnostics_step_size is None:
             diagnostics_step_size = base if base > 0 else 0.01
         if (
@@ -165,17 +164,17 @@ class HordeLearner:
             or diagnostics_step_size <= 0
         ):
             raise ValueError(f"diagnostics_step_size must be a finite number > 0, got {diagnostics_step_size!r}")
-        self.diagnostics_step_size = float(diagnostics_step_size)
-        self._lamdas = lamdas.astype(np.float32)
-        self._z = np.asarray(demons.z, np.float32)
-        self._off_policy = np.asarray(demons.is_off_policy, bool)
-        self._has_off_policy = bool(self._off_policy.any())
+        self.diagnostics_step_size: float = float(diagnostics_step_size)
+        self._lamdas: np.ndarray = lamdas.astype(np.float32)
+        self._z: np.ndarray = np.asarray(demons.z, np.float32)
+        self._off_policy: np.ndarray = np.asarray(demons.is_off_policy, bool)
+        self._has_off_policy: bool = bool(self._off_policy.any())
 
-        self._update_jit = jax.jit(self.update_traced)
-        self._transition_jit = jax.jit(self.update_from_transition_traced)
-        self._predict_jit = jax.jit(self.core.predict_traced)
-        self.scan_compiled = jax.jit(self.scan_traced)
-        self.batched_compiled = jax.jit(self.batched_traced, static_argnums=(2,))
+        self._update_jit: Callable[..., Any] = jax.jit(self.update_traced)
+        self._transition_jit: Callable[..., Any] = jax.jit(self.update_from_transition_traced)
+        self._predict_jit: Callable[..., Any] = jax.jit(self.core.predict_traced)
+        self.scan_compiled: Callable[..., Any] = jax.jit(self.scan_traced)
+        self.batched_compiled: Callable[..., Any] = jax.jit(self.batched_traced, static_argnums=(2,))
 
     # ---------------------------------------------------------------------------------------
 
@@ -270,7 +269,7 @@ class HordeLearner:
             if self._has_off_policy
             else ()
         )
-        diagnostics = ()
+        diagnostics: DiagnosticsState | tuple[()] = ()
         if self.diagnostics:
             diagnostics = init_diagnostics(n, core.head_params.weights.shape[-1] + 1)
         return HordeState(core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics)
@@ -374,18 +373,19 @@ class HordeLearner:
             normalizer_state=norm_state,
             step_count=core.step_count + 1,
         )
+        new_diagnostics: DiagnosticsState | tuple[()]
         if self.diagnostics:
-            diagnostics, rupee, ude = diagnostics_step(
+            new_diagnostics, rupee, ude = diagnostics_step(
                 state.diagnostics, h, (z_w, z_b), delta, rho, active, self._lamdas, self.diagnostics_step_size
             )
         else:
-            diagnostics = ()
+            new_diagnostics = ()
             rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
         new_state = HordeState(
             core=new_core,
             discounts=next_discounts if self._has_traces else (),
             secondary_weights=secondary,
-            diagnostics=diagnostics,
+            diagnostics=new_diagnostics,
         )
         td_errors = jnp.where(active, delta, jnp.nan)
         metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)

@@ -29,7 +29,7 @@ def td_targets(
     next_values: jax.Array,
     next_discounts: jax.Array,
     terminated: jax.Array,
-    terminal_outcomes: jax.Array,
+    terminal_outcomes: jax.typing.ArrayLike,
 ) -> tuple[jax.Array, jax.Array]:
     """Every demon's TD target ``yᵢ = c_{i,t+1} + γ'_{i,t+1} vᵢ(S_{t+1}) + [terminated] zᵢ``.
 
@@ -49,7 +49,7 @@ def td_targets(
     return targets, gamma_next
 
 
-def trace_decay(discounts: jax.Array, lamdas: jax.Array) -> jax.Array:
+def trace_decay(discounts: jax.Array, lamdas: jax.typing.ArrayLike) -> jax.Array:
     """Each demon's trace decay for this step, ``γ_{i,t} λᵢ``.
 
     Args:
