@@ -159,7 +159,7 @@ def check_flag(name: str, value: Any) -> Any:
     return np.bool_(arr)
 
 
-def check_stream(learner: Any, observations: Any, targets: Any, feature_dim: int | None):
+def check_stream(learner: Any, observations: Any, targets: Any, feature_dim: int | None) -> tuple[jax.Array, jax.Array]:
     """Checks a recorded stream for a learner with ``learner.n_heads`` heads.
 
     Args:

@@ -118,7 +118,7 @@ def head_steps(
     head_optimizer_states: tuple[Any, Any],
     head_traces: tuple[jax.Array, jax.Array],
     errors: jax.Array,
-):
+) -> tuple[jax.Array, jax.Array, tuple[Any, Any], jax.Array, jax.Array]:
     """Per-head optimizer steps and bounding, vmapped over the head axis.
 
     Args:
