@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from demons import DemonSet
+from horde.td import HordeLearner
 
 __all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "build_demons", "build_learner"]
 
@@ -71,20 +72,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 RUN_DEFAULTS = DEFAULT_CONFIG["run"]
-LEARNER_KEYS = {
-    "hidden_sizes",
-    "optimizer",
-    "step_size",
-    "bounder",
-    "normalizer",
-    "sparsity",
-    "leaky_relu_slope",
-    "use_layer_norm",
-    "head_optimizer",
-    "secondary_step_size",
-    "diagnostics",
-    "diagnostics_step_size",
-}
+#: Learner settings a run config may give (its demons come from [nexting] and [[demons]]).
+LEARNER_KEYS = HordeLearner.CONFIG_KEYS - {"demons"}
 
 
 class ConfigError(ValueError):
@@ -189,7 +178,6 @@ def build_demons(config: dict[str, Any]) -> DemonSet:
 
 def build_learner(config: dict[str, Any]):
     """The HordeLearner a configuration declares."""
-    from horde.td import HordeLearner
 
     settings = dict(config.get("learner", {}))
     learner_config = {"demons": build_demons(config).to_dict()["demons"], **settings}

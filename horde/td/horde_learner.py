@@ -98,6 +98,25 @@ class HordeLearner:
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
     """
 
+    #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
+    CONFIG_KEYS = frozenset(
+        {
+            "demons",
+            "hidden_sizes",
+            "optimizer",
+            "step_size",
+            "bounder",
+            "normalizer",
+            "sparsity",
+            "leaky_relu_slope",
+            "use_layer_norm",
+            "head_optimizer",
+            "secondary_step_size",
+            "diagnostics",
+            "diagnostics_step_size",
+        }
+    )
+
     def __init__(
         self,
         demons: DemonSet | Sequence[Demon],
@@ -213,21 +232,7 @@ class HordeLearner:
         config = dict(config)
         if "demons" not in config:
             raise ValueError("config is missing the required key 'demons'")
-        allowed = {
-            "demons",
-            "hidden_sizes",
-            "optimizer",
-            "step_size",
-            "bounder",
-            "normalizer",
-            "sparsity",
-            "leaky_relu_slope",
-            "use_layer_norm",
-            "head_optimizer",
-            "secondary_step_size",
-            "diagnostics",
-            "diagnostics_step_size",
-        }
+        allowed = cls.CONFIG_KEYS
         unknown = set(config) - allowed
         if unknown:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(allowed)}")
