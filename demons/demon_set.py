@@ -184,6 +184,15 @@ class DemonSet:
         "_discount_stage",
         "_rho_stage",
     )
+    # Declared for the type checker: the slots are filled once, through object.__setattr__.
+    _demons: tuple[Demon, ...]
+    _by_name: dict[str, int]
+    _arrays: dict[str, np.ndarray]
+    _n_actions: int | None
+    _max_obs_index: int
+    _cumulant_stage: _Stage
+    _discount_stage: _Stage
+    _rho_stage: _Stage
 
     def __init__(self, demons: Iterable[Demon]):
         if isinstance(demons, DemonSet):

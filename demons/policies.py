@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -177,7 +177,8 @@ def fixed(probabilities: Sequence[float]) -> FixedPolicy:
       probabilities: non-negative, summing to 1 within 1e-6 (checked when the
         policy is attached to a Demon), e.g. ``(0, 1)`` for "always right".
     """
-    return FixedPolicy(probabilities)
+    # __post_init__ checks any sequence and stores it as a tuple of floats.
+    return FixedPolicy(cast(tuple[float, ...], probabilities))
 
 
 def deterministic(action: int, n_actions: int) -> FixedPolicy:

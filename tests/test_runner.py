@@ -254,6 +254,29 @@ def test_bad_run_arguments():
         horde.run(ok, "CartPole-v1", steps=5, policy=horde.FixedProbabilities([0.2, 0.3, 0.5]))
 
 
+class TupleActionEnv(gym.Env):
+    """Actions are (Discrete(2), Discrete(3)) pairs: a space with no fixed shape."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+        self.action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        return np.ones(1, np.float32), 1.0, False, False, {}
+
+
+def test_action_space_without_a_shape_fails_with_clear_message():
+    # Actions are stored as arrays: a Tuple action space used to end in a bare
+    # "can only concatenate tuple" TypeError on the first chunk.
+    learner = horde.HordeLearner([Demon("x", C.observation(0), D.constant(0.9))], hidden_sizes=(4,))
+    with pytest.raises(ValueError, match=r"action space Tuple\(Discrete\(2\), Discrete\(3\)\).*no fixed shape"):
+        horde.run(learner, TupleActionEnv(), steps=5, policy=lambda o, rng: (0, 1), progress=False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Results on disk and progress
 

@@ -121,7 +121,7 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     expected_type = HordeState if kind == "HordeLearner" else MultiHeadMLPState
     if not isinstance(state, expected_type):
         raise TypeError(f"state must be a {expected_type.__name__} for a {kind}, got {type(state).__name__}")
-    core = state.core if kind == "HordeLearner" else state
+    core = state.core if isinstance(state, HordeState) else state
     biases = np.shape(core.head_params.biases)
     n_seeds = None if len(biases) == 1 else int(biases[0])
     feature_dim = learner.core.feature_dim(core) if kind == "HordeLearner" else learner.feature_dim(core)
@@ -138,7 +138,7 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     }
     meta["checksum"] = _checksum(meta, leaves)
     buffer = io.BytesIO()
-    arrays = {f"leaf_{i:05d}": arr for i, (_, arr) in enumerate(leaves)}
+    arrays: dict[str, Any] = {f"leaf_{i:05d}": arr for i, (_, arr) in enumerate(leaves)}
     np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

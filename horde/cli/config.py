@@ -145,7 +145,7 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
         probs = policy.get("probabilities")
         _expect(
             isinstance(probs, list)
-            and probs
+            and len(probs) > 0
             and all(isinstance(p, (int, float)) and p >= 0 for p in probs)
             and abs(sum(probs) - 1) < 1e-6,
             "policy.probabilities",

@@ -23,7 +23,7 @@ def draw_figures(result: Any, out: Path) -> list[str]:
     matplotlib.use("Agg")
     from horde import plots
 
-    written = []
+    written: list[str] = []
     T = result.predictions.shape[1]
     if T == 0:
         return written

@@ -119,7 +119,7 @@ def draw(
             lo, hi = (y - se, y + se) if values.shape[0] > 1 else (None, None)
         ax.plot(x, y, color=color, lw=1.4, label=label)
         drawn.append(y)
-        if lo is not None:
+        if lo is not None and hi is not None:  # set together
             ax.fill_between(x, lo, hi, color=color, alpha=0.22, lw=0)
             drawn += [lo, hi]
     if wants_log(drawn) if logy is None else bool(logy):

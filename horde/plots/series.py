@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from horde.evaluation import error_curve
 from horde.plots.smoothing import moving_average, nanmean, thin
+
+if TYPE_CHECKING:
+    from horde.runs import RunResult
 
 __all__ = ["METRICS", "subset", "effective_smoothing", "metric_series"]
 
@@ -19,7 +22,7 @@ __all__ = ["METRICS", "subset", "effective_smoothing", "metric_series"]
 METRICS = ("td_error", "normalized_rmse", "rmse")
 
 
-def subset(result: Any, idx: Sequence[int]) -> Any:
+def subset(result: RunResult, idx: Sequence[int]) -> RunResult:
     """A shallow copy of ``result`` restricted to the demons at heads ``idx`` (their arrays,
     names and ``DemonInfo``)."""
     if not dataclasses.is_dataclass(result) or isinstance(result, type):

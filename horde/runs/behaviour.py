@@ -65,6 +65,10 @@ class BehaviourPolicy:
 class UniformRandom(BehaviourPolicy):
     """Uniformly random actions (the runner's default)."""
 
+    _space: gym.Space
+    _n: int | None  # None for a Box
+    _start: int
+
     def bind(self, action_space: gym.Space) -> UniformRandom:
         self._space = action_space
         if isinstance(action_space, gym.spaces.Discrete):

@@ -23,7 +23,7 @@ assigning to it replaces the state.
 from __future__ import annotations
 
 import operator
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,10 @@ __all__ = ["Daemon"]
 _F32 = jnp.float32
 
 
-class _Layout:
+_Fields = TypeVar("_Fields", bound=NamedTuple)
+
+
+class _Layout(Generic[_Fields]):
     """Names for the positions in a packed vector or in the rows of a packed result.
 
     ``index`` is a ``fields`` NamedTuple holding each field's position: an int, or a slice for
@@ -54,19 +57,19 @@ class _Layout:
     inputs, traced result rows) and unpacks, so the two cannot disagree.
     """
 
-    def __init__(self, fields: type, sizes: dict[str, int] | None = None):
+    def __init__(self, fields: type[_Fields], sizes: dict[str, int] | None = None):
         sizes = sizes or {}
         index, start = [], 0
         for name in fields._fields:
             size = sizes.get(name)
             index.append(start if size is None else slice(start, start + size))
             start += 1 if size is None else size
-        self.fields, self.index, self.size = fields, fields(*index), start
+        self.fields, self.index, self.size = fields, fields._make(index), start
 
     def stack(self, rows: Any) -> jax.Array:
         """The traced rows (a ``fields`` tuple) as one ``(size, n)`` array; a field of several
         rows is given as ``(its size, n)``."""
-        flat = []
+        flat: list[Any] = []
         for value, where in zip(rows, self.index):
             if isinstance(where, slice):
                 flat.extend(value[k] for k in range(where.stop - where.start))
@@ -76,7 +79,7 @@ class _Layout:
 
     def unpack(self, packed: Any) -> Any:
         """Each field of ``packed`` (views for NumPy input), as a ``fields`` tuple."""
-        return self.fields(*(packed[where] for where in self.index))
+        return self.fields._make(packed[where] for where in self.index)
 
 
 class _CoreRows(NamedTuple):
@@ -205,9 +208,9 @@ class Daemon:
         self._leaves = self._copy_jit(self._leaves_of(state))
 
     def _state_from(self, leaves: list, counts: list) -> Any:
-        leaves, counts = list(leaves), iter(counts)
+        leaves, remaining = list(leaves), iter(counts)
         for i in self._counters:
-            leaves.insert(i, next(counts))
+            leaves.insert(i, next(remaining))
         return jax.tree_util.tree_unflatten(self._treedef, leaves)
 
     def _leaves_of(self, state: Any) -> list:
@@ -410,7 +413,8 @@ class Daemon:
         discounts: Any = None,
         rhos: Any = None,
     ):
-        learner: HordeLearner = self.learner
+        learner = self.learner
+        assert isinstance(learner, HordeLearner)  # update() sends only a HordeLearner's calls here
         # The learner's own checks (shapes, values, off-policy rhos); only its compiled call
         # is replaced by the packed one.
         obs, c, next_obs, d, r = learner.checked_update_inputs(
@@ -445,10 +449,11 @@ class Daemon:
         """``HordeLearner.update_from_transition`` without ``state``: the demons compute their
         cumulants, discounts and importance ratios inside the compiled call. ``action`` must
         be an integer. Returns a ``HordeUpdateResult`` with NumPy fields and ``state=None``."""
-        if not self._horde:
+        learner = self.learner
+        if not isinstance(learner, HordeLearner):
             raise TypeError("update_from_transition needs a HordeLearner; this daemon holds a MultiHeadMLPLearner")
         # Observation values are checked inside the compiled call (see _checked_outputs).
-        obs, next_obs = self.learner.checked_transition_inputs(
+        obs, next_obs = learner.checked_transition_inputs(
             self._dim, observation, reward, next_observation, behaviour_prob, check_observations=False
         )
         reward_value = concrete_values(reward)
@@ -463,5 +468,5 @@ class Daemon:
         inputs.view(np.int32)[where.action] = _as_action(action)
         inputs[where.terminated] = check_flag("terminated", terminated)
         inputs[where.truncated] = check_flag("truncated", truncated)
-        host_checks = lambda: self.learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
+        host_checks = lambda: learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
         return self._horde_result(self._run(self._transition_jit, inputs, (), host_checks, _HORDE_ROWS))

@@ -37,6 +37,11 @@ class FeatureMap:
         dim: length of the feature vector.
     """
 
+    # Set only for the space kinds that use them.
+    _start: int  # Discrete: the first value
+    _starts: np.ndarray  # MultiDiscrete: the first value of each component, int64
+    _offsets: np.ndarray  # MultiDiscrete: where each component's one-hot block begins, int64
+
     def __init__(self, space: gym.Space) -> None:
         self.space = space
         if isinstance(space, gym.spaces.Box):
@@ -53,7 +58,7 @@ class FeatureMap:
             self.kind = "multidiscrete"
             nvec = np.asarray(space.nvec).ravel()
             self._offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]]).astype(np.int64)
-            self._start = np.asarray(space.start).ravel().astype(np.int64)
+            self._starts = np.asarray(space.start).ravel().astype(np.int64)
             self.dim = int(nvec.sum())
         else:
             raise ValueError(
@@ -72,7 +77,7 @@ class FeatureMap:
         if self.kind == "discrete":
             out[int(observation) - self._start] = 1.0
         else:
-            out[self._offsets + np.asarray(observation).ravel() - self._start] = 1.0
+            out[self._offsets + np.asarray(observation).ravel() - self._starts] = 1.0
         return out
 
     def batch(self, observations: Any) -> np.ndarray:
@@ -86,7 +91,7 @@ class FeatureMap:
         if self.kind == "discrete":
             out[rows, obs.astype(np.int64) - self._start] = 1.0
         else:
-            idx = self._offsets[None, :] + obs.reshape(obs.shape[0], -1) - self._start[None, :]
+            idx = self._offsets[None, :] + obs.reshape(obs.shape[0], -1) - self._starts[None, :]
             out[rows[:, None], idx] = 1.0
         return out
 
@@ -105,7 +110,7 @@ class FeatureMap:
             start = self._start
             return lambda o: jax.nn.one_hot(jnp.asarray(o).reshape(()) - start, dim, dtype=jnp.float32)
         offsets = jnp.asarray(self._offsets, jnp.int32)
-        starts = jnp.asarray(self._start, jnp.int32)
+        starts = jnp.asarray(self._starts, jnp.int32)
 
         def multidiscrete(o):
             idx = offsets + jnp.asarray(o, jnp.int32).reshape(-1) - starts

@@ -399,6 +399,7 @@ def run_jax(
                 good[0] = pending[-1]
             pending = (done_steps, T, first, buffers, watch, outs, carry.learner_state)
             done_steps += T
+        assert pending is not None  # steps >= 1: the loop ran
         collect(*pending)
     finally:
         bar.close()

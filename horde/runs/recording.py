@@ -289,7 +289,7 @@ class Recorder:
         for name, arr in zip(self._PER_STEP, (rewards, terminated, truncated, valid)):
             self.parts[name].append(arr[:, idx])
 
-    def arrays(self) -> dict[str, np.ndarray | None]:
+    def arrays(self) -> dict[str, Any]:
         """The recorded arrays, named as ``RunResult``'s fields (``rupee`` and ``ude`` None
         where they were not recorded)."""
         out: dict[str, np.ndarray | None] = {}

@@ -138,7 +138,7 @@ class RunResult:
                 "only a continuation with the same demons and record_every can be joined, got "
                 f"record_every {self.record_every} and {later.record_every}"
             )
-        joined = {}
+        joined: dict[str, Any] = {}
         for name in self.ARRAY_FIELDS:
             axis = 0 if name == "steps" or name.startswith("episode_") else 1
             joined[name] = np.concatenate([getattr(self, name), getattr(later, name)], axis=axis)
@@ -161,7 +161,7 @@ class RunResult:
         directory ``path``; returns it."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
+        arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
         for name in ("rupee", "ude"):
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))

@@ -28,6 +28,24 @@ from horde.td import Transitions
 __all__ = ["SingleStream", "VectorStream", "replay"]
 
 
+def action_layout(act_space: gym.Space) -> tuple[type, tuple[int, ...], int]:
+    """How actions of ``act_space`` are stored: dtype, shape of one action, and the value
+    subtracted from a discrete action (demons index discrete actions from 0: action
+    indicators, target policies).
+
+    Raises:
+        ValueError: ``act_space`` has no fixed shape (e.g. ``Tuple``, ``Dict``, ``Text``).
+    """
+    if isinstance(act_space, gym.spaces.Discrete):
+        return np.int32, (), int(act_space.start)
+    if act_space.shape is None:
+        raise ValueError(
+            f"action space {act_space!r} ({type(act_space).__name__}) has no fixed shape: actions "
+            "are stored as arrays, so use a Discrete, Box, MultiDiscrete or MultiBinary space"
+        )
+    return np.float32, act_space.shape, 0
+
+
 class SingleStream:
     """Steps one environment with the behaviour policy, resetting it at episode ends, and
     collects transitions as feature arrays.
@@ -45,11 +63,7 @@ class SingleStream:
     ) -> None:
         self.env, self.features, self.policy = env, features, policy
         self.rng = np.random.default_rng(seed)
-        discrete = isinstance(act_space, gym.spaces.Discrete)
-        self.action_dtype = np.int32 if discrete else np.float32
-        self.action_shape = () if discrete else act_space.shape
-        # Demons index discrete actions from 0 (action indicators, target policies).
-        self.action_start = int(act_space.start) if discrete else 0
+        self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
         self.episodes: list[tuple[int, int, float, int]] = []
         self.ep_return, self.ep_length = 0.0, 0
         self.raw, self.info = env.reset(seed=seed)
@@ -65,7 +79,7 @@ class SingleStream:
         dim = self.features.dim
         obs = np.empty((T, dim), np.float32)
         next_obs = np.empty((T, dim), np.float32)
-        actions = np.empty((T,) + self.action_shape, self.action_dtype)
+        actions: np.ndarray = np.empty((T,) + self.action_shape, self.action_dtype)
         rewards = np.empty(T, np.float32)
         terminated = np.zeros(T, bool)
         truncated = np.zeros(T, bool)
@@ -126,14 +140,13 @@ class VectorStream:
         self.mode, self.env, self.features = mode, env, features
         self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
         self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
-        discrete = isinstance(act_space, gym.spaces.Discrete)
-        self.action_dtype = np.int32 if discrete else np.float32
-        self.action_shape = () if discrete else act_space.shape
-        self.action_start = int(act_space.start) if discrete else 0
+        self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
         self.episodes: list[tuple[int, int, float, int]] = []
         self.ep_return, self.ep_length = np.zeros(N), np.zeros(N, np.int64)
         try:
-            self.raw, self.infos = env.reset(seed=[seed + i for i in range(N)])
+            # VectorEnv.reset is annotated `int | None`, but the Sync/Async vector environments
+            # take one seed per copy (a list); others refuse it below.
+            self.raw, self.infos = env.reset(seed=[seed + i for i in range(N)])  # type: ignore[arg-type]
         except (TypeError, ValueError, AssertionError, gym.error.Error):
             # Natively vectorised environments (e.g. make_vec's default for CartPole) take one
             # integer seed for the whole batch: copies then do not match single runs seed for seed.
@@ -146,7 +159,7 @@ class VectorStream:
             self.raw, self.infos = env.reset(seed=seed)
         self.x = features.batch(self.raw)
         self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
-        self.last_actions = np.zeros((N,) + self.action_shape, self.action_dtype)
+        self.last_actions: np.ndarray = np.zeros((N,) + self.action_shape, self.action_dtype)
 
     def collect(self, T: int, first_step: int) -> tuple[Transitions, np.ndarray]:
         """The next ``T`` steps of every copy, from global step ``first_step``: ``Transitions``
@@ -158,7 +171,7 @@ class VectorStream:
         N, dim, features = self.N, self.features.dim, self.features
         obs = np.empty((T, N, dim), np.float32)
         next_obs = np.empty((T, N, dim), np.float32)
-        actions = np.empty((T, N) + self.action_shape, self.action_dtype)
+        actions: np.ndarray = np.empty((T, N) + self.action_shape, self.action_dtype)
         rewards = np.zeros((T, N), np.float32)
         terminated = np.zeros((T, N), bool)
         truncated = np.zeros((T, N), bool)
@@ -186,8 +199,8 @@ class VectorStream:
             real_next = x_next
             if self.mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
                 real_next = x_next.copy()
-                for i in np.flatnonzero(ended):
-                    real_next[i] = features(next_infos["final_obs"][i])
+                for j in np.flatnonzero(ended):
+                    real_next[j] = features(next_infos["final_obs"][j])
             if not np.isfinite(real_next).all():
                 raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
             obs[t] = x
@@ -199,9 +212,9 @@ class VectorStream:
             valid[t] = live
             self.ep_return[live] += np.asarray(reward, np.float64)[live]
             self.ep_length[live] += 1
-            for i in np.flatnonzero(ended & live):
-                self.episodes.append((i, first_step + t, float(self.ep_return[i]), int(self.ep_length[i])))
-                self.ep_return[i], self.ep_length[i] = 0.0, 0
+            for j in np.flatnonzero(ended & live):
+                self.episodes.append((int(j), first_step + t, float(self.ep_return[j]), int(self.ep_length[j])))
+                self.ep_return[j], self.ep_length[j] = 0.0, 0
             if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
                 resetting = ended & live
             raw, infos, x = next_raw, next_infos, x_next
