@@ -335,7 +335,7 @@ class Daemon:
     @staticmethod
     def _core_result(rows: _CoreRows) -> MultiHeadMLPUpdateResult:
         return MultiHeadMLPUpdateResult(
-            state=None,
+            state=None,  # type: ignore[arg-type]  # the daemon keeps the state; its results carry None
             predictions=rows.predictions,
             errors=rows.errors,
             per_head_metrics=rows.per_head_metrics.T,
@@ -345,7 +345,7 @@ class Daemon:
     @staticmethod
     def _horde_result(rows: _HordeRows) -> HordeUpdateResult:
         return HordeUpdateResult(
-            state=None,
+            state=None,  # type: ignore[arg-type]  # the daemon keeps the state; its results carry None
             predictions=rows.predictions,
             td_errors=rows.td_errors,
             td_targets=rows.td_targets,
