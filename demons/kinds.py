@@ -320,7 +320,10 @@ class Kind:
         Returns:
           Batches whose positions together are exactly ``positions``.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{cls.__qualname__} is not a registered {cls.family} kind: a kind class sets `kind` and "
+            "defines `__call__` and `batched` (see demons.kinds)"
+        )
 
     def describe(self) -> str:
         """Short text for reports, e.g. ``"observation(2)"``, ``"function(speed)"``."""

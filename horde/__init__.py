@@ -1,7 +1,7 @@
 """horde: learn thousands of general value functions at once, in real time, with JAX."""
 
 from horde import evaluation
-from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from horde.cli import CheckpointError, load_checkpoint, save_checkpoint
 from horde.core import (
     IDBD,
     LMS,

@@ -419,3 +419,61 @@ def test_both_runners_record_the_demons_info_and_it_survives_save_and_load(tmp_p
         loaded = horde.RunResult.load(result.save(tmp_path / runner))
         assert loaded.demons == expected, runner
         assert all(isinstance(d, demons.DemonInfo) for d in loaded.demons), runner
+
+
+def _hand_built(n_names, k=4, n=2, **overrides):
+    fields = dict(
+        demon_names=tuple(f"d{i}" for i in range(n_names)),
+        steps=np.arange(k),
+        predictions=np.zeros((1, k, n)),
+        td_errors=np.zeros((1, k, n)),
+        cumulants=np.zeros((1, k, n)),
+        discounts=np.zeros((1, k, n)),
+        rewards=np.zeros((1, k)),
+        terminated=np.zeros((1, k), bool),
+        truncated=np.zeros((1, k), bool),
+        valid=np.ones((1, k), bool),
+        episode_seed=np.zeros(0, np.int64),
+        episode_end_step=np.zeros(0, np.int64),
+        episode_return=np.zeros(0),
+        episode_length=np.zeros(0, np.int64),
+        wall_time=1.0,
+        total_steps=k,
+        record_every=1,
+        config={},
+    )
+    fields.update(overrides)
+    return horde.RunResult(**fields)
+
+
+def test_run_result_refuses_arrays_that_do_not_fit_its_demons():
+    _hand_built(2)  # consistent: accepted
+    with pytest.raises(ValueError, match=r"predictions must have shape \(n_seeds, k, n_demons=3\).*got \(1, 4, 2\)"):
+        _hand_built(3)
+    with pytest.raises(ValueError, match=r"td_errors must have shape \(1, 4, 2\).*got \(1, 5, 2\)"):
+        _hand_built(2, td_errors=np.zeros((1, 5, 2)))
+    with pytest.raises(ValueError, match=r"rewards must have shape \(1, 4\).*got \(4,\)"):
+        _hand_built(2, rewards=np.zeros(4))
+    with pytest.raises(ValueError, match=r"episode_end_step must have shape \(2,\).*got \(0,\)"):
+        _hand_built(2, episode_seed=np.zeros(2, np.int64))
+
+
+def test_run_result_demons_are_demon_infos_in_name_order():
+    infos = [demons.Demon(f"d{i}", demons.cumulants.reward(), demons.discounts.constant(0.5)).info for i in range(2)]
+    r = _hand_built(2, demons=[infos[0]._asdict(), infos[1]])  # plain data is read back as DemonInfo
+    assert r.demons == tuple(infos)
+    with pytest.raises(ValueError, match="demons must describe the demon_names in order"):
+        _hand_built(2, demons=infos[::-1])
+    with pytest.raises(TypeError, match=r"demons\[0\] must be a demons.DemonInfo"):
+        _hand_built(2, demons=["d0", "d1"])
+
+
+def test_loading_a_run_whose_names_do_not_fit_its_arrays_is_refused(tmp_path):
+    import json
+
+    _hand_built(2).save(tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    meta["demon_names"] = meta["demon_names"][:1]
+    (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"predictions must have shape \(n_seeds, k, n_demons=1\)"):
+        horde.RunResult.load(tmp_path / "r")

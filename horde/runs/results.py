@@ -117,6 +117,46 @@ class RunResult:
         "episode_length",
     )
 
+    def __post_init__(self) -> None:
+        # A result is read by evaluation and plots long after it was made: check its shapes
+        # here, where a wrong one can still be named, rather than in a broadcast far away.
+        self.demon_names = tuple(self.demon_names)
+        if not all(isinstance(name, str) for name in self.demon_names):
+            raise TypeError(f"demon_names must be strings, got {self.demon_names!r}")
+        n = len(self.demon_names)
+        per_demon = np.shape(self.predictions)
+        if len(per_demon) != 3 or per_demon[2] != n:
+            raise ValueError(
+                f"predictions must have shape (n_seeds, k, n_demons={n}) for the {n} demon_names, got {per_demon}"
+            )
+        seeds, k = per_demon[0], per_demon[1]
+        expected: dict[str, tuple[Any, ...]] = {name: (seeds, k, n) for name in ("td_errors", "cumulants", "discounts")}
+        expected.update({name: (seeds, k) for name in ("rewards", "terminated", "truncated", "valid")})
+        expected["steps"] = (k,)
+        for name in ("rupee", "ude"):
+            if getattr(self, name) is not None:
+                expected[name] = (seeds, k, n)
+        episodes = np.shape(self.episode_seed)
+        for name in ("episode_seed", "episode_end_step", "episode_return", "episode_length"):
+            expected[name] = episodes if len(episodes) == 1 else (None,)
+        for name, shape in expected.items():
+            got = np.shape(getattr(self, name))
+            if got != shape:
+                raise ValueError(f"{name} must have shape {shape} (predictions are {per_demon}), got {got}")
+        infos = []
+        for i, info in enumerate(self.demons):
+            if isinstance(info, dict):
+                info = DemonInfo(**info)
+            if not isinstance(info, DemonInfo):
+                raise TypeError(f"demons[{i}] must be a demons.DemonInfo (Demon.info), got {info!r}")
+            infos.append(info)
+        self.demons = tuple(infos)
+        if self.demons and [d.name for d in self.demons] != list(self.demon_names):
+            raise ValueError(
+                f"demons must describe the demon_names in order (one DemonInfo each, or none), got "
+                f"{[d.name for d in self.demons]} for {list(self.demon_names)}"
+            )
+
     @property
     def n_seeds(self) -> int:
         return int(self.predictions.shape[0])
