@@ -229,10 +229,16 @@ def test_a_result_without_demon_data_has_no_timescales_and_one_cumulant_group():
 
 
 def test_demon_data_for_other_demons_is_refused():
-    result = synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"], infos=[info("a@1")])
+    # Refused when the result is built ...
+    for infos in ([info("a@1")], [info("b@10"), info("a@1")]):
+        with pytest.raises(ValueError, match="demons must describe the demon_names in order"):
+            synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"], infos=infos)
+    # ... and by the reports, for demon data replaced after that.
+    result = synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"])
+    result.demons = (info("a@1"),)
     with pytest.raises(ValueError, match=r"one DemonInfo per demon \(2\) or none, got 1"):
         plots.learning_curves(result, group_by="timescale")
-    result = synthetic(np.ones((1, 3, 2)), names=["a@1", "b@10"], infos=[info("b@10"), info("a@1")])
+    result.demons = (info("b@10"), info("a@1"))
     with pytest.raises(ValueError, match=r"describes demon 'b@10', expected 'a@1'"):
         plots.learning_curves(result, group_by="timescale")
 
