@@ -521,6 +521,27 @@ def test_ema_normalizer_tracks_a_shifted_stream():
     assert abs(mean - 10.0) < 1.0 and 4.0 < var < 16.0
 
 
+def test_ema_normalizer_output_matches_a_float64_loop():
+    """Every output against a float64 loop over the documented recursions (bias-corrected
+    moving mean and variance, output ``(o - μ) / sqrt(σ² + ε)``), with an ε large enough to
+    matter."""
+    d, eps = 0.9, 0.5
+    norm = EMANormalizer(decay=d, epsilon=eps)
+    state = norm.init(2)
+    data = np.random.default_rng(4).normal([1.0, -3.0], [0.5, 2.0], size=(40, 2))
+    mean = var = np.zeros(2)
+    weight = 0.0
+    for t, x in enumerate(data):
+        new_weight = d * weight + (1 - d)
+        old_mean = x if t == 0 else mean / weight
+        mean = d * mean + (1 - d) * x
+        var = d * var + (1 - d) * (x - old_mean) * (x - mean / new_weight)
+        weight = new_weight
+        want = (x - mean / weight) / np.sqrt(np.maximum(var / weight, 0.0) + eps)
+        out, state = norm.update(state, jnp.asarray(x, jnp.float32))
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
 def test_normalizer_is_used_by_the_learner():
     learner = MultiHeadMLPLearner(2, hidden_sizes=(4,), normalizer=WelfordNormalizer())
     state = learner.init(3, jax.random.key(0))
