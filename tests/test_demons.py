@@ -637,3 +637,27 @@ def test_random_sets_match_reference(kinds, seed):
     )
     args = [x[0] for x in random_transitions(1, seed=seed)]
     assert_evaluation_close(ds.evaluate(*args), reference_evaluate(ds, *args))
+
+
+def test_demon_info_describes_each_demon_as_data():
+    from demons import DemonInfo
+    from demons import cumulants as c
+    from demons import discounts as d
+    from demons import policies as p
+
+    cases = {
+        "nexting": (Demon("x@10", c.observation(2), d.timescale(10), lamda=0.9), ("observation(2)", "timescale", 10.0)),
+        "constant": (Demon("r", c.reward(), d.constant(0.75), z=-1.0), ("reward()", "constant", 4.0)),
+        "myopic": (Demon("m", c.constant(1.0), d.constant(0.0)), ("constant(1.0)", "constant", 1.0)),
+        "undiscounted": (Demon("u", c.constant(1.0), d.constant(1.0)), ("constant(1.0)", "constant", None)),
+        "until": (Demon("fall", c.constant(1.0), d.until(2, 0.2, absolute=True)), ("constant(1.0)", "until", None)),
+        "off": (Demon("a", c.action_indicator(1), d.timescale(4), target_policy=p.fixed([0.0, 1.0])), None),
+    }
+    for label, (demon, expected) in cases.items():
+        info = demon.info
+        assert isinstance(info, DemonInfo) and info.name == demon.name, label
+        assert (info.lamda, info.z, info.off_policy) == (demon.lamda, demon.z, demon.target_policy is not None)
+        assert info.cumulant_kind == demon.cumulant.kind and info.discount_kind == demon.discount.kind
+        if expected is not None:
+            assert (info.cumulant, info.discount_kind, info.timescale) == expected, label
+    assert cases["off"][0].info.timescale == 4.0 and cases["off"][0].info.off_policy
