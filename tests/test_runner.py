@@ -477,3 +477,20 @@ def test_loading_a_run_whose_names_do_not_fit_its_arrays_is_refused(tmp_path):
     (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"predictions must have shape \(n_seeds, k, n_demons=1\)"):
         horde.RunResult.load(tmp_path / "r")
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_episodes_end_at_the_recorded_steps_that_terminated_or_were_truncated(vector):
+    """Each finished episode's end step, length and return agree with the per-step records."""
+    learner = horde.HordeLearner(NEXTING, hidden_sizes=(8,))
+    env = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")]) if vector else "CartPole-v1"
+    result = horde.run(learner, env, steps=600, seed=2, chunk_size=64, progress=False)
+    ended = (result.terminated[0] | result.truncated[0]) & result.valid[0]
+    assert ended.sum() > 5
+    np.testing.assert_array_equal(result.episode_end_step, result.steps[ended])
+    starts = np.concatenate([[0], result.steps[ended][:-1] + (2 if vector else 1)])  # a vector env's autoreset step
+    np.testing.assert_array_equal(result.episode_length, result.steps[ended] - starts + 1)
+    returns = [
+        result.rewards[0][s : e + 1][result.valid[0][s : e + 1]].sum() for s, e in zip(starts, result.steps[ended])
+    ]
+    np.testing.assert_allclose(result.episode_return, returns)
