@@ -278,117 +278,52 @@ def run(
         "n_seeds": int(env.num_envs) if vector else 1,
         "learner": learner_config(learner),
     }
-    runner = _run_vector if vector else _run_single
-    return runner(
-        learner,
-        env,
-        features,
-        policy,
-        act_space,
-        steps,
-        seed,
-        state,
-        record_every,
-        chunk_size,
-        progress,
-        config,
-        callback,
-        stop_on_interrupt,
-        int(start_step),
-    )
-
-
-def _run_single(
-    learner,
-    env,
-    features,
-    policy,
-    act_space,
-    steps,
-    seed,
-    state,
-    record_every,
-    chunk_size,
-    progress,
-    config,
-    callback,
-    stop_on_interrupt,
-    start_step,
-):
-    policy = as_behaviour_policy(policy, act_space)
-    check_off_policy(learner, act_space, repr(policy), policy.has_probabilities)
-    config["policy"] = repr(policy)
-    if state is None:
-        state = learner.init(features.dim, jax.random.key(seed))
+    stream: SingleStream | VectorStream
+    if vector:
+        vector_stream = VectorStream(env, features, policy, act_space, seed)
+        config["seeded_per_copy"] = vector_stream.seeded_per_copy
+        behaviour, stream = vector_stream.policies[0], vector_stream
     else:
-        learner.check_state(state)
-    fn = _chunk_fn(learner, batched=False, masked=False, every=int(record_every))
-    stream = SingleStream(env, features, policy, act_space, seed)
-    replay(stream, start_step, chunk_size)
+        behaviour = as_behaviour_policy(policy, act_space)
+    check_off_policy(learner, act_space, repr(behaviour), behaviour.has_probabilities)
+    config["policy"] = repr(behaviour)
+    state = _initial_state(learner, state, features.dim, int(seed), config["n_seeds"] if vector else None)
+    if not vector:
+        stream = SingleStream(env, features, behaviour, act_space, seed)
+    fn = _chunk_fn(learner, batched=vector, masked=vector, every=int(record_every))
+    replay(stream, int(start_step), chunk_size)
     return _learn(
         learner,
         fn,
         state,
         stream,
         steps=steps,
-        start_step=start_step,
+        start_step=int(start_step),
         chunk_size=chunk_size,
         record_every=record_every,
         progress=progress,
         callback=callback,
         stop_on_interrupt=stop_on_interrupt,
         config=config,
-        n_seeds=1,
-        batched=False,
+        n_seeds=config["n_seeds"],
+        batched=vector,
     )
 
 
-def _run_vector(
-    learner,
-    env,
-    features,
-    policy,
-    act_space,
-    steps,
-    seed,
-    state,
-    record_every,
-    chunk_size,
-    progress,
-    config,
-    callback,
-    stop_on_interrupt,
-    start_step,
-):
-    stream = VectorStream(env, features, policy, act_space, seed)
-    config["seeded_per_copy"] = stream.seeded_per_copy
-    policy = stream.policies[0]
-    check_off_policy(learner, act_space, repr(policy), policy.has_probabilities)
-    config["policy"] = repr(policy)
-    N = stream.N
+def _initial_state(learner: HordeLearner, state: Any, dim: int, seed: int, copies: int | None) -> Any:
+    """The given state, checked, or a fresh one: for ``copies`` vector copies, copy ``i``
+    starts from ``jax.random.key(seed + i)``; a single environment from ``key(seed)``."""
+    if copies is None:
+        if state is None:
+            return learner.init(dim, jax.random.key(seed))
+        learner.check_state(state)
+        return state
     if state is None:
-        keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(N)])
-        state = jax.vmap(lambda k: learner.init_traced(features.dim, jax.random.wrap_key_data(k)))(keys)
-    elif np.shape(state.core.head_params.biases) != (N, learner.n_demons):
+        keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(copies)])
+        return jax.vmap(lambda k: learner.init_traced(dim, jax.random.wrap_key_data(k)))(keys)
+    if np.shape(state.core.head_params.biases) != (copies, learner.n_demons):
         raise ValueError(
-            f"state must be batched over the {N} copies (head biases of shape {(N, learner.n_demons)}), "
+            f"state must be batched over the {copies} copies (head biases of shape {(copies, learner.n_demons)}), "
             f"got {np.shape(state.core.head_params.biases)}"
         )
-    fn = _chunk_fn(learner, batched=True, masked=True, every=int(record_every))
-    replay(stream, start_step, chunk_size)
-    return _learn(
-        learner,
-        fn,
-        state,
-        stream,
-        steps=steps,
-        start_step=start_step,
-        chunk_size=chunk_size,
-        record_every=record_every,
-        progress=progress,
-        callback=callback,
-        stop_on_interrupt=stop_on_interrupt,
-        config=config,
-        n_seeds=N,
-        batched=True,
-    )
+    return state
