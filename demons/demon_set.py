@@ -77,7 +77,7 @@ def _checked(cls: type[Kind], batch: Batch) -> Batch:
         if getattr(out, "shape", None) != (k,) or getattr(out, "dtype", None) != np.float32:
             raise ValueError(
                 f"{cls.family} kind {cls.kind!r} ({cls.__qualname__}.batched) computed "
-                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demons, "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demon{'s' if k != 1 else ''}, "
                 f"expected float32 ({k},)"
             )
         return out
@@ -502,7 +502,9 @@ class DemonSet:
 
     def to_toml(self) -> str:
         """TOML text with one ``[[demons]]`` table per demon (inline sub-tables)."""
-        return _serialization.dumps_toml(self.to_dict(), header=f"horde demon set: {len(self)} demons")
+        return _serialization.dumps_toml(
+            self.to_dict(), header=f"horde demon set: {len(self)} demon{'s' if len(self) != 1 else ''}"
+        )
 
     @classmethod
     def from_toml(cls, text: str) -> DemonSet:
