@@ -26,7 +26,7 @@ hidden_sizes = [128, 128]
 step_size = 0.001
 normalizer = { type = "WelfordNormalizer" }
 bounder = { type = "ObGDBounding", kappa = 2.0 }
-diagnostics = true
+diagnostics = true          # RUPEE and UDE: about twice the cost of a step
 
 [nexting]                   # compact standard sets, and/or explicit [[demons]] tables
 observation_dim = 4
@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from demons import DemonSet
+from demons import RUN_CONFIG_SECTIONS, DemonSet
 from horde.td import HordeLearner
 
 __all__ = [
@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 DEMON_SECTIONS = ("demons", "nexting", "reward_demons")
-SECTIONS = ("env", "run", "policy", "learner", "plugins") + DEMON_SECTIONS
+SECTIONS = RUN_CONFIG_SECTIONS + DEMON_SECTIONS
 
 #: ``[policy] kind`` choices, one per behaviour policy of the Python API, with their keys:
 #: ``uniform`` (``horde.UniformRandom``), ``fixed`` (``horde.FixedProbabilities``, key
@@ -97,6 +97,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "hidden_sizes": [128, 128],
         "step_size": 0.001,
         "normalizer": {"type": "WelfordNormalizer"},
+        # On for the demo although RUPEE and UDE about double the cost of a step: the summary's
+        # RUPEE column and diagnostics.png are the only measure of off-policy demons, and a
+        # newcomer's first run should show them. Turn off in a config for speed.
         "diagnostics": True,
     },
     "nexting": {

@@ -132,12 +132,15 @@ def informative_demons(result: Any, n: int = 4) -> list[int]:
     picks = sorted({int(round(p)) for p in np.linspace(0, len(distinct) - 1, wanted)}) if distinct and wanted else []
     used: dict[Any, int] = {}
     kind_of = dict(zip(candidates, kinds))
+    scale_of = dict(zip(candidates, scales))
     spread: list[int] = []
     for p in picks:
         pick = min(by_scale[distinct[p]], key=lambda i: used.get(kind_of[i], 0))
         used[kind_of[pick]] = used.get(kind_of[pick], 0) + 1
         spread.append(pick)
     chosen = declared + spread
-    chosen += [i for i in candidates if i not in chosen][: n - len(chosen)]
+    # Filling up: longer questions before one-step ones, as above.
+    rest = sorted((i for i in candidates if i not in chosen), key=lambda i: (scale_of[i] or 0.0) <= 1)
+    chosen += rest[: n - len(chosen)]
     order = {i: (t is not None, t or 0.0) for i, t in zip(candidates, scales)}
     return sorted(chosen[:n], key=lambda i: order[i])
