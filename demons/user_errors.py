@@ -9,6 +9,7 @@ the code was called with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 
@@ -22,13 +23,13 @@ SIGNATURES = {
 }
 
 
-def is_user_kind(cls: type) -> bool:
+def is_user_kind(cls: Any) -> bool:
     """Whether ``cls``'s evaluation runs user code: a kind holding a callable (``plain_data``
     False) or one defined outside the ``demons`` package."""
     return not getattr(cls, "plain_data", True) or not cls.__module__.startswith("demons.")
 
 
-def explain(cls: type, names: Sequence[str], error: Exception, functions: Sequence[str] = ()) -> Exception:
+def explain(cls: Any, names: Sequence[str], error: Exception, functions: Sequence[str] = ()) -> Exception:
     """An exception naming the demons whose ``cls`` spec raised ``error`` while traced, the
     signature their function is called with, and for a Python ``if`` on a traced value the
     traceable alternative.

@@ -474,3 +474,30 @@ def test_star_import_leaves_matplotlib_alone(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True"]  # horde.plots still loads on first use
+
+
+def test_define_demons_guide_shows_what_horde_demons_prints(tmp_path, monkeypatch, capsys):
+    from horde.cli.main import main
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "define-demons.md").read_text()
+    toml = guide.split("in document\norder:\n\n```toml\n", 1)[1].split("```", 1)[0]
+    shown = guide.split("needed); for the file above:\n\n```text\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "guide.toml").write_text(toml)
+    assert main(["demons", "guide.toml"]) == 0
+    assert capsys.readouterr().out == shown
+
+
+def test_an_off_policy_demon_on_continuous_actions_is_told_why(tmp_path, monkeypatch, capsys):
+    from horde.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pendulum.toml").write_text(
+        '[env]\nid = "Pendulum-v1"\n\n[learner]\nhidden_sizes = [8]\n\n[[demons]]\nname = "off"\n'
+        'cumulant = { kind = "reward" }\ndiscount = { kind = "timescale", steps = 10 }\n'
+        'target_policy = { kind = "fixed", probabilities = [0.5, 0.5] }\n'
+    )
+    assert main(["run", "pendulum.toml", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "off-policy demons ['off'] need a Discrete action space" in err
+    assert "continuous actions have no probability mass" in err

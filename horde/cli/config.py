@@ -223,7 +223,7 @@ def validate_config(
         )
     if kind == "env":
         key = policy.get("key", "behaviour_probs")
-        _expect(isinstance(key, str) and key, "policy.key", key, "the info key of the action probabilities")
+        _expect(isinstance(key, str) and key != "", "policy.key", key, "the info key of the action probabilities")
     if kind in ("state", "callable"):
         _function(policy.get("function"), search)
 
