@@ -10,7 +10,12 @@ demons a configuration declares.
 Exit status: 0 on success, 2 for a bad command line or configuration (the message names the
 key and what it expected), 3 when learning diverged (the last good checkpoint is kept and the
 results up to the divergence are written), 130 when interrupted (after writing a final
-checkpoint and the partial results).
+checkpoint and the partial results; Ctrl-C while the figures are drawn stops quietly, the
+results being saved already).
+
+``horde run`` prints the per-demon summary first, then names each figure as it draws it (the
+ones that say how good the predictions are first). Demon kinds of your own are found once their
+module is imported: ``--plugin MODULE`` or ``[plugins] modules = [...]`` in the config.
 """
 
 from __future__ import annotations

@@ -154,7 +154,10 @@ def print_summary(result: Any) -> None:
         )
     else:
         if off.any():
-            notes.append("- off-policy demon: the observed return is not its target (see its RUPEE)")
+            notes.append(
+                "- off-policy demon: the observed return is not its target (RUPEE measures its error; "
+                "the learner tracks it with diagnostics = true)"
+            )
         if np.any(~off & ~np.isfinite(summary["rmse"])):
             notes.append(
                 "- no complete return in the last 10%: episodes end before the demon's horizon, "
