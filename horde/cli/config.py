@@ -26,7 +26,7 @@ hidden_sizes = [128, 128]
 step_size = 0.001
 normalizer = { type = "WelfordNormalizer" }
 bounder = { type = "ObGDBounding", kappa = 2.0 }
-diagnostics = true          # RUPEE and UDE: about twice the cost of a step
+diagnostics = true          # RUPEE and UDE: extra time per step, up to about twice
 
 [nexting]                   # compact standard sets, and/or explicit [[demons]] tables
 observation_dim = 4
@@ -97,7 +97,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "hidden_sizes": [128, 128],
         "step_size": 0.001,
         "normalizer": {"type": "WelfordNormalizer"},
-        # On for the demo although RUPEE and UDE about double the cost of a step: the summary's
+        # On for the demo although RUPEE and UDE cost up to about a step's time again: the summary's
         # RUPEE column and diagnostics.png are the only measure of off-policy demons, and a
         # newcomer's first run should show them. Turn off in a config for speed.
         "diagnostics": True,

@@ -96,7 +96,8 @@ class HordeLearner:
                        UDE = |mean| / (sqrt(var) + 1e-6)   (ρ = 1 on-policy)
 
             They are not free: up to about twice the time of a learning step
-            (``benchmarks/bench_diagnostics.py``); turn them on when you will read them.
+            (``benchmarks/bench_diagnostics.py`` measured 1.1 to 1.4 times on a loaded
+            2-core machine); turn them on when you will read them.
 
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
     """
