@@ -40,7 +40,7 @@ from demons.cumulants import (
     ThresholdCumulant,
 )
 from demons.demon import Demon, DemonInfo, nexting, reward_demons, timescale_label
-from demons.demon_set import MIN_BEHAVIOUR_PROB, DemonSet, Evaluation
+from demons.demon_set import MIN_BEHAVIOUR_PROB, RUN_CONFIG_SECTIONS, DemonSet, Evaluation
 from demons.discounts import (
     ConstantDiscount,
     Discount,
@@ -68,6 +68,7 @@ __all__ = [
     "reward_demons",
     "timescale_label",
     "MIN_BEHAVIOUR_PROB",
+    "RUN_CONFIG_SECTIONS",
     "PROBABILITY_TOLERANCE",
     # spec types: the kind base and the three families with their built-in kinds
     "Kind",

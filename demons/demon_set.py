@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from demons import checks
+from demons import checks, user_errors
 from demons import serialization as _serialization
 from demons.demon import Demon
-from demons.kinds import Batch, Kind, Transition, gather
+from demons.kinds import Batch, Kind, Transition, gather, label
 
-__all__ = ["Evaluation", "DemonSet", "MIN_BEHAVIOUR_PROB"]
+__all__ = ["Evaluation", "DemonSet", "MIN_BEHAVIOUR_PROB", "RUN_CONFIG_SECTIONS"]
 
 MIN_BEHAVIOUR_PROB = 1e-6
 r"""Default floor on :math:`\mu(A_t \mid S_t)` in :math:`\rho = \pi / \max(\mu, \epsilon)`.
@@ -48,6 +48,9 @@ The action was taken, so its behaviour probability must be positive; the
 floor only prevents ``inf``/``nan`` when a caller passes 0 by mistake, and
 bounds :math:`\rho \le 1/\epsilon`.
 """
+
+#: Sections of a ``horde run`` configuration that hold no demons (``DemonSet.load`` skips them).
+RUN_CONFIG_SECTIONS = ("env", "run", "policy", "learner", "plugins")
 
 
 class Evaluation(NamedTuple):
@@ -68,16 +71,25 @@ class Evaluation(NamedTuple):
 _F32 = jnp.float32
 
 
-def _checked(cls: type[Kind], batch: Batch) -> Batch:
-    """``batch`` whose output shape and dtype are checked when traced (a kind's contract)."""
+def _checked(cls: type[Kind], batch: Batch, names: Sequence[str], labels: Mapping[int, str]) -> Batch:
+    """``batch`` whose output shape and dtype are checked when traced (a kind's contract), and
+    whose user code's errors name the demons (``demons.user_errors``)."""
     k = len(batch.positions)
+    user = user_errors.is_user_kind(cls)
+    where = np.asarray(batch.positions).tolist()
+    owners, functions = [names[p] for p in where], [labels[p] for p in where]
 
     def compute(t: Transition) -> jax.Array:
-        out = batch.compute(t)
+        try:
+            out = batch.compute(t)
+        except Exception as e:
+            if not user:
+                raise
+            raise user_errors.explain(cls, owners, e, functions if not cls.plain_data else ()) from e
         if getattr(out, "shape", None) != (k,) or getattr(out, "dtype", None) != np.float32:
             raise ValueError(
                 f"{cls.family} kind {cls.kind!r} ({cls.__qualname__}.batched) computed "
-                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demons, "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')} for {k} demon{'s' if k != 1 else ''}, "
                 f"expected float32 ({k},)"
             )
         return out
@@ -85,8 +97,9 @@ def _checked(cls: type[Kind], batch: Batch) -> Batch:
     return Batch(np.asarray(batch.positions, np.int64), compute)
 
 
-def _by_kind(specs: Sequence[tuple[int, Kind]]) -> list[Batch]:
-    """Groups ``(position, spec)`` pairs by kind and collects each kind's batched form."""
+def _by_kind(specs: Sequence[tuple[int, Kind]], names: Sequence[str]) -> list[Batch]:
+    """Groups ``(position, spec)`` pairs by kind and collects each kind's batched form
+    (``names``: every demon's name, by position)."""
     groups: dict[type[Kind], tuple[list[int], list[Kind]]] = {}
     for pos, spec in specs:
         where, same = groups.setdefault(type(spec), ([], []))
@@ -95,7 +108,8 @@ def _by_kind(specs: Sequence[tuple[int, Kind]]) -> list[Batch]:
     batches: list[Batch] = []
     for cls, (where, same) in groups.items():
         positions = np.asarray(where, np.int64)
-        made = [_checked(cls, b) for b in cls.batched(positions, tuple(same))]
+        labels = {p: label(spec) for p, spec in zip(where, same)}
+        made = [_checked(cls, b, names, labels) for b in cls.batched(positions, tuple(same))]
         covered = np.concatenate([b.positions for b in made]) if made else np.zeros((0,), np.int64)
         if not np.array_equal(np.sort(covered), positions):  # positions are increasing
             raise ValueError(
@@ -137,7 +151,8 @@ class _Stage:
 
 
 def _spec_stage(demons: Sequence[Demon], field: str) -> _Stage:
-    return _Stage(len(demons), _by_kind([(pos, getattr(d, field)) for pos, d in enumerate(demons)]))
+    names = [d.name for d in demons]
+    return _Stage(len(demons), _by_kind([(pos, getattr(d, field)) for pos, d in enumerate(demons)], names))
 
 
 def _rho_stage(demons: Sequence[Demon]) -> _Stage:
@@ -147,7 +162,7 @@ def _rho_stage(demons: Sequence[Demon]) -> _Stage:
     batches = []
     if len(on_policy):
         batches.append(Batch.constant(on_policy, np.ones(len(on_policy))))
-    return _Stage(len(demons), batches + _by_kind(off_policy))
+    return _Stage(len(demons), batches + _by_kind(off_policy, [d.name for d in demons]))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -502,7 +517,9 @@ class DemonSet:
 
     def to_toml(self) -> str:
         """TOML text with one ``[[demons]]`` table per demon (inline sub-tables)."""
-        return _serialization.dumps_toml(self.to_dict(), header=f"horde demon set: {len(self)} demons")
+        return _serialization.dumps_toml(
+            self.to_dict(), header=f"horde demon set: {len(self)} demon{'s' if len(self) != 1 else ''}"
+        )
 
     @classmethod
     def from_toml(cls, text: str) -> DemonSet:
@@ -511,12 +528,24 @@ class DemonSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DemonSet:
-        """Reads a ``.json`` file as JSON and any other file as TOML."""
+        """Reads a ``.json`` file as JSON and any other file as TOML: a demon set, or the
+        demons of a whole ``horde run`` configuration (its ``[[demons]]``, ``[nexting]`` and
+        ``[reward_demons]`` sections, in file order; the run's own sections, listed in
+        ``RUN_CONFIG_SECTIONS``, are skipped).
+
+        A configuration whose demons use kinds of a plugin module (``[plugins] modules``) needs
+        that module imported first.
+
+        Raises:
+          ValueError: an unknown section or a bad demon (naming it).
+        """
         with open(path, "rb") as f:
             raw = f.read()
-        if str(path).lower().endswith(".json"):
-            return cls.from_dict(json.loads(raw.decode("utf-8")))
-        return cls.from_toml(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        data = json.loads(text) if str(path).lower().endswith(".json") else tomllib.loads(text)
+        if isinstance(data, Mapping):
+            data = {k: v for k, v in data.items() if k not in RUN_CONFIG_SECTIONS}
+        return cls.from_dict(data)
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes ``.json`` files as JSON and any other file as TOML."""

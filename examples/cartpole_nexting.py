@@ -16,12 +16,13 @@ sensor sums partly unpredictable, so the normalised RMSE grows with the timescal
 
 Figures (in ``--out``):
 
-* ``cartpole_learning_curves.png``: squared TD error and normalised RMSE over time, demons
-  grouped by timescale (median and interquartile range over the demons of each timescale);
+* ``cartpole_learning_curves.png``: normalised RMSE against the ideal returns (how good the
+  predictions are) and squared TD error over time, demons grouped by timescale (median and
+  interquartile range over the demons of each timescale);
 * ``cartpole_prediction_vs_return.png``: predictions against the ideal returns over the last
   300 steps for four demons.
 
-Run: python examples/cartpole_nexting.py [--steps 50000] [--seed 0] [--out docs/figures]
+Run: python examples/cartpole_nexting.py [--steps 50000] [--seed 0] [--out runs/examples]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=50_000, help="environment steps (default 50000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the environment, policy and weights (default 0)")
-    parser.add_argument("--out", default="docs/figures", help="directory for the figures (default docs/figures)")
+    parser.add_argument("--out", default="runs/examples", help="directory for the figures (default runs/examples)")
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2")
@@ -86,10 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(13, 4.6))
     FigureCanvasAgg(fig)
-    ax_td, ax_rmse = fig.subplots(1, 2)
+    # How good the predictions are comes first; the TD error (noise of each question included,
+    # so it need not fall) second.
+    ax_rmse, ax_td = fig.subplots(1, 2)
     smoothing = max(1, args.steps // 50)
-    plots.learning_curves(result, metric="td_error", group_by="timescale", smoothing=smoothing, ax=ax_td)
     plots.learning_curves(result, metric="normalized_rmse", group_by="timescale", smoothing=smoothing, ax=ax_rmse)
+    plots.learning_curves(result, metric="td_error", group_by="timescale", smoothing=smoothing, ax=ax_td)
     fig.set_layout_engine("tight")
     path = out / "cartpole_learning_curves.png"
     save_png(fig, path)

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baird-steps", type=int, default=3000, help="steps on Baird's counterexample (default 3000)")
     parser.add_argument("--collision-steps", type=int, default=50_000, help="steps on Collision (default 50000)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--out", default="docs/figures", help="directory for the figure (default docs/figures)")
+    parser.add_argument("--out", default="runs/examples", help="directory for the figure (default runs/examples)")
     args = parser.parse_args(argv)
     if args.baird_steps < 1 or args.collision_steps < 10:
         parser.error("--baird-steps must be >= 1 and --collision-steps >= 10")

@@ -19,7 +19,7 @@ five states (averaged over runs) at the end, and the learned values of the first
 Figure (``random_walk_td_lambda.png`` in ``--out``): left, the learned values after the last
 step against the true values; right, the RMS error over time for each ``λ``.
 
-Run: python examples/random_walk_td_lambda.py [--steps 5000] [--runs 20] [--out docs/figures]
+Run: python examples/random_walk_td_lambda.py [--steps 5000] [--runs 20] [--out runs/examples]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--chunk", type=int, default=10, help="steps per compiled call; values are read after each (default 10)"
     )
-    parser.add_argument("--out", default="docs/figures", help="directory for the figure (default docs/figures)")
+    parser.add_argument("--out", default="runs/examples", help="directory for the figure (default runs/examples)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.runs < 1 or args.chunk < 1:
         parser.error("--steps, --runs and --chunk must be positive")

@@ -29,7 +29,7 @@ Figure (``thousand_demons.png`` in ``--out``): squared TD error over time, the 1
 grouped by timescale: for each timescale the median over its demons with the interquartile
 range as a band.
 
-Run: python examples/thousand_demons.py [--steps 20000] [--out docs/figures]
+Run: python examples/thousand_demons.py [--steps 20000] [--out runs/examples]
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1024, help="steps of the compile-and-warm-up run (default 1024)")
     parser.add_argument("--record-every", type=int, default=5, help="record per-demon values every N steps (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--out", default="docs/figures", help="directory for the figure (default docs/figures)")
+    parser.add_argument("--out", default="runs/examples", help="directory for the figure (default runs/examples)")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 1 or args.record_every < 1:
         parser.error("--steps, --warmup and --record-every must be positive")

@@ -52,7 +52,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Plots need Matplotlib, which `import horde` does not load: `horde.plots` is imported on
-    # first use.
+    # first use. It is left out of __all__ so that `from horde import *` does not load it.
     if name == "plots":
         import importlib
 
@@ -80,7 +80,6 @@ __all__ = [
     "DiagnosticsState",
     "error_curve",
     "evaluation",
-    "plots",
     "ideal_returns",
     "run_ideal_returns",
     "BatchedMultiHeadResult",

@@ -661,3 +661,73 @@ def test_demon_info_describes_each_demon_as_data():
         if expected is not None:
             assert (info.cumulant, info.discount_kind, info.timescale) == expected, label
     assert cases["off"][0].info.timescale == 4.0 and cases["off"][0].info.off_policy
+
+
+# -- errors raised by a user's function name the demon and the signature -------------------------
+
+
+def _trace(ds):
+    return jax.jit(ds.evaluate)(jnp.zeros(4), 0, 0.0, jnp.zeros(4))
+
+
+def test_a_python_if_in_a_cumulant_function_names_the_demons_and_suggests_jnp_where():
+    def fast(observation, action, reward, next_observation):
+        if next_observation[0] > 0:  # a Python branch on a traced value
+            return 1.0
+        return 0.0
+
+    c = cumulants.function(fast, "fast")
+    ds = demons.DemonSet(
+        [demons.Demon("d1", c, discounts.timescale(10)), demons.Demon("d2", c, discounts.timescale(5))]
+    )
+    with pytest.raises(TypeError) as error:
+        _trace(ds)
+    message = str(error.value)
+    assert message.startswith("the cumulant of demons 'd1', 'd2' (function 'fast') failed while JAX traced it")
+    assert "fn(observation, action, reward, next_observation) -> scalar" in message
+    assert "jnp.where(condition, if_true, if_false)" in message
+    assert isinstance(error.value.__cause__, jax.errors.TracerBoolConversionError)
+
+
+def test_a_function_with_the_wrong_signature_is_told_the_right_one():
+    ds = demons.DemonSet(
+        [
+            demons.Demon("x@10", cumulants.observation(0), discounts.timescale(10)),
+            demons.Demon("odd", cumulants.function(lambda obs: obs[0], "first"), discounts.timescale(10)),
+        ]
+    )
+    with pytest.raises(TypeError, match=r"the cumulant of demon 'odd' \(function 'first'\)") as error:
+        _trace(ds)
+    assert "A function cumulant is called as fn(observation, action, reward, next_observation)" in str(error.value)
+    assert "jnp.where" not in str(error.value)
+
+    def gamma(observation, action, reward, next_observation):
+        return 0.9
+
+    ds = demons.DemonSet([demons.Demon("g", cumulants.reward(), discounts.function(gamma, "gamma"))])
+    with pytest.raises(TypeError, match=r"called as fn\(next_observation\) -> scalar in \[0, 1\]"):
+        _trace(ds)
+
+
+def test_a_function_returning_a_vector_names_the_demon():
+    ds = demons.DemonSet(
+        [demons.Demon("vec", cumulants.function(lambda o, a, r, n: n, "whole"), discounts.timescale(10))]
+    )
+    with pytest.raises(ValueError, match=r"demon 'vec' \(function 'whole'\).*must return a scalar, got shape \(4,\)"):
+        _trace(ds)
+
+
+def test_demon_set_load_reads_the_demons_of_a_run_config(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[env]\nid = "CartPole-v1"\n\n[run]\nsteps = 100\n\n[policy]\nkind = "uniform"\n\n'
+        "[learner]\nhidden_sizes = [8]\n\n[plugins]\nmodules = []\n\n"
+        "[nexting]\nobservation_dim = 2\ntimescales = [1, 10]\n\n"
+        '[[demons]]\nname = "fall"\ncumulant = { kind = "constant", value = 1.0 }\n'
+        'discount = { kind = "until", index = 1, threshold = 0.2 }\n'
+    )
+    ds = demons.DemonSet.load(path)
+    assert ds.names == ("obs[0]@1", "obs[0]@10", "obs[1]@1", "obs[1]@10", "fall")
+    path.write_text(path.read_text() + "\n[extra]\nx = 1\n")
+    with pytest.raises(ValueError, match="unknown top-level key 'extra'"):
+        demons.DemonSet.load(path)

@@ -510,3 +510,96 @@ assert "matplotlib" in sys.modules
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def demon_info(name, timescale, cumulant, *, off_policy=False, discount_kind="timescale"):
+    return demons.DemonInfo(
+        name=name,
+        cumulant=cumulant,
+        cumulant_kind="observation",
+        discount_kind=discount_kind,
+        timescale=timescale,
+        lamda=0.0,
+        z=0.0,
+        off_policy=off_policy,
+    )
+
+
+def test_flat_returns_marks_returns_that_barely_vary():
+    """γ = 0, so G_t = c_{t+1}: a constant 1 (std 0), a 0/1 alternation (std 0.5 = mean), 1 ±
+    0.01 (std = 1% of the mean), all zeros, and a γ = 1 demon that never completes."""
+    k = 40
+    alternate = np.arange(k) % 2
+    c = np.stack([np.ones(k), alternate, 1 + 0.01 * (2 * alternate - 1), np.zeros(k), np.ones(k)], axis=1)
+    g = np.zeros((k, 5))
+    g[:, 4] = 1.0
+    result = synthetic(np.zeros((1, k, 5)), cumulants=c, discounts=g)
+    from horde.evaluation import FLAT_RETURN_FRACTION, flat_returns
+
+    assert FLAT_RETURN_FRACTION == 0.05
+    np.testing.assert_array_equal(flat_returns(result), [True, False, True, True, False])
+    np.testing.assert_array_equal(flat_returns(result, fraction=0.005), [True, False, False, True, False])
+    with pytest.raises(ValueError, match=r"fraction must be a number in \[0, 1\), got 1.5"):
+        flat_returns(result, fraction=1.5)
+
+
+def test_informative_demons_puts_declared_questions_first_and_spreads_timescales():
+    rng = np.random.default_rng(0)
+    k = 60
+    infos = [
+        demon_info("a@1", 1.0, "observation(0)"),
+        demon_info("a@10", 10.0, "observation(0)"),
+        demon_info("a@100", 100.0, "observation(0)"),
+        demon_info("b@10", 10.0, "observation(1)"),
+        demon_info("b@100", 100.0, "observation(1)"),
+        demon_info("fall", None, "constant(1)", discount_kind="until"),
+        demon_info("off@10", 10.0, "observation(0)", off_policy=True),
+        demon_info("flat@10", 10.0, "constant(1)"),
+    ]
+    c = rng.normal(size=(k, 8))
+    c[:, 7] = 1.0  # a constant return: flat
+    result = synthetic(np.zeros((1, k, 8)), names=[i.name for i in infos], infos=infos, cumulants=c)
+    names = lambda idx: [result.demon_names[i] for i in idx]  # noqa: E731
+    # The declared question first; then timescales 10 and 100 (the one-step question only
+    # echoes the next observation), each from the cumulant used least so far; off-policy and
+    # flat demons never.
+    assert names(plots.informative_demons(result)) == ["fall", "a@10", "b@100", "a@100"]
+    assert names(plots.informative_demons(result, 2)) == ["fall", "a@10"]
+    assert names(plots.informative_demons(result, 8)) == ["fall", "a@1", "a@10", "b@10", "b@100", "a@100"]
+    with pytest.raises(ValueError, match="max_lines must be a positive integer, got 0"):
+        plots.informative_demons(result, 0)
+
+
+def test_a_group_without_values_leaves_the_legend():
+    """Timescale-100 demons whose returns never complete (γ = 1, no episode end) have no
+    normalised RMSE: their group is neither drawn nor in the legend."""
+    rng = np.random.default_rng(1)
+    k = 50
+    g = np.zeros((k, 4))
+    g[:, 2:] = 1.0
+    result = synthetic(
+        np.zeros((1, k, 4)),
+        names=["a@1", "b@1", "c@100", "d@100"],
+        predictions=rng.normal(size=(k, 4)),
+        cumulants=rng.normal(size=(k, 4)),
+        discounts=g,
+    )
+    (ax,) = plots.learning_curves(result, metric="normalized_rmse", group_by="timescale", smoothing=10).axes
+    assert legend_labels(ax) == ["timescale 1 step (2 demons)"]
+    assert len(ax.lines) == 1
+
+
+def test_normalized_rmse_groups_leave_out_flat_returns():
+    rng = np.random.default_rng(2)
+    k = 60
+    c = rng.normal(size=(k, 3))
+    c[:, 2] = 1.0 + 0.001 * rng.normal(size=k)  # std(G) 0.1% of mean |G|: RMSE / std(G) is no score
+    result = synthetic(
+        np.zeros((1, k, 3)), names=["a@1", "b@1", "c@1"], predictions=rng.normal(size=(k, 3)), cumulants=c
+    )
+    (ax,) = plots.learning_curves(result, metric="normalized_rmse", group_by="all", smoothing=10).axes
+    (two,) = plots.learning_curves(
+        result, metric="normalized_rmse", demons=["a@1", "b@1"], group_by="all", smoothing=10
+    ).axes
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), two.lines[0].get_ydata())
+    assert "1 demon whose return barely varies left out" in ax.get_title()

@@ -13,19 +13,25 @@ record_every = 1
 chunk_size = 1024
 checkpoint_every = 0        # steps between checkpoints (0: only at the end)
 
-[policy]
-kind = "uniform"            # or "fixed", with probabilities = [0.5, 0.5]
+[policy]                    # the behaviour policy (see POLICY_KINDS)
+kind = "uniform"            # or "fixed" (probabilities = [0.5, 0.5]), "env" (the environment's
+                            # own, e.g. horde/Collision-v0), "state" / "callable" (function =
+                            # "module:name")
+
+[plugins]                   # modules imported before the demons are read: their cumulant,
+modules = ["my_kinds"]      # discount and policy kinds register themselves on import
 
 [learner]                   # HordeLearner arguments
 hidden_sizes = [128, 128]
 step_size = 0.001
 normalizer = { type = "WelfordNormalizer" }
 bounder = { type = "ObGDBounding", kappa = 2.0 }
-diagnostics = true
+diagnostics = true          # RUPEE and UDE: extra time per step, up to about twice
 
 [nexting]                   # compact standard sets, and/or explicit [[demons]] tables
 observation_dim = 4
 timescales = [1, 10, 100]
+names = ["cart_position", "cart_velocity", "pole_angle", "pole_angular_velocity"]
 
 [[demons]]
 name = "steps_to_fall"
@@ -40,18 +46,48 @@ expected.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
+import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from demons import DemonSet
+from demons import RUN_CONFIG_SECTIONS, DemonSet
 from horde.td import HordeLearner
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "build_demons", "build_learner"]
+__all__ = [
+    "ConfigError",
+    "DEFAULT_CONFIG",
+    "POLICY_KINDS",
+    "load_config",
+    "validate_config",
+    "build_demons",
+    "build_learner",
+    "build_policy",
+    "import_plugins",
+]
 
 DEMON_SECTIONS = ("demons", "nexting", "reward_demons")
-SECTIONS = ("env", "run", "policy", "learner") + DEMON_SECTIONS
+SECTIONS = RUN_CONFIG_SECTIONS + DEMON_SECTIONS
+
+#: ``[policy] kind`` choices, one per behaviour policy of the Python API, with their keys:
+#: ``uniform`` (``horde.UniformRandom``), ``fixed`` (``horde.FixedProbabilities``, key
+#: ``probabilities``), ``env`` (the environment's own behaviour: the action probabilities it
+#: publishes in ``info[key]`` each step, key ``key``, default ``"behaviour_probs"``, as
+#: ``horde/Collision-v0`` does), ``state`` (``horde.StateProbabilities``, key ``function``:
+#: ``"module:name"`` of a ``(observation, info) -> probabilities`` function) and ``callable``
+#: (``horde.CallablePolicy``, key ``function``: ``"module:name"`` of an
+#: ``(observation, rng) -> action`` function; its probabilities are unknown, so on-policy
+#: demons only).
+POLICY_KINDS: dict[str, tuple[str, ...]] = {
+    "uniform": (),
+    "fixed": ("probabilities",),
+    "env": ("key",),
+    "state": ("function",),
+    "callable": ("function",),
+}
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "env": {"id": "CartPole-v1", "kwargs": {}},
@@ -61,6 +97,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "hidden_sizes": [128, 128],
         "step_size": 0.001,
         "normalizer": {"type": "WelfordNormalizer"},
+        # On for the demo although RUPEE and UDE cost up to about a step's time again: the summary's
+        # RUPEE column and diagnostics.png are the only measure of off-policy demons, and a
+        # newcomer's first run should show them. Turn off in a config for speed.
         "diagnostics": True,
     },
     "nexting": {
@@ -80,8 +119,11 @@ class ConfigError(ValueError):
     """A configuration that cannot be run; the message names the key."""
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Reads a TOML (or ``.json``) run configuration and validates it."""
+def load_config(path: str | Path, *, require_env: bool = True) -> dict[str, Any]:
+    """Reads a TOML (or ``.json``) run configuration and validates it (``validate_config``).
+
+    Plugin modules (``[plugins] modules``) are looked for on ``sys.path``, in the current
+    directory and in the config file's directory."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
@@ -90,7 +132,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from e
-    return validate_config(data)
+    return validate_config(data, require_env=require_env, search=(path.resolve().parent,))
 
 
 def _expect(cond: bool, key: str, value: Any, expected: str) -> None:
@@ -104,12 +146,23 @@ def _positive_int(section: dict, name: str, key: str, minimum: int = 1) -> None:
         _expect(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, key, v, f"an integer >= {minimum}")
 
 
-def validate_config(data: dict[str, Any]) -> dict[str, Any]:
-    """Checks a configuration dict and fills in defaults for the [env], [run] and [policy]
-    sections (the demons and the learner must be given, or come from ``DEFAULT_CONFIG``).
+def validate_config(
+    data: dict[str, Any], *, require_env: bool = True, search: Sequence[str | Path] = ()
+) -> dict[str, Any]:
+    """Checks a configuration dict and fills in defaults for the [run] and [policy] sections
+    (the demons and the learner must be given, or come from ``DEFAULT_CONFIG``).
+
+    Args:
+        data: the configuration's sections.
+        require_env: whether ``[env] id`` must be given (``horde demons`` needs no environment).
+        search: more directories to import ``[plugins] modules`` from (besides ``sys.path``
+            and the current directory).
 
     Returns:
         A new, complete configuration dict.
+
+    Raises:
+        ConfigError: naming the first bad key, the value it has and what was expected.
     """
     if not isinstance(data, dict):
         raise ConfigError(f"config must be a table of sections, got {type(data).__name__}")
@@ -117,14 +170,28 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config has unknown section {unknown[0]!r}; expected sections {list(SECTIONS)}")
     config = copy.deepcopy(data)
-    env = config.setdefault("env", {})
-    _expect(isinstance(env, dict), "env", env, "a table")
-    _expect(set(env) <= {"id", "kwargs"}, "env", sorted(env), "a table with keys 'id' and 'kwargs'")
+    plugins = config.get("plugins", {})
+    _expect(isinstance(plugins, dict) and set(plugins) <= {"modules"}, "plugins", plugins, "a table with key 'modules'")
+    modules = plugins.get("modules", [])
     _expect(
-        isinstance(env.get("id"), str) and env.get("id"), "env.id", env.get("id"), "a Gymnasium environment id string"
+        isinstance(modules, list) and all(isinstance(m, str) and m for m in modules),
+        "plugins.modules",
+        modules,
+        "a list of module names",
     )
-    env.setdefault("kwargs", {})
-    _expect(isinstance(env["kwargs"], dict), "env.kwargs", env["kwargs"], "a table of keyword arguments")
+    import_plugins(modules, search)
+    if require_env or "env" in config:
+        env = config.setdefault("env", {})
+        _expect(isinstance(env, dict), "env", env, "a table")
+        _expect(set(env) <= {"id", "kwargs"}, "env", sorted(env), "a table with keys 'id' and 'kwargs'")
+        _expect(
+            isinstance(env.get("id"), str) and env.get("id"),
+            "env.id",
+            env.get("id"),
+            "a Gymnasium environment id string",
+        )
+        env.setdefault("kwargs", {})
+        _expect(isinstance(env["kwargs"], dict), "env.kwargs", env["kwargs"], "a table of keyword arguments")
 
     run = config.setdefault("run", {})
     _expect(isinstance(run, dict), "run", run, "a table")
@@ -140,7 +207,9 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     policy = config.setdefault("policy", {"kind": "uniform"})
     _expect(isinstance(policy, dict), "policy", policy, "a table")
     kind = policy.get("kind", "uniform")
-    _expect(kind in ("uniform", "fixed"), "policy.kind", kind, "'uniform' or 'fixed'")
+    _expect(kind in POLICY_KINDS, "policy.kind", kind, f"one of {', '.join(map(repr, POLICY_KINDS))}")
+    keys = ("kind", *POLICY_KINDS[kind])
+    _expect(set(policy) <= set(keys), "policy", sorted(policy), f"keys {list(keys)} for kind {kind!r}")
     if kind == "fixed":
         probs = policy.get("probabilities")
         _expect(
@@ -152,7 +221,11 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
             probs,
             "a list of non-negative numbers summing to 1",
         )
-    _expect(set(policy) <= {"kind", "probabilities"}, "policy", sorted(policy), "keys 'kind' and 'probabilities'")
+    if kind == "env":
+        key = policy.get("key", "behaviour_probs")
+        _expect(isinstance(key, str) and key != "", "policy.key", key, "the info key of the action probabilities")
+    if kind in ("state", "callable"):
+        _function(policy.get("function"), search)
 
     learner = config.setdefault("learner", {})
     _expect(isinstance(learner, dict), "learner", learner, "a table")
@@ -185,3 +258,83 @@ def build_learner(config: dict[str, Any]):
         return HordeLearner.from_config(learner_config)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config [learner]: {e}") from e
+
+
+def import_plugins(modules: Sequence[str], search: Sequence[str | Path] = ()) -> None:
+    """Imports the plugin ``modules`` (``[plugins] modules``, ``--plugin``): a module that
+    defines cumulant, discount or policy kinds registers them on import, so that a config's
+    demons can name them.
+
+    Args:
+        modules: module names (``"my_kinds"``, ``"lab.kinds"``).
+        search: directories tried after ``sys.path`` (the current directory is always tried).
+
+    Raises:
+        ConfigError: a module cannot be imported (naming it and the reason).
+    """
+    for name in modules:
+        if name in sys.modules:
+            continue
+        extra = [str(Path(d)) for d in (*search, Path.cwd()) if str(Path(d)) not in sys.path]
+        sys.path[len(sys.path) :] = extra  # after the installed packages: a plugin never shadows them
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # a plugin's own error is the user's to read, in one line
+            where = ", ".join(["sys.path", *extra]) if extra else "sys.path"
+            raise ConfigError(
+                f"config key plugins.modules: cannot import {name!r} ({type(e).__name__}: {e}); looked in {where}"
+            ) from e
+        finally:
+            for d in extra:
+                sys.path.remove(d)
+
+
+def _function(spec: Any, search: Sequence[str | Path] = ()) -> Any:
+    """The callable ``"module:name"`` points to (``[policy] function``)."""
+    ok = isinstance(spec, str) and spec.count(":") == 1 and all(spec.split(":"))
+    _expect(ok, "policy.function", spec, "'module:name' of a function")
+    module, name = spec.split(":")
+    import_plugins([module], search)
+    fn = getattr(sys.modules[module], name, None)
+    _expect(callable(fn), "policy.function", spec, f"a function; module {module!r} has no callable {name!r}")
+    return fn
+
+
+class _InfoProbabilities:
+    """The environment's own behaviour policy: the action probabilities it publishes in
+    ``info[key]`` at each step (``horde/Collision-v0`` publishes ``info["behaviour_probs"]``)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.__name__ = f"info[{key!r}]"
+
+    def __call__(self, observation: Any, info: dict) -> Any:
+        if self.key not in info:
+            raise ValueError(
+                f"config key policy.kind = 'env' takes the behaviour policy's action probabilities "
+                f"from info[{self.key!r}], which this environment does not publish (info keys: "
+                f"{sorted(info)}); give policy.key, or choose another policy.kind"
+            )
+        return info[self.key]
+
+
+def build_policy(config: dict[str, Any]) -> Any:
+    """The behaviour policy a configuration declares (``[policy]``, see ``POLICY_KINDS``).
+
+    Returns:
+        A ``horde.runs.BehaviourPolicy``; it is checked against the environment's action
+        space when the run starts.
+    """
+    from horde.runs import CallablePolicy, FixedProbabilities, StateProbabilities, UniformRandom
+
+    policy = config.get("policy", {})
+    kind = policy.get("kind", "uniform")
+    if kind == "fixed":
+        return FixedProbabilities(policy["probabilities"])
+    if kind == "env":
+        return StateProbabilities(_InfoProbabilities(policy.get("key", "behaviour_probs")))
+    if kind == "state":
+        return StateProbabilities(_function(policy["function"]))
+    if kind == "callable":
+        return CallablePolicy(_function(policy["function"]))
+    return UniformRandom()

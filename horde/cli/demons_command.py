@@ -22,7 +22,7 @@ def _describe(spec: Any) -> str:
 
 def demons_command(args: Any) -> int:
     """Prints the demons of ``args.config`` as a table; returns the exit status."""
-    config = load_config(args.config)
+    config = load_config(args.config, require_env=False)  # the demons need no environment
     demon_set = build_demons(config)
     rows = [("name", "cumulant", "discount", "gamma", "lambda", "target policy")]
     for d in demon_set:
@@ -42,5 +42,5 @@ def demons_command(args: Any) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if j == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"\n{len(demon_set)} demons")
+    print(f"\n{len(demon_set)} demon{'' if len(demon_set) == 1 else 's'}")
     return 0

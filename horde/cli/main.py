@@ -2,14 +2,20 @@
 demons a configuration declares.
 
     horde run [CONFIG.toml] [--env ID] [--steps N] [--seeds K] [--seed S] [--out DIR]
-              [--resume DIR] [--checkpoint-every N] [--no-progress]
-    horde plot DIR
-    horde demons CONFIG.toml
+              [--resume DIR] [--checkpoint-every N] [--record-every N] [--plugin MODULE]
+              [--no-progress]
+    horde plot DIR [--demons NAME ...] [--metric METRIC]
+    horde demons CONFIG.toml [--plugin MODULE]
 
 Exit status: 0 on success, 2 for a bad command line or configuration (the message names the
 key and what it expected), 3 when learning diverged (the last good checkpoint is kept and the
 results up to the divergence are written), 130 when interrupted (after writing a final
-checkpoint and the partial results).
+checkpoint and the partial results; Ctrl-C while the figures are drawn stops quietly, the
+results being saved already).
+
+``horde run`` prints the per-demon summary first, then names each figure as it draws it (the
+ones that say how good the predictions are first). Demon kinds of your own are found once their
+module is imported: ``--plugin MODULE`` or ``[plugins] modules = [...]`` in the config.
 """
 
 from __future__ import annotations
@@ -18,9 +24,30 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from horde.cli.config import ConfigError
+from horde.cli.config import ConfigError, import_plugins
 
 __all__ = ["main"]
+
+
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse names the flag in its error)."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return convert
+
+
+_PLUGIN_HELP = (
+    "import MODULE first (repeatable): the cumulant, discount and policy kinds it defines can be "
+    "named in the config (as [plugins] modules = [...] does)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,21 +82,45 @@ def _parser() -> argparse.ArgumentParser:
         "results are written to DIR (or --out)",
     )
     run.add_argument(
-        "--checkpoint-every", type=int, metavar="N", help="write a checkpoint every N steps (and at the end)"
+        "--checkpoint-every",
+        type=_count(0),
+        metavar="N",
+        help="write a checkpoint every N steps (and at the end; 0: only at the end)",
     )
+    run.add_argument(
+        "--record-every",
+        type=_count(1),
+        metavar="N",
+        help="record every N-th step, overriding [run] record_every (records of long runs with many "
+        "demons are large; the RMSE figures need every step)",
+    )
+    run.add_argument("--plugin", action="append", metavar="MODULE", help=_PLUGIN_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     plot = sub.add_parser(
         "plot",
         help="redraw the figures of a saved run",
-        description="Redraw the figures of a run saved by 'horde run'.",
+        description="Redraw the figures of a run saved by 'horde run' (see the guide 'Read the plots').",
     )
     plot.add_argument("dir", help="the run's output directory")
+    plot.add_argument(
+        "--demons",
+        nargs="+",
+        metavar="NAME",
+        help="draw only these demons (names as 'horde demons' lists them); default: all, and a few "
+        "informative ones against their returns",
+    )
+    plot.add_argument(
+        "--metric",
+        metavar="METRIC",
+        help="the learning-curve metric: td_error, normalized_rmse or rmse (default: td_error and normalized_rmse)",
+    )
 
     dem = sub.add_parser(
         "demons", help="list the demons a config declares", description="List the demons a run configuration declares."
     )
     dem.add_argument("config", help="TOML (or .json) run configuration")
+    dem.add_argument("--plugin", action="append", metavar="MODULE", help=_PLUGIN_HELP)
     return parser
 
 
@@ -82,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        import_plugins(getattr(args, "plugin", None) or ())
         if args.command == "run":
             from horde.cli.run_command import run_command
 
@@ -96,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"horde {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # what was written is kept; the command said what that is
+        print(f"horde {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What a finished run shows: its figures and a per-demon summary table, and ``horde plot``.
+"""What a finished run shows: a per-demon summary table, its figures, and ``horde plot``.
 
 Reads the ``RunResult`` only: a demon's terminal outcome and whether it is off-policy come
 from ``RunResult.demons``.
@@ -6,6 +6,7 @@ from ``RunResult.demons``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,42 +14,115 @@ import numpy as np
 
 from horde.cli.config import ConfigError
 
-__all__ = ["draw_figures", "print_summary", "plot_command"]
+__all__ = [
+    "FIGURES_GUIDE",
+    "LARGE_RECORDS_BYTES",
+    "draw_figures",
+    "print_summary",
+    "plot_command",
+    "record_bytes",
+    "warn_if_large",
+]
+
+#: ``horde run`` warns before a run whose records will take more than this many bytes.
+LARGE_RECORDS_BYTES = 16_000_000
+
+#: Where the figures a run draws are explained.
+FIGURES_GUIDE = "the guide 'Read the plots' (docs/guides/plots.md)"
+
+#: Figure file name of each learning-curve metric.
+_CURVE_FILES = {"td_error": "learning_curves.png", "normalized_rmse": "normalized_rmse.png", "rmse": "rmse.png"}
+_CURVE_WHAT = {
+    "td_error": "squared TD error over time (noise of each question included: it need not fall to 0)",
+    "normalized_rmse": "normalised RMSE against the ideal returns over time, per timescale group",
+    "rmse": "RMSE against the ideal returns over time",
+}
 
 
-def draw_figures(result: Any, out: Path) -> list[str]:
-    """Draws the standard figures of ``result`` into ``out``; returns the file names written."""
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def draw_figures(result: Any, out: Path, *, demons: Any = None, metrics: Any = None) -> list[str]:
+    """Draws the standard figures of ``result`` into ``out``, saying what each one shows;
+    returns the file names written.
+
+    The figures that answer "how good are the predictions" come first: the predictions of a
+    few informative demons against their ideal returns (``horde.plots.informative_demons``)
+    and the normalised RMSE per group of demons (both need ``record_every=1``); then the
+    squared TD error and the RUPEE / UDE diagnostics.
+
+    Args:
+        result: a ``horde.RunResult``.
+        out: the directory to write into.
+        demons: names or head indices to draw (default: all; the prediction figure's own choice).
+        metrics: learning-curve metrics to draw (``horde.plots.METRICS``); default
+            ``td_error`` and, with ``record_every=1``, ``normalized_rmse``.
+
+    Raises:
+        ConfigError: an unknown demon or metric.
+        KeyboardInterrupt: after saying which figures were written and how to draw the rest.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from horde import plots
 
     written: list[str] = []
-    T = result.predictions.shape[1]
-    if T == 0:
+    if result.predictions.shape[1] == 0:
         return written
-    plots.learning_curves(result, path=out / "learning_curves.png")
-    written.append("learning_curves.png")
-    if result.record_every == 1:
-        plots.learning_curves(result, metric="normalized_rmse", path=out / "normalized_rmse.png")
-        written.append("normalized_rmse.png")
-        chosen = list(result.demon_names[:: max(1, result.n_demons // 4)][:4])
-        plots.prediction_vs_return(result, demons=chosen, path=out / "prediction_vs_return.png")
-        written.append("prediction_vs_return.png")
-    if result.rupee is not None:
-        plots.diagnostics_curves(result, which="both", path=out / "diagnostics.png")
-        written.append("diagnostics.png")
+    every_step = result.record_every == 1
+    if metrics is None:
+        metrics = ["td_error", "normalized_rmse"] if every_step else ["td_error"]
+    try:
+        idx = None if demons is None else plots.select_demons(result, demons)
+        for m in metrics:
+            plots.choice(m, "metric", plots.METRICS)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    try:
+        if every_step:
+            chosen = plots.informative_demons(result) if idx is None else idx[: plots.MAX_PANELS]
+            names = ", ".join(result.demon_names[i] for i in chosen)
+            _say(f"drawing prediction_vs_return.png: predictions against ideal returns of {names}")
+            plots.prediction_vs_return(result, demons=chosen, path=out / "prediction_vs_return.png")
+            written.append("prediction_vs_return.png")
+        for m in sorted(metrics, key=lambda m: m == "td_error"):
+            _say(f"drawing {_CURVE_FILES[m]}: {_CURVE_WHAT[m]}")
+            plots.learning_curves(result, metric=m, demons=idx, path=out / _CURVE_FILES[m])
+            written.append(_CURVE_FILES[m])
+        if result.rupee is not None:
+            _say("drawing diagnostics.png: RUPEE and UDE, online measures of learning progress")
+            plots.diagnostics_curves(result, which="both", demons=idx, path=out / "diagnostics.png")
+            written.append("diagnostics.png")
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted while drawing figures; the results are saved: 'horde plot {out}' draws them",
+            file=sys.stderr,
+        )
+        raise
+    except ValueError as e:  # e.g. a metric that needs every step recorded
+        raise ConfigError(str(e)) from e
+    _say(f"what the figures show: {FIGURES_GUIDE}")
     return written
 
 
 def print_summary(result: Any) -> None:
     """Prints a per-demon table over the last 10% of the run: normalised RMSE and RMSE against
-    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE."""
-    from horde.evaluation import demon_summary, off_policy_mask
+    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE.
+
+    A ``-`` marks a value that cannot be computed (no complete return, an off-policy demon, a
+    run not recorded at every step) and a ``†`` a normalised RMSE that is not meaningful
+    because the return barely varies (``horde.evaluation.flat_returns``); a footnote under
+    the table explains each mark shown.
+    """
+    from horde.evaluation import FLAT_RETURN_FRACTION, demon_summary, flat_returns, off_policy_mask
 
     summary = demon_summary(result)
     # An off-policy demon's target is the return under its own policy, not the observed one.
     off = off_policy_mask(result)
+    every_step = result.record_every == 1 and result.predictions.shape[1] > 0
+    flat = flat_returns(result) & ~off if every_step else np.zeros(result.n_demons, bool)
     summary["rmse"] = np.where(off, np.nan, summary["rmse"])
     summary["normalized_rmse"] = np.where(off, np.nan, summary["normalized_rmse"])
     rupee = None
@@ -68,14 +142,66 @@ def print_summary(result: Any) -> None:
         return f"{v:>10.4g}" if np.isfinite(v) else f"{'-':>10}"
 
     for i, name in enumerate(result.demon_names):
-        line = f"{name:<{width}}  {fmt(summary['normalized_rmse'][i])}  {fmt(summary['rmse'][i])}  {fmt(summary['mean_squared_td_error'][i])}"
+        nrmse = f"{'†':>10}" if flat[i] else fmt(summary["normalized_rmse"][i])
+        line = f"{name:<{width}}  {nrmse}  {fmt(summary['rmse'][i])}  {fmt(summary['mean_squared_td_error'][i])}"
         if rupee is not None:
             line += "  " + fmt(rupee[i])
         print(line)
+    notes = []
+    if not every_step:
+        notes.append(
+            f"- RMSE needs every step recorded; this run has record_every={result.record_every} (run with --record-every 1)"
+        )
+    else:
+        if off.any():
+            notes.append(
+                "- off-policy demon: the observed return is not its target (RUPEE measures its error; "
+                "the learner tracks it with diagnostics = true)"
+            )
+        if np.any(~off & ~np.isfinite(summary["rmse"])):
+            notes.append(
+                "- no complete return in the last 10%: episodes end before the demon's horizon, "
+                "so its return is never observed in full"
+            )
+    if flat.any():
+        notes.append(
+            f"† the return barely varies (std(G) <= {FLAT_RETURN_FRACTION:g} mean |G|): a normalised "
+            "RMSE is not meaningful, read the RMSE"
+        )
+    for note in notes:
+        print(note)
+
+
+def record_bytes(steps: int, seeds: int, record_every: int, n_demons: int, diagnostics: bool) -> int:
+    """Bytes a run's records take in memory: per recorded step and seed, float32 predictions,
+    TD errors, cumulants and discounts (and RUPEE and UDE with diagnostics) per demon, plus
+    the reward, step and episode flags."""
+    records = -(-steps // record_every) * seeds
+    per_demon = 4 * (6 if diagnostics else 4)
+    return records * (n_demons * per_demon + 16)
+
+
+def warn_if_large(config: dict[str, Any], learner: Any, steps: int) -> int:
+    """Warns on stderr, before a run starts, when its records will be large
+    (``record_bytes`` above ``LARGE_RECORDS_BYTES``), and says how ``--record-every`` shrinks
+    them; returns the estimated bytes."""
+    run = config["run"]
+    size = record_bytes(steps, run["seeds"], run["record_every"], learner.n_demons, learner.diagnostics)
+    if size > LARGE_RECORDS_BYTES:
+        every = run["record_every"]
+        print(
+            f"horde run: note: the records will take about {size / 1e6:,.0f} MB in memory "
+            f"({steps:,} steps x {run['seeds']} seed{'s' if run['seeds'] > 1 else ''} / record_every {every} x "
+            f"{learner.n_demons} demon{'s' if learner.n_demons != 1 else ''}); --record-every {10 * every} keeps one step in {10 * every}"
+            + (", but the RMSE figures and columns need every step recorded" if every == 1 else ""),
+            file=sys.stderr,
+        )
+    return size
 
 
 def plot_command(args: Any) -> int:
-    """``horde plot DIR``: redraws the figures of a saved run; returns the exit status."""
+    """``horde plot DIR [--demons ...] [--metric ...]``: redraws the figures of a saved run;
+    returns the exit status."""
     from horde.runs import RunResult
 
     path = Path(args.dir)
@@ -83,6 +209,7 @@ def plot_command(args: Any) -> int:
         result = RunResult.load(path)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"{path}: {e}") from e
-    figures = draw_figures(result, path)
+    metrics = None if getattr(args, "metric", None) is None else [args.metric]
+    figures = draw_figures(result, path, demons=getattr(args, "demons", None), metrics=metrics)
     print(f"wrote {' '.join(str(path / f) for f in figures)}")
     return 0

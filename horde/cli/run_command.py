@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from horde.cli.config import DEFAULT_CONFIG, ConfigError, build_learner, load_config, validate_config
-from horde.cli.report import draw_figures, print_summary
+from horde.cli.config import DEFAULT_CONFIG, ConfigError, build_learner, build_policy, load_config, validate_config
+from horde.cli.report import draw_figures, print_summary, warn_if_large
 
 __all__ = ["CHECKPOINT_FILE", "resolve_config", "run_command"]
 
@@ -31,8 +31,10 @@ def resolve_config(args: Any) -> dict[str, Any]:
         saved = Path(args.resume) / "config.json"
         if not saved.exists():
             raise ConfigError(f"--resume {args.resume}: no config.json there (not a directory written by 'horde run')")
-        given = [f"--{n}" for n in ("env", "seed", "seeds") if getattr(args, n) is not None] + (
-            ["CONFIG"] if args.config else []
+        given = (
+            [f"--{n}" for n in ("env", "seed", "seeds") if getattr(args, n) is not None]
+            + (["--record-every"] if getattr(args, "record_every", None) is not None else [])
+            + (["CONFIG"] if args.config else [])
         )
         if given:
             raise ConfigError(
@@ -41,7 +43,7 @@ def resolve_config(args: Any) -> dict[str, Any]:
             )
         config = load_config(saved)
     elif args.config:
-        config = load_config(args.config)
+        config = load_config(args.config, require_env=not args.env)
     else:
         config = validate_config(DEFAULT_CONFIG)
     if args.env:
@@ -57,7 +59,9 @@ def resolve_config(args: Any) -> dict[str, Any]:
             except gym.error.Error as e:
                 raise ConfigError(f"--env {args.env}: {e}") from e
             config["nexting"] = {"observation_dim": dim, "timescales": config["nexting"]["timescales"]}
-    for name in ("steps", "seeds", "seed", "checkpoint_every"):
+    plugins = config.setdefault("plugins", {}).setdefault("modules", [])
+    plugins += [m for m in getattr(args, "plugin", None) or () if m not in plugins]
+    for name in ("steps", "seeds", "seed", "checkpoint_every", "record_every"):
         value = getattr(args, name)
         if value is not None and not (args.resume and name == "steps"):
             config["run"][name] = value
@@ -78,15 +82,6 @@ def _make_env(config: dict[str, Any]):
         raise ConfigError(f"config key env.id: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
 
 
-def _policy(config: dict[str, Any]):
-    from horde.runs import FixedProbabilities, UniformRandom
-
-    policy = config["policy"]
-    if policy.get("kind", "uniform") == "fixed":
-        return FixedProbabilities(policy["probabilities"])
-    return UniformRandom()
-
-
 def run_command(args: Any) -> int:
     """Runs ``horde run`` with parsed ``args``; returns the exit status (0, 3 diverged, 130
     interrupted). Raises ``ConfigError`` for a bad command line or configuration."""
@@ -98,7 +93,7 @@ def run_command(args: Any) -> int:
     )
     learner = build_learner(config)
     env = _make_env(config)
-    policy = _policy(config)
+    policy = build_policy(config)
     run_cfg = config["run"]
     state, start_step, earlier = None, 0, None
     steps = run_cfg["steps"]
@@ -121,6 +116,7 @@ def run_command(args: Any) -> int:
             earlier = None  # only the checkpoint survived: the output holds the continuation
         run_cfg["steps"] = start_step + steps
     _check_against_env(learner, env, policy)
+    warn_if_large(config, learner, steps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
@@ -168,8 +164,8 @@ def run_command(args: Any) -> int:
     if earlier is not None:
         result = earlier.then(result)
     result.save(out)
-    figures = draw_figures(result, out)
     print_summary(result)
+    figures = draw_figures(result, out)
     print(
         f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
         f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: metrics.npz run.json config.json "

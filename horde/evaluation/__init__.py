@@ -5,6 +5,7 @@ its name). See ``horde.evaluation.returns`` for the definitions.
 """
 
 from horde.evaluation.demon_data import cumulants_of, demon_infos, off_policy_mask, terminal_outcomes, timescales
+from horde.evaluation.flat_returns import FLAT_RETURN_FRACTION, flat_returns
 from horde.evaluation.returns import (
     ErrorCurve,
     IdealReturns,
@@ -26,4 +27,6 @@ __all__ = [
     "timescales",
     "cumulants_of",
     "off_policy_mask",
+    "flat_returns",
+    "FLAT_RETURN_FRACTION",
 ]

@@ -6,7 +6,8 @@ canvas, so they work on headless machines, in scripts, tests and notebooks alike
 shows a returned figure). Give ``path=`` to also save the figure; the format follows the suffix
 (``.png``, ``.svg`` or ``.pdf``).
 
-Demons are chosen by name (``"obs[2]@10"``) or head index. When there are many of them, curves
+Demons are chosen by name (``"obs[2]@10"``) or head index; ``informative_demons`` picks a
+few worth comparing with their returns (a spread of timescales, declared questions first). When there are many of them, curves
 are grouped by timescale or by cumulant, as the run recorded them (``RunResult.demons``), and
 each group is drawn as its median over demons with an interquartile band.
 
@@ -24,7 +25,8 @@ returns), ``series`` (the numbers a curve draws), ``smoothing`` (NaN-aware numer
 from horde.plots.curves import DIAGNOSTICS, diagnostics_curves, learning_curves, seed_curves
 from horde.plots.drawing import SAVE_FORMATS
 from horde.plots.grouping import GROUP_BY
-from horde.plots.nexting import prediction_vs_return
+from horde.plots.nexting import MAX_PANELS, prediction_vs_return
+from horde.plots.selection import choice, informative_demons, select_demons
 from horde.plots.series import METRICS
 from horde.plots.smoothing import moving_average
 
@@ -32,6 +34,10 @@ __all__ = [
     "learning_curves",
     "seed_curves",
     "prediction_vs_return",
+    "informative_demons",
+    "select_demons",
+    "choice",
+    "MAX_PANELS",
     "diagnostics_curves",
     "moving_average",
     "METRICS",

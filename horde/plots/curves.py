@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 
+from horde.evaluation import flat_returns
 from horde.plots.drawing import YLABELS, curve_title, draw, new_figure, save, target_axes
 from horde.plots.grouping import GROUP_BY, auto_groups
 from horde.plots.selection import check_max_lines, check_result, check_smoothing, choice, select_demons
@@ -41,7 +43,9 @@ def learning_curves(
         metric: ``"td_error"``: squared TD error, moving average over ``smoothing`` steps
             (NaN-aware); ``"normalized_rmse"`` / ``"rmse"``: (normalised) RMSE of the
             predictions against the ideal returns over consecutive windows of ``smoothing``
-            steps (``horde.evaluation.error_curve``; needs ``record_every=1``).
+            steps (``horde.evaluation.error_curve``; needs ``record_every=1``). Demons whose
+            return barely varies (``horde.evaluation.flat_returns``) are left out of the
+            normalised RMSE: their score says nothing.
         demons: names or head indices; default: all.
         smoothing: window in steps; default about 1% of the run (at least 1).
         group_by: ``None``: one line per demon while there are at most ``max_lines``, grouped
@@ -89,11 +93,20 @@ def _curves(result, metric, demons, smoothing, group_by, max_lines, logy, path, 
     smoothing = check_smoothing(result, smoothing)
     groups = auto_groups(result, idx, group_by, max_lines)
     x, values = metric_series(result, metric, idx, smoothing, seed_mean=(band == "iqr"))
+    n_flat = 0
+    if metric == "normalized_rmse":
+        # A return that barely varies makes RMSE / std(G) large whatever the learner does.
+        flat = flat_returns(result)[idx]
+        values[..., flat] = np.nan
+        n_flat = int(flat.sum())
     fig, target = target_axes(ax)
     labels = [result.demon_names[i] for i in idx]
     n_shown = draw(target, x, values, labels, groups, band=band, max_lines=max_lines, logy=logy)
     target.set_ylabel(YLABELS[metric])
-    target.set_title(curve_title(metric, result, smoothing, groups, band, n_shown, max_lines), fontsize="medium")
+    title = curve_title(metric, result, smoothing, groups, band, n_shown, max_lines)
+    if n_flat:
+        title += f"\n{n_flat} demon{'s' if n_flat > 1 else ''} whose return barely varies left out"
+    target.set_title(title, fontsize="medium")
     save(fig, path)
     return fig
 

@@ -101,10 +101,13 @@ def draw(
         logy: log y axis; None: when the values drawn span more than two decades.
 
     Returns:
-        The number of curves drawn.
+        The number of curves drawn (curves without a finite value are left out).
     """
     drawn: list[np.ndarray] = []
     series = [(labels[p], [p]) for p in range(len(labels))] if groups is None else groups
+    # A curve with no value (no complete return in any window) has no line, legend entry or
+    # say in the axes' limits.
+    series = [(label, members) for label, members in series if np.isfinite(values[:, :, members]).any()]
     for (label, members), color in zip(series, _colors(len(series))):
         v = values[:, :, members]  # (S, m, g)
         if band == "iqr":
@@ -126,7 +129,7 @@ def draw(
         ax.set_yscale("log")
     ax.set_xlabel("steps")
     ax.grid(True, alpha=0.3, which="major")
-    if len(series) <= max_lines:
+    if 0 < len(series) <= max_lines:
         outside = len(series) > 6
         ax.legend(
             fontsize="small",

@@ -1,5 +1,5 @@
 """Checking a figure's arguments: the result, which demons (by name or head index), the
-smoothing window and the number of curves."""
+smoothing window and the number of curves; and which demons are worth showing by default."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["choice", "check_result", "select_demons", "check_smoothing", "check_max_lines"]
+from horde.evaluation import cumulants_of, flat_returns, off_policy_mask, run_ideal_returns, timescales
+
+__all__ = ["choice", "check_result", "select_demons", "check_smoothing", "check_max_lines", "informative_demons"]
 
 
 def choice(value: Any, name: str, choices: Sequence[str]) -> str:
@@ -55,12 +57,12 @@ def select_demons(result: Any, demons: Any, *, required: bool = False) -> list[i
                 close = difflib.get_close_matches(item, names, n=3)
                 hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
                 shown = ", ".join(map(repr, names[:6])) + (", ..." if n > 6 else "")
-                raise ValueError(f"unknown demon {item!r}{hint} This run has {n} demons: {shown}")
+                raise ValueError(f"unknown demon {item!r}{hint} This run has {n} demon{'s' if n != 1 else ''}: {shown}")
             i = lookup[item]
         elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             i = int(item)
             if not -n <= i < n:
-                raise ValueError(f"demon index {i} is out of range: this run has {n} demons")
+                raise ValueError(f"demon index {i} is out of range: this run has {n} demon{'s' if n != 1 else ''}")
             i %= n
         else:
             raise TypeError(f"demons must be names (str) or indices (int), got {item!r}")
@@ -87,3 +89,58 @@ def check_max_lines(max_lines: Any) -> int:
     if isinstance(max_lines, bool) or not isinstance(max_lines, (int, np.integer)) or max_lines < 1:
         raise ValueError(f"max_lines must be a positive integer, got {max_lines!r}")
     return int(max_lines)
+
+
+def informative_demons(result: Any, n: int = 4) -> list[int]:
+    """Head indices of ``n`` demons worth comparing with their returns: the default choice of
+    the prediction-vs-return figure.
+
+    Only on-policy demons with complete ideal returns whose return varies (not
+    ``horde.evaluation.flat_returns``) are candidates. Demons with a state-dependent discount
+    (no timescale: the questions a user declared, such as ``steps_to_fall``) come first, at
+    most half of ``n``; the rest spread over the recorded timescales (evenly over the distinct
+    timescales above 1 step, the longest included), each from a cumulant used least so far.
+    Fewer candidates than ``n``: all of them; none: the first ``n`` demons.
+
+    Args:
+        result: a ``horde.RunResult`` recorded with ``record_every=1``.
+        n: how many demons, at least 1.
+
+    Returns:
+        Up to ``n`` head indices: state-dependent discounts first, then by ascending timescale.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer, or the run was not recorded at every step.
+    """
+    n = check_max_lines(n)
+    ideal = run_ideal_returns(result)
+    usable = ideal.complete.any(axis=(0, 1)) & ~off_policy_mask(result) & ~flat_returns(result, ideal=ideal)
+    candidates = [int(i) for i in np.flatnonzero(usable)]
+    if not candidates:
+        return list(range(min(n, result.n_demons)))
+    scales = timescales(result, candidates)
+    kinds = cumulants_of(result, candidates)
+    declared = [i for i, t in zip(candidates, scales) if t is None][: max(1, n // 2)]
+    by_scale: dict[float, list[int]] = {}
+    for i, t in zip(candidates, scales):
+        if t is not None:
+            by_scale.setdefault(t, []).append(i)
+    distinct = sorted(by_scale)
+    if len(distinct) > 1 and distinct[0] <= 1:
+        distinct = distinct[1:]  # a one-step question (γ = 0) only echoes the next observation
+    wanted = n - len(declared)
+    picks = sorted({int(round(p)) for p in np.linspace(0, len(distinct) - 1, wanted)}) if distinct and wanted else []
+    used: dict[Any, int] = {}
+    kind_of = dict(zip(candidates, kinds))
+    scale_of = dict(zip(candidates, scales))
+    spread: list[int] = []
+    for p in picks:
+        pick = min(by_scale[distinct[p]], key=lambda i: used.get(kind_of[i], 0))
+        used[kind_of[pick]] = used.get(kind_of[pick], 0) + 1
+        spread.append(pick)
+    chosen = declared + spread
+    # Filling up: longer questions before one-step ones, as above.
+    rest = sorted((i for i in candidates if i not in chosen), key=lambda i: (scale_of[i] or 0.0) <= 1)
+    chosen += rest[: n - len(chosen)]
+    order = {i: (t is not None, t or 0.0) for i, t in zip(candidates, scales)}
+    return sorted(chosen[:n], key=lambda i: order[i])

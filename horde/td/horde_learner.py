@@ -95,6 +95,10 @@ class HordeLearner:
                 UDE:   the mean and variance of ρδ with the same unbiased average, β₀ = 10α,
                        UDE = |mean| / (sqrt(var) + 1e-6)   (ρ = 1 on-policy)
 
+            They are not free: up to about twice the time of a learning step
+            (``benchmarks/bench_diagnostics.py`` measured 1.1 to 1.4 times on a loaded
+            2-core machine); turn them on when you will read them.
+
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
     """
 
