@@ -177,8 +177,11 @@ def state_finite_fn(learner: HordeLearner, batched: bool):
     cache = compiled_cache(learner)
     key = ("finite", batched)
     if key not in cache:
+        own = getattr(learner, "finite_demons", None)  # a ControlLearner knows its own layout
 
         def finite(state):
+            if own is not None:
+                return own(state)
             core = state.core
             ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
             trunk = jax.tree_util.tree_leaves(core.trunk_params)
