@@ -180,12 +180,12 @@ class ReturnStats(NamedTuple):
     """Running statistics of each demon's discounted cumulant return (Welford).
 
     Attributes:
-        count: samples seen, float32 scalar.
+        n: samples seen, float32 scalar.
         mean: ``(n,)``.
         m2: sum of squared deviations, ``(n,)``.
     """
 
-    count: jax.Array
+    n: jax.Array
     mean: jax.Array
     m2: jax.Array
 
@@ -222,7 +222,7 @@ def scale_cumulants(
         ``(scaled cumulants, new returns, new stats, sigma)``, ``sigma`` the divisor ``(n,)``.
     """
     g = discounts * returns + cumulants
-    count = stats.count + 1.0
+    count = stats.n + 1.0
     d = g - stats.mean
     mean = stats.mean + d / count
     m2 = stats.m2 + d * (g - mean)
