@@ -218,9 +218,19 @@ class _ControlPolicy(Policy):
 
     @classmethod
     def batched(cls, positions: np.ndarray, specs: Sequence[Any]) -> list[Batch]:
-        """NaN: the ratio of a control demon needs its action values, which a DemonSet does not
-        have; the control learner computes it (a HordeLearner refuses control demons)."""
-        return [Batch.constant(positions, np.full(len(specs), np.nan))]
+        """No ratio here: a control demon's ratio needs its own action values, which a DemonSet
+        does not have. Evaluating a set that holds one raises (at trace time) a ValueError that
+        points to ``horde.ControlLearner``, which learns control demons."""
+        kind = cls.kind
+
+        def compute(t: Transition) -> jax.Array:
+            raise ValueError(
+                f"a demon with a {kind!r} target policy is a control demon: its importance ratio "
+                "depends on its own action values, so a DemonSet cannot evaluate it (a HordeLearner "
+                "cannot learn it); learn it with horde.ControlLearner"
+            )
+
+        return [Batch(positions, compute)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -386,3 +386,14 @@ def test_the_horde_inside_learns_exactly_as_it_would_alone():
 
     _, alone = jax.lax.scan(body, state, tuple(jnp.asarray(c) for c in stream))
     np.testing.assert_array_equal(values[:, 1:], np.asarray(alone))
+
+
+def test_a_demon_set_refuses_to_evaluate_a_control_demons_ratio():
+    ds = demons.DemonSet([control_demon(policies.greedy())])
+    with pytest.raises(ValueError, match="'greedy' target policy is a control demon.*horde.ControlLearner"):
+        ds.evaluate(jnp.zeros(4), 0, 1.0, jnp.zeros(4), behaviour_prob=0.5)
+
+
+def test_horde_run_refuses_epsilon_greedy_at_the_boundary():
+    with pytest.raises(ValueError, match="use horde.run_jax with a horde.ControlLearner"):
+        horde.runs.as_behaviour_policy(horde.EpsilonGreedy("q"), envs_random_walk().action_space)

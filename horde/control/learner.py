@@ -12,6 +12,7 @@ docs/concepts/control.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -144,6 +145,8 @@ class ControlLearner:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
                 raise ValueError(f"ControlLearner: {name} must be a finite number > 0, got {value!r}")
         self.control_demons = control
+        # Cumulants and discounts of the control demons: their ratios come from their own values.
+        self._questions = DemonSet([dataclasses.replace(d, target_policy=None) for d in control])
         self.horde = horde
         # Every demon, control demons first: what a runner records (DemonSet checks the names).
         self.demons = DemonSet(list(control) + (list(horde.demons) if horde is not None else []))
@@ -292,7 +295,7 @@ class ControlLearner:
         terminated = jnp.asarray(terminated, bool)
         episode_end = terminated | jnp.asarray(truncated, bool)
         action = jnp.asarray(action, jnp.int32)
-        ev = self.control_demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
+        ev = self._questions.evaluate(observation, action, reward, next_observation, behaviour_prob)
 
         x, stats = self.features(state, observation)
         if self.normalizer is not None:

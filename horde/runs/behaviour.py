@@ -221,15 +221,14 @@ class EpsilonGreedy(BehaviourPolicy):
         return jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
 
     def bind(self, action_space: gym.Space) -> BehaviourPolicy:
-        if not isinstance(action_space, gym.spaces.Discrete):
-            raise ValueError(f"EpsilonGreedy needs a Discrete action space, got {action_space!r}")
-        return self
+        raise ValueError(
+            f"{self!r} acts on a control demon's latest values inside the compiled step: use "
+            "horde.run_jax with a horde.ControlLearner (horde.run and the Daemon do not act on a "
+            "learner's values yet)"
+        )
 
     def sample(self, observation, info, rng):
-        raise ValueError(
-            "EpsilonGreedy acts on a control demon's values inside the compiled step: use horde.run_jax "
-            "with a horde.ControlLearner (horde.run does not act on a learner's values)"
-        )
+        raise ValueError(f"{self!r} has no Python form yet: use horde.run_jax")
 
     def __repr__(self) -> str:
         return (
