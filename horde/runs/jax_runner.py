@@ -41,6 +41,10 @@ Behaviour policies (``policy``):
 * ``"env"``: the environment's own behaviour policy, ``env.jax_behaviour_probs(state)``
   (``envs.Collision``, ``envs.BairdCounterexample``, ``envs.RandomWalk``), whose probabilities
   give off-policy demons their importance ratios.
+* ``horde.EpsilonGreedy(demon, ...)`` with a ``horde.ControlLearner``: ε-greedy on the control
+  demon's action values with the latest weights, so the action is chosen inside the scanned
+  step, from ``(learner state, features of S_t, t)``, just before the update that learns from
+  it; its exact probabilities give every off-policy demon its ratio.
 
 Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
 
@@ -52,8 +56,8 @@ Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
 
 (The draws of a whole chunk are made at once, outside the sequential loop, which gives the
 same numbers as drawing step by step.) ``k_policy`` draws the action (discrete uniform: ``jax.random.randint(k_policy, (), 0, n)``;
-probabilities ``p``: the first ``a`` with ``cumsum(p)[a] > jax.random.uniform(k_policy) *
-sum(p)``; Box: ``jax.random.uniform(k_policy, shape, minval=low, maxval=high)``), ``k_env``
+probabilities ``p``, fixed or ``EpsilonGreedy``'s ``μ(·|S_t)``: the first ``a`` with
+``cumsum(p)[a] > jax.random.uniform(k_policy) * sum(p)``; Box: ``jax.random.uniform(k_policy, shape, minval=low, maxval=high)``), ``k_env``
 is the step's key, and ``k_reset`` resets the environment where that step ended an episode.
 The step index ``t`` is global, so the numbers do not depend on ``chunk_size``, and copy ``i``
 of an ``n_seeds`` run equals a single run with seed ``seed + i`` (up to floating-point
