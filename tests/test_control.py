@@ -397,3 +397,17 @@ def test_a_demon_set_refuses_to_evaluate_a_control_demons_ratio():
 def test_horde_run_refuses_epsilon_greedy_at_the_boundary():
     with pytest.raises(ValueError, match="use horde.run_jax with a horde.ControlLearner"):
         horde.runs.as_behaviour_policy(horde.EpsilonGreedy("q"), envs_random_walk().action_space)
+
+
+def test_values_read_the_greedy_value_in_cumulant_units():
+    """``values_traced`` is ``max_a q(s, a)`` times σ, the sample standard deviation of the
+    discounted return so far."""
+    stream = mdp_stream(steps=60, seed=4)
+    learner = ControlLearner([control_demon(policies.greedy())], hidden_sizes=(4,))
+    _, final, _ = run_learner(learner, stream)
+    obs = jnp.asarray(stream[3][-1])
+    q = np.asarray(learner.action_values_traced(final, obs))[0]
+    sigma = float(learner.cumulant_scales(final)[0])
+    np.testing.assert_allclose(np.asarray(learner.values_traced(final, obs)), [q.max() * sigma], rtol=1e-6)
+    n, m2 = float(final.return_stats.n), np.asarray(final.return_stats.m2)[0]
+    np.testing.assert_allclose(sigma, np.sqrt(m2 / (n - 1) + 1e-8), rtol=1e-6)

@@ -10,7 +10,7 @@ This room imports ``horde.core``, ``horde.td`` and ``demons``; ``horde.runs`` dr
 """
 
 from horde.control.learner import ControlLearner, ControlState, ControlUpdateResult, is_control_demon
-from horde.control.rules import RULES, ControlStep, ReturnStats, control_step, scale_cumulants, tree_l1
+from horde.control.rules import RULES, ControlStep, ReturnStats, control_step, return_scale, scale_cumulants, tree_l1
 
 __all__ = [
     "RULES",
@@ -21,6 +21,7 @@ __all__ = [
     "ReturnStats",
     "control_step",
     "is_control_demon",
+    "return_scale",
     "scale_cumulants",
     "tree_l1",
 ]

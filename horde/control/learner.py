@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from demons import Demon, DemonSet, Evaluation
-from horde.control.rules import RULES, ReturnStats, control_step, scale_cumulants
+from demons import Demon, DemonSet, Evaluation, policies
+from horde.control.rules import RULES, ReturnStats, control_step, return_scale, scale_cumulants
 from horde.core import MultiHeadMLPLearner, ObGDBounding, WelfordNormalizer
 from horde.td import HordeLearner
 
@@ -286,6 +286,22 @@ class ControlLearner:
         x, _ = self.features(state, observation)
         forward = self._forward(self.network(self._n_actions(state)))
         return jax.vmap(forward, in_axes=(0, None))(state.params, x)
+
+    def cumulant_scales(self, state: ControlState) -> jax.Array:
+        """Each control demon's divisor :math:`\\sqrt{\\sigma^2 + 10^{-8}}` of its cumulant, ``(K,)``
+        (ones without ``scale_cumulants``)."""
+        if not self.scale_cumulants:
+            return jnp.ones((self.n_control,), jnp.float32)
+        return return_scale(state.return_stats)
+
+    def values_traced(self, state: ControlState, observation: jax.Array) -> jax.Array:
+        r"""Each control demon's value of ``observation`` in cumulant units, ``(K,)``:
+        :math:`\max_a q(s, a)` for a greedy demon, the ε-greedy expectation for an ε-greedy one,
+        times the current cumulant scale."""
+        q = self.action_values_traced(state, observation)
+        eps = jnp.asarray(self._epsilons)[:, None]
+        pi = eps / q.shape[-1] + (1.0 - eps) * policies.greedy_probabilities(q)
+        return jnp.sum(pi * q, axis=-1) * self.cumulant_scales(state)
 
     def evaluate_and_update_traced(
         self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from demons import policies
 from horde.core import ObGDBounding
 
-__all__ = ["RULES", "ControlStep", "ReturnStats", "control_step", "scale_cumulants", "tree_l1"]
+__all__ = ["RULES", "ControlStep", "ReturnStats", "control_step", "return_scale", "scale_cumulants", "tree_l1"]
 
 RULES = ("q_lambda", "sarsa", "greedy_gq")
 """The learning rules of a control demon (see the module docstring)."""
@@ -226,6 +226,13 @@ def scale_cumulants(
     d = g - stats.mean
     mean = stats.mean + d / count
     m2 = stats.m2 + d * (g - mean)
-    var = jnp.where(count < 2.0, 1.0, m2 / jnp.maximum(count - 1.0, 1.0))
-    sigma = jnp.sqrt(var + epsilon)
-    return cumulants / sigma, jnp.where(episode_end, 0.0, g), ReturnStats(count, mean, m2), sigma
+    stats = ReturnStats(count, mean, m2)
+    sigma = return_scale(stats, epsilon)
+    return cumulants / sigma, jnp.where(episode_end, 0.0, g), stats, sigma
+
+
+def return_scale(stats: ReturnStats, epsilon: float = 1e-8) -> jax.Array:
+    r""":math:`\sqrt{\sigma^2 + \epsilon}` with :math:`\sigma^2` the sample variance of the returns
+    seen (1 until two samples), ``(n,)``."""
+    var = jnp.where(stats.n < 2.0, 1.0, stats.m2 / jnp.maximum(stats.n - 1.0, 1.0))
+    return jnp.sqrt(var + epsilon)
