@@ -226,8 +226,8 @@ class DemonSet:
         n_actions = None
         first = None
         for demon in demons:
-            if demon.target_policy is None:
-                continue
+            if demon.target_policy is None or demon.target_policy.control:
+                continue  # a control demon has one head per action of the environment
             k = demon.target_policy.n_actions
             if n_actions is None:
                 n_actions, first = k, demon.name

@@ -41,6 +41,11 @@ __all__ = [
     "deterministic",
     "uniform",
     "function",
+    "GreedyPolicy",
+    "EpsilonGreedyPolicy",
+    "greedy",
+    "epsilon_greedy",
+    "greedy_probabilities",
 ]
 
 PROBABILITY_TOLERANCE = 1e-6
@@ -59,6 +64,10 @@ class Policy(Kind):
 
     family: ClassVar[str] = "target_policy"
     n_actions: int
+    #: True for a policy defined on the demon's own action values (a control demon): its
+    #: probabilities come from ``probabilities(action_values)``, its ``n_actions`` is None (the
+    #: environment's), and its ratio is computed by the control learner, not by a DemonSet.
+    control: ClassVar[bool] = False
 
     def check_n_actions(self, n_actions: int, owner: str) -> None:
         if self.n_actions != n_actions:
@@ -166,7 +175,97 @@ class FunctionPolicy(Policy):
         return per_distinct_spec(positions, specs, lambda spec, t: ratio(t, spec(t.observation)))
 
 
-POLICY_TYPES = (FixedPolicy, FunctionPolicy)
+def greedy_probabilities(action_values: jax.Array) -> jax.Array:
+    r"""The greedy distribution on action values, ties split evenly.
+
+    .. math::
+        \pi(a \mid s) = \frac{\mathbb{1}[q(s, a) = \max_b q(s, b)]}{|\{b : q(s, b) = \max_c q(s, c)\}|}
+
+    Args:
+      action_values: ``(..., n_actions)``, :math:`q(s, \cdot)` along the last axis.
+
+    Returns:
+      float32 ``(..., n_actions)`` probabilities summing to 1 along the last axis.
+    """
+    q = jnp.asarray(action_values)
+    is_max = (q == jnp.max(q, axis=-1, keepdims=True)).astype(jnp.float32)
+    return is_max / jnp.sum(is_max, axis=-1, keepdims=True)
+
+
+class _ControlPolicy(Policy):
+    """A policy on the demon's own action values: the base of ``greedy`` and ``epsilon_greedy``."""
+
+    control: ClassVar[bool] = True
+
+    # No fixed action count: a control demon has one head per action of the environment.
+    @property
+    def n_actions(self) -> None:  # type: ignore[override]
+        return None
+
+    def check_n_actions(self, n_actions: int, owner: str) -> None:
+        if n_actions < 1:
+            raise ValueError(f"target policy of {owner} needs discrete actions, got n_actions={n_actions}")
+
+    def probabilities(self, action_values: jax.Array) -> jax.Array:
+        r""":math:`\pi(\cdot \mid s)` from the demon's own action values ``(..., n_actions)``."""
+        raise NotImplementedError
+
+    def __call__(self, observation) -> jax.Array:
+        raise TypeError(
+            f"a {self.kind} target policy is defined on its demon's own action values, not on an "
+            f"observation: call probabilities(action_values), or learn the demon with horde.ControlLearner"
+        )
+
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[Any]) -> list[Batch]:
+        """No ratio here: a control demon's ratio needs its own action values, which a DemonSet
+        does not have. Evaluating a set that holds one raises (at trace time) a ValueError that
+        points to ``horde.ControlLearner``, which learns control demons."""
+        kind = cls.kind
+
+        def compute(t: Transition) -> jax.Array:
+            raise ValueError(
+                f"a demon with a {kind!r} target policy is a control demon: its importance ratio "
+                "depends on its own action values, so a DemonSet cannot evaluate it (a HordeLearner "
+                "cannot learn it); learn it with horde.ControlLearner"
+            )
+
+        return [Batch(positions, compute)]
+
+
+@dataclasses.dataclass(frozen=True)
+class GreedyPolicy(_ControlPolicy):
+    r"""Greedy on the demon's own action values, :math:`\pi(a \mid s) = \mathbb{1}[a = \arg\max_b q(s, b)]`
+    (ties split evenly): the demon is a control demon (Q(λ) or Greedy-GQ(λ))."""
+
+    kind: ClassVar[str] = "greedy"
+
+    def probabilities(self, action_values: jax.Array) -> jax.Array:
+        return greedy_probabilities(action_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsilonGreedyPolicy(_ControlPolicy):
+    r"""ε-greedy on the demon's own action values,
+    :math:`\pi(a \mid s) = \epsilon / |A| + (1 - \epsilon)\,\pi_{greedy}(a \mid s)`: the demon is a
+    control demon learned by (Expected) SARSA(λ)."""
+
+    epsilon: float
+    kind: ClassVar[str] = "epsilon_greedy"
+
+    def __post_init__(self):
+        object.__setattr__(self, "epsilon", checks.as_float(self.epsilon, "policies.epsilon_greedy: epsilon"))
+
+    def check(self, owner: str = "this policy") -> None:
+        if not (math.isfinite(self.epsilon) and 0.0 <= self.epsilon <= 1.0):
+            raise ValueError(f"epsilon of the target policy of {owner} must be in [0, 1], got {self.epsilon!r}")
+
+    def probabilities(self, action_values: jax.Array) -> jax.Array:
+        g = greedy_probabilities(action_values)
+        return self.epsilon / g.shape[-1] + (1.0 - self.epsilon) * g
+
+
+POLICY_TYPES = (FixedPolicy, FunctionPolicy, GreedyPolicy, EpsilonGreedyPolicy)
 """The built-in policy kinds (any registered subclass of :class:`Policy` is a policy)."""
 
 
@@ -201,3 +300,23 @@ def uniform(n_actions: int) -> FixedPolicy:
 def function(fn: Callable[[Any], Any], name: str, n_actions: int) -> FunctionPolicy:
     r"""Target policy from any JAX-traceable ``fn(observation) -> probs`` of shape ``(n_actions,)``."""
     return FunctionPolicy(fn, name, n_actions)
+
+
+def greedy() -> GreedyPolicy:
+    r"""Greedy on the demon's own action values: a **control demon**.
+
+    The demon predicts :math:`q(s, a)` for every action (one head per action) and its value is
+    :math:`v(s) = \max_a q(s, a)`; ``horde.ControlLearner`` learns it (Stream Q(λ) by default).
+    Serialises as ``target_policy = { kind = "greedy" }``.
+    """
+    return GreedyPolicy()
+
+
+def epsilon_greedy(epsilon: float) -> EpsilonGreedyPolicy:
+    r"""ε-greedy on the demon's own action values: a control demon learned by SARSA(λ).
+
+    Args:
+      epsilon: :math:`\epsilon \in [0, 1]` (checked when attached to a Demon), the probability
+        of a uniformly random action.
+    """
+    return EpsilonGreedyPolicy(epsilon)

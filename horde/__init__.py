@@ -2,6 +2,7 @@
 
 from horde import evaluation
 from horde.cli import CheckpointError, load_checkpoint, save_checkpoint
+from horde.control import ControlLearner, ControlState
 from horde.core import (
     IDBD,
     LMS,
@@ -27,6 +28,7 @@ from horde.runs import (
     CallablePolicy,
     Daemon,
     DivergenceError,
+    EpsilonGreedy,
     FeatureMap,
     FixedProbabilities,
     RunResult,
@@ -64,6 +66,9 @@ __all__ = [
     "Autostep",
     "BehaviourPolicy",
     "CheckpointError",
+    "ControlLearner",
+    "ControlState",
+    "EpsilonGreedy",
     "Daemon",
     "DivergenceError",
     "load_checkpoint",

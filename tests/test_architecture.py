@@ -18,10 +18,21 @@ PACKAGES = ("horde", "demons", "envs")
 ALLOWED = {
     "horde.core": set(),
     "horde.td": {"horde.core", "demons"},
-    "horde.runs": {"horde.core", "horde.td", "demons", "envs"},
+    "horde.control": {"horde.core", "horde.td", "demons"},
+    "horde.runs": {"horde.core", "horde.td", "horde.control", "demons", "envs"},
     "horde.evaluation": {"horde.runs", "demons"},
     "horde.plots": {"horde.evaluation", "horde.runs", "demons"},
-    "horde.cli": {"horde", "horde.core", "horde.td", "horde.runs", "horde.evaluation", "horde.plots", "demons", "envs"},
+    "horde.cli": {
+        "horde",
+        "horde.core",
+        "horde.td",
+        "horde.control",
+        "horde.runs",
+        "horde.evaluation",
+        "horde.plots",
+        "demons",
+        "envs",
+    },
     "demons": set(),
     "envs": set(),
 }

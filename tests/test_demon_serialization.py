@@ -165,8 +165,9 @@ lamda = 0.9
             DemonSet.from_dict(self._table(cumulant={"kind": "obsrvation", "index": 1}))
         with pytest.raises(ValueError, match=r"unknown discount kind 'hyperbolic' for demon 'a'; expected one of"):
             DemonSet.from_dict(self._table(discount={"kind": "hyperbolic"}))
-        with pytest.raises(ValueError, match=r"unknown target_policy kind 'greedy'"):
-            DemonSet.from_dict(self._table(target_policy={"kind": "greedy"}))
+        # (``greedy`` is a kind now, a control demon's target policy: ``softmax`` is not.)
+        with pytest.raises(ValueError, match=r"unknown target_policy kind 'softmax'"):
+            DemonSet.from_dict(self._table(target_policy={"kind": "softmax"}))
         with pytest.raises(
             ValueError,
             match=r"demons\[1\] \('a'\): cumulant of kind 'observation' for demon 'a' is missing key 'index'",

@@ -8,6 +8,7 @@ single-step ``Daemon``, sharding over devices and ``RunResult``.
 from horde.runs.behaviour import (
     BehaviourPolicy,
     CallablePolicy,
+    EpsilonGreedy,
     FixedProbabilities,
     StateProbabilities,
     UniformRandom,
@@ -24,6 +25,7 @@ __all__ = [
     "CallablePolicy",
     "Daemon",
     "DivergenceError",
+    "EpsilonGreedy",
     "FeatureMap",
     "FixedProbabilities",
     "RunResult",

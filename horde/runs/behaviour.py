@@ -10,9 +10,12 @@ importance ratios ``ρ = π(a|s) / μ(a|s)``.
 * ``StateProbabilities(fn)``: probabilities from ``fn(observation, info)`` (e.g. an
   environment that publishes its behaviour probabilities in ``info``).
 * any callable ``(observation, rng) -> action``: a policy without known probabilities.
+* ``EpsilonGreedy(demon, ...)``: ε-greedy on a control demon's current action values (a
+  ``horde.ControlLearner``'s demon); the only one that sees the learner, so acting happens
+  inside the compiled step (``run_jax``).
 
-None of these sees the learner, so the runner may collect a chunk of transitions and learn from
-it in one compiled call.
+The others do not see the learner, so the runner may collect a chunk of transitions and learn
+from it in one compiled call.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "FixedProbabilities",
     "StateProbabilities",
     "CallablePolicy",
+    "EpsilonGreedy",
     "as_behaviour_policy",
 ]
 
@@ -160,6 +166,75 @@ class CallablePolicy(BehaviourPolicy):
 
     def __repr__(self) -> str:
         return f"CallablePolicy({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+class EpsilonGreedy(BehaviourPolicy):
+    r"""ε-greedy on a control demon's current action values, ε annealed linearly.
+
+    At global step :math:`t`, :math:`\epsilon_t = s + (\epsilon - s) \min(t / T, 1)` with
+    :math:`s` = ``start`` and :math:`T` = ``anneal_steps``, and
+
+    .. math::
+        \mu(a \mid s) = \frac{\epsilon_t}{|A|} + (1 - \epsilon_t)\,
+        \frac{\mathbb{1}[q(s, a) = \max_b q(s, b)]}{|\arg\max_b q(s, b)|}
+
+    (ties split evenly), exactly the probability the runner reports, so off-policy demons get
+    exact importance ratios. The values are those of the control demon ``demon`` of the run's
+    ``horde.ControlLearner``, with the latest weights: acting happens inside the compiled step.
+
+    Args:
+        demon: the control demon's name (or the ``Demon`` itself).
+        epsilon: the final ε, in [0, 1] (stream-x: 0.01).
+        start: the initial ε, in [0, 1] (stream-x: 1.0).
+        anneal_steps: steps over which ε goes from ``start`` to ``epsilon``; None: the first
+            5 % of the run's steps (stream-x); 0: ``epsilon`` from the start.
+
+    Raises:
+        ValueError: an ε outside [0, 1], or a negative ``anneal_steps``.
+    """
+
+    def __init__(self, demon: Any, epsilon: float = 0.01, start: float = 1.0, anneal_steps: int | None = None) -> None:
+        name = getattr(demon, "name", demon)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"EpsilonGreedy: demon must be a control demon's name or the Demon, got {demon!r}")
+        for what, value in (("epsilon", epsilon), ("start", start)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"EpsilonGreedy: {what} must be a number in [0, 1], got {value!r}")
+        if anneal_steps is not None and (
+            isinstance(anneal_steps, bool) or not isinstance(anneal_steps, (int, np.integer)) or anneal_steps < 0
+        ):
+            raise ValueError(f"EpsilonGreedy: anneal_steps must be None or an integer >= 0, got {anneal_steps!r}")
+        self.demon = name
+        self.epsilon = float(epsilon)
+        self.start = float(start)
+        self.anneal_steps = None if anneal_steps is None else int(anneal_steps)
+
+    def resolved_anneal_steps(self, steps: int) -> int:
+        """``anneal_steps``, or 5 % of a run of ``steps`` steps where it is None."""
+        return int(0.05 * steps) if self.anneal_steps is None else self.anneal_steps
+
+    def epsilon_at(self, t: Any, anneal_steps: int) -> jax.Array:
+        """:math:`\\epsilon_t` at global step ``t`` (a number or a traced integer), float32."""
+        if anneal_steps == 0:
+            return jnp.full(jnp.shape(t), self.epsilon, jnp.float32)
+        frac = jnp.clip(jnp.asarray(t, jnp.float32) / anneal_steps, 0.0, 1.0)
+        return jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
+
+    def bind(self, action_space: gym.Space) -> BehaviourPolicy:
+        raise ValueError(
+            f"{self!r} acts on a control demon's latest values inside the compiled step: use "
+            "horde.run_jax with a horde.ControlLearner (horde.run and the Daemon do not act on a "
+            "learner's values yet)"
+        )
+
+    def sample(self, observation, info, rng):
+        raise ValueError(f"{self!r} has no Python form yet: use horde.run_jax")
+
+    def __repr__(self) -> str:
+        return (
+            f"EpsilonGreedy({self.demon!r}, epsilon={self.epsilon}, start={self.start}, "
+            f"anneal_steps={self.anneal_steps})"
+        )
 
 
 def as_behaviour_policy(policy: Any, action_space: gym.Space) -> BehaviourPolicy:

@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
-from horde.runs.behaviour import FixedProbabilities, UniformRandom, check_probabilities
+from demons import policies
+from horde.control import ControlLearner
+from horde.runs.behaviour import EpsilonGreedy, FixedProbabilities, UniformRandom, check_probabilities
 
 __all__ = ["JaxEnv", "JaxPolicy", "as_jax_env", "as_jax_policy"]
 
@@ -150,10 +152,12 @@ class JaxPolicy(NamedTuple):
 
     Attributes:
         noise: ``noise(key)``, the draw, independent of the state.
-        act: ``act(noise, env_state) -> (action, μ(action|state))``.
+        act: ``act(noise, env_state) -> (action, μ(action|state))``; a policy ``on_learner``
+            acts on ``(learner_state, features, t)`` instead of ``env_state``.
         has_probabilities: whether ``μ`` is a real probability (off-policy demons need it).
         cache_key: identifies the policy among compiled functions.
         description: shown in configs and messages.
+        on_learner: the policy reads the learner's latest state (``EpsilonGreedy``).
     """
 
     noise: Callable[[jax.Array], jax.Array]
@@ -161,6 +165,7 @@ class JaxPolicy(NamedTuple):
     has_probabilities: bool
     cache_key: Any
     description: str
+    on_learner: bool = False
 
 
 def _uniform01(key):
@@ -173,8 +178,11 @@ def _index_from_uniform(u, probs):
     return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
 
 
-def as_jax_policy(policy: Any, env: JaxEnv) -> JaxPolicy:
+def as_jax_policy(policy: Any, env: JaxEnv, learner: Any = None, steps: int | None = None) -> JaxPolicy:
     """``policy`` as a ``JaxPolicy`` for ``env``'s action space.
+
+    ``learner`` and ``steps`` (the run's length, for ``EpsilonGreedy``'s default annealing) are
+    needed by a policy that acts on the learner's values.
 
     Raises:
         ValueError: an unsupported policy or action space, or probabilities that do not match
@@ -219,6 +227,8 @@ def as_jax_policy(policy: Any, env: JaxEnv) -> JaxPolicy:
             return a + start, table[a]
 
         return JaxPolicy(_uniform01, fixed, True, ("fixed", tuple(p.tolist())), repr(policy))
+    if isinstance(policy, EpsilonGreedy):
+        return _epsilon_greedy(policy, env, learner, steps)
     if isinstance(policy, str) and policy == "env":
         if env.behaviour_probs is None:
             raise ValueError(
@@ -239,5 +249,31 @@ def as_jax_policy(policy: Any, env: JaxEnv) -> JaxPolicy:
     raise ValueError(
         f"run_jax supports policy=None/'uniform'/UniformRandom(), FixedProbabilities(p) or 'env' "
         f"(the environment's jax_behaviour_probs); got {policy!r}. Policies that run Python code "
-        "(StateProbabilities, callables) need horde.run"
+        "(StateProbabilities, callables) need horde.run; EpsilonGreedy(demon) acts on a "
+        "horde.ControlLearner's demon"
     )
+
+
+def _epsilon_greedy(policy: EpsilonGreedy, env: JaxEnv, learner: Any, steps: int | None) -> JaxPolicy:
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ValueError(f"EpsilonGreedy needs a Discrete action space, got {space!r}")
+    if not isinstance(learner, ControlLearner):
+        raise ValueError(
+            f"{policy!r} acts on a control demon's values: the learner must be a horde.ControlLearner "
+            f"holding that demon, got {type(learner).__name__}"
+        )
+    index = learner.control_index(policy.demon)
+    anneal = policy.resolved_anneal_steps(steps if steps is not None else 0)
+    n, start = int(space.n), int(space.start)
+
+    def act(u, context):
+        learner_state, features, t = context
+        q = learner.action_values_traced(learner_state, features)[index]
+        eps = policy.epsilon_at(t, anneal)
+        probs = eps / n + (1.0 - eps) * policies.greedy_probabilities(q)
+        a = _index_from_uniform(u, probs)
+        return a + start, probs[a]
+
+    key = ("epsilon_greedy", policy.demon, policy.epsilon, policy.start, anneal)
+    return JaxPolicy(_uniform01, act, True, key, repr(policy), True)

@@ -41,6 +41,10 @@ Behaviour policies (``policy``):
 * ``"env"``: the environment's own behaviour policy, ``env.jax_behaviour_probs(state)``
   (``envs.Collision``, ``envs.BairdCounterexample``, ``envs.RandomWalk``), whose probabilities
   give off-policy demons their importance ratios.
+* ``horde.EpsilonGreedy(demon, ...)`` with a ``horde.ControlLearner``: ε-greedy on the control
+  demon's action values with the latest weights, so the action is chosen inside the scanned
+  step, from ``(learner state, features of S_t, t)``, just before the update that learns from
+  it; its exact probabilities give every off-policy demon its ratio.
 
 Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
 
@@ -52,8 +56,8 @@ Randomness. Copy ``i`` (``0 <= i < n_seeds``) uses ``seed_i = seed + i``::
 
 (The draws of a whole chunk are made at once, outside the sequential loop, which gives the
 same numbers as drawing step by step.) ``k_policy`` draws the action (discrete uniform: ``jax.random.randint(k_policy, (), 0, n)``;
-probabilities ``p``: the first ``a`` with ``cumsum(p)[a] > jax.random.uniform(k_policy) *
-sum(p)``; Box: ``jax.random.uniform(k_policy, shape, minval=low, maxval=high)``), ``k_env``
+probabilities ``p``, fixed or ``EpsilonGreedy``'s ``μ(·|S_t)``: the first ``a`` with
+``cumsum(p)[a] > jax.random.uniform(k_policy) * sum(p)``; Box: ``jax.random.uniform(k_policy, shape, minval=low, maxval=high)``), ``k_env``
 is the step's key, and ``k_reset`` resets the environment where that step ended an episode.
 The step index ``t`` is global, so the numbers do not depend on ``chunk_size``, and copy ``i``
 of an ``n_seeds`` run equals a single run with seed ``seed + i`` (up to floating-point
@@ -76,6 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
+from horde.control import ControlLearner
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
 from horde.runs.recording import (
@@ -119,7 +124,9 @@ class _StepOut(NamedTuple):
     finite: jax.Array
 
 
-def _build(learner: HordeLearner, env: JaxEnv, policy: JaxPolicy, limit: int | None, every: int, batched: bool):
+def _build(
+    learner: HordeLearner | ControlLearner, env: JaxEnv, policy: JaxPolicy, limit: int | None, every: int, batched: bool
+):
     """Returns ``(init, chunk)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start, first, T)``
     (jitted, ``T`` static) ``-> (carry, records, watch, _StepOut)``: the record buffers and
     ``DivergenceWatch`` of ``horde.runs.recording`` and per-step ``(T,)`` outputs (leading
@@ -140,13 +147,19 @@ def _build(learner: HordeLearner, env: JaxEnv, policy: JaxPolicy, limit: int | N
         return env_state, feat(raw), jax.random.fold_in(env_root, 1)
 
     def init(seed_i):
-        learner_state = learner.init_traced(dim, jax.random.key(seed_i))
+        if isinstance(learner, ControlLearner):
+            learner_state = learner.init_traced(dim, jax.random.key(seed_i), int(env.action_space.n))
+        else:
+            learner_state = learner.init_traced(dim, jax.random.key(seed_i))
         env_state, x, step_root = env_init(seed_i)
         return _Carry(learner_state, env_state, x, jnp.zeros((), jnp.int32), step_root)
 
     def one_step(carry: _Carry, inputs, j, slot, buffers, watch):
-        k_env, noise, reset_state, reset_x = inputs
-        action, prob = policy.act(noise, carry.env_state)
+        k_env, noise, reset_state, reset_x, t = inputs
+        if policy.on_learner:  # acts on the latest weights: EpsilonGreedy on a control demon
+            action, prob = policy.act(noise, (carry.learner_state, carry.features, t))
+        else:
+            action, prob = policy.act(noise, carry.env_state)
         action = action.astype(jnp.int32) if discrete else action.astype(jnp.float32)
         next_state, raw_next, reward, terminated = env.step(carry.env_state, action, k_env)
         next_state = fix_types(next_state, carry.env_state)
@@ -189,7 +202,7 @@ def _build(learner: HordeLearner, env: JaxEnv, policy: JaxPolicy, limit: int | N
             carry, buffers, watch, out = one_step(carry, step_inputs, j, slot, buffers, watch)
             return (carry, buffers, watch), out
 
-        xs = (j, (keys[:, 1], noise, reset_state, reset_x))
+        xs = (j, (keys[:, 1], noise, reset_state, reset_x, t))
         init = (carry, empty_records(learner, T, every), DivergenceWatch.start(n))
         (carry, buffers, watch), outs = jax.lax.scan(body, init, xs)
         return carry, buffers, watch, outs
@@ -243,7 +256,7 @@ def _episodes_in_chunk(start, rewards, done, ep_return, ep_length):
 
 
 def run_jax(
-    learner: HordeLearner,
+    learner: HordeLearner | ControlLearner,
     env: Any,
     *,
     steps: int,
@@ -261,6 +274,9 @@ def run_jax(
     Args:
         learner: the ``HordeLearner``; its demons read the flattened float32 observation
             (one-hot for a ``Discrete`` observation space, as ``horde.runs.features.FeatureMap``).
+            Or a ``horde.ControlLearner``: its control demons (and its Horde's demons, recorded
+            after them) learn from the same stream, and ``policy=EpsilonGreedy(demon)`` acts on
+            a control demon's latest values inside the compiled step.
         env: a gymnasium ``FuncEnv`` (``CartPoleFunctional()``, ``PendulumFunctional()``), a
             ``FunctionalJaxEnv`` or its id (``"phys2d/CartPole-v1"``), or an environment with
             ``jax_reset``/``jax_step`` (``envs.RandomWalk``, ``envs.BairdCounterexample``,
@@ -270,8 +286,9 @@ def run_jax(
             (``jax.random.key(seed + i)``, as ``horde.run``) and its environment and policy
             keys (see the module docstring for the exact derivation).
         n_seeds: independent copies, run in one ``jax.vmap``-ed call.
-        policy: ``None``/``"uniform"``/``UniformRandom()``, ``FixedProbabilities(p)`` or
-            ``"env"`` (the environment's ``jax_behaviour_probs``).
+        policy: ``None``/``"uniform"``/``UniformRandom()``, ``FixedProbabilities(p)``,
+            ``"env"`` (the environment's ``jax_behaviour_probs``) or ``EpsilonGreedy(demon)``
+            (a ``ControlLearner``'s control demon).
         max_episode_steps: time limit (truncation after this many steps of an episode).
             Default: the made environment's ``spec.max_episode_steps``, else 500 for
             ``CartPoleFunctional``, 200 for ``PendulumFunctional``; required for other
@@ -303,8 +320,8 @@ def run_jax(
     seed = int(seed)
     if seed + n_seeds > 2**31:
         raise ValueError(f"seed + n_seeds must be at most 2**31, got {seed} + {n_seeds}")
-    if not isinstance(learner, HordeLearner):
-        raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
+    if not isinstance(learner, (HordeLearner, ControlLearner)):
+        raise TypeError(f"learner must be a HordeLearner or a ControlLearner, got {type(learner).__name__}")
     if max_episode_steps is not None:
         max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
 
@@ -319,7 +336,9 @@ def run_jax(
     if not isinstance(act_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ValueError(f"run_jax supports Discrete and Box action spaces, got {act_space!r}")
     n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
-    pol = as_jax_policy(policy, jenv)
+    if isinstance(learner, ControlLearner) and not isinstance(act_space, gym.spaces.Discrete):
+        raise ValueError(f"control demons need a Discrete action space, got {act_space!r}")
+    pol = as_jax_policy(policy, jenv, learner, steps)
     check_off_policy(learner, act_space, pol.description, pol.has_probabilities)
     features = FeatureMap(obs_space)
     learner.demons.validate(features.dim, n_actions)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.control import ControlLearner
 from horde.runs.results import DivergenceError, RunResult
 from horde.td import HordeLearner
 
@@ -47,6 +48,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 # Arguments
 
+Learner = HordeLearner | ControlLearner
+"""What the runners drive: a Horde of prediction demons, or control demons with one around them."""
+
 
 def positive_int(name: str, value: Any) -> int:
     """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1."""
@@ -55,7 +59,7 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def learner_config(learner: HordeLearner) -> dict[str, Any] | None:
+def learner_config(learner: Learner) -> dict[str, Any] | None:
     """``learner.to_config()`` when it is plain JSON data (a run's ``config["learner"]``), else
     None (e.g. demons with Python callables)."""
     try:
@@ -66,7 +70,7 @@ def learner_config(learner: HordeLearner) -> dict[str, Any] | None:
     return config
 
 
-def check_off_policy(learner: HordeLearner, action_space: gym.Space, policy: str, has_probabilities: bool) -> None:
+def check_off_policy(learner: Learner, action_space: gym.Space, policy: str, has_probabilities: bool) -> None:
     """Refuses a behaviour policy that cannot give the learner's off-policy demons their
     importance ratios ``ρ = π(a|s) / μ(a|s)``.
 
@@ -101,7 +105,7 @@ def check_off_policy(learner: HordeLearner, action_space: gym.Space, policy: str
 # Inside the compiled chunk
 
 
-def compiled_cache(learner: HordeLearner) -> dict:
+def compiled_cache(learner: Learner) -> dict:
     """A dict, stored on ``learner``, for the runners' compiled functions of that learner.
 
     The compiled functions close over the learner, so they must live exactly as long as it
@@ -112,20 +116,20 @@ def compiled_cache(learner: HordeLearner) -> dict:
     return learner.__dict__.setdefault("_horde_runs_compiled", {})
 
 
-def record_names(learner: HordeLearner) -> tuple[str, ...]:
+def record_names(learner: Learner) -> tuple[str, ...]:
     """The per-demon values recorded each record step, in buffer order."""
     names = ("predictions", "td_errors", "cumulants", "discounts")
     return names + ("rupee", "ude") if learner.diagnostics else names
 
 
-def record_values(learner: HordeLearner, result: Any, evaluation: Any) -> tuple[jax.Array, ...]:
+def record_values(learner: Learner, result: Any, evaluation: Any) -> tuple[jax.Array, ...]:
     """The values named by ``record_names`` from one update's result and its demons'
     evaluation (traced)."""
     values = (result.predictions, result.td_errors, evaluation.cumulants, evaluation.discounts)
     return values + (result.rupee, result.ude) if learner.diagnostics else values
 
 
-def empty_records(learner: HordeLearner, T: int, every: int) -> tuple[jax.Array, ...]:
+def empty_records(learner: Learner, T: int, every: int) -> tuple[jax.Array, ...]:
     """Zeroed record buffers for a chunk of ``T`` steps: ``ceil(T / every) + 1`` rows (the last
     one takes the spill) of ``n_demons`` float32 each, one per ``record_names``."""
     rows = -(-T // every) + 1
@@ -170,15 +174,18 @@ class DivergenceWatch(NamedTuple):
         return DivergenceWatch(self.any | bad.any(), jnp.where(new, j, self.first), jnp.where(new, bad, self.mask))
 
 
-def state_finite_fn(learner: HordeLearner, batched: bool):
+def state_finite_fn(learner: Learner, batched: bool):
     """Compiled check of a learner state (batched over copies when ``batched``): per demon,
     are its head and the whole trunk finite? ``fn(state) -> bool (n_demons,)`` (or
     ``(n_copies, n_demons)``)."""
     cache = compiled_cache(learner)
     key = ("finite", batched)
     if key not in cache:
+        own = getattr(learner, "finite_demons", None)  # a ControlLearner knows its own layout
 
         def finite(state):
+            if own is not None:
+                return own(state)
             core = state.core
             ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
             trunk = jax.tree_util.tree_leaves(core.trunk_params)
@@ -219,7 +226,7 @@ def locate_divergence(watch: DivergenceWatch, finite_after: np.ndarray, T: int) 
 
 
 def divergence_error(
-    learner: HordeLearner, *, step: int, copy: int, n_copies: int, seed: int, demons: np.ndarray, result: RunResult
+    learner: Learner, *, step: int, copy: int, n_copies: int, seed: int, demons: np.ndarray, result: RunResult
 ) -> DivergenceError:
     """The ``DivergenceError`` of both runners, with its one message.
 
@@ -318,7 +325,7 @@ def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np
 
 
 def assemble_result(
-    learner: HordeLearner,
+    learner: Learner,
     recorder: Recorder,
     episodes: list[tuple[int, int, float, int]],
     *,
