@@ -21,7 +21,7 @@ from horde.core import (
     run_multi_head_learning_loop_batched,
     sparse_init,
 )
-from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
+from horde.evaluation import error_curve, ideal_returns, run_ideal_returns, true_values
 from horde.runs import (
     BehaviourPolicy,
     CallablePolicy,
@@ -83,6 +83,7 @@ __all__ = [
     "plots",
     "ideal_returns",
     "run_ideal_returns",
+    "true_values",
     "BatchedMultiHeadResult",
     "HordeLearner",
     "HordeLearningResult",

@@ -43,7 +43,8 @@ def draw_figures(result: Any, out: Path) -> list[str]:
 
 def print_summary(result: Any) -> None:
     """Prints a per-demon table over the last 10% of the run: normalised RMSE and RMSE against
-    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE."""
+    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE, and
+    where the run recorded true values, the floor and the RMSVE."""
     from horde.evaluation import demon_summary, off_policy_mask
 
     summary = demon_summary(result)
@@ -56,10 +57,13 @@ def print_summary(result: Any) -> None:
         tail = max(1, result.rupee.shape[1] // 10)
         with np.errstate(all="ignore"):
             rupee = np.nanmean(result.rupee[:, -tail:], axis=(0, 1))
+    truth = result.true_values is not None
     width = max(5, max(len(n) for n in result.demon_names))
     header = f"{'demon':<{width}}  {'norm. RMSE':>10}  {'RMSE':>10}  {'mean δ²':>10}" + (
         "  " + f"{'RUPEE':>10}" if rupee is not None else ""
     )
+    if truth:
+        header += f"  {'floor':>10}  {'RMSVE':>10}"
     print(f"Per-demon summary over the last 10% of the run ({result.n_seeds} seed{'s' if result.n_seeds > 1 else ''}):")
     print(header)
     print("-" * len(header))
@@ -71,7 +75,14 @@ def print_summary(result: Any) -> None:
         line = f"{name:<{width}}  {fmt(summary['normalized_rmse'][i])}  {fmt(summary['rmse'][i])}  {fmt(summary['mean_squared_td_error'][i])}"
         if rupee is not None:
             line += "  " + fmt(rupee[i])
+        if truth:
+            line += f"  {fmt(summary['floor'][i])}  {fmt(summary['rmsve'][i])}"
         print(line)
+    if truth:
+        print(
+            "floor: the norm. RMSE the true values E[G|S] themselves score against the ideal returns "
+            "(no learner beats it but by luck); RMSVE: RMSE against the true values"
+        )
 
 
 def plot_command(args: Any) -> int:

@@ -1,5 +1,8 @@
 """How good are the predictions? Ideal returns of a recorded run, and errors against them.
 
+Also the ground truth: ``true_values`` estimates ``E[G_i | S = s]`` by Monte Carlo rollouts of a
+JAX environment, and ``true_value_scores`` scores a run against it (RMSVE, floor).
+
 Reads ``horde.RunResult`` only (what a demon is comes from ``RunResult.demons``, never from
 its name). See ``horde.evaluation.returns`` for the definitions.
 """
@@ -13,6 +16,7 @@ from horde.evaluation.returns import (
     ideal_returns,
     run_ideal_returns,
 )
+from horde.evaluation.true_values import TrueValues, true_value_scores, true_values
 
 __all__ = [
     "IdealReturns",
@@ -26,4 +30,7 @@ __all__ = [
     "timescales",
     "cumulants_of",
     "off_policy_mask",
+    "TrueValues",
+    "true_values",
+    "true_value_scores",
 ]
