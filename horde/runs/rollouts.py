@@ -83,11 +83,6 @@ def _policy_groups(demons: DemonSet) -> tuple[np.ndarray, list[int | None]]:
     return of_demon, groups
 
 
-def _index_from_uniform(u, probs):
-    cdf = jnp.cumsum(probs)
-    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
-
-
 def _build(env: JaxEnv, policy: JaxPolicy, demons: DemonSet, n: int, tolerance: float, max_horizon: int):
     """Jitted ``fn(states, features, keys) -> (G mean, G sd, P mean, steps)`` for a batch of
     ``S`` states (leading axis of every leaf)."""
@@ -119,7 +114,9 @@ def _build(env: JaxEnv, policy: JaxPolicy, demons: DemonSet, n: int, tolerance: 
         action = action.astype(jnp.int32) if discrete else action.astype(jnp.float32)
         if acting is not None:
             probs = target_probs(x)[:, jnp.asarray(column)[group]]
-            chosen = _index_from_uniform(jax.random.uniform(k_target, (), jnp.float32), probs) + start
+            # categorical, not a cumulative sum: a fixed policy's probabilities are constants,
+            # and XLA would fold their cumulative sum over the whole batch at compile time
+            chosen = jax.random.categorical(k_target, jnp.log(probs)).astype(jnp.int32) + start
             action = jnp.where(jnp.asarray(is_behaviour)[group], action, chosen)
         next_state, raw, reward, terminated = env.step(env_state, action, k_env)
         next_state = fix_types(next_state, env_state)
@@ -271,13 +268,15 @@ def rollout_returns(
     n = int(rollouts)
     fn = _compiled(jenv, jpolicy, demons, n, float(tolerance), int(max_horizon))
     n_groups = len(_policy_groups(demons)[1])
-    size = max(1, _BATCH_ELEMENTS // (n * n_groups))
+    # Batches of a power-of-two number of states, the last one padded: one compiled shape per
+    # call (a single batch is padded to the next power of two).
+    size = 1 << max(0, (_BATCH_ELEMENTS // (n * n_groups)).bit_length() - 1)
+    if S <= size:
+        size = 1 << max(0, (S - 1).bit_length())
     parts, horizon = [], 0
     for lo in range(0, S, size):
         hi = min(S, lo + size)
-        # Batches are padded to a power of two (at most `size`), so that few shapes compile.
-        padded = min(size, 1 << max(0, (hi - lo - 1).bit_length()))
-        idx = np.minimum(np.arange(lo, lo + padded), S - 1)
+        idx = np.minimum(np.arange(lo, lo + size), S - 1)
         picked = jax.tree_util.tree_map(lambda a, idx=idx: jnp.asarray(a)[idx], states)
         mean, sd, left, t = fn(picked, x[idx], jnp.asarray(keys)[idx])
         parts.append(tuple(np.asarray(a, np.float64)[: hi - lo] for a in (mean, sd, left)))
