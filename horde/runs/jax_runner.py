@@ -174,9 +174,8 @@ def _build(
         buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
         watch = watch.see(j, result.predictions)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
-        if visits:
-            out = (out, (carry.env_state, carry.features))
-        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, out
+        visited = (carry.env_state, carry.features) if visits else None
+        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, (out, visited)
 
     def chunk_one(carry: _Carry, start, first, T: int):
         j = jnp.arange(T, dtype=jnp.int32)
@@ -199,7 +198,7 @@ def _build(
         xs = (j, (keys[:, 1], noise, reset_state, reset_x))
         init = (carry, empty_records(learner, T, every), DivergenceWatch.start(n))
         (carry, buffers, watch), outs = jax.lax.scan(body, init, xs)
-        outs, visited = outs if visits else (outs, None)
+        outs, visited = outs
         return carry, buffers, watch, outs, visited
 
     def chunk(carry: _Carry, start, first, T: int):

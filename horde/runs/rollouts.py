@@ -93,7 +93,7 @@ def _build(env: JaxEnv, policy: JaxPolicy, demons: DemonSet, n: int, tolerance: 
     of_demon, groups = _policy_groups(demons)
     n_groups = len(groups)
     acting_positions = [g for g in groups if g is not None]
-    acting = DemonSet([demons[i] for i in acting_positions]) if acting_positions else None
+    acting = DemonSet([demons.demons[i] for i in acting_positions]) if acting_positions else None
     # column of `acting` a group samples from (0 for the behaviour group: unused there)
     column = np.asarray([0 if g is None else acting_positions.index(g) for g in groups], np.int32)
     is_behaviour = np.asarray([g is None for g in groups], bool)
