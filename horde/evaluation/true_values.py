@@ -151,12 +151,15 @@ def true_value_scores(result: Any, last_fraction: float = 0.1, z: Any = None) ->
           ``record_every == 1``; NaN for off-policy demons (their ideal return is not observed);
         * ``mean_stderr``: root mean square of the true values' standard errors (the
           Monte Carlo noise in ``rmsve`` and ``floor``).
+
+    Raises:
+        ValueError: ``last_fraction`` outside (0, 1].
     """
     n = result.n_demons
     nan = np.full(n, np.nan)
-    if result.true_values is None or not 0.0 < last_fraction <= 1.0:
-        if not 0.0 < last_fraction <= 1.0:
-            raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
+    if not 0.0 < last_fraction <= 1.0:
+        raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
+    if result.true_values is None:
         return {"rmsve": nan, "floor": nan.copy(), "mean_stderr": nan.copy()}
     steps = np.asarray(result.steps)
     sampled = np.asarray(result.true_value_steps)
