@@ -141,16 +141,14 @@ def true_value_scores(result: Any, last_fraction: float = 0.1, z: Any = None) ->
         z: terminal outcomes for the ideal returns; default: each demon's own.
 
     Returns:
-        dict of ``(n_demons,)`` float64 arrays, NaN where not available:
-
-        * ``rmsve``: :math:`\\sqrt{\\mathrm{mean}(v_i(S_t) - \\hat v_i(S_t))^2}` over the
-          sampled steps (those that were also recorded);
-        * ``floor``: RMSE of :math:`\\hat v_i(S_t)` against the ideal return ``G_t`` at the
-          sampled steps whose return is complete, divided by ``std(G)`` over the whole run
-          (the normalisation of ``demon_summary``'s ``normalized_rmse``); needs
-          ``record_every == 1``; NaN for off-policy demons (their ideal return is not observed);
-        * ``mean_stderr``: root mean square of the true values' standard errors (the
-          Monte Carlo noise in ``rmsve`` and ``floor``).
+        dict of ``(n_demons,)`` float64 arrays, NaN where not available. ``rmsve``:
+        :math:`\\sqrt{\\mathrm{mean}(v_i(S_t) - \\hat v_i(S_t))^2}` over the sampled steps
+        (those that were also recorded). ``floor``: RMSE of :math:`\\hat v_i(S_t)` against the
+        ideal return ``G_t`` at the sampled steps whose return is complete, divided by
+        ``std(G)`` over the whole run (the normalisation of ``demon_summary``'s
+        ``normalized_rmse``); needs ``record_every == 1``; NaN for off-policy demons (their
+        ideal return is not observed). ``mean_stderr``: root mean square of the true values'
+        standard errors (the Monte Carlo noise in ``rmsve`` and ``floor``).
 
     Raises:
         ValueError: ``last_fraction`` outside (0, 1].
