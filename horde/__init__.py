@@ -22,7 +22,7 @@ from horde.core import (
     run_multi_head_learning_loop_batched,
     sparse_init,
 )
-from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
+from horde.evaluation import error_curve, ideal_returns, run_ideal_returns, true_values
 from horde.runs import (
     BehaviourPolicy,
     CallablePolicy,
@@ -87,6 +87,7 @@ __all__ = [
     "evaluation",
     "ideal_returns",
     "run_ideal_returns",
+    "true_values",
     "BatchedMultiHeadResult",
     "HordeLearner",
     "HordeLearningResult",

@@ -109,7 +109,8 @@ def draw_figures(result: Any, out: Path, *, demons: Any = None, metrics: Any = N
 
 def print_summary(result: Any) -> None:
     """Prints a per-demon table over the last 10% of the run: normalised RMSE and RMSE against
-    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE.
+    the ideal returns (each demon's own terminal outcome), mean squared TD error, RUPEE, and
+    where the run recorded true values, the floor and the RMSVE.
 
     A ``-`` marks a value that cannot be computed (no complete return, an off-policy demon, a
     run not recorded at every step) and a ``†`` a normalised RMSE that is not meaningful
@@ -130,10 +131,13 @@ def print_summary(result: Any) -> None:
         tail = max(1, result.rupee.shape[1] // 10)
         with np.errstate(all="ignore"):
             rupee = np.nanmean(result.rupee[:, -tail:], axis=(0, 1))
+    truth = result.true_values is not None
     width = max(5, max(len(n) for n in result.demon_names))
     header = f"{'demon':<{width}}  {'norm. RMSE':>10}  {'RMSE':>10}  {'mean δ²':>10}" + (
         "  " + f"{'RUPEE':>10}" if rupee is not None else ""
     )
+    if truth:
+        header += f"  {'floor':>10}  {'RMSVE':>10}"
     print(f"Per-demon summary over the last 10% of the run ({result.n_seeds} seed{'s' if result.n_seeds > 1 else ''}):")
     print(header)
     print("-" * len(header))
@@ -146,6 +150,8 @@ def print_summary(result: Any) -> None:
         line = f"{name:<{width}}  {nrmse}  {fmt(summary['rmse'][i])}  {fmt(summary['mean_squared_td_error'][i])}"
         if rupee is not None:
             line += "  " + fmt(rupee[i])
+        if truth:
+            line += f"  {fmt(summary['floor'][i])}  {fmt(summary['rmsve'][i])}"
         print(line)
     notes = []
     if not every_step:
@@ -167,6 +173,11 @@ def print_summary(result: Any) -> None:
         notes.append(
             f"† the return barely varies (std(G) <= {FLAT_RETURN_FRACTION:g} mean |G|): a normalised "
             "RMSE is not meaningful, read the RMSE"
+        )
+    if truth:
+        notes.append(
+            "floor: the norm. RMSE the true values E[G|S] themselves score against the ideal returns "
+            "(no learner beats it but by luck); RMSVE: RMSE against the true values"
         )
     for note in notes:
         print(note)

@@ -1,5 +1,8 @@
 """How good are the predictions? Ideal returns of a recorded run, and errors against them.
 
+Also the ground truth: ``true_values`` estimates ``E[G_i | S = s]`` by Monte Carlo rollouts of a
+JAX environment, and ``true_value_scores`` scores a run against it (RMSVE, floor).
+
 Reads ``horde.RunResult`` only (what a demon is comes from ``RunResult.demons``, never from
 its name). See ``horde.evaluation.returns`` for the definitions.
 """
@@ -14,6 +17,7 @@ from horde.evaluation.returns import (
     ideal_returns,
     run_ideal_returns,
 )
+from horde.evaluation.true_values import TrueValues, true_value_scores, true_values
 
 __all__ = [
     "IdealReturns",
@@ -29,4 +33,8 @@ __all__ = [
     "off_policy_mask",
     "flat_returns",
     "FLAT_RETURN_FRACTION",
+
+    "TrueValues",
+    "true_values",
+    "true_value_scores",
 ]

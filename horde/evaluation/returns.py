@@ -205,8 +205,14 @@ def demon_summary(result: Any, last_fraction: float = 0.1, z: Any = None) -> dic
 
     Returns:
         dict of ``(n_demons,)`` arrays: ``rmse``, ``normalized_rmse`` (against ideal returns,
-        when every step was recorded; NaN otherwise), ``mean_squared_td_error``.
+        when every step was recorded; NaN otherwise), ``mean_squared_td_error``, and, from the
+        true values a run recorded (``horde.evaluation.true_value_scores``; NaN without them),
+        ``rmsve`` (against the true values) and ``floor`` (the normalised RMSE the true
+        values themselves score against the ideal returns).
     """
+    # true_values imports this module: import it where it is needed
+    from horde.evaluation.true_values import true_value_scores
+
     T = result.predictions.shape[1]
     start = int(T * (1 - last_fraction))
     with np.errstate(all="ignore"), _quiet_nanmean():
@@ -220,4 +226,11 @@ def demon_summary(result: Any, last_fraction: float = 0.1, z: Any = None) -> dic
             rmse = np.nanmean(rmse, axis=0)
         else:
             rmse = nrmse = np.full(result.n_demons, np.nan)
-    return {"rmse": rmse, "normalized_rmse": nrmse, "mean_squared_td_error": msq_td}
+    truth = true_value_scores(result, last_fraction=last_fraction, z=z)
+    return {
+        "rmse": rmse,
+        "normalized_rmse": nrmse,
+        "mean_squared_td_error": msq_td,
+        "rmsve": truth["rmsve"],
+        "floor": truth["floor"],
+    }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from horde.evaluation import flat_returns
+from horde.evaluation import flat_returns, true_value_scores
 from horde.plots.drawing import YLABELS, curve_title, draw, new_figure, save, target_axes
 from horde.plots.grouping import GROUP_BY, auto_groups
 from horde.plots.selection import check_max_lines, check_result, check_smoothing, choice, select_demons
@@ -45,7 +45,10 @@ def learning_curves(
             predictions against the ideal returns over consecutive windows of ``smoothing``
             steps (``horde.evaluation.error_curve``; needs ``record_every=1``). Demons whose
             return barely varies (``horde.evaluation.flat_returns``) are left out of the
-            normalised RMSE: their score says nothing.
+            normalised RMSE: their score says nothing. A run that
+            recorded true values (``run_jax(..., true_value_every=...)``) also shows, for
+            ``"normalized_rmse"``, the floor as a dashed line: the median over the chosen
+            demons of the score their true values get (``horde.evaluation.true_value_scores``).
         demons: names or head indices; default: all.
         smoothing: window in steps; default about 1% of the run (at least 1).
         group_by: ``None``: one line per demon while there are at most ``max_lines``, grouped
@@ -101,6 +104,8 @@ def _curves(result, metric, demons, smoothing, group_by, max_lines, logy, path, 
         n_flat = int(flat.sum())
     fig, target = target_axes(ax)
     labels = [result.demon_names[i] for i in idx]
+    if metric == "normalized_rmse":
+        _draw_floor(target, result, idx)
     n_shown = draw(target, x, values, labels, groups, band=band, max_lines=max_lines, logy=logy)
     target.set_ylabel(YLABELS[metric])
     title = curve_title(metric, result, smoothing, groups, band, n_shown, max_lines)
@@ -109,6 +114,17 @@ def _curves(result, metric, demons, smoothing, group_by, max_lines, logy, path, 
     target.set_title(title, fontsize="medium")
     save(fig, path)
     return fig
+
+
+def _draw_floor(ax: Any, result: Any, idx: Any) -> None:
+    """A dashed line at the median floor of the chosen demons (the normalised RMSE their true
+    values score against the ideal returns over the run), when the run recorded true values."""
+    if getattr(result, "true_values", None) is None:
+        return
+    floor = true_value_scores(result, last_fraction=1.0)["floor"][np.asarray(idx, int)]
+    if np.isfinite(floor).any():
+        level = float(np.nanmedian(floor))
+        ax.axhline(level, color="0.25", ls="--", lw=1.2, label=f"floor (true values) {level:.3g}")
 
 
 def diagnostics_curves(

@@ -2,7 +2,8 @@
 
 Behaviour policies, the feature map (NumPy and JAX forms), streams over single and vector
 Gymnasium environments, the Gymnasium runner ``run``, the compiled JAX runner ``run_jax``, the
-single-step ``Daemon``, sharding over devices and ``RunResult``.
+single-step ``Daemon``, sharding over devices, ``RunResult``, and Monte Carlo rollouts of
+JAX environments (``rollout_returns``, the engine of ``horde.evaluation.true_values``).
 """
 
 from horde.runs.behaviour import (
@@ -16,8 +17,10 @@ from horde.runs.behaviour import (
 )
 from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
+from horde.runs.jax_envs import JaxEnv, as_jax_env
 from horde.runs.jax_runner import run_jax
 from horde.runs.results import DivergenceError, RunResult
+from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, RolloutReturns, rollout_returns
 from horde.runs.runner import run
 
 __all__ = [
@@ -28,10 +31,16 @@ __all__ = [
     "EpsilonGreedy",
     "FeatureMap",
     "FixedProbabilities",
+    "JaxEnv",
+    "ROLLOUT_MAX_HORIZON",
+    "ROLLOUT_TOLERANCE",
+    "RolloutReturns",
     "RunResult",
     "StateProbabilities",
     "UniformRandom",
     "as_behaviour_policy",
+    "as_jax_env",
     "run",
+    "rollout_returns",
     "run_jax",
 ]

@@ -71,6 +71,7 @@ same functional environment, never with ``gymnasium.make("CartPole-v1")``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, NamedTuple
 
@@ -101,6 +102,7 @@ from horde.runs.recording import (
     write_records,
 )
 from horde.runs.results import RunResult
+from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, rollout_returns
 from horde.td import HordeLearner
 
 __all__ = ["run_jax"]
@@ -125,12 +127,19 @@ class _StepOut(NamedTuple):
 
 
 def _build(
-    learner: HordeLearner | ControlLearner, env: JaxEnv, policy: JaxPolicy, limit: int | None, every: int, batched: bool
+    learner: HordeLearner | ControlLearner,
+    env: JaxEnv,
+    policy: JaxPolicy,
+    limit: int | None,
+    every: int,
+    batched: bool,
+    visits: bool,
 ):
     """Returns ``(init, chunk)``: ``init(seed_i) -> _Carry``; ``chunk(carry, start, first, T)``
-    (jitted, ``T`` static) ``-> (carry, records, watch, _StepOut)``: the record buffers and
-    ``DivergenceWatch`` of ``horde.runs.recording`` and per-step ``(T,)`` outputs (leading
-    copy axis when ``batched``)."""
+    (jitted, ``T`` static) ``-> (carry, records, watch, _StepOut, visited)``: the record buffers
+    and ``DivergenceWatch`` of ``horde.runs.recording``, per-step ``(T,)`` outputs and, when
+    ``visits``, every step's ``(S_t env state, x_t)`` (else None) (leading copy axis when
+    ``batched``)."""
     features = FeatureMap(env.observation_space)
     feat = features.jax_transform()
     dim, n = features.dim, learner.n_demons
@@ -182,7 +191,8 @@ def _build(
         buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
         watch = watch.see(j, result.predictions)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
-        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, out
+        visited = (carry.env_state, carry.features) if visits else None
+        return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, (out, visited)
 
     def chunk_one(carry: _Carry, start, first, T: int):
         j = jnp.arange(T, dtype=jnp.int32)
@@ -205,7 +215,8 @@ def _build(
         xs = (j, (keys[:, 1], noise, reset_state, reset_x, t))
         init = (carry, empty_records(learner, T, every), DivergenceWatch.start(n))
         (carry, buffers, watch), outs = jax.lax.scan(body, init, xs)
-        return carry, buffers, watch, outs
+        outs, visited = outs
+        return carry, buffers, watch, outs, visited
 
     def chunk(carry: _Carry, start, first, T: int):
         fn = lambda c, s, f: chunk_one(c, s, f, T)  # noqa: E731
@@ -215,13 +226,13 @@ def _build(
     return init_fn, jax.jit(chunk, static_argnums=(3,))
 
 
-def _compiled(learner, env, policy, limit, every, batched):
+def _compiled(learner, env, policy, limit, every, batched, visits=False):
     cache = compiled_cache(learner)
-    key = ("run_jax", id(env.owner), env.fingerprint, policy.cache_key, limit, every, batched)
+    key = ("run_jax", id(env.owner), env.fingerprint, policy.cache_key, limit, every, batched, visits)
     hit = cache.get(key)
     if hit is not None and hit[0] is env.owner:
         return hit[1]
-    built = _build(learner, env, policy, limit, every, batched)
+    built = _build(learner, env, policy, limit, every, batched, visits)
     cache[key] = (env.owner, built)
     return built
 
@@ -267,6 +278,8 @@ def run_jax(
     record_every: int = 1,
     chunk_size: int = 4096,
     progress: bool | None = None,
+    true_value_every: int | None = None,
+    true_value_rollouts: int = 100,
 ) -> RunResult:
     """Runs a behaviour policy in a JAX environment for ``steps`` steps while ``learner``
     learns, every step of a chunk inside one compiled ``jax.lax.scan``.
@@ -297,12 +310,22 @@ def run_jax(
             ``t % record_every == 0``, as ``horde.run``).
         chunk_size: steps per compiled call (does not change the numbers).
         progress: show a progress bar; default: when stderr is a terminal.
+        true_value_every: every this many steps (global step ``t % true_value_every == 0``),
+            keep the environment state ``S_t`` and, after the run, estimate every demon's true
+            value ``E[G_i | S_t]`` there by ``true_value_rollouts`` Monte Carlo rollouts
+            (``horde.evaluation.true_values``; its tolerance and horizon defaults) into
+            ``RunResult.true_values``; the rollouts from copy ``i``'s step ``t`` use the key
+            ``fold_in(fold_in(jax.random.key(seed_i), 2), t)``. Costs ``rollouts × horizon ×
+            steps / true_value_every`` environment steps per copy (and per distinct target
+            policy). Default None: no true values.
+        true_value_rollouts: rollouts per sampled state (at least 2).
 
     Returns:
         ``RunResult`` with arrays ``(n_seeds, k, n_demons)`` / ``(n_seeds, k)``, ``valid`` all
         True; ``state`` is the final learner state, batched over copies (leading axis) when
         ``n_seeds > 1``; ``wall_time`` includes compilation (a second call with the same
-        learner, environment object, policy and settings reuses the compiled functions).
+        learner, environment object, policy and settings reuses the compiled functions) and
+        not the true values (their seconds are ``config["true_values"]["wall_time"]``).
 
     Raises:
         TypeError: ``env`` is not a JAX environment (use ``horde.run``), or ``learner`` is not
@@ -324,6 +347,13 @@ def run_jax(
         raise TypeError(f"learner must be a HordeLearner or a ControlLearner, got {type(learner).__name__}")
     if max_episode_steps is not None:
         max_episode_steps = positive_int("max_episode_steps", max_episode_steps)
+    if true_value_every is not None:
+        true_value_every = positive_int("true_value_every", true_value_every)
+        true_value_rollouts = positive_int("true_value_rollouts", true_value_rollouts)
+        if true_value_rollouts < 2:
+            raise ValueError(
+                f"true_value_rollouts must be at least 2 (a standard error needs two), got {true_value_rollouts}"
+            )
 
     jenv = as_jax_env(env, seed)
     limit = max_episode_steps if max_episode_steps is not None else jenv.default_limit
@@ -356,7 +386,9 @@ def run_jax(
         "policy": pol.description,
         "learner": learner_config(learner),
     }
-    init_fn, chunk_fn = _compiled(learner, jenv, pol, limit, record_every, batched)
+    visits = true_value_every is not None
+    init_fn, chunk_fn = _compiled(learner, jenv, pol, limit, record_every, batched, visits)
+    visited_states: list[Any] = []  # (env states, features, global steps) of sampled steps, per chunk
 
     bar = Progress(steps * n_seeds, progress)
     recorder = Recorder(n_seeds, learner.n_demons, record_every)
@@ -374,7 +406,7 @@ def run_jax(
             learner, recorder, episodes, wall=wall, done=done, record_every=record_every, config=config, state=state
         )
 
-    def collect(start, T, first, buffers, watch, outs, chunk_state):
+    def collect(start, T, first, buffers, watch, outs, visited, chunk_state):
         """Host-side bookkeeping of one finished chunk; raises DivergenceError where the
         chunk's predictions or final parameters are not finite."""
         outs = _StepOut(*(seeds_first(np.asarray(a)) for a in outs))
@@ -398,6 +430,10 @@ def run_jax(
                 result=assemble(good[0], start),
             )
         recorder.add(start, buffers, *rows)
+        if visited is not None:
+            j = np.flatnonzero((start + np.arange(T)) % true_value_every == 0)
+            axis = 1 if batched else 0
+            visited_states.append((jax.tree_util.tree_map(lambda a: jnp.take(a, j, axis=axis), visited), start + j))
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))
         k = len(range(first, T, record_every))
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
@@ -412,15 +448,57 @@ def run_jax(
             T = min(chunk_size, steps - done_steps)
             first = (-done_steps) % record_every
             # Dispatched asynchronously: the previous chunk's bookkeeping overlaps this one.
-            carry, buffers, watch, outs = chunk_fn(carry, np.uint32(done_steps % 2**32), np.int32(first), T)
+            carry, buffers, watch, outs, visited = chunk_fn(carry, np.uint32(done_steps % 2**32), np.int32(first), T)
             if pending is not None:
                 collect(*pending)
                 good[0] = pending[-1]
-            pending = (done_steps, T, first, buffers, watch, outs, carry.learner_state)
+            pending = (done_steps, T, first, buffers, watch, outs, visited, carry.learner_state)
             done_steps += T
         assert pending is not None  # steps >= 1: the loop ran
         collect(*pending)
     finally:
         bar.close()
     jax.block_until_ready(carry)
-    return assemble(carry.learner_state, steps)
+    result = assemble(carry.learner_state, steps)
+    if visits:
+        result = _with_true_values(
+            result, learner, jenv, pol, visited_states, seed, n_seeds, true_value_every, true_value_rollouts
+        )
+    return result
+
+
+def _with_true_values(result, learner, jenv, pol, visited_states, seed, n_seeds, every, rollouts):
+    """``result`` with the true values of the sampled steps (``rollout_returns``)."""
+    start = time.perf_counter()
+    batched = n_seeds > 1
+    steps = np.concatenate([s for _, s in visited_states]).astype(np.int64)
+    m = steps.shape[0]
+    axis = 1 if batched else 0
+    states, features = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a, axis=axis), *[v for v, _ in visited_states])
+    if batched:  # copies first: (n_seeds, m, ...) -> (n_seeds * m, ...)
+        flat = lambda a: a.reshape((n_seeds * m,) + a.shape[2:])  # noqa: E731
+        states, features = jax.tree_util.tree_map(flat, states), flat(features)
+    seeds = np.repeat(np.arange(seed, seed + n_seeds), m)
+    t = np.tile(steps, n_seeds)
+    keys = jax.vmap(lambda s, t: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), 2), t))(
+        jnp.asarray(seeds, jnp.int32), jnp.asarray(t % 2**32, jnp.uint32)
+    )
+    out = rollout_returns(jenv, learner.demons, states, features, keys, policy=pol, rollouts=rollouts)
+    shape = (n_seeds, m, learner.n_demons)
+    config = dict(result.config)
+    config["true_values"] = {
+        "every": int(every),
+        "rollouts": int(rollouts),
+        "tolerance": ROLLOUT_TOLERANCE,
+        "max_horizon": ROLLOUT_MAX_HORIZON,
+        "horizon": out.horizon,
+        "max_remainder": float(out.remainder.max()) if out.remainder.size else 0.0,
+        "wall_time": time.perf_counter() - start,
+    }
+    return dataclasses.replace(
+        result,
+        config=config,
+        true_value_steps=steps,
+        true_values=out.values.reshape(shape),
+        true_value_stderr=out.stderr.reshape(shape),
+    )

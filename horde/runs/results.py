@@ -74,6 +74,11 @@ class RunResult:
         demons: one ``demons.DemonInfo`` per demon, in head order (its kinds, timescale, λ,
             terminal outcome and whether it is off-policy), so that reports read what a demon
             is as data; empty for a result built by hand without it.
+        true_value_steps: global steps at which true values were estimated, ``(m,)``
+            (``run_jax(..., true_value_every=...)``); None when none were.
+        true_values: Monte Carlo estimates of ``E[G_i | S_t]`` at those steps,
+            ``(n_seeds, m, n_demons)`` (``horde.evaluation.true_values``), or None.
+        true_value_stderr: their standard errors, same shape, or None.
     """
 
     demon_names: tuple[str, ...]
@@ -98,6 +103,12 @@ class RunResult:
     rupee: np.ndarray | None = None
     ude: np.ndarray | None = None
     demons: tuple[DemonInfo, ...] = ()
+    true_value_steps: np.ndarray | None = None
+    true_values: np.ndarray | None = None
+    true_value_stderr: np.ndarray | None = None
+
+    # Optional arrays saved in ``metrics.npz`` when present.
+    OPTIONAL_FIELDS = ("rupee", "ude", "true_value_steps", "true_values", "true_value_stderr")
 
     # The per-step and per-episode arrays, saved in ``metrics.npz`` (a class attribute, not a
     # field).
@@ -136,6 +147,13 @@ class RunResult:
         for name in ("rupee", "ude"):
             if getattr(self, name) is not None:
                 expected[name] = (seeds, k, n)
+        truth = [getattr(self, name) is None for name in self.OPTIONAL_FIELDS[2:]]
+        if any(truth) != all(truth):
+            raise ValueError("true_value_steps, true_values and true_value_stderr must be given together or not at all")
+        if self.true_value_steps is not None:
+            m = np.shape(self.true_value_steps)[0] if np.ndim(self.true_value_steps) == 1 else -1
+            expected["true_value_steps"] = (m,) if m >= 0 else (None,)
+            expected["true_values"] = expected["true_value_stderr"] = (seeds, m, n)
         episodes = np.shape(self.episode_seed)
         for name in ("episode_seed", "episode_end_step", "episode_return", "episode_length"):
             expected[name] = episodes if len(episodes) == 1 else (None,)
@@ -182,9 +200,10 @@ class RunResult:
         for name in self.ARRAY_FIELDS:
             axis = 0 if name == "steps" or name.startswith("episode_") else 1
             joined[name] = np.concatenate([getattr(self, name), getattr(later, name)], axis=axis)
-        for name in ("rupee", "ude"):
+        for name in self.OPTIONAL_FIELDS:
             a, b = getattr(self, name), getattr(later, name)
-            joined[name] = None if a is None or b is None else np.concatenate([a, b], axis=1)
+            axis = 0 if name == "true_value_steps" else 1
+            joined[name] = None if a is None or b is None else np.concatenate([a, b], axis=axis)
         return RunResult(
             demon_names=self.demon_names,
             wall_time=self.wall_time + later.wall_time,
@@ -202,7 +221,7 @@ class RunResult:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
-        for name in ("rupee", "ude"):
+        for name in self.OPTIONAL_FIELDS:
             if getattr(self, name) is not None:
                 arrays[name] = np.asarray(getattr(self, name))
         tmp = path / "metrics.npz.tmp"
@@ -241,7 +260,7 @@ class RunResult:
         try:
             with np.load(npz_file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in cls.ARRAY_FIELDS}
-                for name in ("rupee", "ude"):
+                for name in cls.OPTIONAL_FIELDS:
                     if name in data.files:
                         arrays[name] = data[name]
         except Exception as e:  # zipfile/npz errors vary by corruption
