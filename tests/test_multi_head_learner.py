@@ -703,6 +703,7 @@ def test_config_round_trip_gives_identical_behaviour():
 def test_default_config_matches_the_documented_defaults():
     config = MultiHeadMLPLearner(2).to_config()
     assert config == {
+        "type": "MultiHeadMLPLearner",
         "n_heads": 2,
         "hidden_sizes": [128, 128],
         "optimizer": None,
@@ -717,6 +718,7 @@ def test_default_config_matches_the_documented_defaults():
         "head_optimizer": None,
         "per_head_gamma_lamda": None,
         "store_head_traces": None,
+        "trace_mode": "accumulating",
     }
     assert MultiHeadMLPLearner(2).n_heads == 2
     assert MultiHeadMLPLearner(2).normalizer is None
