@@ -1,17 +1,21 @@
 """Interop with alberta-framework 0.17.1, the reference implementation of the seed API: its
 ``MultiHeadMLPLearner.to_config()`` output loads here, and ``trace_mode`` (accumulating and
-replacing traces) computes what that library defines, checked against a slow float64 loop.
+replacing traces) computes what that library computes, checked against a slow float64 loop and
+against numbers the library itself produced.
 
-alberta-framework 0.17.1 needs Python >= 3.13, so it cannot be installed next to this package's
-test environment; the configs below are written as its ``to_config()`` writes them (its keys,
-their order, and the nested ``to_config()`` of its LMS, Autostep, ObGDBounding, EMANormalizer and
-WelfordNormalizer, read from its source)."""
+alberta-framework 0.17.1 needs Python >= 3.13, so it is not a test dependency. The two config
+strings below and ``data/alberta_framework_0_17_1_traces.json`` were written by the real library
+(alberta-framework 0.17.1 with jax 0.10.2 in a Python 3.13 virtualenv) from the constructor calls
+given in the comments and in that file's generating loop (described in
+``test_predictions_equal_the_ones_alberta_framework_computed``)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -167,3 +171,31 @@ def test_replacing_head_traces_on_a_trunk_replace_where_the_features_are_nonzero
     want = np.where(h[None, :] != 0, h[None, :], np.array([[0.5], [0.9]]) * old_w)
     np.testing.assert_allclose(np.asarray(z_w), want, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(z_b), [1.0, 1.0])
+
+
+def test_predictions_equal_the_ones_alberta_framework_computed():
+    """alberta-framework 0.17.1 ran ``MultiHeadMLPLearner(n_heads=3, hidden_sizes=(),
+    optimizer=LMS(step_size=0.1), per_head_gamma_lamda=(0.0, 0.5, 0.9), trace_mode=...)`` from
+    ``init(6, jax.random.key(1))`` over 40 sparse binary observations with some NaN targets, for
+    both trace modes, and recorded its config, initial head weights and every prediction. The
+    same config, loaded here, from the same weights (stacked), gives the same predictions."""
+    data = json.loads((Path(__file__).parent / "data" / "alberta_framework_0_17_1_traces.json").read_text())
+    xs = np.asarray(data["observations"], np.float32)
+    ys = np.asarray([[np.nan if v is None else v for v in row] for row in data["targets"]], np.float32)
+    for mode, run in data["runs"].items():
+        learner = MultiHeadMLPLearner.from_config(run["config"])
+        assert learner.trace_mode == mode
+        state = learner.init(xs.shape[1], jax.random.key(0))
+        heads = state.head_params._replace(
+            weights=jnp.asarray(run["initial_head_weights"], jnp.float32),
+            biases=jnp.asarray(run["initial_head_biases"], jnp.float32),
+        )
+        state = state._replace(head_params=heads)
+        got = []
+        for x, y in zip(xs, ys):
+            result = learner.update(state, x, y)
+            got.append(np.asarray(result.predictions))
+            state = result.state
+        np.testing.assert_allclose(np.array(got), np.asarray(run["predictions"]), rtol=1e-5, atol=1e-6, err_msg=mode)
+    replacing, accumulating = (np.asarray(data["runs"][m]["predictions"]) for m in ("replacing", "accumulating"))
+    assert not np.allclose(replacing, accumulating)  # the data tells the modes apart
