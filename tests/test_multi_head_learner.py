@@ -516,8 +516,8 @@ def test_ema_normalizer_tracks_a_shifted_stream():
         _, state = norm.update(state, jnp.array([x], jnp.float32))
     for x in rng.normal(10.0, 3.0, size=2000):
         out, state = norm.update(state, jnp.array([x], jnp.float32))
-    mean = float(state.mean[0] / state.weight)
-    var = float(state.var[0] / state.weight)
+    mean = float(state.mean[0])  # held bias-corrected
+    var = float(state.var[0])
     assert abs(mean - 10.0) < 1.0 and 4.0 < var < 16.0
 
 
@@ -703,6 +703,7 @@ def test_config_round_trip_gives_identical_behaviour():
 def test_default_config_matches_the_documented_defaults():
     config = MultiHeadMLPLearner(2).to_config()
     assert config == {
+        "type": "MultiHeadMLPLearner",
         "n_heads": 2,
         "hidden_sizes": [128, 128],
         "optimizer": None,
@@ -717,6 +718,7 @@ def test_default_config_matches_the_documented_defaults():
         "head_optimizer": None,
         "per_head_gamma_lamda": None,
         "store_head_traces": None,
+        "trace_mode": "accumulating",
     }
     assert MultiHeadMLPLearner(2).n_heads == 2
     assert MultiHeadMLPLearner(2).normalizer is None

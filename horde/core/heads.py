@@ -4,7 +4,7 @@ Head ``i`` is row ``i`` of ``(n_heads, H)`` weights and entry ``i`` of ``(n_head
 and its traces and optimizer states carry the same leading head axis. The per-head work is
 ``vmap``-ed over that axis, so the compiled program does not grow with the number of heads::
 
-    z_i ← ρ_i ((γλ)_i z_i + h)          (bias trace: ρ_i ((γλ)_i z_b + 1))
+    z_i ← ρ_i ((γλ)_i z_i + h)          (bias trace: ρ_i ((γλ)_i z_b + 1); or replacing traces)
     s_i  = bound(optimizer step for z_i at error δ_i, δ_i)
     w_i += δ_i s_i
 """
@@ -84,9 +84,19 @@ def head_forward(head_params: HeadParams, h: jax.Array) -> jax.Array:
 
 
 def accumulate_traces(
-    head_traces: tuple[jax.Array, ...], h: jax.Array, decay: jax.Array, rho: jax.Array | None
+    head_traces: tuple[jax.Array, ...],
+    h: jax.Array,
+    decay: jax.Array,
+    rho: jax.Array | None,
+    replacing: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
-    """Every head's accumulating trace: ``z_i ← ρ_i ((γλ)_i z_i + h)``, ``z_b ← ρ_i ((γλ)_i z_b + 1)``.
+    """Every head's eligibility trace for this step.
+
+    Accumulating (the default): ``z_i ← ρ_i ((γλ)_i z_i + h)``, ``z_b ← ρ_i ((γλ)_i z_b + 1)``.
+    Replacing (Singh & Sutton 1996, element by element as alberta-framework's
+    ``TraceMode.REPLACING``): ``z_i[j] ← ρ_i h[j]`` where ``h[j] ≠ 0``, else
+    ``ρ_i (γλ)_i z_i[j]``; the bias's gradient is 1, so ``z_b ← ρ_i``. With every decay 0 both
+    are ``ρ_i h``.
 
     Args:
         head_traces: ``(z_w (n_heads, H), z_b (n_heads,))``, or ``()`` when traces are not
@@ -94,6 +104,7 @@ def accumulate_traces(
         h: head features, ``(H,)``.
         decay: ``(γλ)_i``, ``(n_heads,)``.
         rho: importance ratios ``ρ_i``, ``(n_heads,)``, or ``None`` for 1.
+        replacing: replacing instead of accumulating traces.
 
     Returns:
         ``(z_w, z_b)`` of this step.
@@ -101,8 +112,12 @@ def accumulate_traces(
     n = decay.shape[0]
     if head_traces:
         z_w, z_b = head_traces
-        z_w = decay[:, None] * z_w + h[None, :]
-        z_b = decay * z_b + 1.0
+        if replacing:
+            z_w = jnp.where(h[None, :] != 0.0, h[None, :], decay[:, None] * z_w)
+            z_b = jnp.ones_like(z_b)
+        else:
+            z_w = decay[:, None] * z_w + h[None, :]
+            z_b = decay * z_b + 1.0
     else:
         z_w = jnp.broadcast_to(h, (n,) + h.shape)
         z_b = jnp.ones((n,), h.dtype)
@@ -160,6 +175,7 @@ def head_update(
     rho: jax.Array | None,
     delta: jax.Array,
     cotangent: jax.Array,
+    replacing: bool = False,
 ) -> HeadUpdate:
     """Every head's traces, optimizer step and new parameters for errors ``δ``.
 
@@ -178,12 +194,13 @@ def head_update(
         rho: ``ρ_i`` or ``None``.
         delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
         cotangent: the trunk's cotangent ``Σ_i δ_i w_i`` (ordering only).
+        replacing: replacing instead of accumulating traces (see ``accumulate_traces``).
 
     Returns:
         ``HeadUpdate``.
     """
     head_delta = _after(delta, cotangent)
-    z_w, z_b = accumulate_traces(head_traces, h, decay, rho)
+    z_w, z_b = accumulate_traces(head_traces, h, decay, rho, replacing)
     s_w, s_b, head_opt, scale, mean_step = head_steps(optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta)
     heads = HeadParams(
         head_params.weights + head_delta[:, None] * s_w,

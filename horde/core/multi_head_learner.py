@@ -112,7 +112,15 @@ class MultiHeadMLPLearner:
             that passes its own per-step decays to ``head_update`` (the ``HordeLearner``,
             whose decays ``γ_{i,t} λ_i`` change every step). ``False`` with some decay > 0 is
             a ``ValueError``: those traces would be lost between steps.
+        trace_mode: ``"accumulating"`` (the default, ``z ← γλ z + ∇``) or ``"replacing"``
+            (element by element, ``z[j] ← ∇[j]`` where ``∇[j] ≠ 0``, else ``γλ z[j]``; Singh &
+            Sutton 1996), as alberta-framework's ``TraceMode`` (its enum members are accepted
+            too). It changes the heads' traces only: the trunk's trace decay is 0, where both
+            modes give ``z = ∇``.
     """
+
+    #: The eligibility-trace modes ``trace_mode`` accepts.
+    TRACE_MODES = ("accumulating", "replacing")
 
     def __init__(
         self,
@@ -130,6 +138,7 @@ class MultiHeadMLPLearner:
         head_optimizer: Optimizer | None = None,
         per_head_gamma_lamda: Any = None,
         store_head_traces: bool | None = None,
+        trace_mode: str = "accumulating",
     ) -> None:
         if isinstance(n_heads, bool) or not isinstance(n_heads, numbers.Integral) or n_heads < 1:
             raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
@@ -175,6 +184,12 @@ class MultiHeadMLPLearner:
             if bad.size:
                 raise ValueError(f"per_head_gamma_lamda[{bad[0]}] must be in [0, 1], got {float(phgl[bad[0]])}")
             per_head_gamma_lamda = tuple(float(v) for v in phgl)
+
+        # An enum such as alberta-framework's TraceMode is read by its value.
+        mode = getattr(trace_mode, "value", trace_mode)
+        if not isinstance(mode, str) or mode not in self.TRACE_MODES:
+            raise ValueError(f"trace_mode must be one of {list(self.TRACE_MODES)}, got {trace_mode!r}")
+        self.trace_mode: str = mode
 
         self._n_heads: int = int(n_heads)
         self.hidden_sizes: tuple[int, ...] = tuple(int(s) for s in hidden_sizes)
@@ -240,9 +255,11 @@ class MultiHeadMLPLearner:
 
         Returns:
             Dict with all constructor arguments needed to recreate the learner via
-            ``from_config()``.
+            ``from_config()``, and ``"type": "MultiHeadMLPLearner"`` (as alberta-framework
+            writes it).
         """
         return {
+            "type": "MultiHeadMLPLearner",
             "n_heads": self._n_heads,
             "hidden_sizes": list(self.hidden_sizes),
             "optimizer": None if self._optimizer_given is None else self._optimizer_given.to_config(),
@@ -257,13 +274,30 @@ class MultiHeadMLPLearner:
             "head_optimizer": None if self.head_optimizer is None else self.head_optimizer.to_config(),
             "per_head_gamma_lamda": None if self.per_head_gamma_lamda is None else list(self.per_head_gamma_lamda),
             "store_head_traces": self.store_head_traces,
+            "trace_mode": self.trace_mode,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiHeadMLPLearner:
-        """Reconstruct a learner from a config dict produced by ``to_config()``."""
+        """Reconstruct a learner from a config dict produced by ``to_config()``, or by
+        alberta-framework's ``MultiHeadMLPLearner.to_config()`` (same keys, with ``"type"`` and
+        ``"trace_mode"``; see the guide "Coming from alberta-framework").
+
+        Args:
+            config: the dict; missing keys take the constructor's defaults.
+
+        Returns:
+            The learner.
+
+        Raises:
+            ValueError: an unknown key, a ``"type"`` other than ``"MultiHeadMLPLearner"``, a
+                missing ``"n_heads"`` or an invalid value.
+        """
         config = dict(config)
-        expected = set(cls(1, ()).to_config())
+        kind = config.pop("type", "MultiHeadMLPLearner")
+        if kind != "MultiHeadMLPLearner":
+            raise ValueError(f"config 'type' must be 'MultiHeadMLPLearner', got {kind!r}")
+        expected = set(cls(1, ()).to_config()) - {"type"}
         unknown = set(config) - expected
         if unknown:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(expected)}")
@@ -420,6 +454,7 @@ class MultiHeadMLPLearner:
             rho,
             delta,
             cotangent,
+            self.trace_mode == "replacing",
         )
 
     def _update_with(

@@ -1,8 +1,29 @@
-"""Online feature normalizers.
+"""Online feature normalizers that stay right over any run length.
 
 Both normalizers follow the same shape: ``init(feature_dim) -> state``,
 ``update(state, x) -> (x_normalized, new_state)`` (statistics updated with ``x`` first, then
 ``x`` normalised) and ``normalize(state, x)`` (no update, for prediction).
+
+Why the states look the way they do. JAX computes in float32, whose 24-bit significand loses
+an increment smaller than half a unit in the last place of the running value:
+
+* a float32 count stops at 2^24 = 16,777,216 (``2^24 + 1`` rounds back to ``2^24``), so the
+  count is an exact integer in two uint32 words (``count`` and ``count_high``: ``2^64``
+  observations before it wraps);
+* a running mean of 1e9 observations moves by ``δ / 1e9`` per step, far below float32's
+  resolution, and a running sum of squared deviations (``M2 ≈ n σ²``) grows until ``σ²``-sized
+  increments vanish and overflows for large features. So the mean and the variance are held
+  directly (not as sums) and each as a double-float pair ``hi + lo`` (two float32 words,
+  about 48 significant bits), updated with an error-free two-sum (Knuth, TAOCP vol. 2,
+  4.2.2; Dekker 1971): the rounding error of every increment is kept in ``lo`` instead of lost;
+* the bias-corrected moving mean is held already divided by the total weight (not as
+  ``Σ dᵏ oₖ`` and ``1 - dᵗ`` separately, whose quotient is not exactly ``o`` for a constant
+  ``o``), so its first update sets it to exactly ``o`` and a constant feature never moves it:
+  a constant feature normalises to exactly 0.
+
+Range: a feature's values and spread may have any magnitude whose variance is a finite
+float32 (standard deviation up to about 1.8e19) and is not below float32's smallest normal
+number (about 1e-19 standard deviation, far below the default ``ε = 1e-8``).
 """
 
 from __future__ import annotations
@@ -24,32 +45,88 @@ __all__ = [
 ]
 
 
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``s = fl(a + b)`` and its exact rounding error ``e``: ``a + b = s + e`` (Knuth's
+    branch-free two-sum, valid for any order of magnitude of ``a`` and ``b``)."""
+    s = a + b
+    b_virtual = s - a
+    e = (a - (s - b_virtual)) + (b - b_virtual)
+    return s, e
+
+
+def _accumulate(hi: jax.Array, lo: jax.Array, increment: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(hi, lo) + increment`` for a double-float pair, renormalised so that ``|lo|`` is at
+    most half a unit in the last place of ``hi``."""
+    s, e = _two_sum(hi, increment)
+    return _two_sum(s, lo + e)
+
+
+def _count_as_float(count: jax.Array, count_high: jax.Array) -> jax.Array:
+    """The exact two-word count ``count_high · 2^32 + count`` as float32 (relative rounding
+    at most 2^-24: only the weight ``1/n`` of an update is rounded, never the count)."""
+    return count_high.astype(jnp.float32) * jnp.float32(2.0**32) + count.astype(jnp.float32)
+
+
 class WelfordState(NamedTuple):
-    """Running mean and sum of squared deviations (Welford 1962).
+    """Running mean and population variance of every observation seen (Welford 1962), each a
+    double-float pair ``hi + lo``, and the exact count.
 
     Attributes:
-        mean: running mean, shape ``(feature_dim,)``.
-        m2: running sum of squared deviations from the mean, shape ``(feature_dim,)``.
-        count: number of observations seen (float32 scalar).
+        mean: running mean (high word), shape ``(feature_dim,)``.
+        var: running population variance ``(1/n) Σ (oₖ - μ)²`` (high word), ``(feature_dim,)``.
+        count: number of observations seen, low uint32 word (the whole count below 2^32).
+        mean_low: low word of the mean: the mean is ``mean + mean_low``.
+        var_low: low word of the variance.
+        count_high: high uint32 word of the count: ``n = count_high · 2^32 + count``.
     """
 
     mean: jax.Array
-    m2: jax.Array
+    var: jax.Array
     count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, read by users and checkpoints
+    mean_low: jax.Array
+    var_low: jax.Array
+    count_high: jax.Array
+
+    @property
+    def m2(self) -> jax.Array:
+        """Sum of squared deviations from the mean, ``n σ²`` (computed from the variance)."""
+        return (self.var + self.var_low) * _count_as_float(self.count, self.count_high)
 
 
 class EMAState(NamedTuple):
-    """Exponential moving mean and variance with bias correction.
+    """Bias-corrected exponential moving mean and variance, each a double-float pair.
 
     Attributes:
-        mean: biased moving mean, shape ``(feature_dim,)``.
-        var: biased moving variance, shape ``(feature_dim,)``.
+        mean: moving mean, already bias-corrected (high word), shape ``(feature_dim,)``.
+        var: moving variance, already bias-corrected (high word), shape ``(feature_dim,)``.
         weight: ``1 - decay^t``, the total weight of the observations seen so far.
+        mean_low: low word of the mean: the mean is ``mean + mean_low``.
+        var_low: low word of the variance.
     """
 
     mean: jax.Array
     var: jax.Array
     weight: jax.Array
+    mean_low: jax.Array
+    var_low: jax.Array
+
+
+def _normalized(mean, mean_low, var, var_low, epsilon: float, x: jax.Array) -> jax.Array:
+    centred = (x - mean) - mean_low
+    return centred / jnp.sqrt(jnp.maximum(var + var_low, 0.0) + epsilon)
+
+
+def _moments_step(state_mean, state_mean_low, state_var, state_var_low, x, rate):
+    """One step of ``μ ← μ + α (o - μ)``, ``σ² ← σ² + α ((o - μ_old)(o - μ_new) - σ²)`` on
+    double-float pairs; ``α`` is ``1/n`` (Welford) or ``(1-d)/(1-dᵗ)`` (bias-corrected EMA).
+    The product is formed as ``(α δ_old) δ_new`` so that it overflows only when the variance
+    itself would."""
+    delta = (x - state_mean) - state_mean_low
+    mean, mean_low = _accumulate(state_mean, state_mean_low, rate * delta)
+    delta_new = (x - mean) - mean_low
+    var_old = state_var + state_var_low
+    var, var_low = _accumulate(state_var, state_var_low, (rate * delta) * delta_new - rate * var_old)
+    return mean, mean_low, var, var_low
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +134,10 @@ class WelfordNormalizer:
     """Welford running normalisation: ``(o - μ) / sqrt(σ² + ε)``, updated on every observation.
 
     ``μ`` and ``σ²`` are the mean and population variance of every observation seen so far,
-    the current one included.
+    the current one included: ``μₙ = μₙ₋₁ + (o - μₙ₋₁)/n``,
+    ``σ²ₙ = σ²ₙ₋₁ + ((o - μₙ₋₁)(o - μₙ) - σ²ₙ₋₁)/n`` (Welford 1962, the variance held directly
+    rather than as a sum). The count is exact and the statistics are double-float pairs, so
+    they stay right for any run length (see the module docstring).
 
     Args:
         epsilon: ``ε``, added to the variance.
@@ -70,23 +150,22 @@ class WelfordNormalizer:
             raise ValueError(f"WelfordNormalizer: epsilon must be > 0, got {self.epsilon!r}")
 
     def init(self, feature_dim: int) -> WelfordState:
-        return WelfordState(
-            mean=jnp.zeros((feature_dim,), jnp.float32),
-            m2=jnp.zeros((feature_dim,), jnp.float32),
-            count=jnp.zeros((), jnp.float32),
-        )
+        zeros = jnp.zeros((feature_dim,), jnp.float32)
+        word = jnp.zeros((), jnp.uint32)
+        return WelfordState(mean=zeros, var=zeros, count=word, mean_low=zeros, var_low=zeros, count_high=word)
 
     def update(self, state: WelfordState, x: jax.Array) -> tuple[jax.Array, WelfordState]:
-        count = state.count + 1.0
-        delta = x - state.mean
-        mean = state.mean + delta / count
-        m2 = state.m2 + delta * (x - mean)
-        new_state = WelfordState(mean=mean, m2=m2, count=count)
+        count = state.count + jnp.uint32(1)
+        count_high = state.count_high + (count == 0).astype(jnp.uint32)  # the low word wrapped
+        rate = 1.0 / _count_as_float(count, count_high)
+        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, rate)
+        new_state = WelfordState(
+            mean=mean, var=var, count=count, mean_low=mean_low, var_low=var_low, count_high=count_high
+        )
         return self.normalize(new_state, x), new_state
 
     def normalize(self, state: WelfordState, x: jax.Array) -> jax.Array:
-        var = state.m2 / jnp.maximum(state.count, 1.0)
-        return (x - state.mean) / jnp.sqrt(var + self.epsilon)
+        return _normalized(state.mean, state.mean_low, state.var, state.var_low, self.epsilon, x)
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "WelfordNormalizer", "epsilon": self.epsilon}
@@ -96,9 +175,11 @@ class WelfordNormalizer:
 class EMANormalizer:
     """Exponential-moving normalisation, for non-stationary streams.
 
-    ``μ ← d μ + (1-d) o``, ``σ² ← d σ² + (1-d)(o - μ_old)(o - μ_new)``, both divided by the
-    total weight ``1 - dᵗ`` so that early estimates are unbiased; output
-    ``(o - μ) / sqrt(σ² + ε)``.
+    The bias-corrected moving mean and variance of Adam-style bias correction: with total
+    weight ``wₜ = 1 - dᵗ`` and rate ``αₜ = (1-d)/wₜ`` (``α₁ = 1``),
+    ``μ ← μ + αₜ (o - μ)``, ``σ² ← σ² + αₜ ((o - μ_old)(o - μ_new) - σ²)``, which equal
+    ``Σₖ dᵗ⁻ᵏ oₖ / wₜ`` and the matching variance; output ``(o - μ) / sqrt(σ² + ε)``. A
+    constant feature normalises to exactly 0.
 
     Args:
         decay: ``d`` in [0, 1); the effective window is about ``1 / (1 - d)`` observations.
@@ -115,28 +196,20 @@ class EMANormalizer:
             raise ValueError(f"EMANormalizer: epsilon must be > 0, got {self.epsilon!r}")
 
     def init(self, feature_dim: int) -> EMAState:
-        return EMAState(
-            mean=jnp.zeros((feature_dim,), jnp.float32),
-            var=jnp.zeros((feature_dim,), jnp.float32),
-            weight=jnp.zeros((), jnp.float32),
-        )
+        zeros = jnp.zeros((feature_dim,), jnp.float32)
+        return EMAState(mean=zeros, var=zeros, weight=jnp.zeros((), jnp.float32), mean_low=zeros, var_low=zeros)
 
     def update(self, state: EMAState, x: jax.Array) -> tuple[jax.Array, EMAState]:
-        d = self.decay
-        weight = d * state.weight + (1.0 - d)
-        old_mean = state.mean / jnp.maximum(state.weight, 1e-30)
-        old_mean = jnp.where(state.weight > 0, old_mean, x)
-        mean = d * state.mean + (1.0 - d) * x
-        new_mean = mean / weight
-        var = d * state.var + (1.0 - d) * (x - old_mean) * (x - new_mean)
-        new_state = EMAState(mean=mean, var=var, weight=weight)
+        d, one_minus_d = jnp.float32(self.decay), jnp.float32(1.0 - self.decay)
+        weight = d * state.weight + one_minus_d
+        # weight == 1 - d exactly at the first step, so the first rate is exactly 1.
+        rate = one_minus_d / weight
+        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, rate)
+        new_state = EMAState(mean=mean, var=var, weight=weight, mean_low=mean_low, var_low=var_low)
         return self.normalize(new_state, x), new_state
 
     def normalize(self, state: EMAState, x: jax.Array) -> jax.Array:
-        w = jnp.maximum(state.weight, 1e-30)
-        mean = jnp.where(state.weight > 0, state.mean / w, 0.0)
-        var = jnp.where(state.weight > 0, jnp.maximum(state.var / w, 0.0), 0.0)
-        return (x - mean) / jnp.sqrt(var + self.epsilon)
+        return _normalized(state.mean, state.mean_low, state.var, state.var_low, self.epsilon, x)
 
     def to_config(self) -> dict[str, Any]:
         return {"type": "EMANormalizer", "decay": self.decay, "epsilon": self.epsilon}

@@ -3,14 +3,18 @@ Gymnasium's functional environments and the ``envs`` package, and the behaviour 
 whose random draws can be made for a whole chunk at once.
 
 ``as_jax_env(env, seed)`` accepts a gymnasium ``FuncEnv`` (e.g. ``CartPoleFunctional()``), a
-``FunctionalJaxEnv`` (whose ``func_env`` is used) or its id, or an environment with
-``jax_reset`` / ``jax_step`` (the ``envs`` package). ``as_jax_policy(policy, env)`` accepts
+``FunctionalJaxEnv`` (whose ``func_env`` is used) or its id, an environment with
+``jax_reset`` / ``jax_step`` (the ``envs`` package), or a gymnax environment (the optional
+extra ``horde[gymnax]``): its id with a ``"gymnax:"`` prefix (``"gymnax:CartPole-v1"``,
+``"gymnax:Breakout-MinAtar"``), an environment object, or the ``(env, params)`` pair that
+``gymnax.make`` returns. ``as_jax_policy(policy, env)`` accepts
 ``None`` / ``"uniform"`` / ``UniformRandom()``, ``FixedProbabilities(p)`` or ``"env"``. The
 exact step, reset and draw semantics are in ``horde.runs.jax_runner``'s docstring.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -114,18 +118,113 @@ def _package_env(env: Any, seed: int) -> JaxEnv:
     return JaxEnv(name, u.observation_space, u.action_space, u.jax_reset, step, probs, limit, fingerprint, u)
 
 
+# ---------------------------------------------------------------------------------------------
+# gymnax environments
+
+#: The prefix that marks a gymnax id: ``"gymnax:CartPole-v1"``.
+GYMNAX_PREFIX = "gymnax:"
+
+# Larger than any episode: passed to gymnax's own step so that its ``done`` can only be a
+# termination, whatever version folds the time limit into it; the runner applies the limit.
+_NO_TIME_LIMIT = 2**31 - 1
+
+
+def _is_gymnax_env(obj: Any) -> bool:
+    return all(callable(getattr(obj, name, None)) for name in ("step_env", "reset_env", "observation_space")) and (
+        hasattr(obj, "default_params")
+    )
+
+
+@functools.cache
+def _make_gymnax(env_id: str) -> Any:
+    """One gymnax environment object per id, so that repeated runs reuse compiled functions."""
+    try:
+        import gymnax
+    except ImportError as e:
+        raise ImportError(
+            f"env {GYMNAX_PREFIX}{env_id} needs gymnax: pip install 'horde[gymnax]' (gymnax and six)"
+        ) from e
+    if env_id not in gymnax.registered_envs:
+        raise ValueError(
+            f"env {GYMNAX_PREFIX}{env_id!r} is not a gymnax environment; gymnax registers "
+            f"{', '.join(GYMNAX_PREFIX + name for name in gymnax.registered_envs)}"
+        )
+    env, _ = gymnax.make(env_id)
+    return env
+
+
+def _gym_space(space: Any, what: str, name: str) -> gym.Space:
+    """A gymnax ``Discrete`` or ``Box`` space as the Gymnasium space the runner reads (a
+    boolean Box, MinAtar's grid, becomes a float32 Box on [0, 1])."""
+    kind = type(space).__name__
+    if kind == "Discrete":
+        return gym.spaces.Discrete(int(space.n))
+    if kind == "Box":
+        shape = tuple(int(d) for d in space.shape)
+        low = np.broadcast_to(np.asarray(space.low, np.float32), shape)
+        high = np.broadcast_to(np.asarray(space.high, np.float32), shape)
+        return gym.spaces.Box(low, high, shape, np.float32)
+    raise ValueError(f"gymnax environment {name}: its {what} space is a {kind}; run_jax supports Discrete and Box")
+
+
+def _params_fingerprint(params: Any) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return (str(treedef),) + tuple((str(np.asarray(v).dtype), np.asarray(v).tobytes()) for v in leaves)
+
+
+def _gymnax_env(env: Any, params: Any) -> JaxEnv:
+    """A gymnax environment as a ``JaxEnv``: its un-reset step (``step_env``), with the time
+    limit taken out of it and handed to the runner, so that ``terminated`` is only the
+    environment's own terminal condition and truncation is the runner's."""
+    name = GYMNAX_PREFIX + str(env.name)
+    if params is None:
+        params = env.default_params
+    limit = getattr(params, "max_steps_in_episode", None)
+    step_params = params.replace(max_steps_in_episode=_NO_TIME_LIMIT) if limit is not None else params
+
+    def reset(key):
+        obs, state = env.reset_env(key, params)
+        return state, obs
+
+    def step(state, action, key):
+        obs, next_state, reward, done, _ = env.step_env(key, state, action, step_params)
+        return next_state, obs, jnp.asarray(reward, jnp.float32).reshape(()), jnp.asarray(done, bool).reshape(())
+
+    obs_space = _gym_space(env.observation_space(params), "observation", name)
+    act_space = _gym_space(env.action_space(params), "action", name)
+    default_limit = int(limit) if limit is not None else None
+    return JaxEnv(name, obs_space, act_space, reset, step, None, default_limit, _params_fingerprint(params), env)
+
+
 def as_jax_env(env: Any, seed: int) -> JaxEnv:
     """``env`` as a ``JaxEnv``.
 
     Args:
-        env: a gymnasium ``FuncEnv``, a ``FunctionalJaxEnv`` or a Gymnasium id, or an
-            environment with ``jax_reset`` / ``jax_step``.
+        env: a gymnasium ``FuncEnv``, a ``FunctionalJaxEnv`` or a Gymnasium id, an
+            environment with ``jax_reset`` / ``jax_step``, or a gymnax environment: its id
+            prefixed with ``"gymnax:"`` (e.g. ``"gymnax:CartPole-v1"``, ``"gymnax:Acrobot-v1"``,
+            ``"gymnax:MountainCar-v0"``, ``"gymnax:Pendulum-v1"``,
+            ``"gymnax:Breakout-MinAtar"``), a gymnax environment object (its default
+            parameters) or the ``(env, params)`` pair of ``gymnax.make``. A gymnax step is
+            its un-reset ``step_env``; ``terminated`` is its terminal condition alone and its
+            ``params.max_steps_in_episode`` becomes the runner's time limit (truncation).
         seed: an ``envs`` package environment is first reset with it, as ``horde.run`` does,
             which fixes the configuration read when its functions are traced.
 
+    Returns:
+        The environment as pure functions (``JaxEnv``).
+
     Raises:
         TypeError: ``env`` is not written in JAX (use ``horde.run``).
+        ValueError: an unknown gymnax id, or a gymnax space other than Discrete or Box.
+        ImportError: a gymnax environment is asked for and gymnax is not installed.
     """
+    if isinstance(env, str) and env.startswith(GYMNAX_PREFIX):
+        return _gymnax_env(_make_gymnax(env[len(GYMNAX_PREFIX) :]), None)
+    if isinstance(env, tuple) and len(env) == 2 and _is_gymnax_env(env[0]):
+        return _gymnax_env(env[0], env[1])
+    if _is_gymnax_env(env):
+        return _gymnax_env(env, None)
     if isinstance(env, str):
         env = gym.make(env)
     if isinstance(env, FuncEnv):
@@ -141,8 +240,8 @@ def as_jax_env(env: Any, seed: int) -> JaxEnv:
     raise TypeError(
         f"run_jax needs an environment written in JAX: a gymnasium FuncEnv (e.g. "
         f"gymnasium.envs.phys2d.cartpole.CartPoleFunctional()), a FunctionalJaxEnv (e.g. "
-        f"gymnasium.make('phys2d/CartPole-v1')) or an environment with jax_reset/jax_step (the "
-        f"envs package); got {type(env).__name__}. Use horde.run for Python environments"
+        f"gymnasium.make('phys2d/CartPole-v1')), an environment with jax_reset/jax_step (the "
+        f"envs package) or a gymnax environment ('gymnax:CartPole-v1'); got {type(env).__name__}. Use horde.run for Python environments"
     )
 
 
