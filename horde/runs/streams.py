@@ -6,7 +6,11 @@ truncated``: the transition that ended the episode carries the real final observ
 With next-step autoreset (Gymnasium >= 1.0's default) the step after an episode ends returns
 the reset observation with reward 0 and both flags false: not a real transition, so it is
 marked invalid (``valid`` False) and never learned from. Same-step autoreset takes the real
-final observation from ``info["final_obs"]``.
+final observation from ``info["final_obs"]``. With autoreset disabled the stream resets the
+copies whose episode ended itself (``reset(options={"reset_mask": ...})``), so every mode gives
+the same transitions as single environments that reset themselves. Infos may nest
+dictionaries (e.g. ``RecordEpisodeStatistics``'s ``info["episode"]``): each copy's policy sees
+its own entries (``copy_info``).
 
 Each ``collect(T, first_step)`` returns ``(Transitions, valid)`` with features as float32
 arrays, actions indexed from 0 as the demons see them, and records finished episodes in
@@ -25,7 +29,38 @@ from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.td import Transitions
 
-__all__ = ["SingleStream", "VectorStream", "replay"]
+__all__ = ["SingleStream", "VectorStream", "copy_info", "replay"]
+
+
+def copy_info(infos: dict, i: int) -> dict:
+    """Copy ``i``'s part of a vector environment's ``info``.
+
+    Gymnasium's vector environments stack each key's values over the copies and mark the copies
+    that set it with a boolean ``"_key"`` entry; a key whose values are dictionaries (e.g.
+    ``"episode"`` of ``RecordEpisodeStatistics``, ``"final_info"`` of same-step autoreset) is
+    stacked the same way inside. Keys that copy ``i`` did not set are left out.
+
+    Args:
+        infos: the vector environment's ``info`` dictionary.
+        i: the copy.
+
+    Returns:
+        A dictionary of copy ``i``'s values, nested where ``infos`` nests.
+    """
+    out: dict = {}
+    for key, value in infos.items():
+        if isinstance(key, str) and key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not bool(np.asarray(mask)[i]):
+            continue
+        if isinstance(value, dict):
+            out[key] = copy_info(value, i)
+        elif isinstance(value, (np.ndarray, list, tuple)) and len(value) > i:
+            out[key] = value[i]
+        else:
+            out[key] = value
+    return out
 
 
 def action_layout(act_space: gym.Space) -> tuple[type, tuple[int, ...], int]:
@@ -135,8 +170,6 @@ class VectorStream:
         self.seeded_per_copy = True
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
-        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
-            raise ValueError(f"vector environments must autoreset (NEXT_STEP or SAME_STEP), got {mode}")
         self.mode, self.env, self.features = mode, env, features
         self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
         self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
@@ -157,6 +190,7 @@ class VectorStream:
             )
             self.seeded_per_copy = False
             self.raw, self.infos = env.reset(seed=seed)
+        self.copy_infos = [copy_info(self.infos, i) for i in range(N)]
         self.x = features.batch(self.raw)
         self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
         self.last_actions: np.ndarray = np.zeros((N,) + self.action_shape, self.action_dtype)
@@ -177,7 +211,7 @@ class VectorStream:
         truncated = np.zeros((T, N), bool)
         valid = np.ones((T, N), bool)
         probs = np.ones((T, N), np.float32)
-        raw, infos, x, resetting = self.raw, self.infos, self.x, self.resetting
+        raw, copy_infos, x, resetting = self.raw, self.copy_infos, self.x, self.resetting
         for t in range(T):
             for i in range(N):
                 if resetting[i]:
@@ -185,8 +219,7 @@ class VectorStream:
                     # stream matches a single environment that resets itself.
                     actions[t, i] = self.last_actions[i]
                     continue
-                info_i = {k: v[i] for k, v in infos.items() if not k.startswith("_")} if infos else {}
-                a, p = self.policies[i].sample(raw[i], info_i, self.rngs[i])
+                a, p = self.policies[i].sample(raw[i], copy_infos[i], self.rngs[i])
                 actions[t, i] = a
                 if p is not None:
                     probs[t, i] = p
@@ -197,10 +230,26 @@ class VectorStream:
             x_next = features.batch(next_raw)
             ended = np.logical_or(term, trunc)
             real_next = x_next
+            copy_infos = [copy_info(next_infos, i) for i in range(N)]
             if self.mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
                 real_next = x_next.copy()
                 for j in np.flatnonzero(ended):
                     real_next[j] = features(next_infos["final_obs"][j])
+            elif self.mode == gym.vector.AutoresetMode.DISABLED and ended.any():
+                try:
+                    reset_raw, reset_infos = self.env.reset(options={"reset_mask": np.asarray(ended, np.bool_)})
+                except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as e:
+                    raise ValueError(
+                        f"{type(self.env).__name__} has autoreset_mode DISABLED but refused to reset the "
+                        f"copies whose episode ended (reset(options={{'reset_mask': ...}})): {e}; make it "
+                        "with autoreset_mode NEXT_STEP or SAME_STEP"
+                    ) from e
+                x_next = x_next.copy()
+                reset_x = features.batch(reset_raw)
+                for j in np.flatnonzero(ended):
+                    x_next[j] = reset_x[j]
+                    copy_infos[j] = copy_info(reset_infos, int(j))
+                next_raw = reset_raw
             if not np.isfinite(real_next).all():
                 raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
             obs[t] = x
@@ -217,8 +266,8 @@ class VectorStream:
                 self.ep_return[j], self.ep_length[j] = 0.0, 0
             if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
                 resetting = ended & live
-            raw, infos, x = next_raw, next_infos, x_next
-        self.raw, self.infos, self.x, self.resetting = raw, infos, x, resetting
+            raw, x = next_raw, x_next
+        self.raw, self.copy_infos, self.x, self.resetting = raw, copy_infos, x, resetting
         transitions = Transitions(
             *(np.swapaxes(a, 0, 1) for a in (obs, actions, rewards, next_obs, terminated, truncated, probs))
         )
