@@ -21,11 +21,12 @@ already scaled the step down.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from horde.core.checks import as_float
 
 __all__ = ["ObGDBounding", "bounder_from_config"]
 
@@ -41,8 +42,7 @@ class ObGDBounding:
     kappa: float = 2.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.kappa, (int, float)) and math.isfinite(self.kappa) and self.kappa > 0):
-            raise ValueError(f"ObGDBounding: kappa must be a finite number > 0, got {self.kappa!r}")
+        object.__setattr__(self, "kappa", as_float("ObGDBounding: kappa", self.kappa, low=0, low_open=True))
 
     def bound(self, steps: Any, error: jax.Array | float) -> tuple[Any, jax.Array]:
         """Scales a pytree of steps as one update.

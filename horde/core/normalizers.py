@@ -8,11 +8,12 @@ Both normalizers follow the same shape: ``init(feature_dim) -> state``,
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from horde.core.checks import as_float
 
 __all__ = [
     "WelfordNormalizer",
@@ -66,8 +67,7 @@ class WelfordNormalizer:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"WelfordNormalizer: epsilon must be > 0, got {self.epsilon!r}")
+        object.__setattr__(self, "epsilon", as_float("WelfordNormalizer: epsilon", self.epsilon, low=0, low_open=True))
 
     def init(self, feature_dim: int) -> WelfordState:
         return WelfordState(
@@ -109,10 +109,8 @@ class EMANormalizer:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.decay < 1.0):
-            raise ValueError(f"EMANormalizer: decay must be in [0, 1), got {self.decay!r}")
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"EMANormalizer: epsilon must be > 0, got {self.epsilon!r}")
+        object.__setattr__(self, "decay", as_float("EMANormalizer: decay", self.decay, low=0, high=1, high_open=True))
+        object.__setattr__(self, "epsilon", as_float("EMANormalizer: epsilon", self.epsilon, low=0, low_open=True))
 
     def init(self, feature_dim: int) -> EMAState:
         return EMAState(

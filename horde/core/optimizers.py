@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
+from horde.core.checks import as_float
+
 Array = jnp.ndarray
 
 __all__ = [
@@ -42,11 +44,10 @@ __all__ = [
 ]
 
 
-def _check_positive(cls_name: str, name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{cls_name}: {name} must be a finite number {bound}, got {value!r}")
+def _check_positive(config: Any, name: str, *, allow_zero: bool = False) -> None:
+    """Checks the field ``name`` of a frozen config and stores it as a Python float."""
+    value = as_float(f"{type(config).__name__}: {name}", getattr(config, name), low=0, low_open=not allow_zero)
+    object.__setattr__(config, name, value)
 
 
 class LMSState(NamedTuple):
@@ -90,7 +91,7 @@ class LMS:
     step_size: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_positive("LMS", "step_size", self.step_size, allow_zero=True)
+        _check_positive(self, "step_size", allow_zero=True)
 
     def init_for_shape(self, shape: tuple[int, ...]) -> LMSState:
         """LMS has no state; ``shape`` is accepted for interface symmetry."""
@@ -131,8 +132,8 @@ class IDBD:
     meta_step_size: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_positive("IDBD", "initial_step_size", self.initial_step_size)
-        _check_positive("IDBD", "meta_step_size", self.meta_step_size, allow_zero=True)
+        _check_positive(self, "initial_step_size")
+        _check_positive(self, "meta_step_size", allow_zero=True)
 
     def init_for_shape(self, shape: tuple[int, ...]) -> IDBDState:
         return IDBDState(
@@ -187,9 +188,9 @@ class Autostep:
     tau: float = 10000.0
 
     def __post_init__(self) -> None:
-        _check_positive("Autostep", "initial_step_size", self.initial_step_size)
-        _check_positive("Autostep", "meta_step_size", self.meta_step_size, allow_zero=True)
-        _check_positive("Autostep", "tau", self.tau)
+        _check_positive(self, "initial_step_size")
+        _check_positive(self, "meta_step_size", allow_zero=True)
+        _check_positive(self, "tau")
 
     def init_for_shape(self, shape: tuple[int, ...]) -> AutostepState:
         return AutostepState(

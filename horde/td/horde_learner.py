@@ -24,8 +24,6 @@ Maei 2011, GTD(λ)):
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from demons import Demon, DemonSet
 from horde.core import (
+    ArgumentTypeError,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -42,6 +41,8 @@ from horde.core import (
     Optimizer,
     all_finite,
     any_inf,
+    as_bool,
+    as_float,
     as_vector,
     bounder_from_config,
     check_flag,
@@ -134,6 +135,10 @@ class HordeLearner:
         diagnostics_step_size: float | None = None,
     ) -> None:
         if not isinstance(demons, DemonSet):
+            if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
+                raise ArgumentTypeError(
+                    f"demons must be a DemonSet or a sequence of Demon, got {demons!r} ({type(demons).__name__})"
+                )
             demons = DemonSet(demons)
         if len(demons) == 0:
             raise ValueError("demons must hold at least one Demon, got an empty set")
@@ -166,24 +171,15 @@ class HordeLearner:
         base: float = getattr(head_opt, "initial_step_size", 0.0) if base_or_none is None else base_or_none
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base
-        if (
-            not isinstance(secondary_step_size, numbers.Real)
-            or not math.isfinite(secondary_step_size)
-            or secondary_step_size < 0
-        ):
-            raise ValueError(f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}")
-        self.secondary_step_size: float = float(secondary_step_size)
-        self.diagnostics: bool = bool(diagnostics)
-        self._diagnostics_given: float | None = diagnostics_step_size
+        self.secondary_step_size: float = as_float("secondary_step_size", secondary_step_size, low=0)
+        self.diagnostics: bool = as_bool("diagnostics", diagnostics)
+        given = diagnostics_step_size is not None
         if diagnostics_step_size is None:
             diagnostics_step_size = base if base > 0 else 0.01
-        if (
-            not isinstance(diagnostics_step_size, numbers.Real)
-            or not math.isfinite(diagnostics_step_size)
-            or diagnostics_step_size <= 0
-        ):
-            raise ValueError(f"diagnostics_step_size must be a finite number > 0, got {diagnostics_step_size!r}")
-        self.diagnostics_step_size: float = float(diagnostics_step_size)
+        self.diagnostics_step_size: float = as_float(
+            "diagnostics_step_size", diagnostics_step_size, low=0, low_open=True
+        )
+        self._diagnostics_given: float | None = self.diagnostics_step_size if given else None
         self._lamdas: np.ndarray = lamdas.astype(np.float32)
         self._z: np.ndarray = np.asarray(demons.z, np.float32)
         self._off_policy: np.ndarray = np.asarray(demons.is_off_policy, bool)
