@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from horde.core.checks import as_float
+from horde.core.checks import as_float, as_instance
 
 __all__ = ["ObGDBounding", "bounder_from_config"]
 
@@ -73,7 +73,7 @@ def bounder_from_config(config: dict[str, Any] | None) -> ObGDBounding | None:
     """Rebuilds a bounder from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("bounder config", config, dict, example="{'type': 'ObGDBounding', 'kappa': 2.0}"))
     kind = config.pop("type", None)
     if kind != "ObGDBounding":
         raise ValueError(f"bounder config 'type' must be 'ObGDBounding', got {kind!r}")

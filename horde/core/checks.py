@@ -34,6 +34,7 @@ import numpy as np
 __all__ = [
     "ArgumentTypeError",
     "all_finite",
+    "as_action",
     "as_bool",
     "as_float",
     "as_instance",
@@ -136,7 +137,7 @@ def as_float(
     return x
 
 
-def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = None, expected: str = "") -> int:
     """One integer, returned as a Python int.
 
     Args:
@@ -144,6 +145,7 @@ def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = 
         value: an ``int`` or NumPy / JAX integer scalar; not a ``bool``, a float (even ``1.0``)
             or a string.
         low, high: inclusive bounds, or ``None`` for none.
+        expected: what the message says was expected (default ``"an integer >= low"``, ...).
 
     Returns:
         ``int(value)``.
@@ -152,11 +154,12 @@ def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = 
         ArgumentTypeError: ``value`` is not an integer.
         ValueError: ``value`` is outside the bounds.
     """
+    expected = expected or f"an integer {_range_text(low, high, False, False)}".rstrip()
     if _scalar_kind(value) != "int":
-        raise ArgumentTypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ArgumentTypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     n = int(value)
     if (low is not None and n < low) or (high is not None and n > high):
-        raise ValueError(f"{name} must be an integer {_range_text(low, high, False, False)}, got {value!r}")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
     return n
 
 
@@ -227,10 +230,42 @@ def as_instance(
         raise ArgumentTypeError(f"{name} must be an instance{hint}, got the class {value.__name__}; call it")
     if (kinds and isinstance(value, kinds)) or (methods and all(callable(getattr(value, m, None)) for m in methods)):
         return value
-    wanted = " or ".join(k.__name__ for k in kinds) if kinds else ""
+    wanted = " or ".join(("an " if k.__name__[0] in "AEIOUaeiou" else "a ") + k.__name__ for k in kinds)
     if methods:
         wanted = (wanted + " or " if wanted else "") + "an object with " + ", ".join(methods)
     raise ArgumentTypeError(f"{name} must be {wanted}{hint}, got {value!r} ({type(value).__name__})")
+
+
+def as_action(name: str, value: Any, n_actions: int | None, start: int = 0) -> Any:
+    """A discrete action: an integer in ``[start, start + n_actions)``; tracers pass unchecked.
+
+    A float action (``1.7``, even ``1.0``) is refused rather than truncated, and an index out of
+    range rather than clamped (either would give a wrong importance ratio).
+
+    Args:
+        name: the argument's name, for the error message.
+        value: an ``int``, NumPy / JAX integer scalar or 0-d integer array.
+        n_actions: the number of actions, or ``None`` when unknown (only the type is checked).
+        start: the first action (Gymnasium's ``Discrete.start``).
+
+    Returns:
+        ``int(value)`` for a concrete value, the tracer itself otherwise.
+
+    Raises:
+        ArgumentTypeError: ``value`` is not an integer.
+        ValueError: ``value`` is outside the action space.
+    """
+    if is_tracer(value):
+        return value
+    if type(value) is not int:
+        if _scalar_kind(value) != "int":
+            raise ArgumentTypeError(
+                f"{name} must be an integer (a discrete action index), got {value!r} ({type(value).__name__})"
+            )
+        value = int(value)
+    if n_actions is not None and not start <= value < start + n_actions:
+        raise ValueError(f"{name} must be one of the {n_actions} actions {start}..{start + n_actions - 1}, got {value}")
+    return value
 
 
 def check_unit_interval(name: str, value: Any) -> float:

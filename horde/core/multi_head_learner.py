@@ -139,7 +139,7 @@ class MultiHeadMLPLearner:
             raise ArgumentTypeError(f"hidden_sizes must be a tuple of positive integers, got {hidden_sizes!r}")
         hidden_sizes = tuple(hidden_sizes)
         for i, size in enumerate(hidden_sizes):
-            as_int(f"hidden_sizes[{i}] (hidden_sizes={hidden_sizes!r})", size, low=1)
+            as_int(f"hidden_sizes[{i}]", size, low=1, expected="a positive integer")
         step_size = as_float("step_size", step_size, low=0)
         sparsity = as_float("sparsity", sparsity, low=0, high=1, high_open=True)
         gamma = check_unit_interval("gamma", gamma)

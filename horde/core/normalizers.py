@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from horde.core.checks import as_float
+from horde.core.checks import as_float, as_instance
 
 __all__ = [
     "WelfordNormalizer",
@@ -149,7 +149,7 @@ def normalizer_from_config(config: dict[str, Any] | None) -> Normalizer | None:
     """Rebuilds a normalizer from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("normalizer config", config, dict, example="{'type': 'WelfordNormalizer'}"))
     kind = config.pop("type", None)
     if kind not in _NORMALIZERS:
         raise ValueError(f"normalizer config 'type' must be one of {sorted(_NORMALIZERS)}, got {kind!r}")

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from horde.core.checks import as_float
+from horde.core.checks import as_float, as_instance
 
 Array = jnp.ndarray
 
@@ -268,7 +268,7 @@ def optimizer_from_config(config: dict[str, Any] | None) -> Optimizer | None:
     """Rebuilds an optimizer from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("optimizer config", config, dict, example="{'type': 'LMS', 'step_size': 0.01}"))
     kind = config.pop("type", None)
     if kind not in _OPTIMIZERS:
         raise ValueError(f"optimizer config 'type' must be one of {sorted(_OPTIMIZERS)}, got {kind!r}")

@@ -76,6 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
+from horde.core import as_seed
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
 from horde.runs.recording import (
@@ -298,11 +299,7 @@ def run_jax(
     n_seeds = positive_int("n_seeds", n_seeds)
     record_every = positive_int("record_every", record_every)
     chunk_size = positive_int("chunk_size", chunk_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    if seed + n_seeds > 2**31:
-        raise ValueError(f"seed + n_seeds must be at most 2**31, got {seed} + {n_seeds}")
+    seed = as_seed("seed", seed, count=n_seeds)
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     if max_episode_steps is not None:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.core import as_int
 from horde.runs.results import DivergenceError, RunResult
 from horde.td import HordeLearner
 
@@ -49,10 +50,9 @@ __all__ = [
 
 
 def positive_int(name: str, value: Any) -> int:
-    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1
+    (``horde.core.as_int``: a bool or a float is not an integer)."""
+    return as_int(name, value, low=1, expected="a positive integer")
 
 
 def learner_config(learner: HordeLearner) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.core import as_bool, as_int, as_seed
 from horde.runs.behaviour import as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.runs.recording import (
@@ -266,8 +267,11 @@ def run(
     features = FeatureMap(obs_space)
     n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
     learner.demons.validate(features.dim, n_actions)
-    if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
-        raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
+    start_step = as_int("start_step", start_step, low=0)
+    seed = as_seed("seed", seed, count=int(env.num_envs) if vector else 1)
+    if progress is not None:
+        progress = as_bool("progress", progress)
+    stop_on_interrupt = as_bool("stop_on_interrupt", stop_on_interrupt)
     config = {
         "start_step": int(start_step),
         "env": env_id,

@@ -19,12 +19,14 @@ arrays, actions indexed from 0 as the demons see them, and records finished epis
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from horde.core import as_action
 from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.td import Transitions
@@ -63,6 +65,40 @@ def copy_info(infos: dict, i: int) -> dict:
     return out
 
 
+def checked_action(action: Any, act_space: gym.Space, step: int) -> Any:
+    """The behaviour policy's action, refused unless it belongs to ``act_space``: for a
+    ``Discrete`` space an integer in range (a float would be truncated when stored, an index
+    out of range would give a wrong importance ratio); otherwise an array of the space's shape.
+
+    Raises:
+        TypeError: a discrete action that is not an integer.
+        ValueError: an action outside the space.
+    """
+    if isinstance(act_space, gym.spaces.Discrete):
+        return as_action(f"action at step {step}", action, int(act_space.n), int(act_space.start))
+    if np.shape(action) != act_space.shape or not act_space.contains(np.asarray(action, act_space.dtype)):
+        raise ValueError(f"action at step {step} must belong to the action space {act_space!r}, got {action!r}")
+    return action
+
+
+def checked_reward(reward: Any, step: int) -> float:
+    """The environment's reward as a float, refused unless it is a finite number (a NaN reward
+    is refused here as ``update_from_transition`` refuses it).
+
+    Raises:
+        ValueError: the reward is not a finite number.
+    """
+    try:
+        value = float(reward)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"reward must be one finite number, got {reward!r} from the environment at step {step}"
+        ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"reward must be finite, got {reward!r} from the environment at step {step}")
+    return value
+
+
 def action_layout(act_space: gym.Space) -> tuple[type, tuple[int, ...], int]:
     """How actions of ``act_space`` are stored: dtype, shape of one action, and the value
     subtracted from a discrete action (demons index discrete actions from 0: action
@@ -96,7 +132,7 @@ class SingleStream:
     def __init__(
         self, env: gym.Env, features: FeatureMap, policy: BehaviourPolicy, act_space: gym.Space, seed: int
     ) -> None:
-        self.env, self.features, self.policy = env, features, policy
+        self.env, self.features, self.policy, self.act_space = env, features, policy, act_space
         self.rng = np.random.default_rng(seed)
         self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
         self.episodes: list[tuple[int, int, float, int]] = []
@@ -123,7 +159,9 @@ class SingleStream:
         raw, info, x = self.raw, self.info, self.x
         for t in range(T):
             action, prob = policy.sample(raw, info, rng)
+            action = checked_action(action, self.act_space, first_step + t)
             next_raw, reward, term, trunc, next_info = env.step(action)
+            reward = checked_reward(reward, first_step + t)
             x_next = features(next_raw)
             if not np.isfinite(x_next).all():
                 raise ValueError(
@@ -170,7 +208,7 @@ class VectorStream:
         self.seeded_per_copy = True
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
-        self.mode, self.env, self.features = mode, env, features
+        self.mode, self.env, self.features, self.act_space = mode, env, features, act_space
         self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
         self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
         self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
@@ -220,7 +258,7 @@ class VectorStream:
                     actions[t, i] = self.last_actions[i]
                     continue
                 a, p = self.policies[i].sample(raw[i], copy_infos[i], self.rngs[i])
-                actions[t, i] = a
+                actions[t, i] = checked_action(a, self.act_space, first_step + t)
                 if p is not None:
                     probs[t, i] = p
             self.last_actions = actions[t].copy()
@@ -252,6 +290,10 @@ class VectorStream:
                 next_raw = reset_raw
             if not np.isfinite(real_next).all():
                 raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
+            reward = np.asarray(reward, np.float64)
+            if not np.isfinite(reward).all():
+                j = int(np.flatnonzero(~np.isfinite(reward))[0])
+                checked_reward(reward[j], first_step + t)
             obs[t] = x
             next_obs[t] = real_next
             rewards[t] = reward

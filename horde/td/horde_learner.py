@@ -41,8 +41,10 @@ from horde.core import (
     Optimizer,
     all_finite,
     any_inf,
+    as_action,
     as_bool,
     as_float,
+    as_instance,
     as_vector,
     bounder_from_config,
     check_flag,
@@ -224,8 +226,13 @@ class HordeLearner:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HordeLearner:
-        """Rebuilds a HordeLearner from ``to_config()`` output."""
-        config = dict(config)
+        """Rebuilds a HordeLearner from ``to_config()`` output.
+
+        Raises:
+            TypeError: ``config`` is not a dict, or a setting has the wrong type.
+            ValueError: a key is missing or unknown, or a setting is out of range.
+        """
+        config = dict(as_instance("config", config, dict, example="HordeLearner.to_config()"))
         if "demons" not in config:
             raise ValueError("config is missing the required key 'demons'")
         allowed = cls.CONFIG_KEYS
@@ -234,7 +241,9 @@ class HordeLearner:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(allowed)}")
         config["demons"] = DemonSet.from_dict({"demons": config["demons"]})
         if "hidden_sizes" in config:
-            config["hidden_sizes"] = tuple(config["hidden_sizes"])
+            sizes = config["hidden_sizes"]
+            as_instance("hidden_sizes", sizes, (list, tuple), example="[128, 128]")
+            config["hidden_sizes"] = tuple(sizes)
         for key, rebuild in (
             ("optimizer", optimizer_from_config),
             ("head_optimizer", optimizer_from_config),
@@ -581,6 +590,18 @@ class HordeLearner:
             raise ValueError(f"reward must be finite, got {reward!r}")
         return obs, next_obs
 
+    def checked_action(self, action: Any) -> Any:
+        """``action`` checked against the demons' discrete actions: an integer in
+        ``[0, demons.n_actions)`` when some target policy needs it (so that its importance ratio
+        is right), unchecked otherwise (e.g. a continuous action read by on-policy demons).
+
+        Raises:
+            TypeError: the action is not an integer.
+            ValueError: the action is out of range.
+        """
+        n_actions = self.demons.n_actions
+        return action if n_actions is None else as_action("action", action, n_actions)
+
     def update_from_transition(
         self,
         state: HordeState,
@@ -611,7 +632,7 @@ class HordeLearner:
         return self._transition_jit(
             state,
             obs,
-            action,
+            self.checked_action(action),
             reward if is_tracer(reward) else np.float32(reward),
             next_obs,
             check_flag("terminated", terminated),
