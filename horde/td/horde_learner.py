@@ -206,10 +206,19 @@ class HordeLearner:
         return self.demons.names
 
     def to_config(self) -> dict[str, Any]:
-        """JSON-serializable configuration, the demons included."""
+        """JSON-serializable configuration, the demons included.
+
+        Raises:
+            ValueError: a demon holds a Python function (it has no plain-data form; its
+                settings still do, see ``settings_config``).
+        """
+        return {"demons": self.demons.to_dict()["demons"], **self.settings_config()}
+
+    def settings_config(self) -> dict[str, Any]:
+        """``to_config()`` without the demons: every other setting, as plain data, also for
+        demons with Python functions (a checkpoint stores these and checks them on loading)."""
         core = self.core.to_config()
         return {
-            "demons": self.demons.to_dict()["demons"],
             "hidden_sizes": core["hidden_sizes"],
             "optimizer": core["optimizer"],
             "step_size": core["step_size"],
