@@ -168,7 +168,7 @@ def _build(learner: HordeLearner, env: JaxEnv, policy: JaxPolicy, limit: int | N
         x = jnp.where(done, reset_x, x_next)
         episode_steps = jnp.where(done, 0, steps_in) if limit is not None else carry.episode_steps
         buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
-        watch = watch.see(j, result.predictions)
+        watch = watch.see(j, result.predictions, evaluation=evaluation)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
         return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, out
 
@@ -374,6 +374,7 @@ def run_jax(
                 seed=seed,
                 demons=bad,
                 result=assemble(good[0], start),
+                watch=watch,
             )
         recorder.add(start, buffers, *rows)
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))

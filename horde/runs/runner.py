@@ -85,7 +85,7 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
             seen = ~jnp.isnan(abs_td) & ok
             td_sum = td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0))
             td_count = td_count + jnp.sum(seen)
-            return (new, buffers, watch.see(j, r.predictions, ok), td_sum, td_count), None
+            return (new, buffers, watch.see(j, r.predictions, ok, ev), td_sum, td_count), None
 
         zero = jnp.zeros((), jnp.float32)
         init = (state, empty_records(learner, T, every), DivergenceWatch.start(learner.n_demons), zero, zero)
@@ -175,6 +175,7 @@ def _learn(
                     seed=config["seed"],
                     demons=bad,
                     result=result(done, good_state),
+                    watch=watch,
                 )
             recorder.add(first, records, *rows)
             good_state, done = new_state, done + T  # together: an interrupt sees both or neither
