@@ -91,6 +91,11 @@ def _learner(demon_list=None, **kw):
     return horde.HordeLearner(demon_list, hidden_sizes=(), step_size=0.01, sparsity=0.0, **kw)
 
 
+_SHARED_LEARNER = horde.HordeLearner(
+    [Demon("r", C.reward(), D.constant(0.9))], hidden_sizes=(), step_size=0.01, sparsity=0.0
+)
+
+
 def _off_policy_learner():
     return _learner([Demon("off", C.reward(), D.constant(0.5), target_policy=P.fixed([1.0, 0.0]))])
 
@@ -486,7 +491,7 @@ def test_copy_info_takes_each_copys_entries_from_nested_masked_info():
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED])
 @pytest.mark.parametrize("record_statistics", [False, True])
 def test_every_autoreset_mode_gives_each_copy_the_single_run_with_its_seed(mode, record_statistics):
-    learner = _learner([Demon("r", C.reward(), D.constant(0.9))])
+    learner = _SHARED_LEARNER  # one learner: its compiled chunk functions are reused across cases
     venv = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync", vector_kwargs={"autoreset_mode": mode})
     if record_statistics:
         venv = RecordEpisodeStatistics(venv)
