@@ -145,7 +145,7 @@ def test_as_float_accepts_exactly_the_real_numbers_in_range(value, low, width, l
         assert as_float("arg", value, low=low, high=high, low_open=low_open, high_open=high_open) == x
         return
     error = ArgumentTypeError if not real else ValueError
-    with pytest.raises(error, match=r"^arg must be (a real number|a finite number)") as info:
+    with pytest.raises(error, match=r"^arg must be (a real number|in [\[(])") as info:
         as_float("arg", value, low=low, high=high, low_open=low_open, high_open=high_open)
     assert repr(value)[:20] in str(info.value)
     assert real or not isinstance(info.value, ArgumentTypeError) or isinstance(info.value, TypeError)
@@ -225,7 +225,7 @@ def test_as_instance_refuses_a_class_where_an_instance_is_expected():
         ({"step_size": True}, TypeError, "step_size must be a real number, got True"),
         ({"step_size": "0.1"}, TypeError, "step_size must be a real number, got '0.1'"),
         ({"step_size": float("nan")}, ValueError, "step_size must be a finite number >= 0, got nan"),
-        ({"sparsity": 1.0}, ValueError, r"sparsity must be a finite number in \[0, 1\), got 1.0"),
+        ({"sparsity": 1.0}, ValueError, r"sparsity must be in \[0, 1\), got 1.0"),
         ({"leaky_relu_slope": None}, TypeError, "leaky_relu_slope must be a real number, got None"),
         ({"hidden_sizes": (8, 2.0)}, TypeError, r"hidden_sizes\[1\] must be a positive integer, got 2.0"),
         ({"hidden_sizes": 8}, TypeError, "hidden_sizes must be a tuple of positive integers, got 8"),
@@ -253,7 +253,7 @@ def test_horde_learner_refuses_each_bad_argument_by_name(kwargs, error, message)
         (
             lambda: horde.EMANormalizer(decay=1.0),
             ValueError,
-            r"EMANormalizer: decay must be a finite number in \[0, 1\)",
+            r"EMANormalizer: decay must be in \[0, 1\), got 1.0",
         ),
         (
             lambda: horde.WelfordNormalizer(epsilon="1e-8"),
@@ -264,7 +264,7 @@ def test_horde_learner_refuses_each_bad_argument_by_name(kwargs, error, message)
         (
             lambda: horde.MultiHeadMLPLearner(2, store_head_traces=1),
             TypeError,
-            "store_head_traces must be True or False",
+            "store_head_traces must be True, False or None, got 1",
         ),
     ],
 )

@@ -123,7 +123,8 @@ def as_float(
         raise ArgumentTypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     x = float(value)
     rng = _range_text(low, high, low_open, high_open)
-    expected = f"a finite number{' ' + rng if rng else ''}"
+    # Two bounds imply finiteness: "in [0, 1)"; otherwise "a finite number >= 0".
+    expected = rng if low is not None and high is not None else f"a finite number{' ' + rng if rng else ''}"
     if math.isnan(x):
         if allow_nan:
             return x

@@ -194,8 +194,8 @@ class MultiHeadMLPLearner:
         else:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
         decays_need_traces = bool(np.any(self._head_decay > 0))
-        if store_head_traces is not None:
-            store_head_traces = as_bool("store_head_traces", store_head_traces)
+        if store_head_traces is not None and not isinstance(store_head_traces, (bool, np.bool_)):
+            raise ArgumentTypeError(f"store_head_traces must be True, False or None, got {store_head_traces!r}")
         if store_head_traces is not None and not store_head_traces and decays_need_traces:
             i = int(np.flatnonzero(self._head_decay > 0)[0])
             raise ValueError(
