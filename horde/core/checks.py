@@ -81,13 +81,17 @@ def _scalar_kind(value: Any) -> str | None:
     return None
 
 
+def _bound_text(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"  # 0.0 reads "0", as in "[0, 1]"
+
+
 def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{_bound_text(low)}, {_bound_text(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low}"
+        return f"{'>' if low_open else '>='} {_bound_text(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high}"
+        return f"{'<' if high_open else '<='} {_bound_text(high)}"
     return ""
 
 
