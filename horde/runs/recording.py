@@ -27,7 +27,6 @@ from horde.runs.results import DivergenceError, RunResult
 from horde.td import HordeLearner
 
 __all__ = [
-    "CAUSE_CUMULANT",
     "CAUSE_DISCOUNT",
     "CAUSE_PREDICTION",
     "CAUSE_RATIO",
@@ -148,24 +147,25 @@ def write_records(buffers: tuple, values: tuple, slot: jax.Array) -> tuple:
 
 
 #: ``DivergenceWatch.cause`` codes: why a demon's step was bad.
-CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO, CAUSE_CUMULANT = 0, 1, 2, 3
+CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO = 0, 1, 2
 
 
 class DivergenceWatch(NamedTuple):
     """Where a chunk first went wrong, carried through its scan: a non-finite prediction, or a
     demon whose own functions left their range (a discount outside ``[0, 1]`` or NaN, an
     importance ratio that is NaN or negative, i.e. target-policy probabilities that are not a
-    distribution, an infinite cumulant). The second is a fault of the question, not of the
-    step size, and is reported as such.
+    distribution). The second is a fault of the question, not of the step size, and is
+    reported as such. (An infinite cumulant, e.g. from an infinite reward, is left to show as
+    the divergence it causes.)
 
     Attributes:
         any: whether anything went wrong so far, bool ``()``.
         first: chunk step of the first fault, int32 ``()`` (0 while ``any`` is False).
         mask: at that step, which demons were at fault, bool ``(n_demons,)``.
         cause: at that step, per demon, ``CAUSE_PREDICTION`` (a non-finite prediction),
-            ``CAUSE_DISCOUNT``, ``CAUSE_RATIO`` or ``CAUSE_CUMULANT``, int32 ``(n_demons,)``.
-        value: at that step, per demon, the value at fault (the discount, ratio or
-            cumulant), float32 ``(n_demons,)``.
+            ``CAUSE_DISCOUNT`` or ``CAUSE_RATIO``, int32 ``(n_demons,)``.
+        value: at that step, per demon, the value at fault (the discount or the ratio),
+            float32 ``(n_demons,)``.
     """
 
     any: jax.Array
@@ -188,13 +188,12 @@ class DivergenceWatch(NamedTuple):
     def see(self, j: jax.Array, predictions: jax.Array, live: Any = True, evaluation: Any = None) -> DivergenceWatch:
         """After chunk step ``j`` predicted ``predictions`` (ignored where ``live`` is False:
         a vector environment's autoreset step), with the demons' ``evaluation`` of the step
-        (``demons.Evaluation``: cumulants, discounts, ratios) when given."""
+        (``demons.Evaluation``: discounts and ratios are checked) when given."""
         cause = jnp.zeros(predictions.shape, jnp.int32)
         value = jnp.zeros(predictions.shape, jnp.float32)
         if evaluation is not None:
-            c, d, rho = evaluation.cumulants, evaluation.discounts, evaluation.rhos
+            d, rho = evaluation.discounts, evaluation.rhos
             for code, bad_value, v in (
-                (CAUSE_CUMULANT, jnp.isinf(c), c),
                 (CAUSE_RATIO, ~(rho >= 0), rho),  # NaN fails it too
                 (CAUSE_DISCOUNT, ~((d >= 0) & (d <= 1)), d),
             ):  # the last one written wins: a discount fault is named before a ratio fault
@@ -309,7 +308,6 @@ _FAULTS = {
         "its importance ratio π(a|s)/μ(a|s) is {v:g}: its target policy's probabilities are not a "
         "distribution (each must be finite and >= 0, and they must sum to 1)"
     ),
-    CAUSE_CUMULANT: "its cumulant is {v:g} (a cumulant must be finite, or NaN to skip the step)",
 }
 
 
@@ -321,7 +319,7 @@ def _question_fault_error(learner, step, copy, n_copies, seed, faults, causes, v
     names = tuple(learner.names[i] for i in faults)
     return DivergenceError(
         f"a demon's question left its range at step {step}{where}: " + "; ".join(parts) + more + ". This is a "
-        "fault of the demon's own function (custom discount, cumulant or target policy), not of the step size: "
+        "fault of the demon's own function (custom discount or target policy), not of the step size: "
         f"fix the function. error.result holds the records up to that step and the last good state (after "
         f"{result.total_steps} steps).",
         step=step,

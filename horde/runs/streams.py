@@ -82,20 +82,20 @@ def checked_action(action: Any, act_space: gym.Space, step: int) -> Any:
 
 
 def checked_reward(reward: Any, step: int) -> float:
-    """The environment's reward as a float, refused unless it is a finite number (a NaN reward
-    is refused here as ``update_from_transition`` refuses it).
+    """The environment's reward as a float, refused when it is NaN or not a number, as
+    ``update_from_transition`` refuses it (a NaN would otherwise make the reward demons
+    silently inactive for the step). An infinite reward passes: the demons that read it
+    diverge, and the run reports the divergence at that step.
 
     Raises:
-        ValueError: the reward is not a finite number.
+        ValueError: the reward is NaN or not a number.
     """
     try:
         value = float(reward)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"reward must be one finite number, got {reward!r} from the environment at step {step}"
-        ) from None
-    if not math.isfinite(value):
-        raise ValueError(f"reward must be finite, got {reward!r} from the environment at step {step}")
+        raise ValueError(f"reward must be one number, got {reward!r} from the environment at step {step}") from None
+    if math.isnan(value):
+        raise ValueError(f"reward must not be NaN, got {reward!r} from the environment at step {step}")
     return value
 
 
@@ -291,9 +291,8 @@ class VectorStream:
             if not np.isfinite(real_next).all():
                 raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
             reward = np.asarray(reward, np.float64)
-            if not np.isfinite(reward).all():
-                j = int(np.flatnonzero(~np.isfinite(reward))[0])
-                checked_reward(reward[j], first_step + t)
+            if np.isnan(reward).any():
+                checked_reward(reward[np.isnan(reward)][0], first_step + t)
             obs[t] = x
             next_obs[t] = real_next
             rewards[t] = reward
