@@ -111,8 +111,10 @@ def as_float(
     Args:
         name: the argument's name, for the error message.
         value: an ``int``, ``float`` or NumPy / JAX real scalar; not a ``bool`` or a string.
-        low, high: the bounds, or ``None`` for none.
-        low_open, high_open: exclude the bound itself.
+        low: the lower bound, or ``None`` for none.
+        high: the upper bound, or ``None`` for none.
+        low_open: exclude the lower bound itself.
+        high_open: exclude the upper bound itself.
         allow_nan: accept NaN (bounds do not apply to it).
         allow_inf: accept ±inf (bounds still apply).
 
@@ -149,7 +151,8 @@ def as_int(name: str, value: Any, *, low: int | None = None, high: int | None = 
         name: the argument's name, for the error message.
         value: an ``int`` or NumPy / JAX integer scalar; not a ``bool``, a float (even ``1.0``)
             or a string.
-        low, high: inclusive bounds, or ``None`` for none.
+        low: the inclusive lower bound, or ``None`` for none.
+        high: the inclusive upper bound, or ``None`` for none.
         expected: what the message says was expected (default ``"an integer >= low"``, ...).
 
     Returns:
@@ -187,6 +190,14 @@ def as_bool(name: str, value: Any) -> bool:
 def as_seed(name: str, value: Any, *, count: int = 1) -> int:
     """A seed: an integer in ``[0, 2**31 - count]``, so that ``count`` seeds from it (``seed +
     i``, one per copy) are all valid.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: an ``int`` or NumPy / JAX integer scalar.
+        count: how many consecutive seeds start at ``value``.
+
+    Returns:
+        ``int(value)``.
 
     Raises:
         ArgumentTypeError: ``value`` is not an integer.
