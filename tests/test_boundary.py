@@ -463,8 +463,13 @@ def test_a_negative_or_nan_discount_function_is_reported_at_its_first_step():
     assert "demon 'nan': its discount is nan" in str(error) and error.step == 0
 
 
-def test_target_policy_probabilities_that_are_not_a_distribution_are_reported():
-    demon = Demon("pi", C.reward(), D.constant(0.5), target_policy=P.function(lambda o: jnp.array([0.7, 0.7]), "pi", 2))
+def test_nan_target_policy_probabilities_are_reported():
+    demon = Demon(
+        "pi",
+        C.reward(),
+        D.constant(0.5),
+        target_policy=P.function(lambda o: jnp.array([jnp.nan, jnp.nan]) + o[0], "pi", 2),
+    )
     error = _fault(demon)
     assert "demon 'pi': its importance ratio" in str(error) and "not a distribution" in str(error)
     # a valid distribution runs

@@ -153,8 +153,8 @@ CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO = 0, 1, 2
 class DivergenceWatch(NamedTuple):
     """Where a chunk first went wrong, carried through its scan: a non-finite prediction, or a
     demon whose own functions left their range (a discount outside ``[0, 1]`` or NaN, an
-    importance ratio that is NaN or negative, i.e. target-policy probabilities that are not a
-    distribution). The second is a fault of the question, not of the step size, and is
+    importance ratio that is NaN or negative, i.e. a target-policy probability that is NaN or
+    negative for the action taken). The second is a fault of the question, not of the step size, and is
     reported as such. (An infinite cumulant, e.g. from an infinite reward, is left to show as
     the divergence it causes.)
 
