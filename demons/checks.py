@@ -5,6 +5,10 @@ names the builder argument); *value* checks (``check_unit_interval``, ``check_fi
 run when a spec is attached to a :class:`~demons.Demon`, so that every message can name the
 demon (the ``owner``, e.g. ``"demon 'pole_angle@10'"``). A new cumulant, discount or policy
 kind uses the same functions so that its messages read like the built-in ones.
+
+The type converters make the same decisions as ``horde.core``'s (``as_float``, ``as_int``,
+``as_bool``): a bool or a string is not a number, a NumPy or JAX scalar is. ``demons`` imports
+nothing of ``horde``, so the two sets are held together by a test (``tests/test_boundary.py``).
 """
 
 from __future__ import annotations

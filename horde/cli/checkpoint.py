@@ -15,6 +15,13 @@ the target, so a crash mid-write leaves the previous checkpoint intact. Loading 
 ``allow_pickle=False`` and checks the version, the checksum and every array's shape and dtype
 against a freshly built state: a truncated, corrupted, wrong-version or mismatched file is a
 ``CheckpointError``, never a partial load.
+
+A learner whose demons hold Python functions (custom cumulants, discounts or target
+policies) has no plain-data form. Its checkpoint stores the state, every other setting
+(``learner_settings``) and each demon as data (``demons``: ``DemonInfo``, which names each
+function); ``learner_config`` is then ``null``. Load it with the learner rebuilt by your own
+code, ``load_checkpoint(path, learner=...)``: the rebuilt learner's settings and demons must
+match the stored ones.
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from demons import DemonSet
 from horde.core import MultiHeadMLPLearner, MultiHeadMLPState
 from horde.td import HordeLearner, HordeState
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "CHECKPOINT_VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "check_learner_matches", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_VERSION = 1
 
@@ -130,7 +138,7 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
         "format": "horde-checkpoint",
         "format_version": CHECKPOINT_VERSION,
         "learner_kind": kind,
-        "learner_config": learner.to_config(),
+        **_learner_description(learner),
         "observation_dim": int(feature_dim),
         "n_seeds": n_seeds,
         "leaves": [name for name, _ in leaves],
@@ -155,16 +163,25 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
+def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, Any, dict]:
     """Loads a checkpoint written by ``save_checkpoint``.
 
+    Args:
+        path: the checkpoint file.
+        learner: the learner, rebuilt by the caller's code; required when the saved learner
+            has demons with Python functions (they cannot be stored), optional otherwise.
+            Its settings and demons are checked against the stored ones.
+
     Returns:
-        ``(learner, state, metadata)``.
+        ``(learner, state, metadata)``: the given learner, or the one the file describes.
 
     Raises:
         CheckpointError: the file is missing, truncated, corrupted, of another format version,
-            or its arrays do not match the learner it describes.
+            its arrays do not match the learner it describes, the given learner differs from
+            the stored one, or a learner with Python functions was not given.
     """
+    if learner is not None:
+        _learner_kind(learner)
     path = Path(path)
     if not path.exists() and path.with_name(path.name + ".npz").exists():
         path = path.with_name(path.name + ".npz")
@@ -198,11 +215,20 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
     stored = meta.pop("checksum", None)
     if stored != _checksum(meta, leaves):
         raise CheckpointError(f"{path} failed its checksum: the file is corrupted")
-    try:
-        cls = HordeLearner if meta["learner_kind"] == "HordeLearner" else MultiHeadMLPLearner
-        learner = cls.from_config(meta["learner_config"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
+    if learner is not None:
+        check_learner_matches(path, meta, learner)
+    elif meta.get("learner_config") is None and meta.get("custom_demons"):
+        raise CheckpointError(
+            f"{path} holds a learner whose demons {meta['custom_demons']} have Python functions, which "
+            "a checkpoint cannot store: rebuild the learner with your code and pass it, "
+            "load_checkpoint(path, learner=learner)"
+        )
+    else:
+        try:
+            cls = HordeLearner if meta["learner_kind"] == "HordeLearner" else MultiHeadMLPLearner
+            learner = cls.from_config(meta["learner_config"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
     try:
         template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
     except ValueError as e:  # e.g. a demon reading an observation the checkpoint's size lacks
@@ -225,3 +251,73 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Any, Any, dict]:
             restored.append(jax.numpy.asarray(arr))
     state = jax.tree_util.tree_unflatten(treedef, restored)
     return learner, state, meta.get("metadata", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Learners with Python functions: stored as settings and demon descriptions, checked on loading
+
+
+def _learner_description(learner: Any) -> dict[str, Any]:
+    """The stored description of ``learner``: its full configuration where it has a plain-data
+    form (else ``None``), and always its settings and demons as data."""
+    if isinstance(learner, MultiHeadMLPLearner):
+        return {"learner_config": learner.to_config()}
+    try:
+        config: dict[str, Any] | None = learner.to_config()
+        custom: list[str] = []
+    except ValueError:
+        config = None
+        custom = [d.name for d in learner.demons if not _has_plain_data_form(d)]
+    return {
+        "learner_config": config,
+        "learner_settings": learner.settings_config(),
+        "demons": [d.info._asdict() for d in learner.demons],
+        "custom_demons": custom,
+    }
+
+
+def _has_plain_data_form(demon: Any) -> bool:
+    try:
+        DemonSet([demon]).to_dict()
+    except ValueError:
+        return False
+    return True
+
+
+def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner: Any) -> None:
+    """Checks that ``learner`` is the learner a checkpoint describes: same kind, same settings,
+    same demons (each demon's name, kinds, function names, timescale, λ, terminal outcome and
+    off-policy flag, as ``Demon.info`` gives them) as stored by ``save_checkpoint``.
+
+    Args:
+        path: the checkpoint file, for the message.
+        meta: the checkpoint's metadata (its ``__meta__`` entry).
+        learner: the learner given to ``load_checkpoint``.
+
+    Raises:
+        CheckpointError: listing every difference.
+    """
+    kind = _learner_kind(learner)
+    if kind != meta.get("learner_kind"):
+        raise CheckpointError(f"{path} holds a {meta.get('learner_kind')}, but a {kind} was given")
+    given = json.loads(json.dumps(_learner_description(learner)))  # as stored: tuples become lists
+    differences = []
+    if "learner_settings" in meta:
+        stored, now = meta["learner_settings"], given["learner_settings"]
+        differences += [
+            f"{key}: stored {stored.get(key)!r}, given {now.get(key)!r}"
+            for key in sorted(set(stored) | set(now))
+            if stored.get(key) != now.get(key)
+        ]
+        if len(meta["demons"]) != len(given["demons"]):
+            differences.append(f"number of demons: stored {len(meta['demons'])}, given {len(given['demons'])}")
+        for i, (a, b) in enumerate(zip(meta["demons"], given["demons"])):
+            differences += [
+                f"demon {i} ({a.get('name')!r}) {field}: stored {a.get(field)!r}, given {b.get(field)!r}"
+                for field in sorted(set(a) | set(b))
+                if a.get(field) != b.get(field)
+            ]
+    elif meta.get("learner_config") != given["learner_config"]:
+        differences.append("its configuration (learner.to_config()) differs from the stored one")
+    if differences:
+        raise CheckpointError(f"{path}: the given learner does not match the stored one: " + "; ".join(differences))

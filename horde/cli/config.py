@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from demons import RUN_CONFIG_SECTIONS, DemonSet
+from horde.core import as_int
 from horde.td import HordeLearner
 
 __all__ = [
@@ -142,8 +143,10 @@ def _expect(cond: bool, key: str, value: Any, expected: str) -> None:
 
 def _positive_int(section: dict, name: str, key: str, minimum: int = 1) -> None:
     if name in section:
-        v = section[name]
-        _expect(isinstance(v, int) and not isinstance(v, bool) and v >= minimum, key, v, f"an integer >= {minimum}")
+        try:
+            as_int(f"config key {key}", section[name], low=minimum)
+        except ValueError as e:  # ArgumentTypeError is one too
+            raise ConfigError(str(e)) from None
 
 
 def validate_config(
@@ -215,7 +218,7 @@ def validate_config(
         _expect(
             isinstance(probs, list)
             and len(probs) > 0
-            and all(isinstance(p, (int, float)) and p >= 0 for p in probs)
+            and all(isinstance(p, (int, float)) and not isinstance(p, bool) and p >= 0 for p in probs)
             and abs(sum(probs) - 1) < 1e-6,
             "policy.probabilities",
             probs,

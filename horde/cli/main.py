@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from horde.cli.config import ConfigError, import_plugins
 
@@ -124,6 +126,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out(option: str, value: str) -> None:
+    """Refuses an output directory that names a file or cannot be created or written: it is
+    created (as the run would create it) and a probe file is written and removed."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {value}: is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(f"{option} {value}: cannot write there ({reason})") from None
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """The ``horde run`` options' values, checked before anything runs: counts are integers in
+    range and ``--out`` / ``--resume`` name a writable directory.
+
+    Raises:
+        ConfigError: naming the option, the value and what was expected.
+    """
+    for option, value, low in (
+        ("--steps", args.steps, 1),
+        ("--seeds", args.seeds, 1),
+        ("--seed", args.seed, 0),
+        ("--checkpoint-every", args.checkpoint_every, 0),
+    ):
+        if value is not None and value < low:
+            raise ConfigError(f"{option} must be an integer >= {low}, got {value}")
+    if args.out is not None:
+        _check_out("--out", args.out)
+    if args.resume is not None and args.out is None and Path(args.resume).exists():
+        _check_out("--resume", args.resume)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``horde`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit
     status (see the module docstring)."""
@@ -137,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from horde.cli.run_command import run_command
 
+            check_run_args(args)
             return run_command(args)
         if args.command == "plot":
             from horde.cli.report import plot_command

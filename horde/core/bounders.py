@@ -21,11 +21,12 @@ already scaled the step down.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from horde.core.checks import as_float, as_instance
 
 __all__ = ["ObGDBounding", "bounder_from_config"]
 
@@ -41,8 +42,7 @@ class ObGDBounding:
     kappa: float = 2.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.kappa, (int, float)) and math.isfinite(self.kappa) and self.kappa > 0):
-            raise ValueError(f"ObGDBounding: kappa must be a finite number > 0, got {self.kappa!r}")
+        object.__setattr__(self, "kappa", as_float("ObGDBounding: kappa", self.kappa, low=0, low_open=True))
 
     def bound(self, steps: Any, error: jax.Array | float) -> tuple[Any, jax.Array]:
         """Scales a pytree of steps as one update.
@@ -73,7 +73,7 @@ def bounder_from_config(config: dict[str, Any] | None) -> ObGDBounding | None:
     """Rebuilds a bounder from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("bounder config", config, dict, example="{'type': 'ObGDBounding', 'kappa': 2.0}"))
     kind = config.pop("type", None)
     if kind != "ObGDBounding":
         raise ValueError(f"bounder config 'type' must be 'ObGDBounding', got {kind!r}")

@@ -22,8 +22,6 @@ Reference: Elsayed, Vasan & Mahmood 2024, "Streaming Deep Reinforcement Learning
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +31,11 @@ import numpy as np
 
 from horde.core.bounders import ObGDBounding, bounder_from_config
 from horde.core.checks import (
+    ArgumentTypeError,
+    as_bool,
+    as_float,
+    as_instance,
+    as_int,
     as_vector,
     check_observation_values,
     check_target_values,
@@ -140,21 +143,14 @@ class MultiHeadMLPLearner:
         store_head_traces: bool | None = None,
         trace_mode: str = "accumulating",
     ) -> None:
-        if isinstance(n_heads, bool) or not isinstance(n_heads, numbers.Integral) or n_heads < 1:
-            raise ValueError(f"n_heads must be an integer >= 1, got {n_heads!r}")
-        try:
-            hidden_sizes = tuple(hidden_sizes)
-        except TypeError:
-            raise ValueError(f"hidden_sizes must be a tuple of positive integers, got {hidden_sizes!r}") from None
+        n_heads = as_int("n_heads", n_heads, low=1)
+        if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
+            raise ArgumentTypeError(f"hidden_sizes must be a tuple of positive integers, got {hidden_sizes!r}")
+        hidden_sizes = tuple(hidden_sizes)
         for i, size in enumerate(hidden_sizes):
-            if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-                raise ValueError(
-                    f"hidden_sizes[{i}] must be a positive integer, got {size!r} (hidden_sizes={hidden_sizes!r})"
-                )
-        if not isinstance(step_size, numbers.Real) or not math.isfinite(step_size) or step_size < 0:
-            raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}")
-        if not isinstance(sparsity, numbers.Real) or not 0.0 <= float(sparsity) < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+            as_int(f"hidden_sizes[{i}]", size, low=1, expected="a positive integer")
+        step_size = as_float("step_size", step_size, low=0)
+        sparsity = as_float("sparsity", sparsity, low=0, high=1, high_open=True)
         gamma = check_unit_interval("gamma", gamma)
         lamda = check_unit_interval("lamda", lamda)
         if hidden_sizes and gamma * lamda > 0:
@@ -165,17 +161,20 @@ class MultiHeadMLPLearner:
                 "per_head_gamma_lamda (or HordeLearner) for trace decay on the heads, or "
                 "hidden_sizes=() for a linear model"
             )
-        if not isinstance(leaky_relu_slope, numbers.Real) or not math.isfinite(leaky_relu_slope):
-            raise ValueError(f"leaky_relu_slope must be a finite number, got {leaky_relu_slope!r}")
+        leaky_relu_slope = as_float("leaky_relu_slope", leaky_relu_slope)
+        use_layer_norm = as_bool("use_layer_norm", use_layer_norm)
         for name, opt in (("optimizer", optimizer), ("head_optimizer", head_optimizer)):
-            if opt is not None and not (hasattr(opt, "init_for_shape") and hasattr(opt, "update_from_gradient")):
-                raise ValueError(
-                    f"{name} must have init_for_shape and update_from_gradient (e.g. LMS, IDBD, Autostep), got {opt!r}"
-                )
-        if bounder is not None and not hasattr(bounder, "bound"):
-            raise ValueError(f"bounder must have a bound method (e.g. ObGDBounding), got {bounder!r}")
-        if normalizer is not None and not (hasattr(normalizer, "init") and hasattr(normalizer, "update")):
-            raise ValueError(f"normalizer must have init and update (e.g. WelfordNormalizer), got {normalizer!r}")
+            as_instance(
+                name,
+                opt,
+                methods=("init_for_shape", "update_from_gradient"),
+                example="LMS(0.01), IDBD(), Autostep()",
+                allow_none=True,
+            )
+        as_instance("bounder", bounder, methods=("bound",), example="ObGDBounding()", allow_none=True)
+        as_instance(
+            "normalizer", normalizer, methods=("init", "update"), example="WelfordNormalizer()", allow_none=True
+        )
         if per_head_gamma_lamda is not None:
             phgl = np.asarray(per_head_gamma_lamda, dtype=np.float64)
             if phgl.shape != (n_heads,):
@@ -211,7 +210,7 @@ class MultiHeadMLPLearner:
             self._head_decay = np.asarray(per_head_gamma_lamda, np.float32)
         decays_need_traces = bool(np.any(self._head_decay > 0))
         if store_head_traces is not None and not isinstance(store_head_traces, (bool, np.bool_)):
-            raise ValueError(f"store_head_traces must be True, False or None, got {store_head_traces!r}")
+            raise ArgumentTypeError(f"store_head_traces must be True, False or None, got {store_head_traces!r}")
         if store_head_traces is not None and not store_head_traces and decays_need_traces:
             i = int(np.flatnonzero(self._head_decay > 0)[0])
             raise ValueError(
@@ -331,8 +330,7 @@ class MultiHeadMLPLearner:
             Initial state: sparse trunk weights, zero biases, sparse stacked head weights and
             zero head biases, zero traces, fresh optimizer and normalizer states.
         """
-        if isinstance(feature_dim, bool) or not isinstance(feature_dim, numbers.Integral) or feature_dim < 1:
-            raise ValueError(f"feature_dim must be an integer >= 1, got {feature_dim!r}")
+        feature_dim = as_int("feature_dim", feature_dim, low=1)
         keys = jax.random.split(key, len(self.hidden_sizes) + 1)
         weights, biases = [], []
         fan_in = int(feature_dim)

@@ -29,11 +29,12 @@ number (about 1e-19 standard deviation, far below the default ``ε = 1e-8``).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from horde.core.checks import as_float, as_instance
 
 __all__ = [
     "WelfordNormalizer",
@@ -146,8 +147,7 @@ class WelfordNormalizer:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"WelfordNormalizer: epsilon must be > 0, got {self.epsilon!r}")
+        object.__setattr__(self, "epsilon", as_float("WelfordNormalizer: epsilon", self.epsilon, low=0, low_open=True))
 
     def init(self, feature_dim: int) -> WelfordState:
         zeros = jnp.zeros((feature_dim,), jnp.float32)
@@ -190,10 +190,8 @@ class EMANormalizer:
     epsilon: float = 1e-8
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.decay < 1.0):
-            raise ValueError(f"EMANormalizer: decay must be in [0, 1), got {self.decay!r}")
-        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
-            raise ValueError(f"EMANormalizer: epsilon must be > 0, got {self.epsilon!r}")
+        object.__setattr__(self, "decay", as_float("EMANormalizer: decay", self.decay, low=0, high=1, high_open=True))
+        object.__setattr__(self, "epsilon", as_float("EMANormalizer: epsilon", self.epsilon, low=0, low_open=True))
 
     def init(self, feature_dim: int) -> EMAState:
         zeros = jnp.zeros((feature_dim,), jnp.float32)
@@ -224,7 +222,7 @@ def normalizer_from_config(config: dict[str, Any] | None) -> Normalizer | None:
     """Rebuilds a normalizer from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("normalizer config", config, dict, example="{'type': 'WelfordNormalizer'}"))
     kind = config.pop("type", None)
     if kind not in _NORMALIZERS:
         raise ValueError(f"normalizer config 'type' must be one of {sorted(_NORMALIZERS)}, got {kind!r}")

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
+from horde.core.checks import as_float, as_instance
+
 Array = jnp.ndarray
 
 __all__ = [
@@ -42,11 +44,10 @@ __all__ = [
 ]
 
 
-def _check_positive(cls_name: str, name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{cls_name}: {name} must be a finite number {bound}, got {value!r}")
+def _check_positive(config: Any, name: str, *, allow_zero: bool = False) -> None:
+    """Checks the field ``name`` of a frozen config and stores it as a Python float."""
+    value = as_float(f"{type(config).__name__}: {name}", getattr(config, name), low=0, low_open=not allow_zero)
+    object.__setattr__(config, name, value)
 
 
 class LMSState(NamedTuple):
@@ -90,7 +91,7 @@ class LMS:
     step_size: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_positive("LMS", "step_size", self.step_size, allow_zero=True)
+        _check_positive(self, "step_size", allow_zero=True)
 
     def init_for_shape(self, shape: tuple[int, ...]) -> LMSState:
         """LMS has no state; ``shape`` is accepted for interface symmetry."""
@@ -131,8 +132,8 @@ class IDBD:
     meta_step_size: float = 0.01
 
     def __post_init__(self) -> None:
-        _check_positive("IDBD", "initial_step_size", self.initial_step_size)
-        _check_positive("IDBD", "meta_step_size", self.meta_step_size, allow_zero=True)
+        _check_positive(self, "initial_step_size")
+        _check_positive(self, "meta_step_size", allow_zero=True)
 
     def init_for_shape(self, shape: tuple[int, ...]) -> IDBDState:
         return IDBDState(
@@ -187,9 +188,9 @@ class Autostep:
     tau: float = 10000.0
 
     def __post_init__(self) -> None:
-        _check_positive("Autostep", "initial_step_size", self.initial_step_size)
-        _check_positive("Autostep", "meta_step_size", self.meta_step_size, allow_zero=True)
-        _check_positive("Autostep", "tau", self.tau)
+        _check_positive(self, "initial_step_size")
+        _check_positive(self, "meta_step_size", allow_zero=True)
+        _check_positive(self, "tau")
 
     def init_for_shape(self, shape: tuple[int, ...]) -> AutostepState:
         return AutostepState(
@@ -267,7 +268,7 @@ def optimizer_from_config(config: dict[str, Any] | None) -> Optimizer | None:
     """Rebuilds an optimizer from its ``to_config()`` dict (``None`` passes through)."""
     if config is None:
         return None
-    config = dict(config)
+    config = dict(as_instance("optimizer config", config, dict, example="{'type': 'LMS', 'step_size': 0.01}"))
     kind = config.pop("type", None)
     if kind not in _OPTIMIZERS:
         raise ValueError(f"optimizer config 'type' must be one of {sorted(_OPTIMIZERS)}, got {kind!r}")

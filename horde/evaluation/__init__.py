@@ -33,7 +33,6 @@ __all__ = [
     "off_policy_mask",
     "flat_returns",
     "FLAT_RETURN_FRACTION",
-
     "TrueValues",
     "true_values",
     "true_value_scores",

@@ -4,8 +4,12 @@ A behaviour policy picks an action for an observation and, where it can, reports
 probability ``μ(a|s)`` it gave the action. Off-policy demons need that probability for their
 importance ratios ``ρ = π(a|s) / μ(a|s)``.
 
-* ``UniformRandom()``: uniform over a ``Discrete`` action space (``μ = 1/n``); uniform over a
-  ``Box`` (no probability mass: on-policy demons only).
+* ``UniformRandom()``: uniform over a ``Discrete`` action space (``μ = 1/n``); any other
+  space is sampled by its own sampler (``space.sample()``, seeded from the runner's generator):
+  uniform on a bounded ``Box``, normal or exponential along an unbounded side. ``μ`` is
+  reported where it is a probability: ``1/∏(high - low + 1)`` for a bounded integer ``Box``,
+  ``∏ 1/n_k`` for ``MultiDiscrete``, ``2^-n`` for ``MultiBinary``; none for a float ``Box``
+  (a density, not a probability mass: on-policy demons only).
 * ``FixedProbabilities(p)``: the same probabilities in every state.
 * ``StateProbabilities(fn)``: probabilities from ``fn(observation, info)`` (e.g. an
   environment that publishes its behaviour probabilities in ``info``).
@@ -20,6 +24,7 @@ from it in one compiled call.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -72,29 +77,52 @@ class UniformRandom(BehaviourPolicy):
     """Uniformly random actions (the runner's default)."""
 
     _space: gym.Space
-    _n: int | None  # None for a Box
+    _n: int | None  # None for a space sampled by its own sampler
     _start: int
+    _prob: float | None
+    _seeded: bool
 
     def bind(self, action_space: gym.Space) -> UniformRandom:
-        self._space = action_space
         if isinstance(action_space, gym.spaces.Discrete):
+            self._space = action_space
             self._n, self._start = int(action_space.n), int(action_space.start)
+            self._prob = 1.0 / self._n
             self.has_probabilities = True
-        elif isinstance(action_space, gym.spaces.Box):
-            self._n = None
-            self.has_probabilities = False
-        else:
-            raise ValueError(f"UniformRandom supports Discrete and Box action spaces, got {action_space!r}")
+            return self
+        if not isinstance(action_space, (gym.spaces.Box, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+            raise ValueError(
+                f"UniformRandom supports Discrete, Box, MultiDiscrete and MultiBinary action spaces, got {action_space!r}"
+            )
+        # A copy, seeded from the runner's generator on the first draw: the environment's own
+        # space keeps its generator, and each stream's draws depend on its seed alone.
+        self._space = copy.deepcopy(action_space)
+        self._n, self._seeded = None, False
+        self._prob = _action_probability(action_space)
+        self.has_probabilities = self._prob is not None
         return self
 
     def sample(self, observation, info, rng):
         if self._n is not None:
-            return int(rng.integers(self._n)) + self._start, 1.0 / self._n
-        low, high = self._space.low, self._space.high
-        return rng.uniform(low, high).astype(self._space.dtype), None
+            return int(rng.integers(self._n)) + self._start, self._prob
+        if not self._seeded:
+            self._space.seed(int(rng.integers(2**32 - 1)))
+            self._seeded = True
+        return self._space.sample(), self._prob
 
     def __repr__(self) -> str:
         return "UniformRandom()"
+
+
+def _action_probability(space: gym.Space) -> float | None:
+    """The probability ``space.sample()`` gives each action, where it is a probability mass."""
+    if isinstance(space, gym.spaces.MultiBinary):
+        return float(0.5 ** int(np.prod(space.shape)))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return float(np.prod(1.0 / np.asarray(space.nvec, np.float64)))
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.integer) and space.is_bounded("both"):
+        sizes = space.high.astype(np.float64) - space.low.astype(np.float64) + 1.0
+        return float(np.prod(1.0 / sizes))
+    return None
 
 
 class FixedProbabilities(BehaviourPolicy):

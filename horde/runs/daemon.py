@@ -465,7 +465,7 @@ class Daemon:
         inputs[where.next_observation] = next_obs
         inputs[where.reward] = reward_value.reshape(())
         inputs[where.behaviour_prob] = behaviour_prob
-        inputs.view(np.int32)[where.action] = _as_action(action)
+        inputs.view(np.int32)[where.action] = _as_action(learner.checked_action(action))
         inputs[where.terminated] = check_flag("terminated", terminated)
         inputs[where.truncated] = check_flag("truncated", truncated)
         host_checks = lambda: learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)

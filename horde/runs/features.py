@@ -70,30 +70,78 @@ class FeatureMap:
             raise ValueError(f"observation space {space!r} has no entries to learn from")
 
     def __call__(self, observation: Any) -> np.ndarray:
-        """Features of one observation, float32 of shape ``(dim,)``."""
+        """Features of one observation, float32 of shape ``(dim,)``.
+
+        Raises:
+            ValueError: ``observation`` does not belong to the space (wrong size; a discrete
+                value that is not an integer of the space's range).
+        """
         if self.kind == "box" or self.kind == "multibinary":
-            return np.asarray(observation, np.float32).reshape(self.dim)
+            obs = np.asarray(observation, np.float32)
+            if obs.size != self.dim:
+                raise ValueError(
+                    f"observation must have {self.dim} entries (space {self.space!r}), got shape {obs.shape}"
+                )
+            return obs.reshape(self.dim)
         out = np.zeros(self.dim, np.float32)
         if self.kind == "discrete":
-            out[int(observation) - self._start] = 1.0
+            values = np.asarray(observation)
+            if values.size != 1:
+                raise ValueError(f"observation must be one integer (space {self.space!r}), got {observation!r}")
+            out[self._indices(values.reshape(1))[0]] = 1.0
         else:
-            out[self._offsets + np.asarray(observation).ravel() - self._starts] = 1.0
+            out[self._indices(np.asarray(observation).reshape(1, -1))[0]] = 1.0
         return out
 
     def batch(self, observations: Any) -> np.ndarray:
-        """Features of a batch of observations (leading axis ``N``), float32 ``(N, dim)``."""
+        """Features of a batch of observations (leading axis ``N``), float32 ``(N, dim)``.
+
+        Raises:
+            ValueError: an observation does not belong to the space (see ``__call__``).
+        """
         if self.kind == "box" or self.kind == "multibinary":
             obs = np.asarray(observations, np.float32)
+            if obs.ndim == 0 or obs[0].size != self.dim:
+                raise ValueError(
+                    f"observations must have {self.dim} entries each (space {self.space!r}), got shape {obs.shape}"
+                )
             return obs.reshape(obs.shape[0], self.dim)
         obs = np.asarray(observations)
         out = np.zeros((obs.shape[0], self.dim), np.float32)
         rows = np.arange(obs.shape[0])
         if self.kind == "discrete":
-            out[rows, obs.astype(np.int64) - self._start] = 1.0
+            out[rows, self._indices(obs.reshape(obs.shape[0]))] = 1.0
         else:
-            idx = self._offsets[None, :] + obs.reshape(obs.shape[0], -1) - self._starts[None, :]
-            out[rows[:, None], idx] = 1.0
+            out[rows[:, None], self._indices(obs.reshape(obs.shape[0], -1))] = 1.0
         return out
+
+    def _indices(self, values: np.ndarray) -> np.ndarray:
+        """One-hot positions of discrete observations: ``(N,)`` values of a ``Discrete`` space,
+        ``(N, k)`` of a ``MultiDiscrete`` one; refuses a value outside the space (a negative
+        index would silently select the last position)."""
+        if values.dtype.kind not in "iu" and not (
+            values.dtype.kind == "f" and np.array_equal(values, np.round(values))
+        ):
+            raise ValueError(f"observation must be an integer of the space {self.space!r}, got {values.tolist()!r}")
+        if self.kind == "discrete":
+            idx = values.astype(np.int64) - self._start
+            n = np.full_like(idx, self.dim)
+        else:
+            nvec = np.asarray(self.space.nvec).ravel()  # type: ignore[attr-defined]
+            if values.shape[1] != nvec.size:
+                raise ValueError(
+                    f"observation must have {nvec.size} components (space {self.space!r}), got {values.tolist()!r}"
+                )
+            idx = values.astype(np.int64) - self._starts[None, :]
+            n = np.broadcast_to(nvec[None, :], idx.shape)
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise ValueError(
+                f"observation {values[np.argwhere(bad)[0][0]].tolist()!r} is outside the space {self.space!r}"
+            )
+        if self.kind == "discrete":
+            return idx
+        return self._offsets[None, :] + idx
 
     def jax_transform(self) -> Callable[[Any], jax.Array]:
         """The same map in JAX, for use inside traced code.

@@ -82,6 +82,7 @@ import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
 from horde.control import ControlLearner
+from horde.core import as_seed
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
 from horde.runs.recording import (
@@ -189,7 +190,7 @@ def _build(
         x = jnp.where(done, reset_x, x_next)
         episode_steps = jnp.where(done, 0, steps_in) if limit is not None else carry.episode_steps
         buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
-        watch = watch.see(j, result.predictions)
+        watch = watch.see(j, result.predictions, evaluation=evaluation)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
         visited = (carry.env_state, carry.features) if visits else None
         return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, (out, visited)
@@ -338,11 +339,7 @@ def run_jax(
     n_seeds = positive_int("n_seeds", n_seeds)
     record_every = positive_int("record_every", record_every)
     chunk_size = positive_int("chunk_size", chunk_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
-    if seed + n_seeds > 2**31:
-        raise ValueError(f"seed + n_seeds must be at most 2**31, got {seed} + {n_seeds}")
+    seed = as_seed("seed", seed, count=n_seeds)
     if not isinstance(learner, (HordeLearner, ControlLearner)):
         raise TypeError(f"learner must be a HordeLearner or a ControlLearner, got {type(learner).__name__}")
     if max_episode_steps is not None:
@@ -428,6 +425,7 @@ def run_jax(
                 seed=seed,
                 demons=bad,
                 result=assemble(good[0], start),
+                watch=watch,
             )
         recorder.add(start, buffers, *rows)
         if visited is not None:

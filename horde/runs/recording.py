@@ -23,10 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from horde.control import ControlLearner
+from horde.core import as_int
 from horde.runs.results import DivergenceError, RunResult
 from horde.td import HordeLearner
 
 __all__ = [
+    "CAUSE_DISCOUNT",
+    "CAUSE_PREDICTION",
+    "CAUSE_RATIO",
     "DivergenceWatch",
     "Progress",
     "Recorder",
@@ -53,10 +57,9 @@ Learner = HordeLearner | ControlLearner
 
 
 def positive_int(name: str, value: Any) -> int:
-    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an ``int``; ``ValueError`` naming ``name`` unless it is an integer >= 1
+    (``horde.core.as_int``: a bool or a float is not an integer)."""
+    return as_int(name, value, low=1, expected="a positive integer")
 
 
 def learner_config(learner: Learner) -> dict[str, Any] | None:
@@ -147,31 +150,68 @@ def write_records(buffers: tuple, values: tuple, slot: jax.Array) -> tuple:
     return tuple(jax.lax.dynamic_update_index_in_dim(b, v.astype(b.dtype), slot, 0) for b, v in zip(buffers, values))
 
 
+#: ``DivergenceWatch.cause`` codes: why a demon's step was bad.
+CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO = 0, 1, 2
+
+
 class DivergenceWatch(NamedTuple):
-    """Where a chunk's predictions first became non-finite, carried through its scan.
+    """Where a chunk first went wrong, carried through its scan: a non-finite prediction, or a
+    demon whose own functions left their range (a discount outside ``[0, 1]`` or NaN, an
+    importance ratio that is NaN or negative, i.e. a target-policy probability that is NaN or
+    negative for the action taken). The second is a fault of the question, not of the step size, and is
+    reported as such. (An infinite cumulant, e.g. from an infinite reward, is left to show as
+    the divergence it causes.)
 
     Attributes:
-        any: whether any prediction so far was non-finite, bool ``()``.
-        first: chunk step of the first non-finite prediction, int32 ``()`` (0 while ``any``
-            is False).
-        mask: at that step, which demons' predictions were non-finite, bool ``(n_demons,)``.
+        any: whether anything went wrong so far, bool ``()``.
+        first: chunk step of the first fault, int32 ``()`` (0 while ``any`` is False).
+        mask: at that step, which demons were at fault, bool ``(n_demons,)``.
+        cause: at that step, per demon, ``CAUSE_PREDICTION`` (a non-finite prediction),
+            ``CAUSE_DISCOUNT`` or ``CAUSE_RATIO``, int32 ``(n_demons,)``.
+        value: at that step, per demon, the value at fault (the discount or the ratio),
+            float32 ``(n_demons,)``.
     """
 
     any: jax.Array
     first: jax.Array
     mask: jax.Array
+    cause: jax.Array
+    value: jax.Array
 
     @classmethod
     def start(cls, n_demons: int) -> DivergenceWatch:
         """Nothing seen yet."""
-        return cls(jnp.zeros((), bool), jnp.zeros((), jnp.int32), jnp.zeros((n_demons,), bool))
+        return cls(
+            jnp.zeros((), bool),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((n_demons,), bool),
+            jnp.zeros((n_demons,), jnp.int32),
+            jnp.zeros((n_demons,), jnp.float32),
+        )
 
-    def see(self, j: jax.Array, predictions: jax.Array, live: Any = True) -> DivergenceWatch:
+    def see(self, j: jax.Array, predictions: jax.Array, live: Any = True, evaluation: Any = None) -> DivergenceWatch:
         """After chunk step ``j`` predicted ``predictions`` (ignored where ``live`` is False:
-        a vector environment's autoreset step)."""
-        bad = ~jnp.isfinite(predictions) & live
+        a vector environment's autoreset step), with the demons' ``evaluation`` of the step
+        (``demons.Evaluation``: discounts and ratios are checked) when given."""
+        cause = jnp.zeros(predictions.shape, jnp.int32)
+        value = jnp.zeros(predictions.shape, jnp.float32)
+        if evaluation is not None:
+            d, rho = evaluation.discounts, evaluation.rhos
+            for code, bad_value, v in (
+                (CAUSE_RATIO, ~(rho >= 0), rho),  # NaN fails it too
+                (CAUSE_DISCOUNT, ~((d >= 0) & (d <= 1)), d),
+            ):  # the last one written wins: a discount fault is named before a ratio fault
+                cause = jnp.where(bad_value, code, cause)
+                value = jnp.where(bad_value, v.astype(jnp.float32), value)
+        bad = (~jnp.isfinite(predictions) | (cause > 0)) & live
         new = bad.any() & ~self.any
-        return DivergenceWatch(self.any | bad.any(), jnp.where(new, j, self.first), jnp.where(new, bad, self.mask))
+        return DivergenceWatch(
+            self.any | bad.any(),
+            jnp.where(new, j, self.first),
+            jnp.where(new, bad, self.mask),
+            jnp.where(new, cause, self.cause),
+            jnp.where(new, value, self.value),
+        )
 
 
 def state_finite_fn(learner: Learner, batched: bool):
@@ -226,7 +266,15 @@ def locate_divergence(watch: DivergenceWatch, finite_after: np.ndarray, T: int) 
 
 
 def divergence_error(
-    learner: Learner, *, step: int, copy: int, n_copies: int, seed: int, demons: np.ndarray, result: RunResult
+    learner: Learner,
+    *,
+    step: int,
+    copy: int,
+    n_copies: int,
+    seed: int,
+    demons: np.ndarray,
+    result: RunResult,
+    watch: DivergenceWatch | None = None,
 ) -> DivergenceError:
     """The ``DivergenceError`` of both runners, with its one message.
 
@@ -238,8 +286,16 @@ def divergence_error(
         seed: the run's seed (copy ``i`` uses ``seed + i``).
         demons: indices of the demons affected.
         result: the result recorded up to ``step``, with the last good state.
+        watch: the chunk's ``DivergenceWatch`` as NumPy with a leading copy axis; where its
+            causes name a demon's function, the message names the function's fault instead
+            of a divergence.
     """
     names = [learner.names[i] for i in demons]
+    if watch is not None and bool(np.asarray(watch.any)[copy]):
+        causes, values = np.asarray(watch.cause)[copy], np.asarray(watch.value)[copy]
+        faults = [i for i in demons if causes[i] != CAUSE_PREDICTION]
+        if faults:
+            return _question_fault_error(learner, step, copy, n_copies, seed, faults, causes, values, result)
     shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     where = f" in copy {copy} (seed {seed + copy})" if n_copies > 1 else ""
     return DivergenceError(
@@ -249,6 +305,32 @@ def divergence_error(
         f"{result.total_steps} steps); try a smaller step size or ObGDBounding.",
         step=step,
         demons=tuple(names),
+        result=result,
+    )
+
+
+_FAULTS = {
+    CAUSE_DISCOUNT: "its discount is {v:g}, outside [0, 1] (γ must be a probability of continuing)",
+    CAUSE_RATIO: (
+        "its importance ratio π(a|s)/μ(a|s) is {v:g}: its target policy's probabilities are not a "
+        "distribution (each must be finite and >= 0, and they must sum to 1)"
+    ),
+}
+
+
+def _question_fault_error(learner, step, copy, n_copies, seed, faults, causes, values, result) -> DivergenceError:
+    """The error of a demon whose own functions left their range (see ``DivergenceWatch``)."""
+    where = f" in copy {copy} (seed {seed + copy})" if n_copies > 1 else ""
+    parts = [f"demon {learner.names[i]!r}: " + _FAULTS[int(causes[i])].format(v=float(values[i])) for i in faults[:5]]
+    more = f"; and {len(faults) - 5} more demons" if len(faults) > 5 else ""
+    names = tuple(learner.names[i] for i in faults)
+    return DivergenceError(
+        f"a demon's question left its range at step {step}{where}: " + "; ".join(parts) + more + ". This is a "
+        "fault of the demon's own function (custom discount or target policy), not of the step size: "
+        f"fix the function. error.result holds the records up to that step and the last good state (after "
+        f"{result.total_steps} steps).",
+        step=step,
+        demons=names,
         result=result,
     )
 

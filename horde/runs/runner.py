@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.core import as_bool, as_int, as_seed
 from horde.runs.behaviour import as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.runs.recording import (
@@ -84,7 +85,7 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
             seen = ~jnp.isnan(abs_td) & ok
             td_sum = td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0))
             td_count = td_count + jnp.sum(seen)
-            return (new, buffers, watch.see(j, r.predictions, ok), td_sum, td_count), None
+            return (new, buffers, watch.see(j, r.predictions, ok, ev), td_sum, td_count), None
 
         zero = jnp.zeros((), jnp.float32)
         init = (state, empty_records(learner, T, every), DivergenceWatch.start(learner.n_demons), zero, zero)
@@ -174,6 +175,7 @@ def _learn(
                     seed=config["seed"],
                     demons=bad,
                     result=result(done, good_state),
+                    watch=watch,
                 )
             recorder.add(first, records, *rows)
             good_state, done = new_state, done + T  # together: an interrupt sees both or neither
@@ -266,8 +268,11 @@ def run(
     features = FeatureMap(obs_space)
     n_actions = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
     learner.demons.validate(features.dim, n_actions)
-    if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
-        raise ValueError(f"start_step must be an integer >= 0, got {start_step!r}")
+    start_step = as_int("start_step", start_step, low=0)
+    seed = as_seed("seed", seed, count=int(env.num_envs) if vector else 1)
+    if progress is not None:
+        progress = as_bool("progress", progress)
+    stop_on_interrupt = as_bool("stop_on_interrupt", stop_on_interrupt)
     config = {
         "start_step": int(start_step),
         "env": env_id,

@@ -6,7 +6,11 @@ truncated``: the transition that ended the episode carries the real final observ
 With next-step autoreset (Gymnasium >= 1.0's default) the step after an episode ends returns
 the reset observation with reward 0 and both flags false: not a real transition, so it is
 marked invalid (``valid`` False) and never learned from. Same-step autoreset takes the real
-final observation from ``info["final_obs"]``.
+final observation from ``info["final_obs"]``. With autoreset disabled the stream resets the
+copies whose episode ended itself (``reset(options={"reset_mask": ...})``), so every mode gives
+the same transitions as single environments that reset themselves. Infos may nest
+dictionaries (e.g. ``RecordEpisodeStatistics``'s ``info["episode"]``): each copy's policy sees
+its own entries (``copy_info``).
 
 Each ``collect(T, first_step)`` returns ``(Transitions, valid)`` with features as float32
 arrays, actions indexed from 0 as the demons see them, and records finished episodes in
@@ -15,17 +19,84 @@ arrays, actions indexed from 0 as the demons see them, and records finished epis
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from horde.core import as_action
 from horde.runs.behaviour import BehaviourPolicy, as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.td import Transitions
 
-__all__ = ["SingleStream", "VectorStream", "replay"]
+__all__ = ["SingleStream", "VectorStream", "copy_info", "replay"]
+
+
+def copy_info(infos: dict, i: int) -> dict:
+    """Copy ``i``'s part of a vector environment's ``info``.
+
+    Gymnasium's vector environments stack each key's values over the copies and mark the copies
+    that set it with a boolean ``"_key"`` entry; a key whose values are dictionaries (e.g.
+    ``"episode"`` of ``RecordEpisodeStatistics``, ``"final_info"`` of same-step autoreset) is
+    stacked the same way inside. Keys that copy ``i`` did not set are left out.
+
+    Args:
+        infos: the vector environment's ``info`` dictionary.
+        i: the copy.
+
+    Returns:
+        A dictionary of copy ``i``'s values, nested where ``infos`` nests.
+    """
+    out: dict = {}
+    for key, value in infos.items():
+        if isinstance(key, str) and key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not bool(np.asarray(mask)[i]):
+            continue
+        if isinstance(value, dict):
+            out[key] = copy_info(value, i)
+        elif isinstance(value, (np.ndarray, list, tuple)) and len(value) > i:
+            out[key] = value[i]
+        else:
+            out[key] = value
+    return out
+
+
+def checked_action(action: Any, act_space: gym.Space, step: int) -> Any:
+    """The behaviour policy's action, refused unless it belongs to ``act_space``: for a
+    ``Discrete`` space an integer in range (a float would be truncated when stored, an index
+    out of range would give a wrong importance ratio); otherwise an array of the space's shape.
+
+    Raises:
+        TypeError: a discrete action that is not an integer.
+        ValueError: an action outside the space.
+    """
+    if isinstance(act_space, gym.spaces.Discrete):
+        return as_action(f"action at step {step}", action, int(act_space.n), int(act_space.start))
+    if np.shape(action) != act_space.shape or not act_space.contains(np.asarray(action, act_space.dtype)):
+        raise ValueError(f"action at step {step} must belong to the action space {act_space!r}, got {action!r}")
+    return action
+
+
+def checked_reward(reward: Any, step: int) -> float:
+    """The environment's reward as a float, refused when it is NaN or not a number, as
+    ``update_from_transition`` refuses it (a NaN would otherwise make the reward demons
+    silently inactive for the step). An infinite reward passes: the demons that read it
+    diverge, and the run reports the divergence at that step.
+
+    Raises:
+        ValueError: the reward is NaN or not a number.
+    """
+    try:
+        value = float(reward)
+    except (TypeError, ValueError):
+        raise ValueError(f"reward must be one number, got {reward!r} from the environment at step {step}") from None
+    if math.isnan(value):
+        raise ValueError(f"reward must not be NaN, got {reward!r} from the environment at step {step}")
+    return value
 
 
 def action_layout(act_space: gym.Space) -> tuple[type, tuple[int, ...], int]:
@@ -61,7 +132,7 @@ class SingleStream:
     def __init__(
         self, env: gym.Env, features: FeatureMap, policy: BehaviourPolicy, act_space: gym.Space, seed: int
     ) -> None:
-        self.env, self.features, self.policy = env, features, policy
+        self.env, self.features, self.policy, self.act_space = env, features, policy, act_space
         self.rng = np.random.default_rng(seed)
         self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
         self.episodes: list[tuple[int, int, float, int]] = []
@@ -88,7 +159,9 @@ class SingleStream:
         raw, info, x = self.raw, self.info, self.x
         for t in range(T):
             action, prob = policy.sample(raw, info, rng)
+            action = checked_action(action, self.act_space, first_step + t)
             next_raw, reward, term, trunc, next_info = env.step(action)
+            reward = checked_reward(reward, first_step + t)
             x_next = features(next_raw)
             if not np.isfinite(x_next).all():
                 raise ValueError(
@@ -135,9 +208,7 @@ class VectorStream:
         self.seeded_per_copy = True
         mode = env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         mode = gym.vector.AutoresetMode(mode) if not isinstance(mode, gym.vector.AutoresetMode) else mode
-        if mode not in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
-            raise ValueError(f"vector environments must autoreset (NEXT_STEP or SAME_STEP), got {mode}")
-        self.mode, self.env, self.features = mode, env, features
+        self.mode, self.env, self.features, self.act_space = mode, env, features, act_space
         self.policies = [as_behaviour_policy(policy, act_space) for _ in range(N)]
         self.rngs = [np.random.default_rng(seed + i) for i in range(N)]
         self.action_dtype, self.action_shape, self.action_start = action_layout(act_space)
@@ -157,6 +228,7 @@ class VectorStream:
             )
             self.seeded_per_copy = False
             self.raw, self.infos = env.reset(seed=seed)
+        self.copy_infos = [copy_info(self.infos, i) for i in range(N)]
         self.x = features.batch(self.raw)
         self.resetting = np.zeros(N, bool)  # next-step autoreset: this step only resets these
         self.last_actions: np.ndarray = np.zeros((N,) + self.action_shape, self.action_dtype)
@@ -177,7 +249,7 @@ class VectorStream:
         truncated = np.zeros((T, N), bool)
         valid = np.ones((T, N), bool)
         probs = np.ones((T, N), np.float32)
-        raw, infos, x, resetting = self.raw, self.infos, self.x, self.resetting
+        raw, copy_infos, x, resetting = self.raw, self.copy_infos, self.x, self.resetting
         for t in range(T):
             for i in range(N):
                 if resetting[i]:
@@ -185,9 +257,8 @@ class VectorStream:
                     # stream matches a single environment that resets itself.
                     actions[t, i] = self.last_actions[i]
                     continue
-                info_i = {k: v[i] for k, v in infos.items() if not k.startswith("_")} if infos else {}
-                a, p = self.policies[i].sample(raw[i], info_i, self.rngs[i])
-                actions[t, i] = a
+                a, p = self.policies[i].sample(raw[i], copy_infos[i], self.rngs[i])
+                actions[t, i] = checked_action(a, self.act_space, first_step + t)
                 if p is not None:
                     probs[t, i] = p
             self.last_actions = actions[t].copy()
@@ -197,12 +268,31 @@ class VectorStream:
             x_next = features.batch(next_raw)
             ended = np.logical_or(term, trunc)
             real_next = x_next
+            copy_infos = [copy_info(next_infos, i) for i in range(N)]
             if self.mode == gym.vector.AutoresetMode.SAME_STEP and ended.any():
                 real_next = x_next.copy()
                 for j in np.flatnonzero(ended):
                     real_next[j] = features(next_infos["final_obs"][j])
+            elif self.mode == gym.vector.AutoresetMode.DISABLED and ended.any():
+                try:
+                    reset_raw, reset_infos = self.env.reset(options={"reset_mask": np.asarray(ended, np.bool_)})
+                except (TypeError, ValueError, KeyError, AssertionError, gym.error.Error) as e:
+                    raise ValueError(
+                        f"{type(self.env).__name__} has autoreset_mode DISABLED but refused to reset the "
+                        f"copies whose episode ended (reset(options={{'reset_mask': ...}})): {e}; make it "
+                        "with autoreset_mode NEXT_STEP or SAME_STEP"
+                    ) from e
+                x_next = x_next.copy()
+                reset_x = features.batch(reset_raw)
+                for j in np.flatnonzero(ended):
+                    x_next[j] = reset_x[j]
+                    copy_infos[j] = copy_info(reset_infos, int(j))
+                next_raw = reset_raw
             if not np.isfinite(real_next).all():
                 raise ValueError(f"the environment returned a non-finite observation at step {first_step + t}")
+            reward = np.asarray(reward, np.float64)
+            if np.isnan(reward).any():
+                checked_reward(reward[np.isnan(reward)][0], first_step + t)
             obs[t] = x
             next_obs[t] = real_next
             rewards[t] = reward
@@ -217,8 +307,8 @@ class VectorStream:
                 self.ep_return[j], self.ep_length[j] = 0.0, 0
             if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
                 resetting = ended & live
-            raw, infos, x = next_raw, next_infos, x_next
-        self.raw, self.infos, self.x, self.resetting = raw, infos, x, resetting
+            raw, x = next_raw, x_next
+        self.raw, self.copy_infos, self.x, self.resetting = raw, copy_infos, x, resetting
         transitions = Transitions(
             *(np.swapaxes(a, 0, 1) for a in (obs, actions, rewards, next_obs, terminated, truncated, probs))
         )

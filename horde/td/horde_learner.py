@@ -24,8 +24,6 @@ Maei 2011, GTD(λ)):
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from demons import Demon, DemonSet
 from horde.core import (
+    ArgumentTypeError,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -42,6 +41,10 @@ from horde.core import (
     Optimizer,
     all_finite,
     any_inf,
+    as_action,
+    as_bool,
+    as_float,
+    as_instance,
     as_vector,
     bounder_from_config,
     check_flag,
@@ -138,6 +141,10 @@ class HordeLearner:
         diagnostics_step_size: float | None = None,
     ) -> None:
         if not isinstance(demons, DemonSet):
+            if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
+                raise ArgumentTypeError(
+                    f"demons must be a DemonSet or a sequence of Demon, got {demons!r} ({type(demons).__name__})"
+                )
             demons = DemonSet(demons)
         if len(demons) == 0:
             raise ValueError("demons must hold at least one Demon, got an empty set")
@@ -170,24 +177,15 @@ class HordeLearner:
         base: float = getattr(head_opt, "initial_step_size", 0.0) if base_or_none is None else base_or_none
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base
-        if (
-            not isinstance(secondary_step_size, numbers.Real)
-            or not math.isfinite(secondary_step_size)
-            or secondary_step_size < 0
-        ):
-            raise ValueError(f"secondary_step_size must be a finite number >= 0, got {secondary_step_size!r}")
-        self.secondary_step_size: float = float(secondary_step_size)
-        self.diagnostics: bool = bool(diagnostics)
-        self._diagnostics_given: float | None = diagnostics_step_size
+        self.secondary_step_size: float = as_float("secondary_step_size", secondary_step_size, low=0)
+        self.diagnostics: bool = as_bool("diagnostics", diagnostics)
+        given = diagnostics_step_size is not None
         if diagnostics_step_size is None:
             diagnostics_step_size = base if base > 0 else 0.01
-        if (
-            not isinstance(diagnostics_step_size, numbers.Real)
-            or not math.isfinite(diagnostics_step_size)
-            or diagnostics_step_size <= 0
-        ):
-            raise ValueError(f"diagnostics_step_size must be a finite number > 0, got {diagnostics_step_size!r}")
-        self.diagnostics_step_size: float = float(diagnostics_step_size)
+        self.diagnostics_step_size: float = as_float(
+            "diagnostics_step_size", diagnostics_step_size, low=0, low_open=True
+        )
+        self._diagnostics_given: float | None = self.diagnostics_step_size if given else None
         self._lamdas: np.ndarray = lamdas.astype(np.float32)
         self._z: np.ndarray = np.asarray(demons.z, np.float32)
         self._off_policy: np.ndarray = np.asarray(demons.is_off_policy, bool)
@@ -212,10 +210,19 @@ class HordeLearner:
         return self.demons.names
 
     def to_config(self) -> dict[str, Any]:
-        """JSON-serializable configuration, the demons included."""
+        """JSON-serializable configuration, the demons included.
+
+        Raises:
+            ValueError: a demon holds a Python function (it has no plain-data form; its
+                settings still do, see ``settings_config``).
+        """
+        return {"demons": self.demons.to_dict()["demons"], **self.settings_config()}
+
+    def settings_config(self) -> dict[str, Any]:
+        """``to_config()`` without the demons: every other setting, as plain data, also for
+        demons with Python functions (a checkpoint stores these and checks them on loading)."""
         core = self.core.to_config()
         return {
-            "demons": self.demons.to_dict()["demons"],
             "hidden_sizes": core["hidden_sizes"],
             "optimizer": core["optimizer"],
             "step_size": core["step_size"],
@@ -232,8 +239,13 @@ class HordeLearner:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> HordeLearner:
-        """Rebuilds a HordeLearner from ``to_config()`` output."""
-        config = dict(config)
+        """Rebuilds a HordeLearner from ``to_config()`` output.
+
+        Raises:
+            TypeError: ``config`` is not a dict, or a setting has the wrong type.
+            ValueError: a key is missing or unknown, or a setting is out of range.
+        """
+        config = dict(as_instance("config", config, dict, example="HordeLearner.to_config()"))
         if "demons" not in config:
             raise ValueError("config is missing the required key 'demons'")
         allowed = cls.CONFIG_KEYS
@@ -242,7 +254,9 @@ class HordeLearner:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(allowed)}")
         config["demons"] = DemonSet.from_dict({"demons": config["demons"]})
         if "hidden_sizes" in config:
-            config["hidden_sizes"] = tuple(config["hidden_sizes"])
+            sizes = config["hidden_sizes"]
+            as_instance("hidden_sizes", sizes, (list, tuple), example="[128, 128]")
+            config["hidden_sizes"] = tuple(sizes)
         for key, rebuild in (
             ("optimizer", optimizer_from_config),
             ("head_optimizer", optimizer_from_config),
@@ -589,6 +603,18 @@ class HordeLearner:
             raise ValueError(f"reward must be finite, got {reward!r}")
         return obs, next_obs
 
+    def checked_action(self, action: Any) -> Any:
+        """``action`` checked against the demons' discrete actions: an integer in
+        ``[0, demons.n_actions)`` when some target policy needs it (so that its importance ratio
+        is right), unchecked otherwise (e.g. a continuous action read by on-policy demons).
+
+        Raises:
+            TypeError: the action is not an integer.
+            ValueError: the action is out of range.
+        """
+        n_actions = self.demons.n_actions
+        return action if n_actions is None else as_action("action", action, n_actions)
+
     def update_from_transition(
         self,
         state: HordeState,
@@ -619,7 +645,7 @@ class HordeLearner:
         return self._transition_jit(
             state,
             obs,
-            action,
+            self.checked_action(action),
             reward if is_tracer(reward) else np.float32(reward),
             next_obs,
             check_flag("terminated", terminated),
