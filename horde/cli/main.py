@@ -36,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run a Horde on a Gymnasium environment declared in a TOML config (env, behaviour "
             "policy, learner, demons). Without a config: CartPole-v1 nexting with 27 demons, "
-            "50,000 steps. Prints a per-demon summary table and writes metrics.npz, run.json, "
-            "config.json, checkpoint.npz and PNG figures into the output directory."
+            "50,000 steps. Prints a per-demon summary table and writes records.zarr (streamed as "
+            "the run goes), config.json, checkpoint.npz and PNG figures into the output directory."
         ),
     )
     run.add_argument(

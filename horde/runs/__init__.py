@@ -16,7 +16,8 @@ from horde.runs.behaviour import (
 from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
 from horde.runs.jax_runner import run_jax
-from horde.runs.results import DivergenceError, RunResult
+from horde.runs.records import RECORDS_DIR, RecordsError, RecordWriter, read_records
+from horde.runs.results import DivergenceError, RunError, RunResult
 from horde.runs.runner import run
 
 __all__ = [
@@ -26,10 +27,15 @@ __all__ = [
     "DivergenceError",
     "FeatureMap",
     "FixedProbabilities",
+    "RECORDS_DIR",
+    "RecordWriter",
+    "RecordsError",
+    "RunError",
     "RunResult",
     "StateProbabilities",
     "UniformRandom",
     "as_behaviour_policy",
+    "read_records",
     "run",
     "run_jax",
 ]

@@ -402,19 +402,18 @@ def run(
 
 
 def _initial_state(learner: HordeLearner, state: Any, dim: int, seed: int, copies: int | None) -> Any:
-    """The given state, checked, or a fresh one: for ``copies`` vector copies, copy ``i``
-    starts from ``jax.random.key(seed + i)``; a single environment from ``key(seed)``."""
-    if copies is None:
-        if state is None:
-            return learner.init(dim, jax.random.key(seed))
-        learner.check_state(state)
+    """The given state, checked against the learner and the observation size (batched over
+    ``copies`` for a vector environment), or a fresh one: for ``copies`` vector copies, copy
+    ``i`` starts from ``jax.random.key(seed + i)``; a single environment from ``key(seed)``."""
+    if state is not None:
+        if copies is not None and np.shape(state.core.head_params.biases)[:1] != (copies,):
+            raise ValueError(
+                f"state must be batched over the {copies} copies (head biases of shape {(copies, learner.n_demons)}), "
+                f"got {np.shape(state.core.head_params.biases)}"
+            )
+        learner.check_state(state, copies=copies, observation_dim=dim)
         return state
-    if state is None:
-        keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(copies)])
-        return jax.vmap(lambda k: learner.init_traced(dim, jax.random.wrap_key_data(k)))(keys)
-    if np.shape(state.core.head_params.biases) != (copies, learner.n_demons):
-        raise ValueError(
-            f"state must be batched over the {copies} copies (head biases of shape {(copies, learner.n_demons)}), "
-            f"got {np.shape(state.core.head_params.biases)}"
-        )
-    return state
+    if copies is None:
+        return learner.init(dim, jax.random.key(seed))
+    keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(copies)])
+    return jax.vmap(lambda k: learner.init_traced(dim, jax.random.wrap_key_data(k)))(keys)
