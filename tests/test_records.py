@@ -403,7 +403,7 @@ def _other_learners():
     return {
         "trunk": (horde.HordeLearner(NEXTING, **{**base, "hidden_sizes": (16,)}), 4, r"trunk has hidden sizes \(16,\), this learner \(8,\)"),
         "observation size": (horde.HordeLearner(NEXTING, **base), 6, "made for observations of size 6, here they have size 4"),
-        "demon count": (horde.HordeLearner(NEXTING[:3], **base), 4, r"it has 3 heads \(demons\), this learner 10"),
+        "demon count": (horde.HordeLearner(NEXTING[:3], **base), 4, "state has 3 heads but the learner has n_heads=10"),
         "trace layout": (horde.HordeLearner(no_traces, **base), 4, "head_traces"),
     }  # fmt: skip
 
