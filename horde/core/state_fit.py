@@ -48,7 +48,7 @@ class StateTemplate:
         """How ``state`` differs from the template, or None where it has the same tree,
         shapes and dtypes (see ``state_mismatch``)."""
         leaves, treedef = jax.tree_util.tree_flatten(state)
-        if treedef == self.treedef and all(
+        if bool(treedef == self.treedef) and all(
             tuple(np.shape(leaf)) == tuple(leading) + shape and getattr(leaf, "dtype", None) == dtype
             for leaf, (shape, dtype) in zip(leaves, self.specs)
         ):
@@ -74,7 +74,7 @@ def state_mismatch(state: Any, template: Any, leading: tuple[int, ...] = ()) -> 
     want, want_def = jax.tree_util.tree_flatten_with_path(template)
     got_names = [leaf_name(p) for p, _ in got]
     want_names = [leaf_name(p) for p, _ in want]
-    if got_def != want_def or got_names != want_names:
+    if bool(got_def != want_def) or got_names != want_names:
         missing = [n for n in want_names if n not in got_names]
         extra = [n for n in got_names if n not in want_names]
         if missing or extra:

@@ -366,7 +366,7 @@ def open_records(
     )
 
 
-def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np.ndarray]:
+def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, Any]:
     e = np.asarray(episodes, dtype=np.float64).reshape(-1, 4)
     return {
         "episode_seed": e[:, 0].astype(np.int64),

@@ -137,7 +137,7 @@ class RecordWriter:
         try:
             exists = (self.path / "zarr.json").exists()
             if exists:
-                self.group = zarr.open_group(self.path, mode="r+")
+                self.group: Any = zarr.open_group(self.path, mode="r+")
                 self.meta = self._resume(
                     dict(self.group.attrs.get("horde", {})), demon_names, record_every, n_seeds, diagnostics, first_step
                 )
@@ -375,7 +375,7 @@ class RecordWriter:
         self._raise_error()
 
 
-def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray | None]]:
+def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reads the committed records of ``run_dir/records.zarr`` (or of the store itself).
 
     Returns:
@@ -394,8 +394,8 @@ def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     if not (path / "zarr.json").exists():
         raise FileNotFoundError(f"{path} not found: {run_dir} holds no records")
     try:
-        group = zarr.open_group(path, mode="r")
-        meta = dict(group.attrs.get("horde", {}))
+        group: Any = zarr.open_group(path, mode="r")
+        meta: dict[str, Any] = dict(group.attrs.get("horde", {}))
         if meta.get("format") != "horde-run-records":
             raise ValueError(f"{path} is not a horde records store")
         if meta.get("format_version") != RECORDS_FORMAT_VERSION:
@@ -403,7 +403,7 @@ def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
                 f"{path} has records format_version {meta.get('format_version')!r}, expected {RECORDS_FORMAT_VERSION}"
             )
         k, e = int(meta["n_records"]), int(meta["n_episodes"])
-        arrays: dict[str, np.ndarray | None] = {"steps": np.asarray(group["steps"][:k])}
+        arrays: dict[str, Any] = {"steps": np.asarray(group["steps"][:k])}
         for name in PER_DEMON + PER_STEP:
             if name in ("rupee", "ude") and not meta.get("diagnostics"):
                 arrays[name] = None

@@ -237,14 +237,14 @@ def _learn(
                         result=result(done, good_state),
                     ) from e
         if failed is not None:
-            step, e = failed
+            step, cause = failed
             message = (
-                f"the environment (or the behaviour policy) raised {type(e).__name__} at step {step}: {e}. "
+                f"the environment (or the behaviour policy) raised {type(cause).__name__} at step {step}: {cause}. "
                 f"error.result holds the records and the last good state, after step {start_step + done} "
                 "(the last chunk learned in full)"
             )
-            stop(f"the environment raised {type(e).__name__} at step {step}: {e}")
-            raise RunError(message, step=step, result=result(done, good_state)) from e
+            stop(f"the environment raised {type(cause).__name__} at step {step}: {cause}")
+            raise RunError(message, step=step, result=result(done, good_state)) from cause
     except KeyboardInterrupt:
         if not stop_on_interrupt:
             stop("interrupted")
@@ -346,7 +346,7 @@ def run(
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     env, env_id = _make_env(env, env_kwargs)
     vector = isinstance(env, gym.vector.VectorEnv)
-    counter = _StepCounter(env)
+    counter: Any = _StepCounter(env)  # the streams see the environment through it
     obs_space = env.single_observation_space if vector else env.observation_space
     act_space = env.single_action_space if vector else env.action_space
     features = FeatureMap(obs_space)
