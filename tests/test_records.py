@@ -473,3 +473,17 @@ def test_core_learner_refuses_a_state_of_another_trunk(tmp_path):
     with pytest.raises(ValueError, match=r"trunk has hidden sizes"):
         horde.save_checkpoint(tmp_path / "never.npz", a, state)
     assert not (tmp_path / "never.npz").exists()
+
+
+def test_run_jax_streams_the_records_it_returns(tmp_path):
+    import envs
+
+    learner = horde.HordeLearner(demons.reward_demons(timescales=(1, 10)), hidden_sizes=(8,), step_size=0.01)
+    result = horde.run_jax(
+        learner, envs.RandomWalk(), steps=300, n_seeds=2, chunk_size=64, progress=False, record_to=tmp_path
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = horde.RunResult.load(tmp_path)
+    assert not loaded.partial and loaded.total_steps == 300
+    _same_records(loaded, result)

@@ -89,6 +89,7 @@ from horde.runs.recording import (
     empty_records,
     learner_config,
     locate_divergence,
+    open_records,
     positive_int,
     record_slot,
     record_values,
@@ -254,6 +255,7 @@ def run_jax(
     record_every: int = 1,
     chunk_size: int = 4096,
     progress: bool | None = None,
+    record_to: Any = None,
 ) -> RunResult:
     """Runs a behaviour policy in a JAX environment for ``steps`` steps while ``learner``
     learns, every step of a chunk inside one compiled ``jax.lax.scan``.
@@ -280,6 +282,8 @@ def run_jax(
             ``t % record_every == 0``, as ``horde.run``).
         chunk_size: steps per compiled call (does not change the numbers).
         progress: show a progress bar; default: when stderr is a terminal.
+        record_to: a run directory to stream the records to as they are made
+            (``records.zarr``; see ``horde.run``).
 
     Returns:
         ``RunResult`` with arrays ``(n_seeds, k, n_demons)`` / ``(n_seeds, k)``, ``valid`` all
@@ -339,8 +343,11 @@ def run_jax(
     }
     init_fn, chunk_fn = _compiled(learner, jenv, pol, limit, record_every, batched)
 
+    writer = open_records(
+        record_to, learner, record_every=record_every, n_seeds=n_seeds, config=config, chunk_size=chunk_size
+    )
     bar = Progress(steps * n_seeds, progress)
-    recorder = Recorder(n_seeds, learner.n_demons, record_every)
+    recorder = Recorder(n_seeds, learner.n_demons, record_every, writer)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
@@ -369,7 +376,7 @@ def run_jax(
         if diverged is not None:
             copy, t, bad = diverged
             recorder.add(start, buffers, *(a[:, : t + 1] for a in rows))
-            raise divergence_error(
+            error = divergence_error(
                 learner,
                 step=start + t,
                 copy=copy,
@@ -378,8 +385,13 @@ def run_jax(
                 demons=bad,
                 result=assemble(good[0], start),
             )
+            recorder.commit(0, start, episodes, time.perf_counter() - start_time)
+            if writer is not None:
+                writer.close(complete=False, stopped=f"diverged at step {start + t}")
+            raise error
         recorder.add(start, buffers, *rows)
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))
+        recorder.commit(0, start + T, episodes, time.perf_counter() - start_time)
         k = len(range(first, T, record_every))
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
 
@@ -404,4 +416,6 @@ def run_jax(
     finally:
         bar.close()
     jax.block_until_ready(carry)
+    if writer is not None:
+        writer.close(complete=True, wall_time=time.perf_counter() - start_time)
     return assemble(carry.learner_state, steps)
