@@ -7,8 +7,10 @@ demons a configuration declares.
     horde demons CONFIG.toml
 
 Exit status: 0 on success, 2 for a bad command line or configuration (the message names the
-key and what it expected), 3 when learning diverged (the last good checkpoint is kept and the
-results up to the divergence are written), 130 when interrupted (after writing a final
+key and what it expected), 3 when learning diverged (the last good state is checkpointed and the
+records up to the divergence are kept), 4 when the environment, a checkpoint write or the
+records failed (one paragraph says which step; the records and, where it can be written, a
+checkpoint of the last good state are kept), 130 when interrupted (after writing a final
 checkpoint and the partial results).
 """
 
