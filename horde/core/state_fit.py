@@ -31,6 +31,11 @@ def leaf_name(path: tuple) -> str:
     return "/".join(parts)
 
 
+def _same_tree(a: Any, b: Any) -> bool:
+    # PyTreeDef's stubs declare no __eq__; the objects compare by structure.
+    return bool(a == b)
+
+
 class StateTemplate:
     """The tree, shapes and dtypes of a learner's state, to check given states against.
 
@@ -48,7 +53,8 @@ class StateTemplate:
         """How ``state`` differs from the template, or None where it has the same tree,
         shapes and dtypes (see ``state_mismatch``)."""
         leaves, treedef = jax.tree_util.tree_flatten(state)
-        if bool(treedef == self.treedef) and all(
+        same = _same_tree(treedef, self.treedef)
+        if same and all(
             tuple(np.shape(leaf)) == tuple(leading) + shape and getattr(leaf, "dtype", None) == dtype
             for leaf, (shape, dtype) in zip(leaves, self.specs)
         ):
@@ -72,9 +78,10 @@ def state_mismatch(state: Any, template: Any, leading: tuple[int, ...] = ()) -> 
     """
     got, got_def = jax.tree_util.tree_flatten_with_path(state)
     want, want_def = jax.tree_util.tree_flatten_with_path(template)
+    same_tree = _same_tree(got_def, want_def)
     got_names = [leaf_name(p) for p, _ in got]
     want_names = [leaf_name(p) for p, _ in want]
-    if bool(got_def != want_def) or got_names != want_names:
+    if not same_tree or got_names != want_names:
         missing = [n for n in want_names if n not in got_names]
         extra = [n for n in got_names if n not in want_names]
         if missing or extra:

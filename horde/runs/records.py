@@ -138,9 +138,8 @@ class RecordWriter:
             exists = (self.path / "zarr.json").exists()
             if exists:
                 self.group: Any = zarr.open_group(self.path, mode="r+")
-                self.meta = self._resume(
-                    dict(self.group.attrs.get("horde", {})), demon_names, record_every, n_seeds, diagnostics, first_step
-                )
+                stored: Any = self.group.attrs.get("horde", {})
+                self.meta = self._resume(dict(stored), demon_names, record_every, n_seeds, diagnostics, first_step)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.group = zarr.open_group(self.path, mode="w")
