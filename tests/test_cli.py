@@ -65,8 +65,7 @@ def test_run_writes_everything_and_prints_the_summary(tiny_run):
         assert any(line.startswith(name) for line in proc.stdout.splitlines()), name
     out = root / "out"
     for f in (
-        "metrics.npz",
-        "run.json",
+        "records.zarr",
         "config.json",
         "checkpoint.npz",
         "learning_curves.png",

@@ -290,7 +290,7 @@ def test_run_result_save_and_load_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
     assert loaded.demon_names == result.demon_names and loaded.config == result.config
     assert loaded.record_every == 3 and loaded.total_steps == 120
-    (tmp_path / "run" / "metrics.npz").write_bytes(b"not an npz file")
+    (tmp_path / "run" / "records.zarr" / "predictions" / "c" / "0" / "0" / "0").write_bytes(b"not a zarr chunk")
     with pytest.raises(ValueError, match="could not be read"):
         horde.RunResult.load(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="is not a saved run"):
@@ -472,9 +472,10 @@ def test_loading_a_run_whose_names_do_not_fit_its_arrays_is_refused(tmp_path):
     import json
 
     _hand_built(2).save(tmp_path / "r")
-    meta = json.loads((tmp_path / "r" / "run.json").read_text())
-    meta["demon_names"] = meta["demon_names"][:1]
-    (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
+    group = tmp_path / "r" / "records.zarr" / "zarr.json"
+    meta = json.loads(group.read_text())
+    meta["attributes"]["horde"]["demon_names"] = meta["attributes"]["horde"]["demon_names"][:1]
+    group.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"predictions must have shape \(n_seeds, k, n_demons=1\)"):
         horde.RunResult.load(tmp_path / "r")
 

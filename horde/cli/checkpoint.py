@@ -121,6 +121,11 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
 
     Returns:
         The path written.
+
+    Raises:
+        TypeError: ``learner`` or ``state`` is of another kind.
+        ValueError: ``state`` does not fit ``learner`` (the message names what differs).
+        OSError: the file cannot be written (the previous checkpoint there is left as it was).
     """
     path = Path(path)
     if path.suffix != ".npz":
@@ -132,6 +137,10 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     core = state.core if isinstance(state, HordeState) else state
     biases = np.shape(core.head_params.biases)
     n_seeds = None if len(biases) == 1 else int(biases[0])
+    try:  # a state of another configuration would be written, and never load again
+        learner.check_state(state, copies=n_seeds)
+    except ValueError as e:
+        raise ValueError(f"save_checkpoint: {e}") from e
     feature_dim = learner.core.feature_dim(core) if kind == "HordeLearner" else learner.feature_dim(core)
     leaves = _leaves(state)
     meta = {

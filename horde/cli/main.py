@@ -8,8 +8,10 @@ demons a configuration declares.
     horde demons CONFIG.toml [--plugin MODULE]
 
 Exit status: 0 on success, 2 for a bad command line or configuration (the message names the
-key and what it expected), 3 when learning diverged (the last good checkpoint is kept and the
-results up to the divergence are written), 130 when interrupted (after writing a final
+key and what it expected), 3 when learning diverged (the last good state is checkpointed and the
+records up to the divergence are kept), 4 when the environment, a checkpoint write or the
+records failed (one paragraph says which step; the records and, where it can be written, a
+checkpoint of the last good state are kept), 130 when interrupted (after writing a final
 checkpoint and the partial results; Ctrl-C while the figures are drawn stops quietly, the
 results being saved already).
 
@@ -65,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run a Horde on a Gymnasium environment declared in a TOML config (env, behaviour "
             "policy, learner, demons). Without a config: CartPole-v1 nexting with 27 demons, "
-            "50,000 steps. Prints a per-demon summary table and writes metrics.npz, run.json, "
-            "config.json, checkpoint.npz and PNG figures into the output directory."
+            "50,000 steps. Prints a per-demon summary table and writes records.zarr (streamed as "
+            "the run goes), config.json, checkpoint.npz and PNG figures into the output directory."
         ),
     )
     run.add_argument(

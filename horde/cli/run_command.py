@@ -9,6 +9,7 @@ checkpointed state: bit for bit the run that was interrupted.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from horde.cli.config import DEFAULT_CONFIG, ConfigError, build_learner, build_policy, load_config, validate_config
 from horde.cli.report import draw_figures, print_summary, warn_if_large
+from horde.runs import RECORDS_DIR
 
-__all__ = ["CHECKPOINT_FILE", "resolve_config", "run_command"]
+__all__ = ["CHECKPOINT_FILE", "identity_differences", "resolve_config", "run_command", "run_identity"]
 
 #: The checkpoint's file name in a run's output directory.
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -82,10 +84,101 @@ def _make_env(config: dict[str, Any]):
         raise ConfigError(f"config key env.id: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
 
 
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes a run the run it is, from its configuration: the environment (id and
+    arguments), the seeds, the behaviour policy and the recording interval. With the learner's
+    own configuration (its settings and demons, held by the checkpoint), a resumed run must
+    match it exactly."""
+    run = config["run"]
+    return {
+        "env.id": config["env"]["id"],
+        "env.kwargs": config["env"]["kwargs"],
+        "run.seed": run["seed"],
+        "run.seeds": run["seeds"],
+        "run.record_every": run["record_every"],
+        "policy": config["policy"],
+    }
+
+
+def identity_differences(saved: dict[str, Any], config: dict[str, Any], saved_learner: Any, learner: Any) -> list[str]:
+    """What differs between the run a checkpoint holds (``saved``: its ``run_identity`` and
+    the seed, as far as the checkpoint recorded them; ``saved_learner``) and the run
+    ``config`` and ``learner`` describe; one line each, empty when they are the same run."""
+    now = run_identity(config)
+    out = [
+        f"{key}: {saved[key]!r} in the checkpoint, {now[key]!r} in the config"
+        for key in now
+        if key in saved and saved[key] != now[key]
+    ]
+    before, after = saved_learner.to_config(), learner.to_config()
+    for key in sorted(set(before) | set(after)):
+        if key == "demons":
+            old = {d["name"]: d for d in before.get("demons", [])}
+            new = {d["name"]: d for d in after.get("demons", [])}
+            if list(old) != list(new) or old != new:
+                gone = [n for n in old if n not in new]
+                added = [n for n in new if n not in old]
+                changed = [n for n in old if n in new and old[n] != new[n]]
+                parts = [
+                    f"{label} {names[:5]}"
+                    for label, names in (("removed", gone), ("added", added), ("changed", changed))
+                    if names
+                ]
+                out.append("demons: " + ("; ".join(parts) if parts else "their order changed"))
+        elif before.get(key) != after.get(key):
+            out.append(f"learner.{key}: {before.get(key)!r} in the checkpoint, {after.get(key)!r} in the config")
+    return out
+
+
+def _prepare_resume(args: Any, config: dict[str, Any], learner: Any, out: Path) -> tuple[Any, int, int]:
+    """Loads ``--resume``'s checkpoint, refuses it where the run's config no longer describes
+    the checkpointed run, and puts the earlier records where the continuation appends to
+    them. Returns ``(state, start_step, steps)``."""
+    from horde.runs import RECORDS_DIR, RunResult
+
+    run_cfg = config["run"]
+    try:
+        saved_learner, state, meta = load_checkpoint(Path(args.resume) / CHECKPOINT_FILE)
+    except CheckpointError as e:
+        raise ConfigError(f"--resume {args.resume}: {e}") from e
+    saved = dict(meta.get("run", {}))
+    if "seed" in meta:
+        saved.setdefault("run.seed", meta["seed"])
+    differ = identity_differences(saved, config, saved_learner, learner)
+    if differ:
+        raise ConfigError(
+            f"--resume {args.resume}: config.json no longer describes the run its checkpoint holds, "
+            "so the continuation would not be that run; it differs in "
+            + "; ".join(differ)
+            + ". Restore config.json, or start a new run."
+        )
+    start_step = int(meta.get("step", 0))
+    # --steps: that many more steps; else what the config still asks for.
+    steps = args.steps if args.steps is not None else run_cfg["steps"] - start_step
+    if steps < 1:
+        raise ConfigError(
+            f"--resume {args.resume}: the run already has {start_step} of its {run_cfg['steps']} "
+            "steps; give --steps N to continue further"
+        )
+    source = Path(args.resume)
+    if source.resolve() != out.resolve() and not (out / RECORDS_DIR).exists():
+        if (source / RECORDS_DIR).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source / RECORDS_DIR, out / RECORDS_DIR)
+    if not (out / RECORDS_DIR).exists() and (source / "metrics.npz").exists():
+        try:  # records of the earlier format: rewritten as a store the continuation appends to
+            RunResult.load(source).save(out)
+        except (FileNotFoundError, ValueError):
+            pass  # only the checkpoint survived: the output holds the continuation
+    run_cfg["steps"] = start_step + steps
+    return state, start_step, steps
+
+
 def run_command(args: Any) -> int:
-    """Runs ``horde run`` with parsed ``args``; returns the exit status (0, 3 diverged, 130
-    interrupted). Raises ``ConfigError`` for a bad command line or configuration."""
-    from horde.runs import DivergenceError, RunResult, run
+    """Runs ``horde run`` with parsed ``args``; returns the exit status (0, 3 diverged, 4
+    stopped by an error of the environment or the file system, 130 interrupted). Raises
+    ``ConfigError`` for a bad command line or configuration."""
+    from horde.runs import DivergenceError, RecordsError, RunError, RunResult, run
 
     config = resolve_config(args)
     out = Path(
@@ -95,41 +188,43 @@ def run_command(args: Any) -> int:
     env = _make_env(config)
     policy = build_policy(config)
     run_cfg = config["run"]
-    state, start_step, earlier = None, 0, None
+    state, start_step = None, 0
     steps = run_cfg["steps"]
     if args.resume:
-        try:
-            learner, state, meta = load_checkpoint(Path(args.resume) / CHECKPOINT_FILE)
-        except CheckpointError as e:
-            raise ConfigError(f"--resume {args.resume}: {e}") from e
-        start_step = int(meta.get("step", 0))
-        # --steps: that many more steps; else what the config still asks for.
-        steps = args.steps if args.steps is not None else run_cfg["steps"] - start_step
-        if steps < 1:
-            raise ConfigError(
-                f"--resume {args.resume}: the run already has {start_step} of its {run_cfg['steps']} "
-                "steps; give --steps N to continue further"
-            )
-        try:
-            earlier = RunResult.load(args.resume)
-        except (FileNotFoundError, ValueError):
-            earlier = None  # only the checkpoint survived: the output holds the continuation
-        run_cfg["steps"] = start_step + steps
+        state, start_step, steps = _prepare_resume(args, config, learner, out)
     _check_against_env(learner, env, policy)
     warn_if_large(config, learner, steps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
     every = run_cfg["checkpoint_every"]
-    last_saved = [start_step]
+    last_saved: list[int | None] = [
+        start_step if args.resume and out.resolve() == Path(args.resume).resolve() else None
+    ]
+    identity = {"step": 0, "seed": run_cfg["seed"], "run": run_identity(config)}
 
     def checkpoint(step: int, st: Any) -> None:
-        save_checkpoint(out / CHECKPOINT_FILE, learner, st, {"step": step, "seed": run_cfg["seed"]})
+        save_checkpoint(out / CHECKPOINT_FILE, learner, st, {**identity, "step": step})
         last_saved[0] = step
 
+    failed_write: list[OSError] = []
+
     def callback(step: int, st: Any) -> None:
-        if every and step // every > last_saved[0] // every:
+        if every and step // every > (last_saved[0] or start_step) // every:
+            try:
+                checkpoint(step, st)
+            except OSError as e:
+                failed_write.append(e)
+                raise
+
+    def final_checkpoint(step: int, st: Any) -> str:
+        """Writes the last good state; the sentence saying where it is (or why it is not)."""
+        try:
             checkpoint(step, st)
+            return f"the last good state (step {step}) is in {out / CHECKPOINT_FILE}"
+        except OSError as e:
+            kept = f"; the checkpoint of step {last_saved[0]} is unchanged" if last_saved[0] is not None else ""
+            return f"the last good state (step {step}) could not be checkpointed ({type(e).__name__}: {e}){kept}"
 
     # A resumed run replays the behaviour stream to the checkpoint's step (it depends on the
     # seed alone), then continues learning from the checkpointed state: bit for bit the run
@@ -148,33 +243,63 @@ def run_command(args: Any) -> int:
             callback=callback,
             stop_on_interrupt=True,
             start_step=start_step,
+            record_to=out,
         )
     except DivergenceError as e:
-        e.result.save(out)
+        where = final_checkpoint(start_step + e.result.total_steps, e.result.state)
         print(f"horde run: {e}", file=sys.stderr)
+        print(f"{where}; the records up to the divergence are in {out}", file=sys.stderr)
+        return 3
+    except RunError as e:
+        good = start_step + e.result.total_steps
+        if failed_write:
+            cause = failed_write[0]
+            what = f"writing the checkpoint {out / CHECKPOINT_FILE} after step {good} failed ({type(cause).__name__}: {cause})"
+        else:
+            what = str(e).split(". error.result")[0].split("; the run stopped")[0]
+        where = final_checkpoint(good, e.result.state)
         print(
-            f"the last good checkpoint ({out / CHECKPOINT_FILE}, step {last_saved[0]}) was kept; "
-            f"the results up to the divergence are in {out}",
+            f"horde run: stopped: {what}. The records up to step {good} are in {out / RECORDS_DIR}; {where}.",
             file=sys.stderr,
         )
-        return 3
+        return 4
+    except RecordsError as e:
+        raise ConfigError(f"--out {out}: {e}") from e
     except ValueError as e:  # what only the environment can tell (e.g. its observations)
         raise ConfigError(str(e)) from e
-    checkpoint(start_step + result.total_steps, result.state)
-    if earlier is not None:
-        result = earlier.then(result)
-    result.save(out)
+    try:
+        checkpoint(start_step + result.total_steps, result.state)
+    except OSError as e:
+        print(
+            f"horde run: writing the final checkpoint {out / CHECKPOINT_FILE} failed ({type(e).__name__}: {e}); "
+            f"the records of all {start_step + result.total_steps} steps are in {out}",
+            file=sys.stderr,
+        )
+        return 4
+    state_after = result.state
+    result = RunResult.load(out) if not result.config.get("interrupted") else _load_quietly(out)
+    result.state = state_after
     print_summary(result)
     figures = draw_figures(result, out)
     print(
         f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
-        f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: metrics.npz run.json config.json "
+        f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: {RECORDS_DIR} config.json "
         f"{CHECKPOINT_FILE} {' '.join(figures)}"
     )
-    if result.config.get("interrupted"):
+    if result.partial:
         print("interrupted: the final checkpoint and the partial results were written", file=sys.stderr)
         return 130
     return 0
+
+
+def _load_quietly(out: Path):
+    import warnings
+
+    from horde.runs import RunResult
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return RunResult.load(out)
 
 
 def _check_against_env(learner, env, policy) -> None:

@@ -45,6 +45,7 @@ from horde.core.loops import (
 from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
 from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
+from horde.core.state_fit import StateTemplate, leaf_name, state_mismatch
 from horde.core.trunk import TrunkTape
 from horde.core.types import (
     BatchedMultiHeadResult,
@@ -71,6 +72,7 @@ __all__ = [
     "Normalizer",
     "ObGDBounding",
     "Optimizer",
+    "StateTemplate",
     "TrunkTape",
     "WelfordNormalizer",
     "accumulate_traces",
@@ -94,6 +96,7 @@ __all__ = [
     "concrete_values",
     "head_forward",
     "is_tracer",
+    "leaf_name",
     "multi_head_metrics_to_dicts",
     "normalizer_from_config",
     "optimizer_from_config",
@@ -101,4 +104,5 @@ __all__ = [
     "run_multi_head_learning_loop_batched",
     "select_heads",
     "sparse_init",
+    "state_mismatch",
 ]

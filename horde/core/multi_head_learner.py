@@ -45,6 +45,7 @@ from horde.core.heads import HeadUpdate, head_forward, head_update, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.normalizers import Normalizer, normalizer_from_config
 from horde.core.optimizers import LMS, Optimizer, optimizer_from_config
+from horde.core.state_fit import StateTemplate
 from horde.core.trunk import TrunkTape, trunk_forward_with_tape, trunk_step
 from horde.core.types import (
     BatchedMultiHeadResult,
@@ -529,22 +530,75 @@ class MultiHeadMLPLearner:
     # ---------------------------------------------------------------------------------------
     # Public, checked entry points
 
-    def check_state(self, state: Any) -> None:
-        """Checks that ``state`` is an unbatched ``MultiHeadMLPState`` of this learner's head count.
+    def check_state(self, state: Any, *, copies: int | None = None, observation_dim: int | None = None) -> None:
+        """Checks that ``state`` is a ``MultiHeadMLPState`` this learner made: the tree,
+        shapes and dtypes of ``init`` (trunk, heads, traces, optimizer and normalizer states).
+
+        Args:
+            state: the state.
+            copies: the state is batched over this many copies (a leading axis on every
+                leaf); None: unbatched.
+            observation_dim: the observation size the state must have been made for; None:
+                any.
 
         Raises:
             TypeError: ``state`` is not a ``MultiHeadMLPState``.
-            ValueError: its head count differs (or it is batched over seeds).
+            ValueError: it does not fit: the message names what differs (head count, trunk,
+                observation size, or the first array of another shape or dtype).
         """
         if not isinstance(state, MultiHeadMLPState):
             raise TypeError(f"state must be a MultiHeadMLPState (from learner.init), got {type(state).__name__}")
-        n = state.head_params.biases.shape
-        if n != (self._n_heads,):
+        lead = () if copies is None else (int(copies),)
+        n = tuple(np.shape(state.head_params.biases))
+        if copies is None and n != (self._n_heads,):
             raise ValueError(
                 f"state has {n[0] if n else 'unbatched?'} heads but the learner has "
                 f"n_heads={self._n_heads} (biases shape {n}); a batched state must be indexed "
                 "per seed first"
             )
+        mismatch = self.state_difference(state, lead, observation_dim)
+        if mismatch:
+            raise ValueError(f"state does not fit this learner: {mismatch}")
+
+    def state_template(self, feature_dim: int) -> StateTemplate:
+        """The tree, shapes and dtypes of ``init(feature_dim, key)`` (computed once per size)."""
+        cache = self.__dict__.setdefault("_state_templates", {})
+        if feature_dim not in cache:
+            cache[feature_dim] = StateTemplate(jax.eval_shape(lambda k: self.init(feature_dim, k), jax.random.key(0)))
+        return cache[feature_dim]
+
+    def state_difference(
+        self, state: MultiHeadMLPState, leading: tuple[int, ...] = (), observation_dim: int | None = None
+    ) -> str | None:
+        """How ``state`` differs from a state of this learner (batched over ``leading``), in
+        the learner's terms first (head count, trunk sizes, observation size), then by the
+        first array of another shape or dtype; None where it fits.
+
+        Args:
+            state: a ``MultiHeadMLPState``.
+            leading: leading batch axes every leaf carries.
+            observation_dim: the observation size it must have; None: any.
+        """
+        k = len(leading)
+        weights = tuple(state.trunk_params.weights) if isinstance(state.trunk_params, MLPParams) else ()
+        try:
+            hidden = tuple(int(np.shape(w)[-1]) for w in weights)
+            dim = int(np.shape(weights[0])[-2]) if weights else int(np.shape(state.head_params.weights)[-1])
+            heads = int(np.shape(state.head_params.biases)[k])
+        except (IndexError, TypeError):
+            hidden, dim, heads = (), 0, 0
+        differ = []
+        if heads != self._n_heads:
+            differ.append(f"it has {heads} heads (demons), this learner {self._n_heads}")
+        if hidden != self.hidden_sizes:
+            differ.append(f"its trunk has hidden sizes {hidden}, this learner {self.hidden_sizes}")
+        if observation_dim is not None and dim != observation_dim:
+            differ.append(f"it was made for observations of size {dim}, here they have size {observation_dim}")
+        if differ:
+            return "; ".join(differ)
+        if dim < 1:
+            return "it holds no trunk or head weights"
+        return self.state_template(dim).mismatch(state, tuple(leading))
 
     def predict(self, state: MultiHeadMLPState, observation: Any) -> jax.Array:
         """Compute predictions from all heads.

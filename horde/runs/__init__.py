@@ -19,7 +19,8 @@ from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, as_jax_env
 from horde.runs.jax_runner import run_jax
-from horde.runs.results import DivergenceError, RunResult
+from horde.runs.records import RECORDS_DIR, RecordsError, RecordWriter, read_records
+from horde.runs.results import DivergenceError, RunError, RunResult
 from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, RolloutReturns, rollout_returns
 from horde.runs.runner import run
 
@@ -35,11 +36,16 @@ __all__ = [
     "ROLLOUT_MAX_HORIZON",
     "ROLLOUT_TOLERANCE",
     "RolloutReturns",
+    "RECORDS_DIR",
+    "RecordWriter",
+    "RecordsError",
+    "RunError",
     "RunResult",
     "StateProbabilities",
     "UniformRandom",
     "as_behaviour_policy",
     "as_jax_env",
+    "read_records",
     "run",
     "rollout_returns",
     "run_jax",

@@ -96,12 +96,14 @@ from horde.runs.recording import (
     empty_records,
     learner_config,
     locate_divergence,
+    open_records,
     positive_int,
     record_slot,
     record_values,
     state_finite_fn,
     write_records,
 )
+from horde.runs.records import write_true_values
 from horde.runs.results import RunResult
 from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, rollout_returns
 from horde.td import HordeLearner
@@ -281,6 +283,7 @@ def run_jax(
     progress: bool | None = None,
     true_value_every: int | None = None,
     true_value_rollouts: int = 100,
+    record_to: Any = None,
 ) -> RunResult:
     """Runs a behaviour policy in a JAX environment for ``steps`` steps while ``learner``
     learns, every step of a chunk inside one compiled ``jax.lax.scan``.
@@ -320,6 +323,8 @@ def run_jax(
             steps / true_value_every`` environment steps per copy (and per distinct target
             policy). Default None: no true values.
         true_value_rollouts: rollouts per sampled state (at least 2).
+        record_to: a run directory to stream the records to as they are made
+            (``records.zarr``; see ``horde.run``).
 
     Returns:
         ``RunResult`` with arrays ``(n_seeds, k, n_demons)`` / ``(n_seeds, k)``, ``valid`` all
@@ -387,8 +392,11 @@ def run_jax(
     init_fn, chunk_fn = _compiled(learner, jenv, pol, limit, record_every, batched, visits)
     visited_states: list[Any] = []  # (env states, features, global steps) of sampled steps, per chunk
 
+    writer = open_records(
+        record_to, learner, record_every=record_every, n_seeds=n_seeds, config=config, chunk_size=chunk_size
+    )
     bar = Progress(steps * n_seeds, progress)
-    recorder = Recorder(n_seeds, learner.n_demons, record_every)
+    recorder = Recorder(n_seeds, learner.n_demons, record_every, writer)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return = np.zeros(n_seeds, np.float64)
     ep_length = np.zeros(n_seeds, np.int64)
@@ -417,7 +425,7 @@ def run_jax(
         if diverged is not None:
             copy, t, bad = diverged
             recorder.add(start, buffers, *(a[:, : t + 1] for a in rows))
-            raise divergence_error(
+            error = divergence_error(
                 learner,
                 step=start + t,
                 copy=copy,
@@ -427,12 +435,17 @@ def run_jax(
                 result=assemble(good[0], start),
                 watch=watch,
             )
+            recorder.commit(0, start, episodes, time.perf_counter() - start_time)
+            if writer is not None:
+                writer.close(complete=False, stopped=f"diverged at step {start + t}")
+            raise error
         recorder.add(start, buffers, *rows)
         if visited is not None:
             j = np.flatnonzero((start + np.arange(T)) % true_value_every == 0)
             axis = 1 if batched else 0
             visited_states.append((jax.tree_util.tree_map(lambda a: jnp.take(a, j, axis=axis), visited), start + j))
         episodes.extend(_episodes_in_chunk(start, outs.rewards, outs.terminated | outs.truncated, ep_return, ep_length))
+        recorder.commit(0, start + T, episodes, time.perf_counter() - start_time)
         k = len(range(first, T, record_every))
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
 
@@ -457,11 +470,15 @@ def run_jax(
     finally:
         bar.close()
     jax.block_until_ready(carry)
+    if writer is not None:
+        writer.close(complete=True, wall_time=time.perf_counter() - start_time)
     result = assemble(carry.learner_state, steps)
     if visits:
         result = _with_true_values(
             result, learner, jenv, pol, visited_states, seed, n_seeds, true_value_every, true_value_rollouts
         )
+        if record_to is not None:
+            write_true_values(record_to, result.true_value_steps, result.true_values, result.true_value_stderr)
     return result
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from horde.control import ControlLearner
 from horde.core import as_int
+from horde.runs.records import RecordWriter
 from horde.runs.results import DivergenceError, RunResult
 from horde.td import HordeLearner
 
@@ -41,6 +42,7 @@ __all__ = [
     "empty_records",
     "learner_config",
     "locate_divergence",
+    "open_records",
     "positive_int",
     "record_names",
     "record_slot",
@@ -336,20 +338,25 @@ def _question_fault_error(learner, step, copy, n_copies, seed, faults, causes, v
 
 
 class Recorder:
-    """Collects the recorded rows of checked chunks, in order, on the host.
+    """Collects the recorded rows of checked chunks, in order, on the host, and streams each
+    committed chunk to a run directory's ``records.zarr`` when given a ``RecordWriter``.
 
     Args:
         n_seeds: copies (leading axis of every array).
         n_demons: demons.
         record_every: the recording interval (global step ``% record_every == 0``).
+        writer: where to stream the records, or None.
     """
 
     _PER_DEMON = ("predictions", "td_errors", "cumulants", "discounts", "rupee", "ude")
     _PER_STEP = ("rewards", "terminated", "truncated", "valid")
 
-    def __init__(self, n_seeds: int, n_demons: int, record_every: int):
+    def __init__(self, n_seeds: int, n_demons: int, record_every: int, writer: RecordWriter | None = None):
         self.n_seeds, self.n_demons, self.every = n_seeds, n_demons, record_every
         self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("steps", *self._PER_DEMON, *self._PER_STEP)}
+        self.writer = writer
+        self._sent = 0  # parts already handed to the writer
+        self._episodes_until: int | None = None  # episodes ending before this step were sent
 
     def add(self, start: int, buffers, rewards, terminated, truncated, valid) -> None:
         """Adds the chunk that starts at global step ``start``.
@@ -378,6 +385,34 @@ class Recorder:
         for name, arr in zip(self._PER_STEP, (rewards, terminated, truncated, valid)):
             self.parts[name].append(arr[:, idx])
 
+    def commit(self, first_step: int, last_step: int, episodes: list[tuple[int, int, float, int]], wall: float) -> None:
+        """Streams the rows added since the last commit, and the episodes that ended before
+        ``last_step`` (the global step the learned state has reached), to the writer.
+
+        Args:
+            first_step: the run's first global step (episodes before it are not the run's).
+            last_step: the global step the learned state has reached.
+            episodes: every finished episode so far, ``(copy, end step, return, length)``.
+            wall: seconds the run has taken.
+
+        Raises:
+            RecordsError: an earlier chunk could not be written.
+        """
+        if self.writer is None:
+            return
+        n = len(self.parts["steps"])
+        rows = {
+            name: np.concatenate(parts[self._sent : n], axis=0 if name == "steps" else 1)
+            for name, parts in self.parts.items()
+            if parts[self._sent : n]
+        }
+        if not rows:
+            rows = {"steps": np.zeros((0,), np.int64)}
+        since = first_step if self._episodes_until is None else self._episodes_until
+        new = sorted((e for e in episodes if since <= e[1] < last_step), key=lambda e: (e[1], e[0]))
+        self._sent, self._episodes_until = n, max(since, last_step)
+        self.writer.append(rows, _episode_arrays(new), last_step, wall)
+
     def arrays(self) -> dict[str, Any]:
         """The recorded arrays, named as ``RunResult``'s fields (``rupee`` and ``ude`` None
         where they were not recorded)."""
@@ -396,7 +431,31 @@ class Recorder:
         return out
 
 
-def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, np.ndarray]:
+def open_records(
+    record_to: Any, learner: HordeLearner, *, record_every: int, n_seeds: int, config: dict, chunk_size: int
+) -> RecordWriter | None:
+    """The ``RecordWriter`` of a run that streams its records to the directory ``record_to``
+    (None: it does not), appending after ``config["start_step"]``.
+
+    Raises:
+        RecordsError: the store cannot be written, or one there belongs to another run.
+    """
+    if record_to is None:
+        return None
+    return RecordWriter(
+        record_to,
+        demon_names=learner.names,
+        demons=[d.info._asdict() for d in learner.demons],
+        record_every=record_every,
+        n_seeds=n_seeds,
+        diagnostics=bool(learner.diagnostics),
+        config=config,
+        first_step=int(config.get("start_step", 0)),
+        rows_per_chunk=max(64, -(-chunk_size // record_every) + 1),
+    )
+
+
+def _episode_arrays(episodes: list[tuple[int, int, float, int]]) -> dict[str, Any]:
     e = np.asarray(episodes, dtype=np.float64).reshape(-1, 4)
     return {
         "episode_seed": e[:, 0].astype(np.int64),

@@ -1,5 +1,6 @@
-"""What a run returns: ``RunResult`` (the recorded arrays, saved and loaded without pickle) and
-``DivergenceError`` (raised by both runners when learning stops being finite)."""
+"""What a run returns: ``RunResult`` (the recorded arrays, saved and loaded without pickle),
+``RunError`` (a run that stopped early, with what it recorded) and ``DivergenceError`` (raised
+by both runners when learning stops being finite)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,48 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from demons import DemonInfo
+from horde.runs.records import (
+    RECORDS_DIR,
+    RECORDS_FORMAT_VERSION,
+    RecordWriter,
+    read_records,
+    read_true_values,
+    write_true_values,
+)
 
-__all__ = ["DivergenceError", "RESULT_FORMAT_VERSION", "RunResult"]
+__all__ = ["DivergenceError", "RESULT_FORMAT_VERSION", "RunError", "RunResult"]
 
-# Bumped when the files written by ``RunResult.save`` change meaning; ``load`` refuses others.
-RESULT_FORMAT_VERSION = 1
+# The format ``RunResult.save`` writes (the ``records.zarr`` store of ``horde.runs.records``);
+# ``load`` also reads format 1 (``metrics.npz`` and ``run.json``) and refuses others.
+RESULT_FORMAT_VERSION = RECORDS_FORMAT_VERSION
 
 
-class DivergenceError(RuntimeError):
+class RunError(RuntimeError):
+    """A run stopped before its last step: the environment, the behaviour policy or a
+    ``callback`` raised (the original exception is ``__cause__``), or learning diverged
+    (``DivergenceError``).
+
+    Attributes:
+        step: the global step that failed (``start_step`` included).
+        result: the ``RunResult`` of the run so far: the records of every chunk learned before
+            the failure and ``state``, the last good state, after ``result.total_steps`` steps.
+            A run that streams its records (``record_to``) has them on disk too.
+    """
+
+    def __init__(self, message: str, *, step: int, result: RunResult):
+        super().__init__(message)
+        self.step, self.result = step, result
+
+
+class DivergenceError(RunError):
     """Learning produced non-finite predictions or parameters.
 
     Both runners raise it with the same message and the same meaning.
@@ -37,8 +66,8 @@ class DivergenceError(RuntimeError):
     """
 
     def __init__(self, message: str, *, step: int, demons: tuple[str, ...], result: RunResult):
-        super().__init__(message)
-        self.step, self.demons, self.result = step, demons, result
+        super().__init__(message, step=step, result=result)
+        self.demons = demons
 
 
 @dataclasses.dataclass
@@ -79,6 +108,10 @@ class RunResult:
         true_values: Monte Carlo estimates of ``E[G_i | S_t]`` at those steps,
             ``(n_seeds, m, n_demons)`` (``horde.evaluation.true_values``), or None.
         true_value_stderr: their standard errors, same shape, or None.
+        partial: True for a run that stopped before its last step (killed, interrupted,
+            diverged, or stopped by an error), as loaded from its records: it holds the
+            records up to its last committed chunk; ``config["stopped"]`` says why where the
+            run could say it.
     """
 
     demon_names: tuple[str, ...]
@@ -106,9 +139,11 @@ class RunResult:
     true_value_steps: np.ndarray | None = None
     true_values: np.ndarray | None = None
     true_value_stderr: np.ndarray | None = None
+    partial: bool = False
 
-    # Optional arrays saved in ``metrics.npz`` when present.
+    # Arrays that a result may lack (None): the diagnostics and the true values.
     OPTIONAL_FIELDS = ("rupee", "ude", "true_value_steps", "true_values", "true_value_stderr")
+    TRUE_VALUE_FIELDS = ("true_value_steps", "true_values", "true_value_stderr")
 
     # The per-step and per-episode arrays, saved in ``metrics.npz`` (a class attribute, not a
     # field).
@@ -147,7 +182,7 @@ class RunResult:
         for name in ("rupee", "ude"):
             if getattr(self, name) is not None:
                 expected[name] = (seeds, k, n)
-        truth = [getattr(self, name) is None for name in self.OPTIONAL_FIELDS[2:]]
+        truth = [getattr(self, name) is None for name in self.TRUE_VALUE_FIELDS]
         if any(truth) != all(truth):
             raise ValueError("true_value_steps, true_values and true_value_stderr must be given together or not at all")
         if self.true_value_steps is not None:
@@ -216,36 +251,76 @@ class RunResult:
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes ``metrics.npz`` (arrays, no pickle) and ``run.json`` (metadata) into the
-        directory ``path``; returns it."""
+        """Writes the records into the run directory ``path`` as ``records.zarr`` (a Zarr
+        group, see ``horde.runs.records``; no pickle), replacing any records there; returns
+        ``path``. The state is not saved (checkpoints hold states)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, Any] = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS}
-        for name in self.OPTIONAL_FIELDS:
-            if getattr(self, name) is not None:
-                arrays[name] = np.asarray(getattr(self, name))
-        tmp = path / "metrics.npz.tmp"
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path / "metrics.npz")
-        meta = {
-            "format_version": RESULT_FORMAT_VERSION,
-            "demon_names": list(self.demon_names),
-            "wall_time": self.wall_time,
-            "total_steps": self.total_steps,
-            "record_every": self.record_every,
-            "config": self.config,
-            "demons": [d._asdict() for d in self.demons],
-        }
-        tmp = path / "run.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, path / "run.json")
+        store = path / RECORDS_DIR
+        if store.exists():
+            shutil.rmtree(store)
+        writer = RecordWriter(
+            path,
+            demon_names=self.demon_names,
+            demons=[d._asdict() for d in self.demons],
+            record_every=self.record_every,
+            n_seeds=self.n_seeds,
+            diagnostics=self.rupee is not None and self.ude is not None,
+            config=self.config,
+            first_step=int(self.config.get("start_step", 0)),
+            rows_per_chunk=max(1, min(len(self.steps), 8192)),
+        )
+        rows = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS if not name.startswith("episode_")}
+        if self.rupee is not None and self.ude is not None:
+            rows.update(rupee=np.asarray(self.rupee), ude=np.asarray(self.ude))
+        episodes = {name: np.asarray(getattr(self, name)) for name in self.ARRAY_FIELDS if name.startswith("episode_")}
+        writer.append(rows, episodes, int(self.config.get("start_step", 0)) + self.total_steps, self.wall_time)
+        writer.close(complete=not self.partial, stopped=self.config.get("stopped"))
+        if self.true_values is not None:
+            write_true_values(path, self.true_value_steps, self.true_values, self.true_value_stderr)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunResult:
-        """Reads a directory written by ``save``."""
+        """Reads a run directory: the records a run streamed there (``record_to``, the
+        ``horde run`` command) or ``save`` wrote, or a directory of the earlier format
+        (``metrics.npz`` and ``run.json``).
+
+        A run that stopped before its last step (killed, interrupted, diverged, stopped by
+        an error) loads with the records of its last committed chunk, ``partial=True`` and a
+        ``UserWarning`` saying so.
+
+        Raises:
+            FileNotFoundError: ``path`` holds no records.
+            ValueError: they cannot be read.
+        """
         path = Path(path)
+        if (path / RECORDS_DIR / "zarr.json").exists() or (path.name == RECORDS_DIR and path.exists()):
+            meta, arrays = read_records(path)
+            result = cls(
+                demon_names=tuple(meta["demon_names"]),
+                wall_time=float(meta["wall_time"]),
+                total_steps=int(meta["total_steps"]),
+                record_every=int(meta["record_every"]),
+                config=meta["config"],
+                demons=tuple(DemonInfo(**d) for d in meta.get("demons", [])),
+                partial=not meta["complete"],
+                **arrays,
+                **read_true_values(path),
+            )
+            if result.partial:
+                why = meta.get("stopped") or "killed, or still running"
+                warnings.warn(
+                    f"{path} holds a partial run ({why}): the records of its first "
+                    f"{result.total_steps} steps, up to its last committed chunk",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return result
+        return cls._load_npz(path)
+
+    @classmethod
+    def _load_npz(cls, path: Path) -> RunResult:
+        # The format written before records were streamed (format_version 1).
         meta_file, npz_file = path / "run.json", path / "metrics.npz"
         for f in (meta_file, npz_file):
             if not f.exists():
@@ -255,8 +330,8 @@ class RunResult:
         except json.JSONDecodeError as e:
             raise ValueError(f"{meta_file} is not valid JSON: {e}") from e
         version = meta.get("format_version")
-        if version != RESULT_FORMAT_VERSION:
-            raise ValueError(f"{meta_file} has format_version {version!r}, expected {RESULT_FORMAT_VERSION}")
+        if version != 1:
+            raise ValueError(f"{meta_file} has format_version {version!r}, expected 1 (or a {RECORDS_DIR} store)")
         try:
             with np.load(npz_file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in cls.ARRAY_FIELDS}

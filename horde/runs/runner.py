@@ -43,13 +43,15 @@ from horde.runs.recording import (
     empty_records,
     learner_config,
     locate_divergence,
+    open_records,
     positive_int,
     record_slot,
     record_values,
     state_finite_fn,
     write_records,
 )
-from horde.runs.results import RunResult
+from horde.runs.records import RecordsError
+from horde.runs.results import RunError, RunResult
 from horde.runs.streams import SingleStream, VectorStream, replay
 from horde.td import HordeLearner, HordeState
 
@@ -99,6 +101,23 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
     return cache[key]
 
 
+class _StepCounter:
+    """The environment as the stream sees it, counting the steps it completed: when the
+    environment (or the behaviour policy, which acts just before it) raises, ``steps`` is the
+    global step that failed."""
+
+    def __init__(self, env: Any) -> None:
+        self.env, self.steps = env, 0
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        self.steps += 1
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+
 def _learn(
     learner,
     fn,
@@ -115,6 +134,8 @@ def _learn(
     config,
     n_seeds,
     batched,
+    counter,
+    writer,
 ) -> RunResult:
     """The loop shared by single and vector runs: collect a chunk, learn from it in one
     compiled call, check for divergence, record, report.
@@ -122,15 +143,17 @@ def _learn(
     Pipelined on two cores: while the compiled call learns from chunk k, Python collects chunk
     k + 1 from the environment (and dispatches it after chunk k's state, which JAX orders).
     Chunk k is then checked; if it diverged, the state before it is kept and later work is
-    dropped.
+    dropped. Where collecting raises, the chunks already learned are checked and recorded,
+    then the run stops with a ``RunError``.
     """
-    recorder = Recorder(n_seeds, learner.n_demons, record_every)
+    recorder = Recorder(n_seeds, learner.n_demons, record_every, writer)
     bar = Progress(steps * n_seeds, progress)
     check = state_finite_fn(learner, batched)
     seeds_first = (lambda a: a) if batched else (lambda a: a[None])  # recorded arrays: (n_seeds, ...)
     good_state, latest_state = state, state
     collected = done = 0
     inflight: list[tuple] = []
+    failed: tuple[int, Exception] | None = None
     start_time = time.perf_counter()
 
     def result(done: int, state: Any) -> RunResult:
@@ -146,17 +169,30 @@ def _learn(
             state=state,
         )
 
+    def stop(reason: str) -> None:
+        if writer is not None:
+            try:
+                writer.close(complete=False, stopped=reason, wall_time=time.perf_counter() - start_time)
+            except RecordsError:
+                pass  # the error being raised says more; the committed records stay readable
+
     try:
         while done < steps:
-            while collected < steps and len(inflight) < 2:
+            while failed is None and collected < steps and len(inflight) < 2:
                 T = min(chunk_size, steps - collected)
                 first = start_step + collected
-                transitions, valid = stream.collect(T, first)
+                try:
+                    transitions, valid = stream.collect(T, first)
+                except Exception as e:  # the environment's or the policy's; reported below
+                    failed = (counter.steps, e)
+                    break
                 offset = (-first) % record_every
                 outputs = fn(latest_state, transitions, valid, offset)
                 latest_state = outputs[0]
                 inflight.append((first, T, transitions, valid, outputs))
                 collected += T
+            if not inflight:
+                break
             first, T, transitions, valid, (new_state, records, watch, td) = inflight.pop(0)
             records = [seeds_first(np.asarray(b)) for b in records]
             watch = DivergenceWatch(*(seeds_first(np.asarray(a)) for a in watch))
@@ -167,7 +203,7 @@ def _learn(
             if diverged is not None:
                 copy, t, bad = diverged
                 recorder.add(first, records, *(a[:, : t + 1] for a in rows))
-                raise divergence_error(
+                error = divergence_error(
                     learner,
                     step=first + t,
                     copy=copy,
@@ -177,18 +213,55 @@ def _learn(
                     result=result(done, good_state),
                     watch=watch,
                 )
+                recorder.commit(start_step, start_step + done, stream.episodes, time.perf_counter() - start_time)
+                stop(f"diverged at step {first + t}")
+                raise error
             recorder.add(first, records, *rows)
             good_state, done = new_state, done + T  # together: an interrupt sees both or neither
+            try:
+                recorder.commit(start_step, start_step + done, stream.episodes, time.perf_counter() - start_time)
+            except RecordsError as e:
+                raise RunError(
+                    f"{e}; the run stopped after step {start_step + done}: error.result holds its records and state",
+                    step=start_step + done,
+                    result=result(done, good_state),
+                ) from e
             bar.update(T * n_seeds, np.asarray(td))
             if callback is not None:
-                callback(start_step + done, good_state)
+                try:
+                    callback(start_step + done, good_state)
+                except Exception as e:
+                    stop(f"the callback raised {type(e).__name__} after step {start_step + done}: {e}")
+                    raise RunError(
+                        f"the callback raised {type(e).__name__} after step {start_step + done}: {e}. "
+                        f"error.result holds the records and the state after that step",
+                        step=start_step + done,
+                        result=result(done, good_state),
+                    ) from e
+        if failed is not None:
+            step, cause = failed
+            message = (
+                f"the environment (or the behaviour policy) raised {type(cause).__name__} at step {step}: {cause}. "
+                f"error.result holds the records and the last good state, after step {start_step + done} "
+                "(the last chunk learned in full)"
+            )
+            stop(f"the environment raised {type(cause).__name__} at step {step}: {cause}")
+            raise RunError(message, step=step, result=result(done, good_state)) from cause
     except KeyboardInterrupt:
         if not stop_on_interrupt:
+            stop("interrupted")
             raise
         config["interrupted"] = True
     finally:
         bar.close()
     jax.block_until_ready(good_state)
+    if writer is not None:
+        interrupted = bool(config.get("interrupted"))
+        writer.close(
+            complete=not interrupted,
+            stopped="interrupted" if interrupted else None,
+            wall_time=time.perf_counter() - start_time,
+        )
     return result(done, good_state)
 
 
@@ -216,6 +289,7 @@ def run(
     callback: Any = None,
     stop_on_interrupt: bool = False,
     start_step: int = 0,
+    record_to: Any = None,
 ) -> RunResult:
     """Runs a behaviour policy in ``env`` for ``steps`` steps while ``learner`` learns.
 
@@ -247,6 +321,12 @@ def run(
             seed alone, so this restores it exactly), then learning continues from ``state``.
             With the state checkpointed at ``start_step``, the result continues the
             interrupted run bit for bit (on the same machine).
+        record_to: a run directory to stream the records to as they are made
+            (``records.zarr``, see ``horde.runs.records``): each chunk is committed to disk
+            before the next one is, so a run killed at any moment keeps the records of its
+            last committed chunk (``RunResult.load`` reads them, with ``partial=True``). Where
+            the directory already holds this run's records (a resumed run), the records from
+            ``start_step`` on are replaced by the new ones and the earlier ones kept.
 
     Returns:
         ``RunResult``.
@@ -255,6 +335,11 @@ def run(
         DivergenceError: a prediction or parameter became non-finite; the message names the
             demons and the exact step, and ``error.result`` holds the records up to that step,
             with the last good state (see ``DivergenceError``).
+        RunError: the environment, the behaviour policy or ``callback`` raised, or the
+            records could not be written; the message names the step, the original exception
+            is ``__cause__``, and ``error.result`` holds the records and the state of every
+            chunk learned in full before it.
+        RecordsError: ``record_to`` cannot be written, or holds another run's records.
     """
     steps = positive_int("steps", steps)
     record_every = positive_int("record_every", record_every)
@@ -263,6 +348,7 @@ def run(
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     env, env_id = _make_env(env, env_kwargs)
     vector = isinstance(env, gym.vector.VectorEnv)
+    counter: Any = _StepCounter(env)  # the streams see the environment through it
     obs_space = env.single_observation_space if vector else env.observation_space
     act_space = env.single_action_space if vector else env.action_space
     features = FeatureMap(obs_space)
@@ -285,7 +371,7 @@ def run(
     }
     stream: SingleStream | VectorStream
     if vector:
-        vector_stream = VectorStream(env, features, policy, act_space, seed)
+        vector_stream = VectorStream(counter, features, policy, act_space, seed)
         config["seeded_per_copy"] = vector_stream.seeded_per_copy
         behaviour, stream = vector_stream.policies[0], vector_stream
     else:
@@ -294,9 +380,12 @@ def run(
     config["policy"] = repr(behaviour)
     state = _initial_state(learner, state, features.dim, int(seed), config["n_seeds"] if vector else None)
     if not vector:
-        stream = SingleStream(env, features, behaviour, act_space, seed)
+        stream = SingleStream(counter, features, behaviour, act_space, seed)
     fn = _chunk_fn(learner, batched=vector, masked=vector, every=int(record_every))
     replay(stream, int(start_step), chunk_size)
+    writer = open_records(
+        record_to, learner, record_every=record_every, n_seeds=config["n_seeds"], config=config, chunk_size=chunk_size
+    )
     return _learn(
         learner,
         fn,
@@ -312,23 +401,24 @@ def run(
         config=config,
         n_seeds=config["n_seeds"],
         batched=vector,
+        counter=counter,
+        writer=writer,
     )
 
 
 def _initial_state(learner: HordeLearner, state: Any, dim: int, seed: int, copies: int | None) -> Any:
-    """The given state, checked, or a fresh one: for ``copies`` vector copies, copy ``i``
-    starts from ``jax.random.key(seed + i)``; a single environment from ``key(seed)``."""
-    if copies is None:
-        if state is None:
-            return learner.init(dim, jax.random.key(seed))
-        learner.check_state(state)
+    """The given state, checked against the learner and the observation size (batched over
+    ``copies`` for a vector environment), or a fresh one: for ``copies`` vector copies, copy
+    ``i`` starts from ``jax.random.key(seed + i)``; a single environment from ``key(seed)``."""
+    if state is not None:
+        if copies is not None and np.shape(state.core.head_params.biases)[:1] != (copies,):
+            raise ValueError(
+                f"state must be batched over the {copies} copies (head biases of shape {(copies, learner.n_demons)}), "
+                f"got {np.shape(state.core.head_params.biases)}"
+            )
+        learner.check_state(state, copies=copies, observation_dim=dim)
         return state
-    if state is None:
-        keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(copies)])
-        return jax.vmap(lambda k: learner.init_traced(dim, jax.random.wrap_key_data(k)))(keys)
-    if np.shape(state.core.head_params.biases) != (copies, learner.n_demons):
-        raise ValueError(
-            f"state must be batched over the {copies} copies (head biases of shape {(copies, learner.n_demons)}), "
-            f"got {np.shape(state.core.head_params.biases)}"
-        )
-    return state
+    if copies is None:
+        return learner.init(dim, jax.random.key(seed))
+    keys = jnp.stack([jax.random.key_data(jax.random.key(seed + i)) for i in range(copies)])
+    return jax.vmap(lambda k: learner.init_traced(dim, jax.random.wrap_key_data(k)))(keys)

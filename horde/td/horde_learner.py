@@ -39,6 +39,7 @@ from horde.core import (
     Normalizer,
     ObGDBounding,
     Optimizer,
+    StateTemplate,
     all_finite,
     any_inf,
     as_action,
@@ -483,20 +484,41 @@ class HordeLearner:
     # ---------------------------------------------------------------------------------------
     # Public, checked entry points
 
-    def check_state(self, state: Any) -> int:
-        """Checks that ``state`` is an unbatched ``HordeState`` of this learner.
+    def check_state(self, state: Any, *, copies: int | None = None, observation_dim: int | None = None) -> int:
+        """Checks that ``state`` is a ``HordeState`` this learner made: the tree, shapes and
+        dtypes of ``init`` (its trunk, demon count, traces, secondary weights, diagnostics),
+        whatever layout this learner's configuration gives them.
+
+        Args:
+            state: the state.
+            copies: the state is batched over this many copies (a leading axis on every
+                leaf); None: unbatched.
+            observation_dim: the observation size the state must have been made for; None:
+                any.
 
         Returns:
             The observation size the state was initialised for.
 
         Raises:
             TypeError: ``state`` is not a ``HordeState``.
-            ValueError: its demon count differs (or it is batched over seeds).
+            ValueError: it does not fit; the message names what differs (demon count, trunk,
+                observation size, or the first array of another shape or dtype, e.g. a trace
+                layout of another configuration).
         """
         if not isinstance(state, HordeState):
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
-        self.core.check_state(state.core)
-        return self.core.feature_dim(state.core)
+        self.core.check_state(state.core, copies=copies, observation_dim=observation_dim)
+        dim = self.core.feature_dim(state.core)
+        cache = self.__dict__.setdefault("_state_templates", {})
+        if dim not in cache:
+            cache[dim] = StateTemplate(jax.eval_shape(lambda k: self.init_traced(dim, k), jax.random.key(0)))
+        mismatch = cache[dim].mismatch(state, () if copies is None else (int(copies),))
+        if mismatch:
+            raise ValueError(
+                f"state does not fit this learner: {mismatch} (a state of a learner with other demons, "
+                "diagnostics or trace layout)"
+            )
+        return dim
 
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""
