@@ -14,7 +14,7 @@ Other rooms import what they need from this package (``from horde.core import ..
 from its modules' private names.
 """
 
-from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.bounders import ObGDBounding, OvershootBounding, bounder_from_config
 from horde.core.checks import (
     all_finite,
     any_inf,
@@ -63,6 +63,7 @@ __all__ = [
     "MultiHeadMLPUpdateResult",
     "Normalizer",
     "ObGDBounding",
+    "OvershootBounding",
     "Optimizer",
     "TrunkTape",
     "WelfordNormalizer",

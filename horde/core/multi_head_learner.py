@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.bounders import Bounder, OvershootBounding, bounder_from_config
 from horde.core.checks import (
     as_vector,
     check_observation_values,
@@ -94,7 +94,7 @@ class MultiHeadMLPLearner:
             None). Defaults to ``LMS(step_size)``. Must have ``init_for_shape`` and
             ``update_from_gradient``.
         step_size: base step size, used only when ``optimizer`` is None.
-        bounder: optional update bounder, e.g. ``ObGDBounding()``.
+        bounder: optional update bounder, ``ObGDBounding()`` or ``OvershootBounding()``.
         gamma: discount for trace decay (default 0, supervised).
         lamda: trace-decay parameter (default 0).
         normalizer: optional online feature normalizer.
@@ -120,7 +120,7 @@ class MultiHeadMLPLearner:
         hidden_sizes: tuple[int, ...] = (128, 128),
         optimizer: Optimizer | None = None,
         step_size: float = 1.0,
-        bounder: ObGDBounding | None = None,
+        bounder: Bounder | None = None,
         gamma: float = 0.0,
         lamda: float = 0.0,
         normalizer: Normalizer | None = None,
@@ -163,8 +163,8 @@ class MultiHeadMLPLearner:
                 raise ValueError(
                     f"{name} must have init_for_shape and update_from_gradient (e.g. LMS, IDBD, Autostep), got {opt!r}"
                 )
-        if bounder is not None and not hasattr(bounder, "bound"):
-            raise ValueError(f"bounder must have a bound method (e.g. ObGDBounding), got {bounder!r}")
+        if bounder is not None and not isinstance(bounder, OvershootBounding) and not hasattr(bounder, "bound"):
+            raise ValueError(f"bounder must be ObGDBounding, OvershootBounding or have a bound method, got {bounder!r}")
         if normalizer is not None and not (hasattr(normalizer, "init") and hasattr(normalizer, "update")):
             raise ValueError(f"normalizer must have init and update (e.g. WelfordNormalizer), got {normalizer!r}")
         if per_head_gamma_lamda is not None:
@@ -182,7 +182,7 @@ class MultiHeadMLPLearner:
         self.optimizer: Optimizer = optimizer if optimizer is not None else LMS(self.step_size)
         self._optimizer_given: Optimizer | None = optimizer
         self.head_optimizer: Optimizer | None = head_optimizer
-        self.bounder: ObGDBounding | None = bounder
+        self.bounder: Bounder | None = bounder
         self.gamma: float = gamma
         self.lamda: float = lamda
         self._normalizer: Normalizer | None = normalizer
@@ -372,9 +372,18 @@ class MultiHeadMLPLearner:
             return self._normalizer.update(state.normalizer_state, x)
         return self._normalizer.normalize(state.normalizer_state, x), state.normalizer_state
 
-    def trunk_step(self, state: MultiHeadMLPState, tape: TrunkTape, cotangent: jax.Array):
+    def trunk_step(
+        self,
+        state: MultiHeadMLPState,
+        tape: TrunkTape,
+        cotangent: jax.Array,
+        errors: jax.Array | None = None,
+        active: jax.Array | None = None,
+    ):
         """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``
         (``horde.core.trunk.trunk_step`` with this learner's optimizer and bounder).
+        ``errors`` (the cotangent's ``δ``) and ``active`` (``(n_heads,)`` bool) are read by
+        ``OvershootBounding`` only.
 
         Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
@@ -387,6 +396,9 @@ class MultiHeadMLPLearner:
             self.bounder,
             self.use_layer_norm,
             self.leaky_relu_slope,
+            errors,
+            active,
+            state.head_params.weights,
         )
 
     def head_update(
@@ -438,7 +450,7 @@ class MultiHeadMLPLearner:
         delta = jnp.where(active, targets - predictions, 0.0)
 
         cotangent = delta @ state.head_params.weights
-        trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent, delta, active)
 
         step = self.head_update(state, h, head_decay, None, delta, cotangent)
         z_w, z_b = step.traces

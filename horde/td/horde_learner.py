@@ -40,6 +40,7 @@ from horde.core import (
     Normalizer,
     ObGDBounding,
     Optimizer,
+    OvershootBounding,
     all_finite,
     any_inf,
     as_vector,
@@ -77,7 +78,8 @@ class HordeLearner:
             small on purpose: with LayerNorm every hidden unit has unit scale, so a head's
             effective step is about ``step_size · H`` (0.128 for H = 128); LMS diverges once it
             nears 2. For larger steps use ``bounder=ObGDBounding()``.
-        bounder: optional update bounder (``ObGDBounding``).
+        bounder: optional update bounder (``ObGDBounding``, or ``OvershootBounding`` which
+            does not throttle a many-head Horde).
         normalizer: optional online feature normalizer.
         sparsity: fraction of inputs zeroed per unit at initialisation.
         leaky_relu_slope: LeakyReLU negative slope.
@@ -123,7 +125,7 @@ class HordeLearner:
         hidden_sizes: tuple[int, ...] = (128, 128),
         optimizer: Optimizer | None = None,
         step_size: float = 0.001,
-        bounder: ObGDBounding | None = None,
+        bounder: ObGDBounding | OvershootBounding | None = None,
         normalizer: Normalizer | None = None,
         sparsity: float = 0.9,
         leaky_relu_slope: float = 0.01,
@@ -337,7 +339,7 @@ class HordeLearner:
 
         weighted = delta if rho is None else rho * delta
         cotangent = weighted @ w.weights
-        trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent, weighted, active)
 
         if self._has_traces:
             decay = trace_decay(state.discounts, self._lamdas)
