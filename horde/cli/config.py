@@ -57,12 +57,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "env": {"id": "CartPole-v1", "kwargs": {}},
     "run": {"steps": 50_000, "seed": 0, "seeds": 1, "record_every": 1, "chunk_size": 1024, "checkpoint_every": 0},
     "policy": {"kind": "uniform"},
-    "learner": {
-        "hidden_sizes": [128, 128],
-        "step_size": 0.001,
-        "normalizer": {"type": "WelfordNormalizer"},
-        "diagnostics": True,
-    },
+    "learner": {"hidden_sizes": [128, 128], "diagnostics": True},  # HordeLearner's defaults otherwise
     "nexting": {
         "observation_dim": 4,
         "timescales": [1, 2, 5, 10, 20, 50],
