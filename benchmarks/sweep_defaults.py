@@ -60,6 +60,8 @@ import horde  # noqa: E402
 from demons import Demon, DemonSet, cumulants, discounts  # noqa: E402
 from horde import (  # noqa: E402
     LMS,
+    Autostep,
+    EMANormalizer,
     HordeLearner,
     ObGDBounding,
     OvershootBounding,
@@ -225,14 +227,23 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
     "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
-    "old defaults (LMS 1e-3, no normalizer)": (0.0, lambda ds: HordeLearner(ds, step_size=1e-3, normalizer=None)),
+    "old defaults (LMS 1e-3)": (0.0, lambda ds: HordeLearner(ds, step_size=1e-3)),
     "LMS 1e-3 trunk + OvershootBounding, Autostep heads, EMA": (
         0.0,
-        lambda ds: HordeLearner(ds, optimizer=LMS(1e-3), bounder=OvershootBounding()),
+        lambda ds: HordeLearner(
+            ds,
+            optimizer=LMS(1e-3),
+            head_optimizer=Autostep(),
+            bounder=OvershootBounding(),
+            normalizer=EMANormalizer(),
+        ),
     ),
-    "LMS 5e-4 trunk, Autostep heads, EMA": (0.0, lambda ds: HordeLearner(ds, optimizer=LMS(5e-4))),
-    "defaults, sparsity 0": (0.0, lambda ds: HordeLearner(ds, sparsity=0.0)),
-    "defaults, (256, 256)": (0.0, lambda ds: HordeLearner(ds, hidden_sizes=(256, 256))),
+    "LMS 5e-4 trunk, Autostep heads, EMA": (
+        0.0,
+        lambda ds: HordeLearner(ds, optimizer=LMS(5e-4), head_optimizer=Autostep(), normalizer=EMANormalizer()),
+    ),
+    "defaults + EMA, sparsity 0": (0.0, lambda ds: HordeLearner(ds, sparsity=0.0, normalizer=EMANormalizer())),
+    "defaults + EMANormalizer": (0.0, lambda ds: HordeLearner(ds, normalizer=EMANormalizer())),
     "stream-x: LMS 1.0 + ObGD, λ 0.9": (
         0.9,
         lambda ds: HordeLearner(ds, optimizer=LMS(1.0), bounder=ObGDBounding(), normalizer=WelfordNormalizer()),

@@ -37,7 +37,6 @@ from demons import Demon, DemonSet
 from horde.core import (
     LMS,
     Autostep,
-    EMANormalizer,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -76,7 +75,7 @@ __all__ = [
 #: ``step_size`` is given, and then the heads' optimizer unless ``head_optimizer`` is given.
 DEFAULT_TRUNK_STEP_SIZE = 2e-4
 DEFAULT_HEAD_OPTIMIZER = Autostep()
-DEFAULT_NORMALIZER: Normalizer | None = EMANormalizer()
+DEFAULT_NORMALIZER: Normalizer | None = None
 DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
 DEFAULT_SPARSITY = 0.9
 
