@@ -164,7 +164,10 @@ def bounder_from_config(config: dict[str, Any] | None) -> ObGDBounding | Oversho
         return None
     config = dict(config)
     kind = config.pop("type", None)
-    kinds = {"ObGDBounding": ObGDBounding, "OvershootBounding": OvershootBounding}
+    kinds: dict[str, type[ObGDBounding] | type[OvershootBounding]] = {
+        "ObGDBounding": ObGDBounding,
+        "OvershootBounding": OvershootBounding,
+    }
     if kind not in kinds:
         raise ValueError(f"bounder config 'type' must be one of {sorted(kinds)}, got {kind!r}")
     return kinds[kind](**config)
