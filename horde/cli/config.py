@@ -96,13 +96,11 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "policy": {"kind": "uniform"},
     "learner": {
         "hidden_sizes": [128, 128],
-        "step_size": 0.001,
-        "normalizer": {"type": "WelfordNormalizer"},
         # On for the demo although RUPEE and UDE cost up to about a step's time again: the summary's
         # RUPEE column and diagnostics.png are the only measure of off-policy demons, and a
         # newcomer's first run should show them. Turn off in a config for speed.
         "diagnostics": True,
-    },
+    },  # HordeLearner's defaults otherwise
     "nexting": {
         "observation_dim": 4,
         "timescales": [1, 2, 5, 10, 20, 50],

@@ -14,7 +14,7 @@ Other rooms import what they need from this package (``from horde.core import ..
 from its modules' private names.
 """
 
-from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.bounders import ObGDBounding, OvershootBounding, bounder_from_config
 from horde.core.checks import (
     ArgumentTypeError,
     all_finite,
@@ -71,6 +71,7 @@ __all__ = [
     "MultiHeadMLPUpdateResult",
     "Normalizer",
     "ObGDBounding",
+    "OvershootBounding",
     "Optimizer",
     "StateTemplate",
     "TrunkTape",

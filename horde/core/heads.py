@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from horde.core.bounders import ObGDBounding
+from horde.core.bounders import Bounder, OvershootBounding
 from horde.core.optimizers import Optimizer, update_group
 from horde.core.types import HeadParams
 
@@ -129,10 +129,11 @@ def accumulate_traces(
 
 def head_steps(
     optimizer: Optimizer,
-    bounder: ObGDBounding | None,
+    bounder: Bounder | None,
     head_optimizer_states: tuple[Any, Any],
     head_traces: tuple[jax.Array, jax.Array],
     errors: jax.Array,
+    features: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, tuple[Any, Any], jax.Array, jax.Array]:
     """Per-head optimizer steps and bounding, vmapped over the head axis.
 
@@ -142,6 +143,8 @@ def head_steps(
         head_optimizer_states: ``(weights_state, biases_state)`` with a leading head axis.
         head_traces: ``(z_w, z_b)`` of this step.
         errors: ``δ``, ``(n_heads,)``.
+        features: the head features ``h`` of this step, ``(H,)``; ``OvershootBounding``
+            needs them (the change of a head's prediction is ``δ (s_w·h + s_b)``).
 
     Returns:
         ``(step_w, step_b, new_optimizer_states, scale, mean_step_size)`` where the steps are
@@ -150,7 +153,12 @@ def head_steps(
 
     def one_head(opt_w, opt_b, z_w, z_b, delta):
         (s_w, s_b), (opt_w, opt_b) = update_group(optimizer, (opt_w, opt_b), (z_w, z_b), delta)
-        if bounder is not None:
+        if isinstance(bounder, OvershootBounding):
+            if features is None:
+                raise ValueError("head_steps: OvershootBounding needs the head features")
+            scale = bounder.head_scale(s_w @ features + s_b)
+            s_w, s_b = s_w * scale, s_b * scale
+        elif bounder is not None:
             (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
         else:
             scale = jnp.ones((), jnp.float32)
@@ -166,7 +174,7 @@ def head_steps(
 
 def head_update(
     optimizer: Optimizer,
-    bounder: ObGDBounding | None,
+    bounder: Bounder | None,
     head_params: HeadParams,
     head_traces: tuple[jax.Array, ...],
     head_optimizer_states: tuple[Any, Any],
@@ -201,7 +209,9 @@ def head_update(
     """
     head_delta = _after(delta, cotangent)
     z_w, z_b = accumulate_traces(head_traces, h, decay, rho, replacing)
-    s_w, s_b, head_opt, scale, mean_step = head_steps(optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta)
+    s_w, s_b, head_opt, scale, mean_step = head_steps(
+        optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta, h
+    )
     heads = HeadParams(
         head_params.weights + head_delta[:, None] * s_w,
         head_params.biases + head_delta * s_b,

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.core.bounders import ObGDBounding, bounder_from_config
+from horde.core.bounders import Bounder, OvershootBounding, bounder_from_config
 from horde.core.checks import (
     ArgumentTypeError,
     as_bool,
@@ -98,7 +98,7 @@ class MultiHeadMLPLearner:
             None). Defaults to ``LMS(step_size)``. Must have ``init_for_shape`` and
             ``update_from_gradient``.
         step_size: base step size, used only when ``optimizer`` is None.
-        bounder: optional update bounder, e.g. ``ObGDBounding()``.
+        bounder: optional update bounder, ``ObGDBounding()`` or ``OvershootBounding()``.
         gamma: discount for trace decay (default 0, supervised).
         lamda: trace-decay parameter (default 0).
         normalizer: optional online feature normalizer.
@@ -132,7 +132,7 @@ class MultiHeadMLPLearner:
         hidden_sizes: tuple[int, ...] = (128, 128),
         optimizer: Optimizer | None = None,
         step_size: float = 1.0,
-        bounder: ObGDBounding | None = None,
+        bounder: Bounder | None = None,
         gamma: float = 0.0,
         lamda: float = 0.0,
         normalizer: Normalizer | None = None,
@@ -172,7 +172,14 @@ class MultiHeadMLPLearner:
                 example="LMS(0.01), IDBD(), Autostep()",
                 allow_none=True,
             )
-        as_instance("bounder", bounder, methods=("bound",), example="ObGDBounding()", allow_none=True)
+        as_instance(
+            "bounder",
+            bounder,
+            OvershootBounding,
+            methods=("bound",),
+            example="ObGDBounding(), OvershootBounding()",
+            allow_none=True,
+        )
         as_instance(
             "normalizer", normalizer, methods=("init", "update"), example="WelfordNormalizer()", allow_none=True
         )
@@ -197,7 +204,7 @@ class MultiHeadMLPLearner:
         self.optimizer: Optimizer = optimizer if optimizer is not None else LMS(self.step_size)
         self._optimizer_given: Optimizer | None = optimizer
         self.head_optimizer: Optimizer | None = head_optimizer
-        self.bounder: ObGDBounding | None = bounder
+        self.bounder: Bounder | None = bounder
         self.gamma: float = gamma
         self.lamda: float = lamda
         self._normalizer: Normalizer | None = normalizer
@@ -405,9 +412,18 @@ class MultiHeadMLPLearner:
             return self._normalizer.update(state.normalizer_state, x)
         return self._normalizer.normalize(state.normalizer_state, x), state.normalizer_state
 
-    def trunk_step(self, state: MultiHeadMLPState, tape: TrunkTape, cotangent: jax.Array):
+    def trunk_step(
+        self,
+        state: MultiHeadMLPState,
+        tape: TrunkTape,
+        cotangent: jax.Array,
+        errors: jax.Array | None = None,
+        active: jax.Array | None = None,
+    ):
         """Applies one trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``
         (``horde.core.trunk.trunk_step`` with this learner's optimizer and bounder).
+        ``errors`` (the cotangent's ``δ``) and ``active`` (``(n_heads,)`` bool) are read by
+        ``OvershootBounding`` only.
 
         Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
@@ -420,6 +436,9 @@ class MultiHeadMLPLearner:
             self.bounder,
             self.use_layer_norm,
             self.leaky_relu_slope,
+            errors,
+            active,
+            state.head_params.weights,
         )
 
     def head_update(
@@ -472,7 +491,7 @@ class MultiHeadMLPLearner:
         delta = jnp.where(active, targets - predictions, 0.0)
 
         cotangent = delta @ state.head_params.weights
-        trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent, delta, active)
 
         step = self.head_update(state, h, head_decay, None, delta, cotangent)
         z_w, z_b = step.traces

@@ -16,11 +16,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from horde.core.bounders import ObGDBounding
+from horde.core.bounders import Bounder, OvershootBounding
 from horde.core.optimizers import LMS, Optimizer, update_group
 from horde.core.types import MLPParams
 
-__all__ = ["LAYER_NORM_EPS", "TrunkTape", "leaky_relu", "trunk_backward", "trunk_forward_with_tape", "trunk_step"]
+__all__ = [
+    "LAYER_NORM_EPS",
+    "TrunkTape",
+    "leaky_relu",
+    "trunk_backward",
+    "trunk_forward_with_tape",
+    "trunk_jvp",
+    "trunk_step",
+]
 
 LAYER_NORM_EPS = 1e-5
 
@@ -109,15 +117,56 @@ def trunk_backward(
     return factors[::-1]
 
 
+def trunk_jvp(
+    params: MLPParams, tape: TrunkTape, direct: list[jax.Array], use_layer_norm: bool, slope: float
+) -> jax.Array:
+    """The first-order change of the trunk's output ``h`` for a change of its parameters.
+
+    Forward mode along the tape: a layer's pre-activation changes by ``dx W + direct`` (its
+    input's change through the weights, plus ``direct = x ΔW + Δb``, the change of its own
+    parameters), then through LayerNorm (``(da - mean(da) - â mean(da â)) / σ``, the same
+    symmetric Jacobian as the backward pass) and the LeakyReLU.
+
+    Args:
+        params: the trunk parameters of the forward pass.
+        tape: the forward pass's tape.
+        direct: per layer, ``x_l ΔW_l + Δb_l``, shape ``(out_l,)``.
+        use_layer_norm: as in the forward pass.
+        slope: as in the forward pass.
+
+    Returns:
+        ``Δh``, shape ``(H,)``.
+    """
+    dx = jnp.zeros_like(tape.inputs[0])
+    for layer, w in enumerate(params.weights):
+        da = dx @ w + direct[layer]
+        a = tape.pre_activations[layer]
+        if use_layer_norm:
+            means = jnp.mean(jnp.stack([da, da * a]), axis=-1)
+            da = (da - means[0] - a * means[1]) * tape.inv_std[layer]
+        dx = jnp.where(a >= 0, da, slope * da)
+    return dx
+
+
+def _overshoot_scale(bounder, params, tape, direct, use_layer_norm, slope, errors, active, head_weights):
+    if errors is None or active is None or head_weights is None:
+        raise ValueError("trunk_step: OvershootBounding needs the errors, the active heads and the head weights")
+    changes = jnp.where(active, head_weights @ trunk_jvp(params, tape, direct, use_layer_norm, slope), 0.0)
+    return bounder.trunk_scale(jnp.where(active, errors, 0.0), changes)
+
+
 def trunk_step(
     params: MLPParams,
     optimizer_states: tuple[Any, ...],
     tape: TrunkTape,
     cotangent: jax.Array,
     optimizer: Optimizer,
-    bounder: ObGDBounding | None,
+    bounder: Bounder | None,
     use_layer_norm: bool,
     slope: float,
+    errors: jax.Array | None = None,
+    active: jax.Array | None = None,
+    head_weights: jax.Array | None = None,
 ) -> tuple[MLPParams, tuple[Any, ...], jax.Array]:
     """One trunk update from the error-weighted cotangent ``Σ_i δ_i w_i``.
 
@@ -134,9 +183,13 @@ def trunk_step(
         tape: the forward pass's tape.
         cotangent: ``Σ_i δ_i w_i``, shape ``(H,)``.
         optimizer: the trunk optimizer.
-        bounder: optional bounder (ObGD).
+        bounder: optional bounder (``ObGDBounding`` or ``OvershootBounding``).
         use_layer_norm: as in the forward pass.
         slope: as in the forward pass.
+        errors: the (ρ-weighted) errors ``δ`` of the cotangent, ``(n_heads,)``; only
+            ``OvershootBounding`` reads them, with ``active`` and ``head_weights``.
+        active: ``(n_heads,)`` bool, the heads with a target this step.
+        head_weights: ``(n_heads, H)``, the head weights the cotangent was made with.
 
     Returns:
         ``(params, optimizer_states, bounding_scale)``; the scale is 1 when unbounded.
@@ -146,7 +199,10 @@ def trunk_step(
     factors = trunk_backward(params, tape, cotangent, use_layer_norm, slope)
     if isinstance(optimizer, LMS):
         alpha = optimizer.step_size
-        if bounder is not None:
+        if isinstance(bounder, OvershootBounding):
+            direct = [alpha * (jnp.sum(x * x) + 1.0) * g for x, g in factors]
+            scale = _overshoot_scale(bounder, params, tape, direct, use_layer_norm, slope, errors, active, head_weights)
+        elif bounder is not None:
             l1 = sum(alpha * jnp.sum(jnp.abs(g)) * (jnp.sum(jnp.abs(x)) + 1.0) for x, g in factors)
             scale = bounder.scale(l1, 1.0)
         else:
@@ -166,7 +222,11 @@ def trunk_step(
         s, new_states = update_group(optimizer, optimizer_states[pair], tuple(flat_grads[pair]), None)
         steps += s
         opt_states += new_states
-    if bounder is not None:
+    if isinstance(bounder, OvershootBounding):
+        direct = [x @ steps[2 * i] + steps[2 * i + 1] for i, (x, _) in enumerate(factors)]
+        scale = _overshoot_scale(bounder, params, tape, direct, use_layer_norm, slope, errors, active, head_weights)
+        steps = [s * scale for s in steps]
+    elif bounder is not None:
         steps, scale = bounder.bound(steps, 1.0)
     else:
         scale = jnp.ones((), jnp.float32)

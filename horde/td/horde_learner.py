@@ -33,12 +33,15 @@ import numpy as np
 
 from demons import Demon, DemonSet
 from horde.core import (
+    LMS,
     ArgumentTypeError,
+    Autostep,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
     ObGDBounding,
     Optimizer,
+    OvershootBounding,
     StateTemplate,
     all_finite,
     any_inf,
@@ -62,7 +65,23 @@ from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.transitions import Transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
-__all__ = ["HordeLearner"]
+__all__ = [
+    "DEFAULT_BOUNDER",
+    "DEFAULT_HEAD_OPTIMIZER",
+    "DEFAULT_NORMALIZER",
+    "DEFAULT_SPARSITY",
+    "DEFAULT_TRUNK_STEP_SIZE",
+    "HordeLearner",
+]
+
+#: The Horde's defaults, chosen by ``benchmarks/sweep_defaults.py`` (see the guide "Choosing
+#: the learner's settings"): the trunk's LMS step size when neither ``optimizer`` nor
+#: ``step_size`` is given, and then the heads' optimizer unless ``head_optimizer`` is given.
+DEFAULT_TRUNK_STEP_SIZE = 2e-4
+DEFAULT_HEAD_OPTIMIZER = Autostep()
+DEFAULT_NORMALIZER: Normalizer | None = None
+DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
+DEFAULT_SPARSITY = 0.9
 
 
 class HordeLearner:
@@ -81,7 +100,8 @@ class HordeLearner:
             small on purpose: with LayerNorm every hidden unit has unit scale, so a head's
             effective step is about ``step_size · H`` (0.128 for H = 128); LMS diverges once it
             nears 2. For larger steps use ``bounder=ObGDBounding()``.
-        bounder: optional update bounder (``ObGDBounding``).
+        bounder: optional update bounder (``ObGDBounding``, or ``OvershootBounding`` which
+            does not throttle a many-head Horde).
         normalizer: optional online feature normalizer.
         sparsity: fraction of inputs zeroed per unit at initialisation.
         leaky_relu_slope: LeakyReLU negative slope.
@@ -130,10 +150,10 @@ class HordeLearner:
         demons: DemonSet | Sequence[Demon],
         hidden_sizes: tuple[int, ...] = (128, 128),
         optimizer: Optimizer | None = None,
-        step_size: float = 0.001,
-        bounder: ObGDBounding | None = None,
-        normalizer: Normalizer | None = None,
-        sparsity: float = 0.9,
+        step_size: float | None = None,
+        bounder: ObGDBounding | OvershootBounding | None = DEFAULT_BOUNDER,
+        normalizer: Normalizer | None = DEFAULT_NORMALIZER,
+        sparsity: float = DEFAULT_SPARSITY,
         leaky_relu_slope: float = 0.01,
         use_layer_norm: bool = True,
         head_optimizer: Optimizer | None = None,
@@ -158,11 +178,21 @@ class HordeLearner:
         # the update passes it each step's decays.
         trace_bound = lamdas * np.where(np.isnan(gammas), 1.0, gammas)
         self._has_traces: bool = bool(np.any(trace_bound.astype(np.float32) > 0))
+        self._given: dict[str, Any] = {
+            "optimizer": optimizer,
+            "step_size": step_size,
+            "head_optimizer": head_optimizer,
+        }
+        if optimizer is None and step_size is None:
+            # The defaults: a slow LMS trunk under heads that tune their own step sizes.
+            optimizer = LMS(DEFAULT_TRUNK_STEP_SIZE)
+            if head_optimizer is None:
+                head_optimizer = DEFAULT_HEAD_OPTIMIZER
         self.core: MultiHeadMLPLearner = MultiHeadMLPLearner(
             n_heads=len(demons),
             hidden_sizes=hidden_sizes,
             optimizer=optimizer,
-            step_size=step_size,
+            step_size=DEFAULT_TRUNK_STEP_SIZE if step_size is None else step_size,
             bounder=bounder,
             gamma=0.0,
             lamda=0.0,
@@ -225,14 +255,16 @@ class HordeLearner:
         core = self.core.to_config()
         return {
             "hidden_sizes": core["hidden_sizes"],
-            "optimizer": core["optimizer"],
-            "step_size": core["step_size"],
+            "optimizer": None if self._given["optimizer"] is None else self._given["optimizer"].to_config(),
+            "step_size": self._given["step_size"],
             "bounder": core["bounder"],
             "normalizer": core["normalizer"],
             "sparsity": core["sparsity"],
             "leaky_relu_slope": core["leaky_relu_slope"],
             "use_layer_norm": core["use_layer_norm"],
-            "head_optimizer": core["head_optimizer"],
+            "head_optimizer": None
+            if self._given["head_optimizer"] is None
+            else self._given["head_optimizer"].to_config(),
             "secondary_step_size": self.secondary_step_size,
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
@@ -356,7 +388,7 @@ class HordeLearner:
 
         weighted = delta if rho is None else rho * delta
         cotangent = weighted @ w.weights
-        trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent)
+        trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent, weighted, active)
 
         if self._has_traces:
             decay = trace_decay(state.discounts, self._lamdas)

@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Which learner settings get a Horde close to the truth: the sweep behind ``HordeLearner``'s
+defaults, against linear TD(λ) on tile codes.
+
+Usage::
+
+    python benchmarks/sweep_defaults.py                                # every config, 3 envs, seeds 0 1 2
+    python benchmarks/sweep_defaults.py --envs CartPole-v1 --only defaults tile
+    python benchmarks/sweep_defaults.py --list                         # the config names
+
+Streams (one per seed, the same for every config): ``--steps`` (30,000) steps of uniformly
+random actions in the Python Gymnasium environment.
+
+* ``CartPole-v1`` (episodic, its own 500-step limit); 17 demons: each of the 4 observation
+  components at γ ∈ {0, 0.5, 0.8, 0.9}, and time to termination (cumulant 1, γ 0.9, ended by
+  termination).
+* ``Acrobot-v1`` without its time limit (termination, the tip above the line, is kept); 24
+  demons: each of the 6 observation components at the same four γ.
+* ``Pendulum-v1`` without its time limit (a continuing stream); 14 demons: each of the 3
+  observation components at the four γ, and the reward at γ 0.5 and 0.9.
+
+The demons' λ is each config's (``defaults`` rows: λ = 0, ``Demon``'s own default, which is
+what ``HordeLearner(demons)`` meets; the tile coder: λ = 0.9, its best). The learners
+learn from the recorded transitions with ``HordeLearner.scan_traced`` (the update every runner
+uses), one ``vmap`` over the seeds.
+
+Score (per seed): for every demon, the RMSE of ``v(S_t)`` against the ideal return ``G_t``
+over the last 20 % of the steps, divided by the standard deviation of ``G_t`` there (a demon
+that predicts the mean return scores 1); the table shows the median over the demons, the
+median over the γ = 0.9 demons, and CartPole's time-to-termination demon. The floor (what the
+true values ``E[G_t | S_t]`` themselves score: CartPole 0.355 / 0.486 / 0.486, Pendulum median
+0.061) is the policy's noise, which no learner removes.
+
+Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
+intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
+tilings of each component alone (16 intervals), plus a bias feature; ranges from the 0.1 and
+99.9 percentiles of the stream's observations. Linear TD(λ = 0.9) with accumulating traces
+(truncated after 48 steps, ``0.81^48 < 1e-4``), step size ``α / (active features)`` with
+``α = 0.1`` (best of 0.05, 0.1, 0.2, 0.4 on CartPole).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import machine_info  # noqa: E402
+
+import horde  # noqa: E402
+from demons import Demon, DemonSet, cumulants, discounts  # noqa: E402
+from horde import (  # noqa: E402
+    LMS,
+    Autostep,
+    EMANormalizer,
+    HordeLearner,
+    ObGDBounding,
+    OvershootBounding,
+    WelfordNormalizer,
+)
+from horde.evaluation import ideal_returns  # noqa: E402
+from horde.td import Transitions  # noqa: E402
+
+GAMMAS = (0.0, 0.5, 0.8, 0.9)
+ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
+
+
+def demon_set(env_id: str, lamda: float = 0.9) -> DemonSet:
+    dims = {"CartPole-v1": 4, "Acrobot-v1": 6, "Pendulum-v1": 3}[env_id]
+    ds = [
+        Demon(f"obs[{i}]@{g}", cumulants.observation(i), discounts.constant(g), lamda)
+        for i in range(dims)
+        for g in GAMMAS
+    ]
+    if env_id == "CartPole-v1":
+        ds.append(Demon("time_to_termination", cumulants.constant(1.0), discounts.constant(0.9), lamda))
+    if env_id == "Pendulum-v1":
+        ds += [Demon(f"reward@{g}", cumulants.reward(), discounts.constant(g), lamda) for g in (0.5, 0.9)]
+    return DemonSet(ds)
+
+
+def record_stream(env_id: str, seed: int, steps: int) -> Transitions:
+    """``steps`` transitions of uniformly random actions (``action_space.sample()``)."""
+    env = gym.make(env_id) if env_id == "CartPole-v1" else gym.make(env_id, max_episode_steps=None)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    cols: list[list[Any]] = [[], [], [], [], [], []]
+    for _ in range(steps):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for col, value in zip(cols, (obs, action, reward, next_obs, terminated, truncated and not terminated)):
+            col.append(value)
+        obs = next_obs
+        if terminated or truncated:
+            obs, _ = env.reset()
+    o, a, r, o2, te, tr = (np.asarray(c) for c in cols)
+    return Transitions(
+        o.astype(np.float32),
+        a.astype(np.float32) if a.ndim > 1 else a,
+        r.astype(np.float32),
+        o2.astype(np.float32),
+        te.astype(bool),
+        tr.astype(bool),
+        np.ones(steps, np.float32),
+    )
+
+
+def streams(env_id: str, seeds: list[int], steps: int) -> Transitions:
+    """One stream per seed, stacked on a leading seed axis."""
+    return jax.tree_util.tree_map(lambda *x: np.stack(x), *(record_stream(env_id, s, steps) for s in seeds))
+
+
+def ideal(stream: Transitions, ds: DemonSet) -> tuple[np.ndarray, np.ndarray]:
+    """Ideal returns ``(n_seeds, T, n_demons)`` and where they are complete."""
+    out = []
+    for s in range(stream.observations.shape[0]):
+        ev = ds.evaluate_batch(
+            stream.observations[s], stream.actions[s], stream.rewards[s], stream.next_observations[s]
+        )
+        out.append(
+            ideal_returns(np.asarray(ev.cumulants), np.asarray(ev.discounts), stream.terminated[s], stream.truncated[s])
+        )
+    return np.stack([o.returns for o in out]), np.stack([o.complete for o in out])
+
+
+def scores(predictions: np.ndarray, returns: np.ndarray, complete: np.ndarray, ds: DemonSet, last: float = 0.2):
+    """Per seed: median, γ = 0.9 median, time to termination (NaN if none)."""
+    start = int(predictions.shape[1] * (1 - last))
+    err = np.where(complete, predictions - returns, np.nan)[:, start:]
+    g = np.where(complete, returns, np.nan)[:, start:]
+    normalized = np.sqrt(np.nanmean(err**2, axis=1)) / np.nanstd(g, axis=1)
+    g9 = np.isclose(np.asarray(ds.constant_gammas), 0.9)
+    ttt = (
+        normalized[:, ds.names.index("time_to_termination")]
+        if "time_to_termination" in ds.names
+        else np.full(len(normalized), np.nan)
+    )
+    return np.median(normalized, axis=1), np.median(normalized[:, g9], axis=1), ttt
+
+
+def horde_predictions(learner: HordeLearner, stream: Transitions, seeds: list[int]) -> np.ndarray:
+    dim = stream.observations.shape[-1]
+
+    def one(transitions, key):
+        return learner.scan_traced(learner.init_traced(dim, key), transitions).predictions
+
+    keys = jnp.stack([jax.random.key(s) for s in seeds])
+    return np.asarray(jax.jit(jax.vmap(one))(stream, keys))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tile-coded baseline
+
+
+def tile_indices(obs: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_tilings: int = 8) -> tuple[np.ndarray, int]:
+    """Active feature indices ``(T, n_active)`` and the feature count."""
+    d = obs.shape[1]
+    u = np.clip((obs - lo) / (hi - lo), 0.0, 1.0 - 1e-9)
+    bins = max(2, round(4096 ** (1.0 / d)))
+    odd = np.arange(1, 2 * d, 2)  # offsets along a fixed odd vector, as in Sutton & Barto §9.5.4
+    idx, offset = [], 0
+    for k in range(n_tilings):
+        cell = np.floor(u * (bins - 1) + (k * odd / n_tilings) % 1.0).astype(np.int64)
+        idx.append(offset + np.ravel_multi_index(tuple(cell.T), (bins,) * d))
+        offset += bins**d
+    for j in range(d):
+        for k in range(n_tilings):
+            idx.append(offset + np.floor(u[:, j] * 15 + k / n_tilings).astype(np.int64))
+            offset += 16
+    idx.append(np.full(len(obs), offset))
+    return np.stack(idx, 1).astype(np.int32), offset + 1
+
+
+def tile_td_lambda(stream: Transitions, ds: DemonSet, alpha: float = 0.1, lamda: float = 0.9, window: int = 48):
+    """Linear TD(λ) on tile codes, every demon, per seed: predictions ``(n_seeds, T, n_demons)``."""
+    flat = stream.observations.reshape(-1, stream.observations.shape[-1])
+    lo, hi = np.quantile(flat, 0.001, axis=0), np.quantile(flat, 0.999, axis=0)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    z_terminal = jnp.asarray(np.asarray(ds.z, np.float32))
+    out = []
+    for s in range(stream.observations.shape[0]):
+        active, n_features = tile_indices(stream.observations[s], lo, hi)
+        active_next, _ = tile_indices(stream.next_observations[s], lo, hi)
+        ev = ds.evaluate_batch(
+            stream.observations[s], stream.actions[s], stream.rewards[s], stream.next_observations[s]
+        )
+        n, k = len(ds), active.shape[1]
+        step = alpha / k
+
+        def body(carry, inputs):
+            w, past, coef, gamma_prev = carry
+            i, i_next, c, gamma, terminated, ended = inputs
+            v, v_next = w[:, i].sum(1), w[:, i_next].sum(1)
+            delta = jnp.where(terminated, c + z_terminal, c + gamma * v_next) - v
+            # z_t = γ_t λ z_{t-1} + x_t kept as the last `window` feature sets and their weights
+            past = jnp.roll(past, 1, 0).at[0].set(i)
+            coef = jnp.roll(coef * (gamma_prev * lamda)[:, None], 1, 1).at[:, 0].set(1.0)
+            w = w.at[:, past].add(step * delta[:, None, None] * coef[:, :, None])
+            return (w, past, jnp.where(ended, 0.0, coef), gamma), v
+
+        init = (jnp.zeros((n, n_features)), jnp.zeros((window, k), jnp.int32), jnp.zeros((n, window)), jnp.zeros(n))
+        inputs = (
+            jnp.asarray(active),
+            jnp.asarray(active_next),
+            jnp.asarray(ev.cumulants),
+            jnp.asarray(ev.discounts),
+            jnp.asarray(stream.terminated[s]),
+            jnp.asarray(stream.terminated[s] | stream.truncated[s]),
+        )
+        out.append(np.asarray(jax.lax.scan(jax.jit(body), init, inputs)[1]))
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations: name -> learner for a demon set (λ 0.9 unless the name says otherwise)
+
+CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
+    # name: (the demons' λ, learner for the demon set)
+    "defaults": (0.0, lambda ds: HordeLearner(ds)),
+    "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
+    "old defaults (LMS 1e-3)": (0.0, lambda ds: HordeLearner(ds, step_size=1e-3)),
+    "LMS 1e-3 trunk + OvershootBounding, Autostep heads, EMA": (
+        0.0,
+        lambda ds: HordeLearner(
+            ds,
+            optimizer=LMS(1e-3),
+            head_optimizer=Autostep(),
+            bounder=OvershootBounding(),
+            normalizer=EMANormalizer(),
+        ),
+    ),
+    "LMS 5e-4 trunk, Autostep heads, EMA": (
+        0.0,
+        lambda ds: HordeLearner(ds, optimizer=LMS(5e-4), head_optimizer=Autostep(), normalizer=EMANormalizer()),
+    ),
+    "defaults + EMA, sparsity 0": (0.0, lambda ds: HordeLearner(ds, sparsity=0.0, normalizer=EMANormalizer())),
+    "defaults + EMANormalizer": (0.0, lambda ds: HordeLearner(ds, normalizer=EMANormalizer())),
+    "stream-x: LMS 1.0 + ObGD, λ 0.9": (
+        0.9,
+        lambda ds: HordeLearner(ds, optimizer=LMS(1.0), bounder=ObGDBounding(), normalizer=WelfordNormalizer()),
+    ),
+    "stream-x: LMS 1.0 + OvershootBounding(10), λ 0.9": (
+        0.9,
+        lambda ds: HordeLearner(
+            ds, optimizer=LMS(1.0), bounder=OvershootBounding(10.0), normalizer=WelfordNormalizer()
+        ),
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--only", nargs="+", default=None, help="these configs only (names as --list prints)")
+    parser.add_argument("--list", action="store_true", help="list the config names and exit")
+    args = parser.parse_args()
+    names = ["tile", *CONFIGS]
+    if args.list:
+        print("\n".join(names))
+        return
+    if args.only:
+        unknown = set(args.only) - set(names)
+        if unknown:
+            parser.error(f"unknown configs {sorted(unknown)}; --list prints the names")
+        names = [n for n in names if n in args.only]
+    info = machine_info()
+    load = os.getloadavg()
+    print(f"command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
+    print(f"seeds {args.seeds}, {args.steps} steps; horde {horde.__version__}; machine: {info}")
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+    print("| config | env | median (per seed) | γ = 0.9 group | time to termination | s |")
+    print("|---|---|---|---|---|---|")
+    for env_id in args.envs:
+        stream = streams(env_id, args.seeds, args.steps)
+        ds = demon_set(env_id)  # the returns do not depend on λ
+        returns, complete = ideal(stream, ds)
+        for name in names:
+            start = time.time()
+            if name == "tile":
+                predictions = tile_td_lambda(stream, ds)
+            else:
+                lamda, make = CONFIGS[name]
+                predictions = horde_predictions(make(demon_set(env_id, lamda)), stream, args.seeds)
+            med, g9, ttt = scores(predictions, returns, complete, ds)
+
+            def fmt(x):
+                return " ".join(f"{v:.3f}" for v in x) if np.all(np.isfinite(x)) else "-"
+
+            print(
+                f"| {name} | {env_id} | {fmt(med)} | {fmt(g9)} | {fmt(ttt)} | {time.time() - start:.0f} |", flush=True
+            )
+
+
+if __name__ == "__main__":
+    main()
