@@ -28,7 +28,7 @@ from horde.core.checks import (
     concrete_values,
     is_tracer,
 )
-from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, select_heads
+from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, head_step_from_traces, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.loops import (
     multi_head_metrics_to_dicts,
@@ -79,6 +79,7 @@ __all__ = [
     "check_unit_interval",
     "concrete_values",
     "head_forward",
+    "head_step_from_traces",
     "is_tracer",
     "multi_head_metrics_to_dicts",
     "normalizer_from_config",

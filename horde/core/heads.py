@@ -20,7 +20,15 @@ from horde.core.bounders import ObGDBounding
 from horde.core.optimizers import Optimizer, update_group
 from horde.core.types import HeadParams
 
-__all__ = ["HeadUpdate", "accumulate_traces", "head_forward", "head_steps", "head_update", "select_heads"]
+__all__ = [
+    "HeadUpdate",
+    "accumulate_traces",
+    "head_forward",
+    "head_step_from_traces",
+    "head_steps",
+    "head_update",
+    "select_heads",
+]
 
 
 class HeadUpdate(NamedTuple):
@@ -182,8 +190,40 @@ def head_update(
     Returns:
         ``HeadUpdate``.
     """
-    head_delta = _after(delta, cotangent)
     z_w, z_b = accumulate_traces(head_traces, h, decay, rho)
+    return head_step_from_traces(optimizer, bounder, head_params, head_optimizer_states, (z_w, z_b), delta, cotangent)
+
+
+def head_step_from_traces(
+    optimizer: Optimizer,
+    bounder: ObGDBounding | None,
+    head_params: HeadParams,
+    head_optimizer_states: tuple[Any, Any],
+    traces: tuple[jax.Array, jax.Array],
+    delta: jax.Array,
+    cotangent: jax.Array,
+) -> HeadUpdate:
+    """Every head's optimizer step and new parameters from this step's traces ``z_i``.
+
+    ``head_update`` is this after ``accumulate_traces``; a caller that keeps its traces in
+    another layout (one trace per group of heads whose traces are equal, gathered per head as
+    ``z_{g(i)}``) passes them here, so that the step ``w_i += δ_i s_i`` is the same arithmetic
+    whatever the layout. Inactive heads are not masked here (see ``select_heads``).
+
+    Args:
+        optimizer: the head optimizer.
+        bounder: optional bounder; each head is bounded with its own error.
+        head_params: current head parameters, ``(n_heads, H)`` and ``(n_heads,)``.
+        head_optimizer_states: the heads' optimizer states.
+        traces: ``(z_w (n_heads, H), z_b (n_heads,))`` of this step.
+        delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
+        cotangent: the trunk's cotangent ``Σ_i δ_i w_i`` (ordering only, see ``_after``).
+
+    Returns:
+        ``HeadUpdate``.
+    """
+    head_delta = _after(delta, cotangent)
+    z_w, z_b = traces
     s_w, s_b, head_opt, scale, mean_step = head_steps(optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta)
     heads = HeadParams(
         head_params.weights + head_delta[:, None] * s_w,

@@ -24,10 +24,11 @@ Maei 2011, GTD(λ)):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,7 @@ from horde.core import (
     Normalizer,
     ObGDBounding,
     Optimizer,
+    accumulate_traces,
     all_finite,
     any_inf,
     as_vector,
@@ -47,6 +49,7 @@ from horde.core import (
     check_flag,
     check_observation_values,
     concrete_values,
+    head_step_from_traces,
     is_tracer,
     normalizer_from_config,
     optimizer_from_config,
@@ -55,10 +58,30 @@ from horde.core import (
 from horde.td.diagnostics import DiagnosticsState, diagnostics_step, init_diagnostics
 from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.targets import reset_traces, td_targets, trace_decay
+from horde.td.traces import (
+    TraceGroups,
+    advance_shared_traces,
+    gather_group_traces,
+    init_shared_traces,
+    per_demon_traces,
+    reset_shared_traces,
+    trace_groups,
+)
 from horde.td.transitions import Transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
 __all__ = ["HordeLearner"]
+
+
+class _HeadStep(NamedTuple):
+    heads: HeadParams
+    stored_traces: Any
+    optimizer_states: Any
+    secondary: Any
+    mean_step: jax.Array
+    diagnostics: Any
+    rupee: jax.Array
+    ude: jax.Array
 
 
 class HordeLearner:
@@ -96,6 +119,12 @@ class HordeLearner:
                        UDE = |mean| / (sqrt(var) + 1e-6)   (ρ = 1 on-policy)
 
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
+        shared_traces: store each distinct head trace once (``horde.td.traces``): demons with
+            the same discount spec, ``λ`` and target policy share one trace in
+            ``state.traces``, and a demon keeps its own only from a step where it differs
+            (inactive, or given another discount or ratio) to the episode's end. The results
+            are bit for bit those of ``False``, which keeps one trace per demon in
+            ``state.core.head_traces`` (the reference layout).
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
@@ -114,6 +143,7 @@ class HordeLearner:
             "secondary_step_size",
             "diagnostics",
             "diagnostics_step_size",
+            "shared_traces",
         }
     )
 
@@ -132,6 +162,7 @@ class HordeLearner:
         secondary_step_size: float | None = None,
         diagnostics: bool = False,
         diagnostics_step_size: float | None = None,
+        shared_traces: bool = True,
     ) -> None:
         if not isinstance(demons, DemonSet):
             demons = DemonSet(demons)
@@ -146,6 +177,13 @@ class HordeLearner:
         # the update passes it each step's decays.
         trace_bound = lamdas * np.where(np.isnan(gammas), 1.0, gammas)
         self._has_traces: bool = bool(np.any(trace_bound.astype(np.float32) > 0))
+        if not isinstance(shared_traces, (bool, np.bool_)):
+            raise ValueError(f"shared_traces must be True or False, got {shared_traces!r}")
+        self.shared_traces: bool = bool(shared_traces)
+        # Without any decaying trace every trace is this step's ρ h: nothing to store or share.
+        self._trace_groups: TraceGroups | None = (
+            trace_groups(demons) if self.shared_traces and self._has_traces else None
+        )
         self.core: MultiHeadMLPLearner = MultiHeadMLPLearner(
             n_heads=len(demons),
             hidden_sizes=hidden_sizes,
@@ -159,7 +197,7 @@ class HordeLearner:
             leaky_relu_slope=leaky_relu_slope,
             use_layer_norm=use_layer_norm,
             head_optimizer=head_optimizer,
-            store_head_traces=self._has_traces,
+            store_head_traces=self._has_traces and self._trace_groups is None,
         )
         head_opt = self.core.head_opt
         base_or_none: float | None = getattr(head_opt, "step_size", None)
@@ -224,6 +262,7 @@ class HordeLearner:
             "secondary_step_size": self.secondary_step_size,
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
+            "shared_traces": self.shared_traces,
         }
 
     @classmethod
@@ -277,7 +316,14 @@ class HordeLearner:
         diagnostics: DiagnosticsState | tuple[()] = ()
         if self.diagnostics:
             diagnostics = init_diagnostics(n, core.head_params.weights.shape[-1] + 1)
-        return HordeState(core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics)
+        traces = (
+            ()
+            if self._trace_groups is None
+            else init_shared_traces(self._trace_groups, core.head_params.weights.shape[-1])
+        )
+        return HordeState(
+            core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics, traces=traces
+        )
 
     # ---------------------------------------------------------------------------------------
     # Traced update
@@ -339,11 +385,72 @@ class HordeLearner:
         cotangent = weighted @ w.weights
         trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent)
 
-        if self._has_traces:
-            decay = trace_decay(state.discounts, self._lamdas)
+        decay = (
+            trace_decay(state.discounts, self._lamdas) if self._has_traces else jnp.zeros((self.n_demons,), jnp.float32)
+        )
+        heads = functools.partial(self._head_step, state, h, h_next, rho, delta, cotangent, active, gamma_next)
+        traces = state.traces
+        if self._trace_groups is None:
+            z = accumulate_traces(core.head_traces, h, decay, rho)
+            out = heads(z, core.head_traces)
+            head_traces = reset_traces(out.stored_traces, terminated | truncated)
         else:
-            decay = jnp.zeros((self.n_demons,), jnp.float32)
-        step = learner.head_update(core, h, decay, rho, delta, cotangent)
+            groups, ended = self._trace_groups, terminated | truncated
+            shared = advance_shared_traces(traces, groups, h, decay, rho, active)
+
+            def with_rows():
+                z, rows = per_demon_traces(traces, groups, shared, h, active)
+                return heads(z, ()), reset_shared_traces(rows, ended, rows=True)
+
+            def groups_only():
+                # Every demon follows its group: the per-demon rows stay zero and untouched.
+                new = traces._replace(group_weights=shared.group[0], group_biases=shared.group[1])
+                return heads(gather_group_traces(shared.group, groups), ()), reset_shared_traces(new, ended, rows=False)
+
+            out, traces = jax.lax.cond(shared.needs_rows, with_rows, groups_only)
+            head_traces = ()
+        head_params, head_opt, secondary, mean_step = out.heads, out.optimizer_states, out.secondary, out.mean_step
+
+        new_core = core._replace(
+            trunk_params=trunk_params,
+            head_params=head_params,
+            trunk_optimizer_states=trunk_opt,
+            head_optimizer_states=head_opt,
+            head_traces=head_traces,
+            normalizer_state=norm_state,
+            step_count=core.step_count + 1,
+        )
+        new_state = HordeState(
+            core=new_core,
+            discounts=next_discounts if self._has_traces else (),
+            secondary_weights=secondary,
+            diagnostics=out.diagnostics,
+            traces=traces,
+        )
+        rupee, ude = out.rupee, out.ude
+        td_errors = jnp.where(active, delta, jnp.nan)
+        metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
+        diverged = ~jnp.isfinite(predictions) | (active & ~jnp.isfinite(delta)) | ~jnp.isfinite(head_params.biases)
+        return HordeUpdateResult(
+            new_state,
+            predictions,
+            td_errors,
+            jnp.where(active, targets, jnp.nan),
+            metrics,
+            trunk_scale,
+            rupee,
+            ude,
+            diverged,
+        )
+
+    def _head_step(self, state, h, h_next, rho, delta, cotangent, active, gamma_next, z, stored) -> _HeadStep:
+        """Everything after this step's per-head traces ``z``: the heads' TD(λ) step, GTD(λ)'s
+        correction and secondary weights, the select that keeps inactive demons, and the
+        diagnostics. ``stored`` is the core's stored trace layout (``()`` when not kept there)."""
+        core, learner = state.core, self.core
+        step = head_step_from_traces(
+            learner.head_opt, learner.bounder, core.head_params, core.head_optimizer_states, z, delta, cotangent
+        )
         z_w, z_b = step.traces
         new_w, new_b = step.heads
         head_opt, mean_step = step.optimizer_states, step.mean_step_size
@@ -359,53 +466,20 @@ class HordeLearner:
                 new_w, new_b, (z_w, z_b), secondary, step_sizes, gamma_next, self._lamdas, h_next, off
             )
             secondary = secondary_update(secondary, (z_w, z_b), step.delta, h, self.secondary_step_size, off)
-        new_heads = HeadParams(new_w, new_b)
-        stored_traces = (z_w, z_b) if core.head_traces else ()
-        head_params, head_traces, head_opt, secondary = select_heads(
+        stored_traces = (z_w, z_b) if stored else ()
+        head_params, stored_traces, head_opt, secondary = select_heads(
             active,
-            (new_heads, stored_traces, head_opt, secondary),
-            (core.head_params, core.head_traces, core.head_optimizer_states, state.secondary_weights),
+            (HeadParams(new_w, new_b), stored_traces, head_opt, secondary),
+            (core.head_params, stored, core.head_optimizer_states, state.secondary_weights),
         )
-        # Every trace starts from zero in a new episode.
-        head_traces = reset_traces(head_traces, terminated | truncated)
-
-        new_core = core._replace(
-            trunk_params=trunk_params,
-            head_params=head_params,
-            trunk_optimizer_states=trunk_opt,
-            head_optimizer_states=head_opt,
-            head_traces=head_traces,
-            normalizer_state=norm_state,
-            step_count=core.step_count + 1,
-        )
-        new_diagnostics: DiagnosticsState | tuple[()]
+        diagnostics: DiagnosticsState | tuple[()] = ()
         if self.diagnostics:
-            new_diagnostics, rupee, ude = diagnostics_step(
+            diagnostics, rupee, ude = diagnostics_step(
                 state.diagnostics, h, (z_w, z_b), delta, rho, active, self._lamdas, self.diagnostics_step_size
             )
         else:
-            new_diagnostics = ()
             rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
-        new_state = HordeState(
-            core=new_core,
-            discounts=next_discounts if self._has_traces else (),
-            secondary_weights=secondary,
-            diagnostics=new_diagnostics,
-        )
-        td_errors = jnp.where(active, delta, jnp.nan)
-        metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
-        diverged = ~jnp.isfinite(predictions) | (active & ~jnp.isfinite(delta)) | ~jnp.isfinite(head_params.biases)
-        return HordeUpdateResult(
-            new_state,
-            predictions,
-            td_errors,
-            jnp.where(active, targets, jnp.nan),
-            metrics,
-            trunk_scale,
-            rupee,
-            ude,
-            diverged,
-        )
+        return _HeadStep(head_params, stored_traces, head_opt, secondary, mean_step, diagnostics, rupee, ude)
 
     def _default_discounts(self, next_observation):
         n = self.n_demons
@@ -479,6 +553,18 @@ class HordeLearner:
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
         self.core.check_state(state.core)
         return self.core.feature_dim(state.core)
+
+    def head_traces(self, state: HordeState) -> tuple[jax.Array, jax.Array] | tuple[()]:
+        """Every demon's head trace ``(z_w (n_demons, H), z_b (n_demons,))`` whatever the
+        layout that stores them: with shared traces, the group's trace ``Z_{g(i)}`` for a
+        demon that follows its group and its own row for a detached one. ``()`` when no demon
+        keeps a trace. Works on a batched state too (leading seed axis)."""
+        if self._trace_groups is None:
+            return state.core.head_traces
+        t = state.traces
+        group_w = jnp.take(t.group_weights, jnp.asarray(self._trace_groups.group_of), axis=-2)
+        group_b = jnp.take(t.group_biases, jnp.asarray(self._trace_groups.group_of), axis=-1)
+        return jnp.where(t.detached[..., None], t.weights, group_w), jnp.where(t.detached, t.biases, group_b)
 
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""
