@@ -175,6 +175,8 @@ class Daemon:
     def __init__(self, learner: MultiHeadMLPLearner | HordeLearner, state: Any) -> None:
         if isinstance(learner, HordeLearner):
             learner.check_state(state)
+            # One state structure for explicit-input and demon-evaluated updates alike.
+            state = learner.with_trace_rows(state)
             self._horde = True
             core_state = state.core
             core = learner.core
@@ -233,6 +235,8 @@ class Daemon:
     @state.setter
     def state(self, state: Any) -> None:
         self.learner.check_state(state)
+        if self._horde:
+            state = self.learner.with_trace_rows(state)
         treedef, leaf_types = _signature(state)
         if treedef != self._treedef or leaf_types != self._leaf_types:
             raise ValueError(

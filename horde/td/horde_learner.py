@@ -59,13 +59,13 @@ from horde.td.diagnostics import DiagnosticsState, diagnostics_step, init_diagno
 from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.traces import (
+    SharedTraces,
     TraceGroups,
-    advance_shared_traces,
-    gather_group_traces,
     init_shared_traces,
-    per_demon_traces,
     reset_shared_traces,
+    shared_trace_step,
     trace_groups,
+    with_trace_rows,
 )
 from horde.td.transitions import Transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
@@ -356,6 +356,15 @@ class HordeLearner:
         Returns:
             ``HordeUpdateResult``.
         """
+        return self._update(
+            state, observation, cumulants, next_observation, terminated, truncated, discounts, rhos, explicit=True
+        )
+
+    def _update(
+        self, state, observation, cumulants, next_observation, terminated, truncated, discounts, rhos, explicit: bool
+    ) -> HordeUpdateResult:
+        """The update; ``explicit``: the cumulants, discounts or ratios come from the caller,
+        not from the demons' own evaluation (so demons of one trace group may differ)."""
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
@@ -395,19 +404,12 @@ class HordeLearner:
             out = heads(z, core.head_traces)
             head_traces = reset_traces(out.stored_traces, terminated | truncated)
         else:
-            groups, ended = self._trace_groups, terminated | truncated
-            shared = advance_shared_traces(traces, groups, h, decay, rho, active)
-
-            def with_rows():
-                z, rows = per_demon_traces(traces, groups, shared, h, active)
-                return heads(z, ()), reset_shared_traces(rows, ended, rows=True)
-
-            def groups_only():
-                # Every demon follows its group: the per-demon rows stay zero and untouched.
-                new = traces._replace(group_weights=shared.group[0], group_biases=shared.group[1])
-                return heads(gather_group_traces(shared.group, groups), ()), reset_shared_traces(new, ended, rows=False)
-
-            out, traces = jax.lax.cond(shared.needs_rows, with_rows, groups_only)
+            if explicit:
+                # Explicit inputs can break a group's equality: keep per-demon rows from now on.
+                traces = with_trace_rows(traces, self._trace_groups)
+            z, traces = shared_trace_step(traces, self._trace_groups, h, decay, rho, active)
+            out = heads(z, ())
+            traces = reset_shared_traces(traces, terminated | truncated)
             head_traces = ()
         head_params, head_opt, secondary, mean_step = out.heads, out.optimizer_states, out.secondary, out.mean_step
 
@@ -503,7 +505,7 @@ class HordeLearner:
         """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``."""
         evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
         rhos = evaluation.rhos if self._has_off_policy else None
-        result = self.update_traced(
+        result = self._update(
             state,
             observation,
             evaluation.cumulants,
@@ -512,6 +514,7 @@ class HordeLearner:
             truncated,
             evaluation.discounts,
             rhos,
+            explicit=False,
         )
         return result, evaluation
 
@@ -552,6 +555,19 @@ class HordeLearner:
         if not isinstance(state, HordeState):
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
         self.core.check_state(state.core)
+        groups = self._trace_groups
+        if groups is not None:
+            shape = getattr(getattr(state.traces, "group_biases", None), "shape", None)
+            if not isinstance(state.traces, SharedTraces) or shape != (groups.n_groups,):
+                raise ValueError(
+                    f"state.traces must be SharedTraces with {groups.n_groups} trace groups (this learner's "
+                    f"shared_traces=True layout), got {type(state.traces).__name__} with group biases shape {shape}"
+                )
+        elif state.traces != ():
+            raise ValueError(
+                "state.traces must be () for this learner (shared_traces=False or no decaying trace), got "
+                f"{type(state.traces).__name__}: a state of another learner configuration"
+            )
         return self.core.feature_dim(state.core)
 
     def head_traces(self, state: HordeState) -> tuple[jax.Array, jax.Array] | tuple[()]:
@@ -564,7 +580,21 @@ class HordeLearner:
         t = state.traces
         group_w = jnp.take(t.group_weights, jnp.asarray(self._trace_groups.group_of), axis=-2)
         group_b = jnp.take(t.group_biases, jnp.asarray(self._trace_groups.group_of), axis=-1)
-        return jnp.where(t.detached[..., None], t.weights, group_w), jnp.where(t.detached, t.biases, group_b)
+        if t.rows == ():
+            return group_w, group_b
+        rows = t.rows
+        return jnp.where(rows.detached[..., None], rows.weights, group_w), jnp.where(
+            rows.detached, rows.biases, group_b
+        )
+
+    def with_trace_rows(self, state: HordeState) -> HordeState:
+        """``state`` with per-demon trace rows (``horde.td.traces``): the layout every update
+        with explicit cumulants, discounts or ratios returns. A caller that needs one state
+        structure for both kinds of update (the ``Daemon``) converts its state once. Unchanged
+        without shared traces or where the rows exist. Works on batched states too."""
+        if self._trace_groups is None:
+            return state
+        return state._replace(traces=with_trace_rows(state.traces, self._trace_groups))
 
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""

@@ -15,12 +15,20 @@ A nexting Horde of 10,000 demons over 5 timescales keeps 5 traces instead of 10,
 A demon **detaches** from its group at a step where its trace would differ from the group's:
 it is inactive (a NaN cumulant: its trace is kept as it was), or its decay ``γ_{i,t} λ_i`` or
 ratio ``ρ_{i,t}`` is not its group's (explicit discounts or ratios given to ``update``). From
-then until the episode ends its trace is kept on its own row of the per-demon traces. The
-episode start zeroes every trace, so every demon rejoins its group there. The per-demon rows
-are read and written only at steps where some demon is (or becomes) detached, in one
-``lax.cond`` branch; a stream in which every demon is active touches the group traces only.
-Under ``vmap`` with a predicate that differs across the batch, JAX evaluates both branches
-(and the per-demon rows cost what they always cost).
+then until the episode ends its trace is kept on its own row of the per-demon rows
+(``TraceRows``). The episode start zeroes every trace, so every demon rejoins its group there.
+
+The per-demon rows are part of the state only where they can be needed, so that a stream in
+which no demon can detach touches the group traces only:
+
+* the demons evaluate their own cumulants, discounts and ratios (``update_from_transition``,
+  the runners, the scans): demons of one group then have equal discounts and ratios by
+  construction, and their cumulants are finite (a demon whose cumulant is a ``function``, which
+  may return NaN, gets a group of its own, whose row simply stays as it was while the demon is
+  inactive). A fresh state has no rows (``rows=()``) and these updates keep none.
+* explicit cumulants, discounts or ratios (``update``, the ``Daemon``) can break any group's
+  equality: the update adds the rows (``with_trace_rows``) and keeps them; from then on every
+  update of that state reads and writes them (the cost of one trace per demon).
 
 The arithmetic per trace is that of the per-demon layout, so results are bit for bit those of
 ``HordeLearner(..., shared_traces=False)``.
@@ -38,18 +46,19 @@ from demons import DemonSet
 from horde.core import accumulate_traces
 
 __all__ = [
-    "SharedTraceStep",
     "SharedTraces",
+    "TraceRows",
     "TraceGroups",
-    "advance_shared_traces",
+    "advance_group_traces",
     "gather_group_traces",
     "group_trace_l1",
     "head_trace_l1",
     "init_shared_traces",
-    "per_demon_traces",
+    "shared_trace_step",
     "reset_shared_traces",
     "trace_groups",
     "total_trace_l1",
+    "with_trace_rows",
 ]
 
 
@@ -73,24 +82,35 @@ class TraceGroups(NamedTuple):
         return int(self.representatives.shape[0])
 
 
+class TraceRows(NamedTuple):
+    """Per-demon trace rows, for demons detached from their group.
+
+    Attributes:
+        weights: the detached demons' traces, ``(n_demons, H)``; zero rows for demons that
+            follow their group.
+        biases: their bias traces, ``(n_demons,)``; zero where attached.
+        detached: ``(n_demons,)`` bool, True where the demon's trace is its own row until the
+            episode ends.
+    """
+
+    weights: jax.Array
+    biases: jax.Array
+    detached: jax.Array
+
+
 class SharedTraces(NamedTuple):
-    """Head traces stored once per group, plus per-demon rows for detached demons.
+    """Head traces stored once per group, and per-demon rows where demons can detach.
 
     Attributes:
         group_weights: ``Z_g``, ``(n_groups, H)``.
         group_biases: the groups' bias traces, ``(n_groups,)``.
-        weights: per-demon traces of detached demons, ``(n_demons, H)``; zero rows for
-            demons that follow their group.
-        biases: per-demon bias traces, ``(n_demons,)``; zero where attached.
-        detached: ``(n_demons,)`` bool, True where the demon's trace is its own row until
-            the episode ends.
+        rows: ``TraceRows``, or ``()`` for a state in which no demon is detached and whose
+            updates cannot detach one (see the module docstring).
     """
 
     group_weights: jax.Array
     group_biases: jax.Array
-    weights: jax.Array
-    biases: jax.Array
-    detached: jax.Array
+    rows: Any = ()
 
 
 def trace_groups(demons: DemonSet) -> TraceGroups:
@@ -99,7 +119,8 @@ def trace_groups(demons: DemonSet) -> TraceGroups:
     Two demons share a trace when they have the same target policy (``None`` = on-policy, so
     ``ρ = 1``) and either both have ``γλ = 0`` at every step (``λ = 0`` or the constant
     discount 0) or the same discount spec and the same ``λ``. Specs compare as frozen
-    dataclasses (a ``function`` spec by its function).
+    dataclasses (a ``function`` spec by its function). A demon whose cumulant is a
+    ``function`` (which may return NaN) keeps a group of its own.
 
     Args:
         demons: the demon set.
@@ -114,7 +135,9 @@ def trace_groups(demons: DemonSet) -> TraceGroups:
         constant = demon.discount.constant_gamma
         never_decays = float(np.float32(demon.lamda)) == 0.0 or (constant is not None and float(constant) == 0.0)
         decay_key = ("no decay",) if never_decays else (demon.discount, float(np.float32(demon.lamda)))
-        key = (decay_key, demon.target_policy)
+        # A cumulant that is a user function may be NaN (the demon inactive) at any step.
+        own = i if getattr(demon.cumulant, "plain_data", True) is False else None
+        key = (decay_key, demon.target_policy, own)
         if key not in index:
             index[key] = len(representatives)
             representatives.append(i)
@@ -124,15 +147,23 @@ def trace_groups(demons: DemonSet) -> TraceGroups:
 
 
 def init_shared_traces(groups: TraceGroups, n_features: int) -> SharedTraces:
-    """Zero traces for ``groups`` over ``n_features`` head features."""
-    n, g = int(groups.group_of.shape[0]), groups.n_groups
-    return SharedTraces(
-        jnp.zeros((g, n_features), jnp.float32),
-        jnp.zeros((g,), jnp.float32),
-        jnp.zeros((n, n_features), jnp.float32),
-        jnp.zeros((n,), jnp.float32),
-        jnp.zeros((n,), bool),
+    """Zero group traces for ``groups`` over ``n_features`` head features, without rows."""
+    g = groups.n_groups
+    return SharedTraces(jnp.zeros((g, n_features), jnp.float32), jnp.zeros((g,), jnp.float32))
+
+
+def with_trace_rows(traces: SharedTraces, groups: TraceGroups) -> SharedTraces:
+    """``traces`` with per-demon rows (zero, nobody detached) if it has none yet.
+
+    Works on batched traces too (leading seed axes)."""
+    if traces.rows != ():
+        return traces
+    batch = traces.group_biases.shape[:-1]
+    n, h = int(groups.group_of.shape[0]), traces.group_weights.shape[-1]
+    rows = TraceRows(
+        jnp.zeros(batch + (n, h), jnp.float32), jnp.zeros(batch + (n,), jnp.float32), jnp.zeros(batch + (n,), bool)
     )
+    return traces._replace(rows=rows)
 
 
 def _rows(x: jax.Array, indices: np.ndarray) -> jax.Array:
@@ -151,35 +182,17 @@ def gather_group_traces(group_traces: tuple[jax.Array, jax.Array], groups: Trace
     return _rows(z_w, groups.group_of), _rows(z_b, groups.group_of)
 
 
-class SharedTraceStep(NamedTuple):
-    """This step's traces in the shared layout (see ``advance_shared_traces``).
-
-    Attributes:
-        group: the groups' new traces ``(Z_g, Z^b_g)``.
-        needs_rows: scalar bool, True when some demon is or becomes detached this step (the
-            per-demon rows must then be read and written).
-        decay: ``γ_{i,t} λ_i``, ``(n_demons,)``.
-        rho: ``ρ_{i,t}`` or ``None``.
-        departs: ``(n_demons,)`` bool, the demons whose trace leaves the group's at this step.
-    """
-
-    group: tuple[jax.Array, jax.Array]
-    needs_rows: jax.Array
-    decay: jax.Array
-    rho: jax.Array | None
-    departs: jax.Array
-
-
-def advance_shared_traces(
+def advance_group_traces(
     traces: SharedTraces,
     groups: TraceGroups,
     features: jax.Array,
     decay: jax.Array,
     rho: jax.Array | None,
-    active: jax.Array,
-) -> SharedTraceStep:
-    """Advances the group traces, ``Z_g ← ρ_g (γ_g λ_g Z_g + h_t)``, and finds the demons
-    whose own trace leaves its group's at this step.
+    active: jax.Array | None,
+) -> tuple[jax.Array, jax.Array]:
+    """The groups' new traces, ``Z_g ← ρ_g (γ_g λ_g Z_g + h_t)`` with the decay and ratio of
+    the group's first demon; with ``active`` given, a group whose first demon is inactive keeps
+    its trace (so a one-demon group is exactly that demon's trace).
 
     Args:
         traces: the stored ``SharedTraces``.
@@ -187,81 +200,75 @@ def advance_shared_traces(
         features: ``h_t``, ``(H,)``.
         decay: each demon's ``γ_{i,t} λ_i``, ``(n_demons,)``.
         rho: ``ρ_{i,t}``, ``(n_demons,)``, or ``None`` for 1.
-        active: ``(n_demons,)`` bool (False for a NaN cumulant).
+        active: ``(n_demons,)`` bool, or ``None`` to advance every group.
 
     Returns:
-        ``SharedTraceStep``.
+        ``(Z_w (n_groups, H), Z_b (n_groups,))``.
     """
     reps = groups.representatives
-    group_decay = _rows(decay, reps)
     group_rho = None if rho is None else _rows(rho, reps)
-    group = accumulate_traces((traces.group_weights, traces.group_biases), features, group_decay, group_rho)
-    departs = ~active | (decay != _rows(group_decay, groups.group_of))
-    if rho is not None and group_rho is not None:
-        departs = departs | (rho != _rows(group_rho, groups.group_of))
-    needs_rows = jnp.any(traces.detached) | jnp.any(departs)
-    return SharedTraceStep(group, needs_rows, decay, rho, departs)
+    old = (traces.group_weights, traces.group_biases)
+    new_w, new_b = accumulate_traces(old, features, _rows(decay, reps), group_rho)
+    if active is None:
+        return new_w, new_b
+    keep = _rows(active, reps)
+    return jnp.where(keep[:, None], new_w, old[0]), jnp.where(keep, new_b, old[1])
 
 
-def per_demon_traces(
-    traces: SharedTraces, groups: TraceGroups, step: SharedTraceStep, features: jax.Array, active: jax.Array
+def shared_trace_step(
+    traces: SharedTraces,
+    groups: TraceGroups,
+    features: jax.Array,
+    decay: jax.Array,
+    rho: jax.Array | None,
+    active: jax.Array,
 ) -> tuple[tuple[jax.Array, jax.Array], SharedTraces]:
-    """Every demon's trace of this step when some demon is detached, and the new per-demon rows.
+    """Every demon's trace of this step and the new ``SharedTraces``.
 
-    A detached demon's trace continues from its own row, an attached one's from its group's;
-    an inactive demon keeps the trace it had (its row holds it from now on).
+    Without rows (``traces.rows == ()``) every demon reads its group's new trace; the caller
+    guarantees that no demon departs from its group (see the module docstring). With rows, a
+    demon departs where it is inactive or its decay or ratio is not its group's; a detached
+    demon's trace continues from its own row, an inactive one keeps the trace it had.
 
     Args:
-        traces: the stored ``SharedTraces`` (before this step).
+        traces: the stored ``SharedTraces``.
         groups: the static grouping.
-        step: ``advance_shared_traces``'s result for this step.
         features: ``h_t``, ``(H,)``.
+        decay: each demon's ``γ_{i,t} λ_i``, ``(n_demons,)``.
+        rho: ``ρ_{i,t}``, ``(n_demons,)``, or ``None`` for 1.
         active: ``(n_demons,)`` bool.
 
     Returns:
-        ``((z_w (n_demons, H), z_b (n_demons,)), new_traces)`` with the groups' new traces.
+        ``((z_w (n_demons, H), z_b (n_demons,)), new_traces)``.
     """
-    detached = traces.detached
+    # With rows, an inactive first demon detaches and the group advances for the others.
+    group = advance_group_traces(traces, groups, features, decay, rho, active if traces.rows == () else None)
+    new_group_w, new_group_b = gather_group_traces(group, groups)
+    if traces.rows == ():
+        return (new_group_w, new_group_b), traces._replace(group_weights=group[0], group_biases=group[1])
+    rows, of = traces.rows, groups.group_of
+    reps = groups.representatives
+    departs = ~active | (decay != _rows(_rows(decay, reps), of))
+    if rho is not None:
+        departs = departs | (rho != _rows(_rows(rho, reps), of))
     old_group_w, old_group_b = gather_group_traces((traces.group_weights, traces.group_biases), groups)
-    before_w = jnp.where(detached[:, None], traces.weights, old_group_w)
-    before_b = jnp.where(detached, traces.biases, old_group_b)
-    own_w, own_b = accumulate_traces((before_w, before_b), features, step.decay, step.rho)
-    new_group_w, new_group_b = gather_group_traces(step.group, groups)
-    now_detached = detached | step.departs
-    z_w = jnp.where(now_detached[:, None], own_w, new_group_w)
-    z_b = jnp.where(now_detached, own_b, new_group_b)
+    before_w = jnp.where(rows.detached[:, None], rows.weights, old_group_w)
+    before_b = jnp.where(rows.detached, rows.biases, old_group_b)
+    own_w, own_b = accumulate_traces((before_w, before_b), features, decay, rho)
+    detached = rows.detached | departs
+    z_w = jnp.where(detached[:, None], own_w, new_group_w)
+    z_b = jnp.where(detached, own_b, new_group_b)
     kept_w = jnp.where(active[:, None], own_w, before_w)
     kept_b = jnp.where(active, own_b, before_b)
-    rows = SharedTraces(
-        step.group[0],
-        step.group[1],
-        jnp.where(now_detached[:, None], kept_w, 0.0),
-        jnp.where(now_detached, kept_b, 0.0),
-        now_detached,
-    )
-    return (z_w, z_b), rows
+    new_rows = TraceRows(jnp.where(detached[:, None], kept_w, 0.0), jnp.where(detached, kept_b, 0.0), detached)
+    return (z_w, z_b), SharedTraces(group[0], group[1], new_rows)
 
 
-def reset_shared_traces(traces: SharedTraces, episode_ended: jax.Array, rows: bool) -> SharedTraces:
-    """Every trace zeroed where ``episode_ended``; every demon rejoins its group.
-
-    Args:
-        traces: the new ``SharedTraces``.
-        episode_ended: scalar bool (terminated or truncated).
-        rows: also reset the per-demon rows; ``False`` where they are known to be all zero
-            (no demon detached), so that they are not touched.
-    """
-    group_w = jnp.where(episode_ended, 0.0, traces.group_weights)
-    group_b = jnp.where(episode_ended, 0.0, traces.group_biases)
-    if not rows:
-        return traces._replace(group_weights=group_w, group_biases=group_b)
-    return SharedTraces(
-        group_w,
-        group_b,
-        jnp.where(episode_ended, 0.0, traces.weights),
-        jnp.where(episode_ended, 0.0, traces.biases),
-        traces.detached & ~episode_ended,
-    )
+def reset_shared_traces(traces: SharedTraces, episode_ended: jax.Array) -> SharedTraces:
+    """Every trace zeroed where ``episode_ended`` (terminated or truncated); every demon
+    rejoins its group."""
+    zero = jax.tree_util.tree_map(lambda t: jnp.where(episode_ended, jnp.zeros_like(t), t), traces)
+    return zero
 
 
 def group_trace_l1(group_traces: tuple[jax.Array, jax.Array]) -> jax.Array:
@@ -272,20 +279,26 @@ def group_trace_l1(group_traces: tuple[jax.Array, jax.Array]) -> jax.Array:
 
 def head_trace_l1(traces: SharedTraces, groups: TraceGroups) -> jax.Array:
     """Each head's trace norm ``‖z_i‖₁`` (weights and bias), ``(n_demons,)``, from the group
-    norms: ``‖Z_{g(i)}‖₁`` for attached demons, the own row's norm for detached ones.
+    norms: ``‖Z_{g(i)}‖₁`` for demons that follow their group, the own row's norm for detached
+    ones.
 
     This is the per-head quantity a per-head bounder (ObGD, Elsayed et al. 2024: ``M_i = α κ
     max(|δ_i|, 1) ‖z_i‖₁``) needs, at the cost of one norm per group.
     """
     shared = _rows(group_trace_l1((traces.group_weights, traces.group_biases)), groups.group_of)
-    own = group_trace_l1((traces.weights, traces.biases))
-    return jnp.where(traces.detached, own, shared)
+    if traces.rows == ():
+        return shared
+    rows = traces.rows
+    return jnp.where(rows.detached, group_trace_l1((rows.weights, rows.biases)), shared)
 
 
 def total_trace_l1(traces: SharedTraces, groups: TraceGroups) -> jax.Array:
     """``Σ_i ‖z_i‖₁`` over all heads, as the per-demon layout would sum it: each group's norm
-    weighted by its number of attached demons, plus the detached demons' own norms."""
+    weighted by its number of demons that follow it, plus the detached demons' own norms."""
     group_norm = group_trace_l1((traces.group_weights, traces.group_biases))
-    attached = jnp.zeros_like(group_norm).at[jnp.asarray(groups.group_of)].add((~traces.detached).astype(jnp.float32))
-    own = jnp.where(traces.detached, group_trace_l1((traces.weights, traces.biases)), 0.0)
-    return jnp.sum(attached * group_norm) + jnp.sum(own)
+    if traces.rows == ():
+        return jnp.sum(jnp.asarray(groups.sizes, jnp.float32) * group_norm)
+    rows = traces.rows
+    following = jnp.zeros_like(group_norm).at[jnp.asarray(groups.group_of)].add((~rows.detached).astype(jnp.float32))
+    own = jnp.where(rows.detached, group_trace_l1((rows.weights, rows.biases)), 0.0)
+    return jnp.sum(following * group_norm) + jnp.sum(own)
