@@ -264,9 +264,10 @@ def bench_seeds_child(n: int, seeds: int, sharded: bool) -> dict:
     keys = jax.random.split(jax.random.key(0), seeds)
     stream = transitions(400)
     if sharded:
+        from horde.runs import run_horde_learning_loop_sharded
 
         def run():
-            return horde.run_horde_learning_loop_sharded(learner, stream, keys)
+            return run_horde_learning_loop_sharded(learner, stream, keys)
 
     else:
 

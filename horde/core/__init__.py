@@ -34,6 +34,7 @@ from horde.core.loops import (
     multi_head_metrics_to_dicts,
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
+    shard_seeds,
 )
 from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
@@ -87,5 +88,6 @@ __all__ = [
     "run_multi_head_learning_loop",
     "run_multi_head_learning_loop_batched",
     "select_heads",
+    "shard_seeds",
     "sparse_init",
 ]

@@ -18,6 +18,12 @@ from horde.runs.features import FeatureMap
 from horde.runs.jax_runner import run_jax
 from horde.runs.results import DivergenceError, RunResult
 from horde.runs.runner import run
+from horde.runs.sharding import (
+    run_horde_learning_loop_distributed,
+    run_horde_learning_loop_sharded,
+    run_multi_head_learning_loop_sharded,
+    seed_mesh,
+)
 
 __all__ = [
     "BehaviourPolicy",
@@ -31,5 +37,9 @@ __all__ = [
     "UniformRandom",
     "as_behaviour_policy",
     "run",
+    "run_horde_learning_loop_distributed",
+    "run_horde_learning_loop_sharded",
     "run_jax",
+    "run_multi_head_learning_loop_sharded",
+    "seed_mesh",
 ]
