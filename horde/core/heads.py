@@ -126,6 +126,7 @@ def head_steps(
     head_optimizer_states: tuple[Any, Any],
     head_traces: tuple[jax.Array, jax.Array],
     errors: jax.Array,
+    step_l1: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, tuple[Any, Any], jax.Array, jax.Array]:
     """Per-head optimizer steps and bounding, vmapped over the head axis.
 
@@ -135,15 +136,21 @@ def head_steps(
         head_optimizer_states: ``(weights_state, biases_state)`` with a leading head axis.
         head_traces: ``(z_w, z_b)`` of this step.
         errors: ``δ``, ``(n_heads,)``.
+        step_l1: each head's ``‖s_i‖₁`` (weights and bias) of the optimizer's step before
+            bounding, ``(n_heads,)``, when the caller knows it (heads sharing one trace under a
+            step-size-only optimizer share the norm); ``None`` computes it per head.
 
     Returns:
         ``(step_w, step_b, new_optimizer_states, scale, mean_step_size)`` where the steps are
         per unit error (the caller applies ``w += δ · step``).
     """
 
-    def one_head(opt_w, opt_b, z_w, z_b, delta):
+    def one_head(opt_w, opt_b, z_w, z_b, delta, l1):
         (s_w, s_b), (opt_w, opt_b) = update_group(optimizer, (opt_w, opt_b), (z_w, z_b), delta)
-        if bounder is not None:
+        if bounder is not None and l1 is not None:
+            scale = bounder.scale(l1, delta)
+            s_w, s_b = s_w * scale, s_b * scale
+        elif bounder is not None:
             (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
         else:
             scale = jnp.ones((), jnp.float32)
@@ -153,7 +160,7 @@ def head_steps(
 
     opt_w, opt_b = head_optimizer_states
     z_w, z_b = head_traces
-    s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
+    s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors, step_l1)
     return s_w, s_b, (opt_w, opt_b), scale, mean_step
 
 
@@ -202,6 +209,7 @@ def head_step_from_traces(
     traces: tuple[jax.Array, jax.Array],
     delta: jax.Array,
     cotangent: jax.Array,
+    step_l1: jax.Array | None = None,
 ) -> HeadUpdate:
     """Every head's optimizer step and new parameters from this step's traces ``z_i``.
 
@@ -218,13 +226,16 @@ def head_step_from_traces(
         traces: ``(z_w (n_heads, H), z_b (n_heads,))`` of this step.
         delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
         cotangent: the trunk's cotangent ``Σ_i δ_i w_i`` (ordering only, see ``_after``).
+        step_l1: optional per-head ``‖s_i‖₁`` of the unbounded step (see ``head_steps``).
 
     Returns:
         ``HeadUpdate``.
     """
     head_delta = _after(delta, cotangent)
     z_w, z_b = traces
-    s_w, s_b, head_opt, scale, mean_step = head_steps(optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta)
+    s_w, s_b, head_opt, scale, mean_step = head_steps(
+        optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta, step_l1
+    )
     heads = HeadParams(
         head_params.weights + head_delta[:, None] * s_w,
         head_params.biases + head_delta * s_b,

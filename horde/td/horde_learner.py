@@ -36,6 +36,7 @@ import numpy as np
 
 from demons import Demon, DemonSet
 from horde.core import (
+    LMS,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -61,6 +62,7 @@ from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.traces import (
     SharedTraces,
     TraceGroups,
+    head_step_l1,
     init_shared_traces,
     reset_shared_traces,
     shared_trace_step,
@@ -408,7 +410,14 @@ class HordeLearner:
                 # Explicit inputs can break a group's equality: keep per-demon rows from now on.
                 traces = with_trace_rows(traces, self._trace_groups)
             z, traces = shared_trace_step(traces, self._trace_groups, h, decay, rho, active)
-            out = heads(z, ())
+            step_l1 = None
+            head_opt = learner.head_opt
+            if traces.rows == () and learner.bounder is not None and isinstance(head_opt, LMS):
+                # Heads that read one trace share their LMS step's norm: one per group.
+                step_l1 = head_step_l1(
+                    (traces.group_weights, traces.group_biases), self._trace_groups, head_opt.step_size
+                )
+            out = heads(z, (), step_l1)
             traces = reset_shared_traces(traces, terminated | truncated)
             head_traces = ()
         head_params, head_opt, secondary, mean_step = out.heads, out.optimizer_states, out.secondary, out.mean_step
@@ -445,13 +454,22 @@ class HordeLearner:
             diverged,
         )
 
-    def _head_step(self, state, h, h_next, rho, delta, cotangent, active, gamma_next, z, stored) -> _HeadStep:
+    def _head_step(
+        self, state, h, h_next, rho, delta, cotangent, active, gamma_next, z, stored, step_l1=None
+    ) -> _HeadStep:
         """Everything after this step's per-head traces ``z``: the heads' TD(λ) step, GTD(λ)'s
         correction and secondary weights, the select that keeps inactive demons, and the
         diagnostics. ``stored`` is the core's stored trace layout (``()`` when not kept there)."""
         core, learner = state.core, self.core
         step = head_step_from_traces(
-            learner.head_opt, learner.bounder, core.head_params, core.head_optimizer_states, z, delta, cotangent
+            learner.head_opt,
+            learner.bounder,
+            core.head_params,
+            core.head_optimizer_states,
+            z,
+            delta,
+            cotangent,
+            step_l1,
         )
         z_w, z_b = step.traces
         new_w, new_b = step.heads

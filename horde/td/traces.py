@@ -52,6 +52,7 @@ __all__ = [
     "advance_group_traces",
     "gather_group_traces",
     "group_trace_l1",
+    "head_step_l1",
     "head_trace_l1",
     "init_shared_traces",
     "shared_trace_step",
@@ -275,6 +276,15 @@ def group_trace_l1(group_traces: tuple[jax.Array, jax.Array]) -> jax.Array:
     """``‖Z_g‖₁`` of every group's trace, weights and bias together, ``(n_groups,)``."""
     z_w, z_b = group_traces
     return jnp.sum(jnp.abs(z_w), axis=-1) + jnp.abs(z_b)
+
+
+def head_step_l1(group_traces: tuple[jax.Array, jax.Array], groups: TraceGroups, step_size: float) -> jax.Array:
+    """Each head's LMS step norm ``‖α Z_{g(i)}‖₁`` (weights and bias), ``(n_demons,)``, computed
+    once per group and gathered: what ObGD bounds each head's step by, without a per-head
+    reduction over ``H``."""
+    z_w, z_b = group_traces
+    norms = jnp.sum(jnp.abs(step_size * z_w), axis=-1) + jnp.abs(step_size * z_b)
+    return _rows(norms, groups.group_of)
 
 
 def head_trace_l1(traces: SharedTraces, groups: TraceGroups) -> jax.Array:
