@@ -235,7 +235,7 @@ class Daemon:
     @state.setter
     def state(self, state: Any) -> None:
         self.learner.check_state(state)
-        if self._horde:
+        if isinstance(self.learner, HordeLearner):
             state = self.learner.with_trace_rows(state)
         treedef, leaf_types = _signature(state)
         if treedef != self._treedef or leaf_types != self._leaf_types:
