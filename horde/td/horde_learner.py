@@ -594,8 +594,10 @@ class HordeLearner:
         demon that follows its group and its own row for a detached one. ``()`` when no demon
         keeps a trace. Works on a batched state too (leading seed axis)."""
         if self._trace_groups is None:
-            traces: tuple[jax.Array, jax.Array] | tuple[()] = state.core.head_traces
-            return traces
+            if not state.core.head_traces:
+                return ()
+            z_w, z_b = state.core.head_traces
+            return z_w, z_b
         t = state.traces
         group_w = jnp.take(t.group_weights, jnp.asarray(self._trace_groups.group_of), axis=-2)
         group_b = jnp.take(t.group_biases, jnp.asarray(self._trace_groups.group_of), axis=-1)
