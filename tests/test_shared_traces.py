@@ -231,3 +231,28 @@ def test_shared_traces_round_trip_through_config():
     assert HordeLearner.from_config(learner.to_config()).shared_traces is False
     with pytest.raises(ValueError, match="shared_traces must be True or False, got 'yes'"):
         HordeLearner(_mixed_demons()[:4], shared_traces="yes")
+
+
+def test_checkpoints_and_daemon_carry_the_shared_layout(tmp_path):
+    """A state with per-demon rows (after explicit-input updates) saves and loads as it is, and a
+    Daemon fed the same transitions gives the learner's numbers in the shared layout."""
+    from horde.cli import load_checkpoint, save_checkpoint
+
+    demon_set = [Demon(f"d{i}", C.observation(i % 2), D.constant(0.9), lamda=0.8) for i in range(3)]
+    learner = HordeLearner(demon_set, hidden_sizes=(), step_size=0.05)
+    state = learner.init(2, jax.random.key(0))
+    daemon = horde.Daemon(learner, state)
+    x = np.asarray([[0.5, -1.0], [1.0, 0.2], [-0.3, 0.7]], np.float32)
+    for t in range(2):
+        d = daemon.update_from_transition(x[t], 0, 0.0, x[t + 1])
+        r = learner.update_from_transition(state, x[t], 0, 0.0, x[t + 1])
+        np.testing.assert_array_equal(d.predictions, r.predictions)
+        state = r.state
+    np.testing.assert_array_equal(learner.head_traces(daemon.state)[0], learner.head_traces(state)[0])
+    assert state.traces.rows == ()  # demon-evaluated updates keep the group traces only
+    state = learner.update(state, x[0], [1.0, np.nan, 0.0], x[1]).state
+    assert np.asarray(state.traces.rows.detached).tolist() == [False, True, False]
+    path = save_checkpoint(tmp_path / "rows", learner, state)
+    _, loaded, _ = load_checkpoint(path)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
