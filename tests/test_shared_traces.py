@@ -256,3 +256,28 @@ def test_checkpoints_and_daemon_carry_the_shared_layout(tmp_path):
     _, loaded, _ = load_checkpoint(path)
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_daemon_mixing_explicit_and_demon_evaluated_updates_equals_the_learner():
+    """The Daemon skips the per-demon rows while it knows every demon follows its group, and
+    reads them once an explicit update may have detached one, until the episode ends."""
+    demon_set = [Demon(f"d{i}", C.observation(i % 2), D.constant(0.9), lamda=0.8) for i in range(3)]
+    learner = HordeLearner(demon_set, hidden_sizes=(), step_size=0.05)
+    state = learner.init(2, jax.random.key(1))
+    daemon = horde.Daemon(learner, state)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 2)).astype(np.float32)
+    plan = ["t", "t", "explicit-nan", "t", "t", "t-end", "t", "explicit-nan", "t"]
+    for t, kind in enumerate(plan):
+        if kind == "explicit-nan":
+            c = np.array([0.5, np.nan, 1.0], np.float32)
+            d = daemon.update(x[t], c, x[t + 1])
+            r = learner.update(state, x[t], c, x[t + 1])
+        else:
+            end = kind == "t-end"
+            d = daemon.update_from_transition(x[t], 0, 0.0, x[t + 1], terminated=end)
+            r = learner.update_from_transition(state, x[t], 0, 0.0, x[t + 1], terminated=end)
+        state = r.state
+        np.testing.assert_array_equal(d.predictions, r.predictions)
+        np.testing.assert_array_equal(d.td_errors, r.td_errors)
+        np.testing.assert_array_equal(learner.head_traces(daemon.state)[0], learner.head_traces(state)[0])

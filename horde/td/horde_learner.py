@@ -62,6 +62,7 @@ from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.traces import (
     SharedTraces,
     TraceGroups,
+    TraceRows,
     head_step_l1,
     init_shared_traces,
     reset_shared_traces,
@@ -363,10 +364,22 @@ class HordeLearner:
         )
 
     def _update(
-        self, state, observation, cumulants, next_observation, terminated, truncated, discounts, rhos, explicit: bool
+        self,
+        state,
+        observation,
+        cumulants,
+        next_observation,
+        terminated,
+        truncated,
+        discounts,
+        rhos,
+        explicit: bool,
+        attached: bool = False,
     ) -> HordeUpdateResult:
         """The update; ``explicit``: the cumulants, discounts or ratios come from the caller,
-        not from the demons' own evaluation (so demons of one trace group may differ)."""
+        not from the demons' own evaluation (so demons of one trace group may differ);
+        ``attached``: demon-evaluated inputs on a state whose per-demon rows hold no detached
+        demon (the caller knows), so the rows are passed through untouched."""
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
@@ -409,6 +422,10 @@ class HordeLearner:
             if explicit:
                 # Explicit inputs can break a group's equality: keep per-demon rows from now on.
                 traces = with_trace_rows(traces, self._trace_groups)
+            rows = traces.rows
+            if attached:
+                # The caller knows that no demon is detached: the rows stay zero, untouched.
+                traces = traces._replace(rows=())
             z, traces = shared_trace_step(traces, self._trace_groups, h, decay, rho, active)
             step_l1 = None
             head_opt = learner.head_opt
@@ -419,6 +436,8 @@ class HordeLearner:
                 )
             out = heads(z, (), step_l1)
             traces = reset_shared_traces(traces, terminated | truncated)
+            if attached:
+                traces = traces._replace(rows=rows)
             head_traces = ()
         head_params, head_opt, secondary, mean_step = out.heads, out.optimizer_states, out.secondary, out.mean_step
 
@@ -509,18 +528,39 @@ class HordeLearner:
         return evaluation.discounts.reshape((n,))
 
     def update_from_transition_traced(
-        self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+        self,
+        state,
+        observation,
+        action,
+        reward,
+        next_observation,
+        terminated,
+        truncated,
+        behaviour_prob,
+        attached: bool = False,
     ) -> HordeUpdateResult:
         """``update_from_transition`` without its boundary checks, for use inside traced code:
-        the demons compute cumulants, discounts and ratios from the transition."""
+        the demons compute cumulants, discounts and ratios from the transition. ``attached``
+        (static): the caller knows that no demon of ``state`` is detached from its trace group
+        (``horde.td.traces``), so a state with per-demon rows takes the group-only update."""
         return self.evaluate_and_update_traced(
-            state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+            state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob, attached
         )[0]
 
     def evaluate_and_update_traced(
-        self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+        self,
+        state,
+        observation,
+        action,
+        reward,
+        next_observation,
+        terminated,
+        truncated,
+        behaviour_prob,
+        attached: bool = False,
     ):
-        """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``."""
+        """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``
+        (``attached`` as in ``update_from_transition_traced``)."""
         evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
         rhos = evaluation.rhos if self._has_off_policy else None
         result = self._update(
@@ -533,6 +573,7 @@ class HordeLearner:
             evaluation.discounts,
             rhos,
             explicit=False,
+            attached=attached,
         )
         return result, evaluation
 
@@ -607,6 +648,14 @@ class HordeLearner:
         return jnp.where(rows.detached[..., None], rows.weights, group_w), jnp.where(
             rows.detached, rows.biases, group_b
         )
+
+    def all_attached(self, state: HordeState) -> bool:
+        """Whether every demon of ``state`` follows its trace group (no per-demon rows, or none
+        detached); reads the flags back from the device."""
+        if self._trace_groups is None or state.traces.rows == ():
+            return True
+        rows: TraceRows = state.traces.rows
+        return not bool(np.asarray(rows.detached).any())
 
     def with_trace_rows(self, state: HordeState) -> HordeState:
         """``state`` with per-demon trace rows (``horde.td.traces``): the layout every update
