@@ -233,7 +233,11 @@ class Daemon:
         """A copy of the current state (the daemon's own buffers are overwritten by the next
         update)."""
         counts = [jnp.asarray(c, jnp.int32) for c in self._counts]
-        return self._state_from(self._copy_jit(self._leaves), counts)
+        state = self._state_from(self._copy_jit(self._leaves), counts)
+        if isinstance(self.learner, HordeLearner) and self._attached:
+            # No demon detached: the layout of the learner's own demon-evaluated updates.
+            state = self.learner.without_trace_rows(state)
+        return state
 
     @state.setter
     def state(self, state: Any) -> None:

@@ -657,6 +657,24 @@ class HordeLearner:
         rows: TraceRows = state.traces.rows
         return not bool(np.asarray(rows.detached).any())
 
+    def without_trace_rows(self, state: HordeState) -> HordeState:
+        """``state`` without per-demon trace rows, the layout of ``init`` and of demon-evaluated
+        updates. Unchanged without shared traces or rows.
+
+        Raises:
+            ValueError: some demon of ``state`` is detached from its group (its own row holds
+                its trace until the episode ends).
+        """
+        if self._trace_groups is None or state.traces.rows == ():
+            return state
+        if not self.all_attached(state):
+            detached = np.flatnonzero(np.asarray(state.traces.rows.detached).reshape(-1, self.n_demons).any(axis=0))
+            raise ValueError(
+                f"state has demons detached from their trace group ({[self.names[i] for i in detached[:5]]}); "
+                "their per-demon trace rows cannot be dropped before the episode ends"
+            )
+        return state._replace(traces=state.traces._replace(rows=()))
+
     def with_trace_rows(self, state: HordeState) -> HordeState:
         """``state`` with per-demon trace rows (``horde.td.traces``): the layout every update
         with explicit cumulants, discounts or ratios returns. A caller that needs one state
