@@ -219,11 +219,11 @@ def test_trace_decays_by_the_discount_of_the_step_it_decays_over():
     state = learner.init(3, jax.random.key(0))
     a, b, c = np.array([0.0, 1.0, 0.0]), np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
     s1 = learner.update(state, a, [0.0], a).state  # γ(a) = 1
-    np.testing.assert_allclose(s1.core.head_traces[0][0], a)
+    np.testing.assert_allclose(learner.head_traces(s1)[0][0], a)
     s2 = learner.update(s1, a, [0.0], b).state  # trace decays by γ(a) = 1: z = a + a
-    np.testing.assert_allclose(s2.core.head_traces[0][0], 2 * a)
+    np.testing.assert_allclose(learner.head_traces(s2)[0][0], 2 * a)
     s3 = learner.update(s2, b, [0.0], c).state  # decays by γ(b) = 0: z = b
-    np.testing.assert_allclose(s3.core.head_traces[0][0], b)
+    np.testing.assert_allclose(learner.head_traces(s3)[0][0], b)
 
 
 def test_traces_are_zeroed_at_episode_start():
@@ -231,11 +231,11 @@ def test_traces_are_zeroed_at_episode_start():
     state = learner.init(2, jax.random.key(0))
     x = np.ones(2)
     state = learner.update(state, x, [0.0], x).state
-    assert np.abs(np.asarray(state.core.head_traces[0])).sum() > 0
+    assert np.abs(np.asarray(learner.head_traces(state)[0])).sum() > 0
     for flag in ("terminated", "truncated"):
         ended = learner.update(state, x, [0.0], x, **{flag: True}).state
-        assert np.all(np.asarray(ended.core.head_traces[0]) == 0)
-        assert np.all(np.asarray(ended.core.head_traces[1]) == 0)
+        assert np.all(np.asarray(learner.head_traces(ended)[0]) == 0)
+        assert np.all(np.asarray(learner.head_traces(ended)[1]) == 0)
 
 
 def test_lambda_zero_demons_store_no_traces():
@@ -355,7 +355,7 @@ def test_linear_horde_update_matches_slow_td_lambda_gtd_reference():
         np.testing.assert_allclose(r.td_errors, deltas, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(r.state.core.head_params.weights, w, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(r.state.core.head_params.biases, b, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(r.state.core.head_traces[0], z_w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(learner.head_traces(r.state)[0], z_w, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(r.rupee, rupee, rtol=1e-3, atol=1e-5)
         np.testing.assert_allclose(r.ude, ude, rtol=1e-3, atol=1e-4)
         state = r.state
@@ -364,9 +364,15 @@ def test_linear_horde_update_matches_slow_td_lambda_gtd_reference():
 def test_horde_stores_traces_through_the_explicit_core_argument():
     """The trace-storage decision is the core's ``store_head_traces``, not a disguised decay:
     the Horde's core keeps no per-head decay of its own."""
-    with_traces = HordeLearner([Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,))
+    with_traces = HordeLearner(
+        [Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,), shared_traces=False
+    )
     assert with_traces.core.stores_head_traces and with_traces.core.store_head_traces is True
     assert with_traces.core.per_head_gamma_lamda is None
+    # Shared traces live in the Horde's own state, so the core then stores none.
+    shared = HordeLearner([Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,))
+    assert not shared.core.stores_head_traces
+    assert shared.init(2, jax.random.key(0)).traces.group_weights.shape == (1, 4)
     without = HordeLearner([Demon("d", C.reward(), D.constant(0.0), lamda=0.5)], hidden_sizes=(4,))
     assert not without.core.stores_head_traces
     assert without.init(2, jax.random.key(0)).core.head_traces == ()
@@ -408,7 +414,7 @@ def test_nan_cumulant_makes_a_demon_inactive():
     assert np.isnan(result.td_errors[1]) and np.isnan(result.td_targets[1])
     assert np.isnan(np.asarray(result.per_demon_metrics)[1]).all()
     np.testing.assert_array_equal(result.state.core.head_params.weights[1], state.core.head_params.weights[1])
-    np.testing.assert_array_equal(result.state.core.head_traces[0][1], state.core.head_traces[0][1])
+    np.testing.assert_array_equal(learner.head_traces(result.state)[0][1], learner.head_traces(state)[0][1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,6 +242,9 @@ def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, 
         template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
     except ValueError as e:  # e.g. a demon reading an observation the checkpoint's size lacks
         raise CheckpointError(f"{path} holds a learner that does not fit its own observation size: {e}") from e
+    if isinstance(learner, HordeLearner) and any(name.startswith("traces/rows/") for name, _ in leaves):
+        # A state saved after explicit-input updates carries per-demon trace rows.
+        template = learner.with_trace_rows(template)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     if len(flat) != len(leaves):
         raise CheckpointError(f"{path} has {len(leaves)} state arrays but the learner it describes has {len(flat)}")

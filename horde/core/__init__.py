@@ -35,12 +35,13 @@ from horde.core.checks import (
     concrete_values,
     is_tracer,
 )
-from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, select_heads
+from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, head_step_from_traces, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.loops import (
     multi_head_metrics_to_dicts,
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
+    shard_seeds,
 )
 from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
@@ -96,6 +97,7 @@ __all__ = [
     "check_unit_interval",
     "concrete_values",
     "head_forward",
+    "head_step_from_traces",
     "is_tracer",
     "leaf_name",
     "multi_head_metrics_to_dicts",
@@ -104,6 +106,7 @@ __all__ = [
     "run_multi_head_learning_loop",
     "run_multi_head_learning_loop_batched",
     "select_heads",
+    "shard_seeds",
     "sparse_init",
     "state_mismatch",
 ]

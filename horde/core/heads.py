@@ -20,7 +20,15 @@ from horde.core.bounders import Bounder, OvershootBounding
 from horde.core.optimizers import Optimizer, update_group
 from horde.core.types import HeadParams
 
-__all__ = ["HeadUpdate", "accumulate_traces", "head_forward", "head_steps", "head_update", "select_heads"]
+__all__ = [
+    "HeadUpdate",
+    "accumulate_traces",
+    "head_forward",
+    "head_step_from_traces",
+    "head_steps",
+    "head_update",
+    "select_heads",
+]
 
 
 class HeadUpdate(NamedTuple):
@@ -134,6 +142,7 @@ def head_steps(
     head_traces: tuple[jax.Array, jax.Array],
     errors: jax.Array,
     features: jax.Array | None = None,
+    step_l1: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, tuple[Any, Any], jax.Array, jax.Array]:
     """Per-head optimizer steps and bounding, vmapped over the head axis.
 
@@ -145,18 +154,24 @@ def head_steps(
         errors: ``δ``, ``(n_heads,)``.
         features: the head features ``h`` of this step, ``(H,)``; ``OvershootBounding``
             needs them (the change of a head's prediction is ``δ (s_w·h + s_b)``).
+        step_l1: each head's ``‖s_i‖₁`` (weights and bias) of the optimizer's step before
+            bounding, ``(n_heads,)``, when the caller knows it (heads sharing one trace under a
+            step-size-only optimizer share the norm); ``None`` computes it per head.
 
     Returns:
         ``(step_w, step_b, new_optimizer_states, scale, mean_step_size)`` where the steps are
         per unit error (the caller applies ``w += δ · step``).
     """
 
-    def one_head(opt_w, opt_b, z_w, z_b, delta):
+    def one_head(opt_w, opt_b, z_w, z_b, delta, l1):
         (s_w, s_b), (opt_w, opt_b) = update_group(optimizer, (opt_w, opt_b), (z_w, z_b), delta)
         if isinstance(bounder, OvershootBounding):
             if features is None:
                 raise ValueError("head_steps: OvershootBounding needs the head features")
             scale = bounder.head_scale(s_w @ features + s_b)
+            s_w, s_b = s_w * scale, s_b * scale
+        elif bounder is not None and l1 is not None:
+            scale = bounder.scale(l1, delta)
             s_w, s_b = s_w * scale, s_b * scale
         elif bounder is not None:
             (s_w, s_b), scale = bounder.bound((s_w, s_b), delta)
@@ -168,7 +183,7 @@ def head_steps(
 
     opt_w, opt_b = head_optimizer_states
     z_w, z_b = head_traces
-    s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors)
+    s_w, s_b, opt_w, opt_b, scale, mean_step = jax.vmap(one_head)(opt_w, opt_b, z_w, z_b, errors, step_l1)
     return s_w, s_b, (opt_w, opt_b), scale, mean_step
 
 
@@ -207,10 +222,48 @@ def head_update(
     Returns:
         ``HeadUpdate``.
     """
-    head_delta = _after(delta, cotangent)
     z_w, z_b = accumulate_traces(head_traces, h, decay, rho, replacing)
+    return head_step_from_traces(
+        optimizer, bounder, head_params, head_optimizer_states, (z_w, z_b), delta, cotangent, features=h
+    )
+
+
+def head_step_from_traces(
+    optimizer: Optimizer,
+    bounder: Bounder | None,
+    head_params: HeadParams,
+    head_optimizer_states: tuple[Any, Any],
+    traces: tuple[jax.Array, jax.Array],
+    delta: jax.Array,
+    cotangent: jax.Array,
+    step_l1: jax.Array | None = None,
+    features: jax.Array | None = None,
+) -> HeadUpdate:
+    """Every head's optimizer step and new parameters from this step's traces ``z_i``.
+
+    ``head_update`` is this after ``accumulate_traces``; a caller that keeps its traces in
+    another layout (one trace per group of heads whose traces are equal, gathered per head as
+    ``z_{g(i)}``) passes them here, so that the step ``w_i += δ_i s_i`` is the same arithmetic
+    whatever the layout. Inactive heads are not masked here (see ``select_heads``).
+
+    Args:
+        optimizer: the head optimizer.
+        bounder: optional bounder; each head is bounded with its own error.
+        head_params: current head parameters, ``(n_heads, H)`` and ``(n_heads,)``.
+        head_optimizer_states: the heads' optimizer states.
+        traces: ``(z_w (n_heads, H), z_b (n_heads,))`` of this step.
+        delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
+        cotangent: the trunk's cotangent ``Σ_i δ_i w_i`` (ordering only, see ``_after``).
+        step_l1: optional per-head ``‖s_i‖₁`` of the unbounded step (see ``head_steps``).
+        features: the head features ``h``, ``(H,)`` (``OvershootBounding`` needs them).
+
+    Returns:
+        ``HeadUpdate``.
+    """
+    head_delta = _after(delta, cotangent)
+    z_w, z_b = traces
     s_w, s_b, head_opt, scale, mean_step = head_steps(
-        optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta, h
+        optimizer, bounder, head_optimizer_states, (z_w, z_b), head_delta, features, step_l1
     )
     heads = HeadParams(
         head_params.weights + head_delta[:, None] * s_w,

@@ -16,7 +16,39 @@ from horde.core.types import (
     MultiHeadMLPUpdateResult,
 )
 
-__all__ = ["multi_head_metrics_to_dicts", "run_multi_head_learning_loop", "run_multi_head_learning_loop_batched"]
+__all__ = [
+    "multi_head_metrics_to_dicts",
+    "run_multi_head_learning_loop",
+    "run_multi_head_learning_loop_batched",
+    "shard_seeds",
+]
+
+SEED_AXIS = "seeds"
+
+
+def shard_seeds(keys: jax.Array, devices: Any = None) -> jax.Array:
+    """Places the seed axis of ``keys`` over the devices, so that a vmapped batched run
+    spreads its seeds over them (each device learns its own seeds; the numbers are those of
+    the unsharded run).
+
+    Uses the largest number of ``devices`` (default: every device, ``jax.devices()``) that
+    divides the number of seeds; with one device (or a prime number of seeds larger than the
+    device count) the keys are returned as they are.
+
+    Args:
+        keys: checked keys with a leading seed axis, ``(n_seeds,)`` typed or ``(n_seeds, 2)``.
+        devices: the devices to use, default all.
+
+    Returns:
+        ``keys``, sharded over a one-dimensional mesh named ``"seeds"`` where that helps.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    n_seeds = int(keys.shape[0])
+    count = max(d for d in range(1, len(devices) + 1) if n_seeds % d == 0)
+    if count == 1:
+        return keys
+    mesh = jax.sharding.Mesh(np.asarray(devices[:count]), (SEED_AXIS,))
+    return jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(SEED_AXIS)))
 
 
 def multi_head_metrics_to_dicts(result: MultiHeadMLPUpdateResult) -> list[dict[str, float] | None]:
@@ -80,7 +112,8 @@ def run_multi_head_learning_loop_batched(
 
     Returns:
         ``BatchedMultiHeadResult`` with batched states and per-head metrics of shape
-        ``(n_seeds, num_steps, n_heads, 3)``.
+        ``(n_seeds, num_steps, n_heads, 3)``; with several devices the seeds are spread over
+        them (``shard_seeds``) and the results are sharded over the seed axis.
     """
     obs, tgt = check_stream(learner, observations, targets, None)
-    return learner.batched_compiled(obs, tgt, check_keys(keys), int(obs.shape[1]))
+    return learner.batched_compiled(obs, tgt, shard_seeds(check_keys(keys)), int(obs.shape[1]))

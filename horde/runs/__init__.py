@@ -23,6 +23,12 @@ from horde.runs.records import RECORDS_DIR, RecordsError, RecordWriter, read_rec
 from horde.runs.results import DivergenceError, RunError, RunResult
 from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, RolloutReturns, rollout_returns
 from horde.runs.runner import run
+from horde.runs.sharding import (
+    run_horde_learning_loop_distributed,
+    run_horde_learning_loop_sharded,
+    run_multi_head_learning_loop_sharded,
+    seed_mesh,
+)
 
 __all__ = [
     "BehaviourPolicy",
@@ -48,5 +54,9 @@ __all__ = [
     "read_records",
     "run",
     "rollout_returns",
+    "run_horde_learning_loop_distributed",
+    "run_horde_learning_loop_sharded",
     "run_jax",
+    "run_multi_head_learning_loop_sharded",
+    "seed_mesh",
 ]

@@ -175,6 +175,8 @@ class Daemon:
     def __init__(self, learner: MultiHeadMLPLearner | HordeLearner, state: Any) -> None:
         if isinstance(learner, HordeLearner):
             learner.check_state(state)
+            # One state structure for explicit-input and demon-evaluated updates alike.
+            state = learner.with_trace_rows(state)
             self._horde = True
             core_state = state.core
             core = learner.core
@@ -195,7 +197,10 @@ class Daemon:
         self._set_leaves(state)
         self._predict_jit = jax.jit(self._predict_impl)
         self._update_jit = jax.jit(self._update_impl, donate_argnums=0, static_argnums=(2,))
-        self._transition_jit = jax.jit(self._transition_impl, donate_argnums=0)
+        self._transition_jit = jax.jit(self._transition_impl, donate_argnums=0, static_argnums=(2,))
+        # No demon detached from its trace group (known on the host): demon-evaluated updates
+        # then leave the per-demon trace rows untouched.
+        self._attached = not isinstance(learner, HordeLearner) or learner.all_attached(state)
 
     # ---------------------------------------------------------------------------------------
 
@@ -228,11 +233,18 @@ class Daemon:
         """A copy of the current state (the daemon's own buffers are overwritten by the next
         update)."""
         counts = [jnp.asarray(c, jnp.int32) for c in self._counts]
-        return self._state_from(self._copy_jit(self._leaves), counts)
+        state = self._state_from(self._copy_jit(self._leaves), counts)
+        if isinstance(self.learner, HordeLearner) and self._attached:
+            # No demon detached: the layout of the learner's own demon-evaluated updates.
+            state = self.learner.without_trace_rows(state)
+        return state
 
     @state.setter
     def state(self, state: Any) -> None:
         self.learner.check_state(state)
+        if isinstance(self.learner, HordeLearner):
+            state = self.learner.with_trace_rows(state)
+            self._attached = self.learner.all_attached(state)
         treedef, leaf_types = _signature(state)
         if treedef != self._treedef or leaf_types != self._leaf_types:
             raise ValueError(
@@ -289,7 +301,7 @@ class Daemon:
         )
         return self._checked_outputs(jnp.bool_(True), leaves, r.state, self._horde_rows(r), _HORDE_ROWS)
 
-    def _transition_impl(self, leaves, inputs):
+    def _transition_impl(self, leaves, inputs, attached):
         state = self._traced_state(leaves)
         x = self._transition.unpack(inputs)
         action = jax.lax.bitcast_convert_type(x.action, jnp.int32)
@@ -302,6 +314,7 @@ class Daemon:
             x.terminated > 0.5,
             x.truncated > 0.5,
             x.behaviour_prob,
+            attached,
         )
         # One reduction over both observations, which lie side by side.
         where = self._transition.index
@@ -433,7 +446,10 @@ class Daemon:
         pieces.append(flags)
         inputs = np.concatenate([np.asarray(p, np.float32) for p in pieces])
         # Checked above; the compiled call refuses nothing here.
-        return self._horde_result(self._run(self._update_jit, inputs, (tuple(parts),), lambda: None, _HORDE_ROWS))
+        result = self._horde_result(self._run(self._update_jit, inputs, (tuple(parts),), lambda: None, _HORDE_ROWS))
+        # Explicit inputs may detach demons; an episode end rejoins them all.
+        self._attached = bool(flags.any())
+        return result
 
     def update_from_transition(
         self,
@@ -469,4 +485,9 @@ class Daemon:
         inputs[where.terminated] = check_flag("terminated", terminated)
         inputs[where.truncated] = check_flag("truncated", truncated)
         host_checks = lambda: learner.checked_transition_inputs(self._dim, obs, reward, next_obs, behaviour_prob)
-        return self._horde_result(self._run(self._transition_jit, inputs, (), host_checks, _HORDE_ROWS))
+        result = self._horde_result(
+            self._run(self._transition_jit, inputs, (self._attached,), host_checks, _HORDE_ROWS)
+        )
+        if terminated or truncated:
+            self._attached = True
+        return result

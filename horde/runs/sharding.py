@@ -25,7 +25,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from horde.core import BatchedMultiHeadResult, MultiHeadMLPLearner, check_keys, check_stream
 from horde.td import BatchedHordeResult, HordeLearner, Transitions, as_transitions
 
-__all__ = ["seed_mesh", "run_horde_learning_loop_sharded", "run_multi_head_learning_loop_sharded"]
+__all__ = [
+    "seed_mesh",
+    "run_horde_learning_loop_distributed",
+    "run_horde_learning_loop_sharded",
+    "run_multi_head_learning_loop_sharded",
+]
 
 SEED_AXIS = "seeds"
 
@@ -83,3 +88,51 @@ def run_multi_head_learning_loop_sharded(
     mesh, keys, replicated = _place(keys, mesh)
     obs, tgt = jax.device_put((obs, tgt), replicated)
     return learner.batched_compiled(obs, tgt, keys, int(obs.shape[1]))
+
+
+def _global(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array over every process's devices, each process supplying its own shards
+    from the same host data (every process holds the whole ``array``)."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def run_horde_learning_loop_distributed(
+    learner: HordeLearner, transitions: Transitions, keys: Any, mesh: Mesh | None = None
+) -> BatchedHordeResult:
+    """``run_horde_learning_loop_batched`` over the devices of every process of a
+    ``jax.distributed`` job: the seeds spread over a global mesh, the transitions replicated.
+
+    Call it in every process, after ``jax.distributed.initialize(...)``, with the same
+    arguments (the same transitions and keys in every process). Each process then holds the
+    results of its own seeds: ``result.predictions.addressable_shards`` (the shard's
+    ``index[0]`` says which seeds). The numbers are those of one process running every seed.
+
+    Args:
+        learner: the HordeLearner (built the same way in every process).
+        transitions: shared ``Transitions``.
+        keys: typed keys ``(n_seeds,)`` or raw keys ``(n_seeds, 2)``; ``n_seeds`` a multiple of
+            the number of devices on the mesh.
+        mesh: a mesh with a ``"seeds"`` axis over the devices of all processes; default
+            ``seed_mesh()`` (every device of the job, ``jax.devices()``).
+
+    Returns:
+        ``BatchedHordeResult`` of global arrays sharded over the seed axis.
+
+    Raises:
+        ValueError: the number of seeds is not a multiple of the mesh's devices.
+    """
+    t = as_transitions(transitions, None)
+    dim = int(t.observations.shape[1])
+    learner.demons.validate(dim)
+    mesh = seed_mesh() if mesh is None else mesh
+    raw = np.asarray(jax.random.key_data(check_keys(keys)))
+    n_seeds, n_devices = raw.shape[0], mesh.shape[SEED_AXIS]
+    if n_seeds % n_devices:
+        raise ValueError(
+            f"the number of seeds ({n_seeds}) must be a multiple of the number of devices on the "
+            f"mesh's {SEED_AXIS!r} axis ({n_devices}) across all processes"
+        )
+    global_keys = _global(raw, NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    global_t = jax.tree_util.tree_map(lambda a: _global(np.asarray(a), replicated), t)
+    return learner.batched_compiled(Transitions(*global_t), global_keys, dim)

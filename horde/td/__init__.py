@@ -5,7 +5,8 @@ RUPEE and UDE diagnostics, ``Transitions`` and the Horde's scan/vmap loops. It i
 ``horde.core`` and ``demons``. Other rooms import from this package, never from its modules'
 private names.
 
-Modules: ``targets`` (the TD target and the trace decay), ``gtd`` (GTD(λ)'s correction),
+Modules: ``targets`` (the TD target and the trace decay), ``traces`` (head traces stored once
+per group of demons with equal traces), ``gtd`` (GTD(λ)'s correction),
 ``diagnostics`` (RUPEE and UDE), ``transitions`` (``Transitions``), ``types`` (state and
 results), ``horde_learner`` (the class) and ``loops`` (scan and vmap over a stream).
 """
@@ -15,6 +16,22 @@ from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.horde_learner import HordeLearner
 from horde.td.loops import run_horde_learning_loop, run_horde_learning_loop_batched
 from horde.td.targets import decay_traces, reset_traces, td_targets, trace_decay
+from horde.td.traces import (
+    SharedTraces,
+    TraceGroups,
+    TraceRows,
+    advance_group_traces,
+    gather_group_traces,
+    group_trace_l1,
+    head_step_l1,
+    head_trace_l1,
+    init_shared_traces,
+    reset_shared_traces,
+    shared_trace_step,
+    total_trace_l1,
+    trace_groups,
+    with_trace_rows,
+)
 from horde.td.transitions import Transitions, as_transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
@@ -25,6 +42,9 @@ __all__ = [
     "HordeLearningResult",
     "HordeState",
     "HordeUpdateResult",
+    "SharedTraces",
+    "TraceGroups",
+    "TraceRows",
     "Transitions",
     "as_transitions",
     "run_horde_learning_loop",
@@ -38,4 +58,15 @@ __all__ = [
     "td_targets",
     "trace_decay",
     "ude_update",
+    "advance_group_traces",
+    "gather_group_traces",
+    "group_trace_l1",
+    "head_step_l1",
+    "head_trace_l1",
+    "init_shared_traces",
+    "shared_trace_step",
+    "reset_shared_traces",
+    "total_trace_l1",
+    "trace_groups",
+    "with_trace_rows",
 ]

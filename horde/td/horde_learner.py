@@ -24,8 +24,9 @@ Maei 2011, GTD(λ)):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ from horde.core import (
     Optimizer,
     OvershootBounding,
     StateTemplate,
+    accumulate_traces,
     all_finite,
     any_inf,
     as_action,
@@ -54,6 +56,7 @@ from horde.core import (
     check_flag,
     check_observation_values,
     concrete_values,
+    head_step_from_traces,
     is_tracer,
     normalizer_from_config,
     optimizer_from_config,
@@ -62,6 +65,17 @@ from horde.core import (
 from horde.td.diagnostics import DiagnosticsState, diagnostics_step, init_diagnostics
 from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.targets import reset_traces, td_targets, trace_decay
+from horde.td.traces import (
+    SharedTraces,
+    TraceGroups,
+    TraceRows,
+    head_step_l1,
+    init_shared_traces,
+    reset_shared_traces,
+    shared_trace_step,
+    trace_groups,
+    with_trace_rows,
+)
 from horde.td.transitions import Transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
@@ -82,6 +96,17 @@ DEFAULT_HEAD_OPTIMIZER = Autostep()
 DEFAULT_NORMALIZER: Normalizer | None = None
 DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
 DEFAULT_SPARSITY = 0.9
+
+
+class _HeadStep(NamedTuple):
+    heads: HeadParams
+    stored_traces: Any
+    optimizer_states: Any
+    secondary: Any
+    mean_step: jax.Array
+    diagnostics: Any
+    rupee: jax.Array
+    ude: jax.Array
 
 
 class HordeLearner:
@@ -124,6 +149,12 @@ class HordeLearner:
             2-core machine); turn them on when you will read them.
 
         diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
+        shared_traces: store each distinct head trace once (``horde.td.traces``): demons with
+            the same discount spec, ``λ`` and target policy share one trace in
+            ``state.traces``, and a demon keeps its own only from a step where it differs
+            (inactive, or given another discount or ratio) to the episode's end. The results
+            are bit for bit those of ``False``, which keeps one trace per demon in
+            ``state.core.head_traces`` (the reference layout).
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
@@ -142,6 +173,7 @@ class HordeLearner:
             "secondary_step_size",
             "diagnostics",
             "diagnostics_step_size",
+            "shared_traces",
         }
     )
 
@@ -160,6 +192,7 @@ class HordeLearner:
         secondary_step_size: float | None = None,
         diagnostics: bool = False,
         diagnostics_step_size: float | None = None,
+        shared_traces: bool = True,
     ) -> None:
         if not isinstance(demons, DemonSet):
             if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
@@ -188,6 +221,11 @@ class HordeLearner:
             optimizer = LMS(DEFAULT_TRUNK_STEP_SIZE)
             if head_optimizer is None:
                 head_optimizer = DEFAULT_HEAD_OPTIMIZER
+        self.shared_traces: bool = as_bool("shared_traces", shared_traces)
+        # Without any decaying trace every trace is this step's ρ h: nothing to store or share.
+        self._trace_groups: TraceGroups | None = (
+            trace_groups(demons) if self.shared_traces and self._has_traces else None
+        )
         self.core: MultiHeadMLPLearner = MultiHeadMLPLearner(
             n_heads=len(demons),
             hidden_sizes=hidden_sizes,
@@ -201,7 +239,7 @@ class HordeLearner:
             leaky_relu_slope=leaky_relu_slope,
             use_layer_norm=use_layer_norm,
             head_optimizer=head_optimizer,
-            store_head_traces=self._has_traces,
+            store_head_traces=self._has_traces and self._trace_groups is None,
         )
         head_opt = self.core.head_opt
         base_or_none: float | None = getattr(head_opt, "step_size", None)
@@ -268,6 +306,7 @@ class HordeLearner:
             "secondary_step_size": self.secondary_step_size,
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
+            "shared_traces": self.shared_traces,
         }
 
     @classmethod
@@ -328,7 +367,14 @@ class HordeLearner:
         diagnostics: DiagnosticsState | tuple[()] = ()
         if self.diagnostics:
             diagnostics = init_diagnostics(n, core.head_params.weights.shape[-1] + 1)
-        return HordeState(core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics)
+        traces = (
+            ()
+            if self._trace_groups is None
+            else init_shared_traces(self._trace_groups, core.head_params.weights.shape[-1])
+        )
+        return HordeState(
+            core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics, traces=traces
+        )
 
     # ---------------------------------------------------------------------------------------
     # Traced update
@@ -361,6 +407,27 @@ class HordeLearner:
         Returns:
             ``HordeUpdateResult``.
         """
+        return self._update(
+            state, observation, cumulants, next_observation, terminated, truncated, discounts, rhos, explicit=True
+        )
+
+    def _update(
+        self,
+        state,
+        observation,
+        cumulants,
+        next_observation,
+        terminated,
+        truncated,
+        discounts,
+        rhos,
+        explicit: bool,
+        attached: bool = False,
+    ) -> HordeUpdateResult:
+        """The update; ``explicit``: the cumulants, discounts or ratios come from the caller,
+        not from the demons' own evaluation (so demons of one trace group may differ);
+        ``attached``: demon-evaluated inputs on a state whose per-demon rows hold no detached
+        demon (the caller knows), so the rows are passed through untouched."""
         core, learner = state.core, self.core
         cumulants = jnp.asarray(cumulants, jnp.float32)
         terminated = jnp.asarray(terminated, bool)
@@ -390,35 +457,37 @@ class HordeLearner:
         cotangent = weighted @ w.weights
         trunk_params, trunk_opt, trunk_scale = learner.trunk_step(core, tape, cotangent, weighted, active)
 
-        if self._has_traces:
-            decay = trace_decay(state.discounts, self._lamdas)
-        else:
-            decay = jnp.zeros((self.n_demons,), jnp.float32)
-        step = learner.head_update(core, h, decay, rho, delta, cotangent)
-        z_w, z_b = step.traces
-        new_w, new_b = step.heads
-        head_opt, mean_step = step.optimizer_states, step.mean_step_size
-        secondary = state.secondary_weights
-        if self._has_off_policy:
-            opt = learner.head_opt
-            step_sizes = (
-                jax.vmap(opt.step_sizes)(head_opt[0], z_w) * step.scale[:, None],
-                jax.vmap(opt.step_sizes)(head_opt[1], z_b) * step.scale,
-            )
-            off = jnp.asarray(self._off_policy)
-            new_w, new_b = gtd_correction(
-                new_w, new_b, (z_w, z_b), secondary, step_sizes, gamma_next, self._lamdas, h_next, off
-            )
-            secondary = secondary_update(secondary, (z_w, z_b), step.delta, h, self.secondary_step_size, off)
-        new_heads = HeadParams(new_w, new_b)
-        stored_traces = (z_w, z_b) if core.head_traces else ()
-        head_params, head_traces, head_opt, secondary = select_heads(
-            active,
-            (new_heads, stored_traces, head_opt, secondary),
-            (core.head_params, core.head_traces, core.head_optimizer_states, state.secondary_weights),
+        decay = (
+            trace_decay(state.discounts, self._lamdas) if self._has_traces else jnp.zeros((self.n_demons,), jnp.float32)
         )
-        # Every trace starts from zero in a new episode.
-        head_traces = reset_traces(head_traces, terminated | truncated)
+        heads = functools.partial(self._head_step, state, h, h_next, rho, delta, cotangent, active, gamma_next)
+        traces = state.traces
+        if self._trace_groups is None:
+            z = accumulate_traces(core.head_traces, h, decay, rho)
+            out = heads(z, core.head_traces)
+            head_traces = reset_traces(out.stored_traces, terminated | truncated)
+        else:
+            if explicit:
+                # Explicit inputs can break a group's equality: keep per-demon rows from now on.
+                traces = with_trace_rows(traces, self._trace_groups)
+            rows = traces.rows
+            if attached:
+                # The caller knows that no demon is detached: the rows stay zero, untouched.
+                traces = traces._replace(rows=())
+            z, traces = shared_trace_step(traces, self._trace_groups, h, decay, rho, active)
+            step_l1 = None
+            head_opt = learner.head_opt
+            if traces.rows == () and learner.bounder is not None and isinstance(head_opt, LMS):
+                # Heads that read one trace share their LMS step's norm: one per group.
+                step_l1 = head_step_l1(
+                    (traces.group_weights, traces.group_biases), self._trace_groups, head_opt.step_size
+                )
+            out = heads(z, (), step_l1)
+            traces = reset_shared_traces(traces, terminated | truncated)
+            if attached:
+                traces = traces._replace(rows=rows)
+            head_traces = ()
+        head_params, head_opt, secondary, mean_step = out.heads, out.optimizer_states, out.secondary, out.mean_step
 
         new_core = core._replace(
             trunk_params=trunk_params,
@@ -429,20 +498,14 @@ class HordeLearner:
             normalizer_state=norm_state,
             step_count=core.step_count + 1,
         )
-        new_diagnostics: DiagnosticsState | tuple[()]
-        if self.diagnostics:
-            new_diagnostics, rupee, ude = diagnostics_step(
-                state.diagnostics, h, (z_w, z_b), delta, rho, active, self._lamdas, self.diagnostics_step_size
-            )
-        else:
-            new_diagnostics = ()
-            rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
         new_state = HordeState(
             core=new_core,
             discounts=next_discounts if self._has_traces else (),
             secondary_weights=secondary,
-            diagnostics=new_diagnostics,
+            diagnostics=out.diagnostics,
+            traces=traces,
         )
+        rupee, ude = out.rupee, out.ude
         td_errors = jnp.where(active, delta, jnp.nan)
         metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
         diverged = ~jnp.isfinite(predictions) | (active & ~jnp.isfinite(delta)) | ~jnp.isfinite(head_params.biases)
@@ -458,6 +521,54 @@ class HordeLearner:
             diverged,
         )
 
+    def _head_step(
+        self, state, h, h_next, rho, delta, cotangent, active, gamma_next, z, stored, step_l1=None
+    ) -> _HeadStep:
+        """Everything after this step's per-head traces ``z``: the heads' TD(λ) step, GTD(λ)'s
+        correction and secondary weights, the select that keeps inactive demons, and the
+        diagnostics. ``stored`` is the core's stored trace layout (``()`` when not kept there)."""
+        core, learner = state.core, self.core
+        step = head_step_from_traces(
+            learner.head_opt,
+            learner.bounder,
+            core.head_params,
+            core.head_optimizer_states,
+            z,
+            delta,
+            cotangent,
+            step_l1,
+            features=h,
+        )
+        z_w, z_b = step.traces
+        new_w, new_b = step.heads
+        head_opt, mean_step = step.optimizer_states, step.mean_step_size
+        secondary = state.secondary_weights
+        if self._has_off_policy:
+            opt = learner.head_opt
+            step_sizes = (
+                jax.vmap(opt.step_sizes)(head_opt[0], z_w) * step.scale[:, None],
+                jax.vmap(opt.step_sizes)(head_opt[1], z_b) * step.scale,
+            )
+            off = jnp.asarray(self._off_policy)
+            new_w, new_b = gtd_correction(
+                new_w, new_b, (z_w, z_b), secondary, step_sizes, gamma_next, self._lamdas, h_next, off
+            )
+            secondary = secondary_update(secondary, (z_w, z_b), step.delta, h, self.secondary_step_size, off)
+        stored_traces = (z_w, z_b) if stored else ()
+        head_params, stored_traces, head_opt, secondary = select_heads(
+            active,
+            (HeadParams(new_w, new_b), stored_traces, head_opt, secondary),
+            (core.head_params, stored, core.head_optimizer_states, state.secondary_weights),
+        )
+        diagnostics: DiagnosticsState | tuple[()] = ()
+        if self.diagnostics:
+            diagnostics, rupee, ude = diagnostics_step(
+                state.diagnostics, h, (z_w, z_b), delta, rho, active, self._lamdas, self.diagnostics_step_size
+            )
+        else:
+            rupee = ude = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
+        return _HeadStep(head_params, stored_traces, head_opt, secondary, mean_step, diagnostics, rupee, ude)
+
     def _default_discounts(self, next_observation):
         n = self.n_demons
         evaluation = self.demons.evaluate(
@@ -466,21 +577,42 @@ class HordeLearner:
         return evaluation.discounts.reshape((n,))
 
     def update_from_transition_traced(
-        self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+        self,
+        state,
+        observation,
+        action,
+        reward,
+        next_observation,
+        terminated,
+        truncated,
+        behaviour_prob,
+        attached: bool = False,
     ) -> HordeUpdateResult:
         """``update_from_transition`` without its boundary checks, for use inside traced code:
-        the demons compute cumulants, discounts and ratios from the transition."""
+        the demons compute cumulants, discounts and ratios from the transition. ``attached``
+        (static): the caller knows that no demon of ``state`` is detached from its trace group
+        (``horde.td.traces``), so a state with per-demon rows takes the group-only update."""
         return self.evaluate_and_update_traced(
-            state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+            state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob, attached
         )[0]
 
     def evaluate_and_update_traced(
-        self, state, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+        self,
+        state,
+        observation,
+        action,
+        reward,
+        next_observation,
+        terminated,
+        truncated,
+        behaviour_prob,
+        attached: bool = False,
     ):
-        """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``."""
+        """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``
+        (``attached`` as in ``update_from_transition_traced``)."""
         evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
         rhos = evaluation.rhos if self._has_off_policy else None
-        result = self.update_traced(
+        result = self._update(
             state,
             observation,
             evaluation.cumulants,
@@ -489,6 +621,8 @@ class HordeLearner:
             truncated,
             evaluation.discounts,
             rhos,
+            explicit=False,
+            attached=attached,
         )
         return result, evaluation
 
@@ -541,16 +675,79 @@ class HordeLearner:
             raise TypeError(f"state must be a HordeState (from HordeLearner.init), got {type(state).__name__}")
         self.core.check_state(state.core, copies=copies, observation_dim=observation_dim)
         dim = self.core.feature_dim(state.core)
+        # A shared-traces state carries per-demon trace rows after updates with explicit inputs
+        # (``with_trace_rows``): it is checked against the template of that layout.
+        rows = self._trace_groups is not None and isinstance(state.traces, SharedTraces) and state.traces.rows != ()
         cache = self.__dict__.setdefault("_state_templates", {})
-        if dim not in cache:
-            cache[dim] = StateTemplate(jax.eval_shape(lambda k: self.init_traced(dim, k), jax.random.key(0)))
-        mismatch = cache[dim].mismatch(state, () if copies is None else (int(copies),))
+        if (dim, rows) not in cache:
+            make = (
+                (lambda k: self.with_trace_rows(self.init_traced(dim, k)))
+                if rows
+                else (lambda k: self.init_traced(dim, k))
+            )
+            cache[(dim, rows)] = StateTemplate(jax.eval_shape(make, jax.random.key(0)))
+        mismatch = cache[(dim, rows)].mismatch(state, () if copies is None else (int(copies),))
         if mismatch:
             raise ValueError(
                 f"state does not fit this learner: {mismatch} (a state of a learner with other demons, "
-                "diagnostics or trace layout)"
+                "diagnostics or trace layout (shared_traces))"
             )
         return dim
+
+    def head_traces(self, state: HordeState) -> tuple[jax.Array, jax.Array] | tuple[()]:
+        """Every demon's head trace ``(z_w (n_demons, H), z_b (n_demons,))`` whatever the
+        layout that stores them: with shared traces, the group's trace ``Z_{g(i)}`` for a
+        demon that follows its group and its own row for a detached one. ``()`` when no demon
+        keeps a trace. Works on a batched state too (leading seed axis)."""
+        if self._trace_groups is None:
+            if not state.core.head_traces:
+                return ()
+            z_w, z_b = state.core.head_traces
+            return z_w, z_b
+        t = state.traces
+        group_w = jnp.take(t.group_weights, jnp.asarray(self._trace_groups.group_of), axis=-2)
+        group_b = jnp.take(t.group_biases, jnp.asarray(self._trace_groups.group_of), axis=-1)
+        if t.rows == ():
+            return group_w, group_b
+        rows = t.rows
+        return jnp.where(rows.detached[..., None], rows.weights, group_w), jnp.where(
+            rows.detached, rows.biases, group_b
+        )
+
+    def all_attached(self, state: HordeState) -> bool:
+        """Whether every demon of ``state`` follows its trace group (no per-demon rows, or none
+        detached); reads the flags back from the device."""
+        if self._trace_groups is None or state.traces.rows == ():
+            return True
+        rows: TraceRows = state.traces.rows
+        return not bool(np.asarray(rows.detached).any())
+
+    def without_trace_rows(self, state: HordeState) -> HordeState:
+        """``state`` without per-demon trace rows, the layout of ``init`` and of demon-evaluated
+        updates. Unchanged without shared traces or rows.
+
+        Raises:
+            ValueError: some demon of ``state`` is detached from its group (its own row holds
+                its trace until the episode ends).
+        """
+        if self._trace_groups is None or state.traces.rows == ():
+            return state
+        if not self.all_attached(state):
+            detached = np.flatnonzero(np.asarray(state.traces.rows.detached).reshape(-1, self.n_demons).any(axis=0))
+            raise ValueError(
+                f"state has demons detached from their trace group ({[self.names[i] for i in detached[:5]]}); "
+                "their per-demon trace rows cannot be dropped before the episode ends"
+            )
+        return state._replace(traces=state.traces._replace(rows=()))
+
+    def with_trace_rows(self, state: HordeState) -> HordeState:
+        """``state`` with per-demon trace rows (``horde.td.traces``): the layout every update
+        with explicit cumulants, discounts or ratios returns. A caller that needs one state
+        structure for both kinds of update (the ``Daemon``) converts its state once. Unchanged
+        without shared traces or where the rows exist. Works on batched states too."""
+        if self._trace_groups is None:
+            return state
+        return state._replace(traces=with_trace_rows(state.traces, self._trace_groups))
 
     def predict(self, state: HordeState, observation: Any) -> jax.Array:
         """Every demon's prediction ``v_i(observation)``, shape ``(n_demons,)``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from horde.core import check_keys
+from horde.core import check_keys, shard_seeds
 from horde.td.horde_learner import HordeLearner
 from horde.td.transitions import Transitions, as_transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState
@@ -41,8 +41,12 @@ def run_horde_learning_loop_batched(
         learner: the HordeLearner.
         transitions: shared ``Transitions`` with a leading time axis.
         keys: typed keys ``(n_seeds,)`` or raw keys ``(n_seeds, 2)``.
+
+    With several devices the seeds are spread over them (``horde.core.shard_seeds``: each
+    device learns its own seeds, same numbers as one device) and the results are sharded over
+    the seed axis.
     """
     t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
-    return learner.batched_compiled(t, check_keys(keys), dim)
+    return learner.batched_compiled(t, shard_seeds(check_keys(keys)), dim)

@@ -22,12 +22,18 @@ class HordeState(NamedTuple):
         diagnostics: ``DiagnosticsState`` when the learner tracks RUPEE and UDE, else ``()``.
         secondary_weights: GTD(λ) secondary weights ``u`` as ``HeadParams`` (``(n_demons, H)``
             and ``(n_demons,)``), or ``()`` when every demon is on-policy.
+        traces: the head traces stored once per group of demons with equal traces, a
+            ``SharedTraces`` (``horde.td.traces``: ``(n_groups, H)`` group traces, per-demon
+            rows for detached demons); ``core.head_traces`` is then ``()``. Empty ``()`` with
+            ``shared_traces=False`` (the traces are then ``core.head_traces``, one per demon)
+            or when no demon keeps a trace.
     """
 
     core: MultiHeadMLPState
     discounts: Any
     secondary_weights: Any
     diagnostics: Any = ()
+    traces: Any = ()
 
 
 class HordeUpdateResult(NamedTuple):
