@@ -432,7 +432,7 @@ class Recorder:
 
 
 def open_records(
-    record_to: Any, learner: HordeLearner, *, record_every: int, n_seeds: int, config: dict, chunk_size: int
+    record_to: Any, learner: Learner, *, record_every: int, n_seeds: int, config: dict, chunk_size: int
 ) -> RecordWriter | None:
     """The ``RecordWriter`` of a run that streams its records to the directory ``record_to``
     (None: it does not), appending after ``config["start_step"]``.
