@@ -14,7 +14,13 @@ chunk_size = 1024
 checkpoint_every = 0        # steps between checkpoints (0: only at the end)
 
 [policy]
-kind = "uniform"            # or "fixed", with probabilities = [0.5, 0.5]
+kind = "uniform"            # or "fixed", with probabilities = [0.5, 0.5], or "epsilon_greedy"
+                            # with demon = "balance" (a control demon), epsilon = 0.01,
+                            # start = 1.0, anneal_steps = 5000 (default: 5 % of the steps)
+
+[control]                   # ControlLearner settings, when a demon is a control demon
+hidden_sizes = [32, 32]     # (target_policy = { kind = "greedy" }); the others learn in the
+                            # HordeLearner of [learner] around it
 
 [learner]                   # HordeLearner arguments
 hidden_sizes = [128, 128]
@@ -46,12 +52,36 @@ from pathlib import Path
 from typing import Any
 
 from demons import DemonSet
+from horde.control import ControlLearner, is_control_demon
 from horde.td import HordeLearner
 
-__all__ = ["ConfigError", "DEFAULT_CONFIG", "load_config", "validate_config", "build_demons", "build_learner"]
+__all__ = [
+    "ConfigError",
+    "DEFAULT_CONFIG",
+    "load_config",
+    "validate_config",
+    "build_demons",
+    "build_learner",
+    "is_control_config",
+]
 
 DEMON_SECTIONS = ("demons", "nexting", "reward_demons")
-SECTIONS = ("env", "run", "policy", "learner") + DEMON_SECTIONS
+SECTIONS = ("env", "run", "policy", "learner", "control") + DEMON_SECTIONS
+#: ``[control]`` keys: the ``ControlLearner``'s settings.
+CONTROL_KEYS = frozenset(
+    {
+        "hidden_sizes",
+        "step_size",
+        "kappa",
+        "sparsity",
+        "use_layer_norm",
+        "normalize_observations",
+        "scale_cumulants",
+        "greedy_rule",
+        "secondary_step_size",
+    }
+)
+POLICY_KINDS = ("uniform", "fixed", "epsilon_greedy")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "env": {"id": "CartPole-v1", "kwargs": {}},
@@ -140,7 +170,7 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     policy = config.setdefault("policy", {"kind": "uniform"})
     _expect(isinstance(policy, dict), "policy", policy, "a table")
     kind = policy.get("kind", "uniform")
-    _expect(kind in ("uniform", "fixed"), "policy.kind", kind, "'uniform' or 'fixed'")
+    _expect(kind in POLICY_KINDS, "policy.kind", kind, "'uniform', 'fixed' or 'epsilon_greedy'")
     if kind == "fixed":
         probs = policy.get("probabilities")
         _expect(
@@ -152,7 +182,17 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
             probs,
             "a list of non-negative numbers summing to 1",
         )
-    _expect(set(policy) <= {"kind", "probabilities"}, "policy", sorted(policy), "keys 'kind' and 'probabilities'")
+    if kind == "epsilon_greedy":
+        _check_epsilon_greedy(policy)
+    else:
+        _expect(set(policy) <= {"kind", "probabilities"}, "policy", sorted(policy), "keys 'kind' and 'probabilities'")
+    control = config.get("control", {})
+    _expect(isinstance(control, dict), "control", control, "a table")
+    bad = sorted(set(control) - CONTROL_KEYS)
+    if bad:
+        raise ConfigError(
+            f"config key control.{bad[0]} is not a ControlLearner setting; expected one of {sorted(CONTROL_KEYS)}"
+        )
 
     learner = config.setdefault("learner", {})
     _expect(isinstance(learner, dict), "learner", learner, "a table")
@@ -163,8 +203,38 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
         )
     if not any(k in config for k in DEMON_SECTIONS):
         raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
-    build_demons(config)  # raises ConfigError naming the demon
+    demon_set = build_demons(config)  # raises ConfigError naming the demon
+    if kind == "epsilon_greedy":
+        named = policy["demon"]
+        if named not in demon_set.names or not is_control_demon(demon_set[demon_set.index(named)]):
+            controls = [d.name for d in demon_set if is_control_demon(d)]
+            raise ConfigError(
+                f'config key policy.demon must name a control demon (target_policy = {{ kind = "greedy" }}), '
+                f"got {named!r}; the control demons are {controls}"
+            )
     return config
+
+
+def _check_epsilon_greedy(policy: dict[str, Any]) -> None:
+    _expect(
+        set(policy) <= {"kind", "demon", "epsilon", "start", "anneal_steps"},
+        "policy",
+        sorted(policy),
+        "keys 'kind', 'demon', 'epsilon', 'start' and 'anneal_steps' for kind 'epsilon_greedy'",
+    )
+    _expect(isinstance(policy.get("demon"), str), "policy.demon", policy.get("demon"), "a control demon's name")
+    for name in ("epsilon", "start"):
+        if name in policy:
+            v = policy[name]
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+            _expect(ok, f"policy.{name}", v, "a number in [0, 1]")
+    _positive_int(policy, "anneal_steps", "policy.anneal_steps", 0)
+
+
+def is_control_config(config: dict[str, Any]) -> bool:
+    """Whether the configuration's behaviour acts on a control demon (``[policy] kind =
+    "epsilon_greedy"``)."""
+    return config.get("policy", {}).get("kind") == "epsilon_greedy"
 
 
 def build_demons(config: dict[str, Any]) -> DemonSet:
@@ -177,11 +247,23 @@ def build_demons(config: dict[str, Any]) -> DemonSet:
 
 
 def build_learner(config: dict[str, Any]):
-    """The HordeLearner a configuration declares."""
-
+    """The learner a configuration declares: a ``HordeLearner``, or, where some demons are
+    control demons, a ``ControlLearner`` of those (``[control]`` settings) with the others in a
+    ``HordeLearner`` (``[learner]`` settings) around it."""
+    demon_set = build_demons(config)
+    control = [d for d in demon_set if is_control_demon(d)]
+    prediction = [d for d in demon_set if not is_control_demon(d)]
     settings = dict(config.get("learner", {}))
-    learner_config = {"demons": build_demons(config).to_dict()["demons"], **settings}
+    horde_learner = None
+    if prediction or not control:
+        learner_config = {"demons": DemonSet(prediction).to_dict()["demons"], **settings}
+        try:
+            horde_learner = HordeLearner.from_config(learner_config)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"config [learner]: {e}") from e
+    if not control:
+        return horde_learner
     try:
-        return HordeLearner.from_config(learner_config)
+        return ControlLearner(control, horde=horde_learner, **config.get("control", {}))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"config [learner]: {e}") from e
+        raise ConfigError(f"config [control]: {e}") from e
