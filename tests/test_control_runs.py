@@ -3,6 +3,8 @@ call per step) against ``run_jax`` on an environment with the same dynamics in b
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -84,3 +86,153 @@ def test_run_refuses_what_acting_cannot_do():
         horde.run(control_learner(False), vec, steps=5, policy=POLICY)
     with pytest.raises(ValueError, match="no control demon named 'nope'"):
         horde.run(control_learner(False), walk(), steps=5, policy=horde.EpsilonGreedy("nope"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Returns: the numbers the plot draws, and the figure
+
+
+def returns_result(episodes, n_seeds=2, total=100):
+    """A RunResult with only episodes: rows (seed, end step, return)."""
+    e = np.asarray(episodes, np.float64).reshape(-1, 3)
+    empty = np.zeros((n_seeds, 0, 1), np.float32)
+    flags = np.zeros((n_seeds, 0), bool)
+    return horde.RunResult(
+        demon_names=("q",),
+        steps=np.zeros(0, np.int64),
+        predictions=empty,
+        td_errors=empty,
+        cumulants=empty,
+        discounts=empty,
+        rewards=np.zeros((n_seeds, 0), np.float32),
+        terminated=flags,
+        truncated=flags,
+        valid=flags,
+        episode_seed=e[:, 0].astype(np.int64),
+        episode_end_step=e[:, 1].astype(np.int64),
+        episode_return=e[:, 2],
+        episode_length=np.ones(len(e), np.int64),
+        wall_time=1.0,
+        total_steps=total,
+        record_every=1,
+        config={},
+        state=None,
+    )
+
+
+def test_returns_on_grid_is_the_trailing_mean_of_the_latest_finished_episodes():
+    # Seed 0: returns 10, 20, 60 ending at steps 9, 29, 49; seed 1: 5 ending at 79.
+    r = returns_result([(0, 9, 10), (0, 29, 20), (1, 79, 5), (0, 49, 60)])
+    grid, values = horde.plots.returns_on_grid(r, window=2, points=11)  # steps 0, 10, ..., 100
+    np.testing.assert_array_equal(grid, np.arange(0, 101, 10))
+    expected0 = [np.nan, 10, 10, 15, 15, 40, 40, 40, 40, 40, 40]
+    expected1 = [np.nan] * 8 + [5, 5, 5]
+    np.testing.assert_array_equal(values, [expected0, expected1])
+    np.testing.assert_array_equal(horde.plots.last_returns(r, 2), [40.0, 5.0])
+    np.testing.assert_array_equal(horde.plots.last_returns(r, 20), [30.0, 5.0])
+
+
+def test_plot_returns_draws_the_mean_and_the_seed_band(tmp_path):
+    r = returns_result([(0, 9, 10), (0, 29, 20), (1, 79, 5), (0, 49, 60)])
+    fig = horde.plots.plot_returns(r, window=2, path=tmp_path / "returns.png")
+    ax = fig.axes[0]
+    _, values = horde.plots.returns_on_grid(r, window=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns before any episode
+        mean = np.nanmean(values, axis=0)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), mean)
+    assert len(ax.collections) == 1  # the min-max band
+    assert (tmp_path / "returns.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="needs finished episodes"):
+        horde.plots.plot_returns(returns_result([]))
+
+
+# ---------------------------------------------------------------------------------------------
+# horde run with a control demon
+
+
+CONTROL_TOML = """
+[env]
+id = "horde/RandomWalk-v0"
+kwargs = { n_states = 5 }
+
+[run]
+steps = 120
+seeds = 2
+seed = 4
+chunk_size = 50
+
+[policy]
+kind = "epsilon_greedy"
+demon = "walk"
+epsilon = 0.1
+anneal_steps = 30
+
+[control]
+hidden_sizes = [4]
+
+[learner]
+hidden_sizes = [4]
+
+[[demons]]
+name = "walk"
+cumulant = { kind = "reward" }
+discount = { kind = "constant", gamma = 0.9 }
+target_policy = { kind = "greedy" }
+
+[reward_demons]
+timescales = [2]
+"""
+
+
+@pytest.mark.slow
+def test_horde_run_runs_a_control_demon_per_seed_and_prints_returns(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "control.toml").write_text(CONTROL_TOML)
+    p = subprocess.run(
+        [sys.executable, "-m", "horde.cli.main", "run", "control.toml", "--out", "out", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr
+    saved = horde.RunResult.load(tmp_path / "out")
+    assert saved.n_seeds == 2 and saved.demon_names == ("walk", "reward@2")
+    # Seed 5 (the second) is the single run with seed 5.
+    single = horde.run(
+        horde.ControlLearner(
+            [demons.Demon("walk", cumulants.reward(), discounts.constant(0.9), target_policy=policies.greedy())],
+            horde=horde.HordeLearner(demons.reward_demons((2,)), hidden_sizes=(4,)),
+            hidden_sizes=(4,),
+        ),
+        gym.make("horde/RandomWalk-v0", n_states=5),
+        steps=120,
+        seed=5,
+        policy=horde.EpsilonGreedy("walk", epsilon=0.1, anneal_steps=30),
+    )
+    np.testing.assert_array_equal(saved.episode_return[saved.episode_seed == 1], single.episode_return)
+    np.testing.assert_allclose(saved.predictions[1], single.predictions[0], rtol=1e-6)
+    last = horde.plots.last_returns(saved, 20)
+    assert f"seed 4: {last[0]:.1f}" in p.stdout and f"seed 5: {last[1]:.1f}" in p.stdout
+    assert (tmp_path / "out" / "returns.png").exists()
+
+
+@pytest.mark.parametrize(
+    "policy, message",
+    [
+        ('kind = "epsilon_greedy"\ndemon = "reward@2"', "policy.demon must name a control demon"),
+        ('kind = "epsilon_greedy"\ndemon = "walk"\nepsilon = 2', "policy.epsilon must be a number in"),
+        ('kind = "epsilon_greedy"\ndemon = "walk"\nwhat = 1', "config key policy must be keys"),
+    ],
+)
+def test_control_configs_are_checked(policy, message):
+    import tomllib
+
+    from horde.cli.config import ConfigError, validate_config
+
+    text = CONTROL_TOML.replace('kind = "epsilon_greedy"\ndemon = "walk"\nepsilon = 0.1\nanneal_steps = 30', policy)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(tomllib.loads(text))
