@@ -206,7 +206,7 @@ def validate_config(data: dict[str, Any]) -> dict[str, Any]:
     demon_set = build_demons(config)  # raises ConfigError naming the demon
     if kind == "epsilon_greedy":
         named = policy["demon"]
-        if named not in demon_set.names or not is_control_demon(demon_set[demon_set.index(named)]):
+        if named not in [d.name for d in demon_set if is_control_demon(d)]:
             controls = [d.name for d in demon_set if is_control_demon(d)]
             raise ConfigError(
                 f'config key policy.demon must name a control demon (target_policy = {{ kind = "greedy" }}), '

@@ -244,7 +244,7 @@ def _run_control(args: Any, config: dict[str, Any], learner: Any, out: Path) -> 
     env_id, kwargs = config["env"]["id"], config["env"]["kwargs"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    results = []
+    results: list[Any] = []
     for i in range(run_cfg["seeds"]):
         try:
             env = gym.make(env_id, **kwargs)

@@ -139,7 +139,7 @@ def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int) -> No
 
 
 def run_acting(
-    learner: ControlLearner,
+    learner: Any,
     env: gym.Env,
     env_id: str,
     policy: EpsilonGreedy,
@@ -164,6 +164,7 @@ def run_acting(
         DivergenceError: as ``horde.run``.
     """
     _check(learner, env, policy, start_step)
+    assert isinstance(learner, ControlLearner)
     act_space = env.action_space
     assert isinstance(act_space, gym.spaces.Discrete)
     n_actions, action_start = int(act_space.n), int(act_space.start)
@@ -203,7 +204,20 @@ def run_acting(
     raw, _ = env.reset(seed=seed)
     x = features(raw)
     action, prob = first_fn(good_state, jnp.asarray(x), jnp.uint32(0), step_root)
-    carry = _Carry(jax.tree_util.tree_map(jnp.copy, good_state), action, prob, jnp.uint32(0), *([None] * 6))
+    zero = jnp.zeros((), jnp.int32)
+    # The chunk fields are set at the start of each chunk.
+    carry = _Carry(
+        jax.tree_util.tree_map(jnp.copy, good_state),
+        action,
+        prob,
+        jnp.uint32(0),
+        zero,
+        zero,
+        (),
+        DivergenceWatch.start(learner.n_demons),
+        zero,
+        zero,
+    )
     done = 0
     reward_scalar = np.empty(3, np.float32)
 
@@ -250,7 +264,7 @@ def run_acting(
                 rewards[j], terminated[j], truncated[j] = reward, term, trunc
                 x = x_act
             buffers = [np.asarray(b)[None] for b in carry.buffers]
-            watch = DivergenceWatch(*(np.asarray(a)[None] for a in carry.watch))
+            watch = DivergenceWatch(*(np.asarray(a)[None] for a in carry.watch))  # type: ignore[arg-type]
             rows = (rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
             diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(carry.state))), T)
             if diverged is not None:
