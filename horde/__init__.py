@@ -24,6 +24,7 @@ from horde.core import (
 )
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns
 from horde.runs import (
+    ActingDaemon,
     BehaviourPolicy,
     CallablePolicy,
     Daemon,
@@ -69,6 +70,7 @@ __all__ = [
     "ControlLearner",
     "ControlState",
     "EpsilonGreedy",
+    "ActingDaemon",
     "Daemon",
     "DivergenceError",
     "load_checkpoint",

@@ -236,3 +236,28 @@ def test_control_configs_are_checked(policy, message):
     text = CONTROL_TOML.replace('kind = "epsilon_greedy"\ndemon = "walk"\nepsilon = 0.1\nanneal_steps = 30', policy)
     with pytest.raises(ConfigError, match=message):
         validate_config(tomllib.loads(text))
+
+
+def test_an_acting_daemon_driving_the_env_takes_run_s_actions(both_runs):
+    """The daemon's step is the runner's: driving the same environment by hand with seed 3
+    gives the same stream and predictions as ``horde.run(..., seed=3)``."""
+    python, _ = both_runs
+    env = walk()
+    learner = control_learner()
+    daemon = horde.ActingDaemon(learner, POLICY, env.observation_space, 2, seed=3)
+    obs, _ = env.reset(seed=3)
+    action = daemon.start(obs)
+    rewards, ends = [], []
+    for t in range(240):
+        obs, reward, term, trunc, _ = env.step(action)
+        reset = env.reset()[0] if term or trunc else None
+        action = daemon.step(reward, obs, term, trunc, reset)
+        rewards.append(reward)
+        if term or trunc:
+            ends.append(t)
+    np.testing.assert_array_equal(rewards, python.rewards[0])
+    np.testing.assert_array_equal(ends, python.episode_end_step)
+    final = learner.values_traced(daemon.state, jax.numpy.asarray(obs, jax.numpy.float32))
+    assert np.isfinite(np.asarray(final)).all()
+    with pytest.raises(ValueError, match="give reset_observation"):
+        daemon.step(0.0, obs, True, False)

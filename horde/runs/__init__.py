@@ -5,6 +5,7 @@ Gymnasium environments, the Gymnasium runner ``run``, the compiled JAX runner ``
 single-step ``Daemon``, sharding over devices and ``RunResult``.
 """
 
+from horde.runs.acting import ActingDaemon
 from horde.runs.behaviour import (
     BehaviourPolicy,
     CallablePolicy,
@@ -21,6 +22,7 @@ from horde.runs.results import DivergenceError, RunResult
 from horde.runs.runner import run
 
 __all__ = [
+    "ActingDaemon",
     "BehaviourPolicy",
     "CallablePolicy",
     "Daemon",

@@ -55,7 +55,7 @@ from horde.runs.recording import (
 )
 from horde.runs.results import RunResult
 
-__all__ = ["run_acting"]
+__all__ = ["ActingDaemon", "run_acting"]
 
 
 class _Carry(NamedTuple):
@@ -288,3 +288,116 @@ def run_acting(
         bar.close()
     jax.block_until_ready(good_state)
     return result(done, good_state)
+
+
+class ActingDaemon:
+    r"""A control learner that acts, one step at a time: the ``Daemon`` of a control demon.
+
+    ``start(observation)`` returns the first action; each ``step(reward, next_observation,
+    terminated, truncated, reset_observation)`` learns from the transition and returns the
+    next action, drawn ε-greedily on the control demon's latest values (one compiled call,
+    the step ``horde.run`` uses, with the same keys: an ``ActingDaemon`` with seed ``s`` driving
+    an environment takes the actions ``horde.run(..., seed=s)`` takes).
+
+    Args:
+        learner: the ``ControlLearner``.
+        policy: the ``EpsilonGreedy`` behaviour (its ``anneal_steps`` must be given, or
+            ``steps``).
+        observation_space: the environment's observation space (for the feature map).
+        n_actions: actions of the ``Discrete`` action space (indexed from 0).
+        seed: the learner's weights and the action draws (``jax.random.key(seed)``).
+        steps: the run's length, for the default annealing (5 % of it).
+
+    Attributes:
+        state: a copy of the learner state after the last step.
+        t: the number of steps learned (the next action is that of global step ``t``).
+
+    Unlike the runners it does not check for divergence: read ``state`` to inspect it.
+
+    Raises:
+        ValueError: not a ``ControlLearner`` holding ``policy.demon``, or no annealing length.
+    """
+
+    def __init__(
+        self,
+        learner: Any,
+        policy: EpsilonGreedy,
+        observation_space: gym.Space,
+        n_actions: int,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+    ) -> None:
+        if not isinstance(learner, ControlLearner):
+            raise ValueError(f"ActingDaemon: learner must be a horde.ControlLearner, got {type(learner).__name__}")
+        if not isinstance(policy, EpsilonGreedy):
+            raise ValueError(f"ActingDaemon: policy must be a horde.EpsilonGreedy, got {policy!r}")
+        if policy.anneal_steps is None and steps is None:
+            raise ValueError("ActingDaemon: give steps= (the default annealing is 5 % of them) or anneal_steps")
+        self.learner, self.policy = learner, policy
+        self.features = FeatureMap(observation_space)
+        self.n_actions = int(n_actions)
+        learner.demons.validate(self.features.dim, self.n_actions)
+        index = learner.control_index(policy.demon)
+        anneal = policy.resolved_anneal_steps(steps or 0)
+        self._first, self._step = _compiled(learner, policy, index, anneal, 1, self.features.dim)
+        base = jax.random.key(seed)
+        self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
+        self._state = learner.init_traced(self.features.dim, base, self.n_actions)
+        self._carry: _Carry | None = None
+        self._x: np.ndarray | None = None
+        self.t = 0
+
+    @property
+    def state(self) -> Any:
+        """The learner state (a copy)."""
+        state = self._state if self._carry is None else self._carry.state
+        return jax.tree_util.tree_map(jnp.copy, state)
+
+    def start(self, observation: Any) -> int:
+        """The first action for ``observation`` (call once, before ``step``)."""
+        self._x = self.features(observation)
+        action, prob = self._first(self._state, jnp.asarray(self._x), jnp.uint32(self.t), self._root)
+        zero = jnp.zeros((), jnp.int32)
+        self._carry = _Carry(
+            jax.tree_util.tree_map(jnp.copy, self._state),
+            action,
+            prob,
+            jnp.uint32(self.t),
+            zero,
+            jnp.zeros((), jnp.int32),
+            empty_records(self.learner, 1, 1),
+            DivergenceWatch.start(self.learner.n_demons),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
+        return int(action)
+
+    def step(
+        self, reward: float, next_observation: Any, terminated: bool, truncated: bool, reset_observation: Any = None
+    ) -> int:
+        """Learns from the transition out of the last action and returns the next action, for
+        ``reset_observation`` where the episode ended (required then), else for
+        ``next_observation``.
+
+        Raises:
+            ValueError: ``start`` was not called, a non-finite observation, or an episode end
+                without ``reset_observation``.
+        """
+        if self._carry is None or self._x is None:
+            raise ValueError("ActingDaemon.step: call start(observation) first")
+        x_next = self.features(next_observation)
+        if not np.isfinite(x_next).all():
+            raise ValueError(f"ActingDaemon.step: next_observation must be finite, got {next_observation!r}")
+        if terminated or truncated:
+            if reset_observation is None:
+                raise ValueError("ActingDaemon.step: the episode ended; give reset_observation (the next episode's)")
+            x_act = self.features(reset_observation)
+        else:
+            x_act = x_next
+        packed = np.concatenate([self._x, x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
+        carry = self._carry._replace(j=jnp.zeros((), jnp.int32), watch=DivergenceWatch.start(self.learner.n_demons))
+        self._carry, action = self._step(carry, packed, self._root, 1)
+        self._x = x_act
+        self.t += 1
+        return int(action)
