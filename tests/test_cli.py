@@ -131,7 +131,10 @@ def test_demons_lists_the_declared_demons(tmp_path):
             TINY.replace('kind = "constant", value = 1.0', 'kind = "konstant", value = 1.0'),
             "unknown cumulant kind 'konstant'",
         ),
-        (TINY + '\n[policy]\nkind = "greedy"\n', "config key policy.kind must be 'uniform', 'fixed' or 'epsilon_greedy', got 'greedy'"),
+        (
+            TINY + '\n[policy]\nkind = "greedy"\n',
+            "config key policy.kind must be 'uniform', 'fixed' or 'epsilon_greedy', got 'greedy'",
+        ),
         ("[env\n", "is not valid TOML"),
         (TINY.replace("observation_dim = 4", "observation_dim = 6"), "config does not fit environment CartPole-v1"),
         (
