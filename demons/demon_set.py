@@ -50,7 +50,7 @@ bounds :math:`\rho \le 1/\epsilon`.
 """
 
 #: Sections of a ``horde run`` configuration that hold no demons (``DemonSet.load`` skips them).
-RUN_CONFIG_SECTIONS = ("env", "run", "policy", "learner", "plugins")
+RUN_CONFIG_SECTIONS = ("env", "run", "policy", "learner", "control", "plugins")
 
 
 class Evaluation(NamedTuple):

@@ -25,6 +25,7 @@ from horde.core import (
 )
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns, true_values
 from horde.runs import (
+    ActingDaemon,
     BehaviourPolicy,
     CallablePolicy,
     Daemon,
@@ -72,6 +73,7 @@ __all__ = [
     "ControlLearner",
     "ControlState",
     "EpsilonGreedy",
+    "ActingDaemon",
     "Daemon",
     "DivergenceError",
     "load_checkpoint",

@@ -134,7 +134,7 @@ def test_demons_lists_the_declared_demons(tmp_path):
         ),
         (
             TINY + '\n[policy]\nkind = "greedy"\n',
-            "config key policy.kind must be one of 'uniform', 'fixed', 'env', 'state', 'callable', got 'greedy'",
+            "config key policy.kind must be one of 'uniform', 'fixed', 'env', 'state', 'callable', 'epsilon_greedy', got 'greedy'",
         ),
         ("[env\n", "is not valid TOML"),
         (TINY.replace("observation_dim = 4", "observation_dim = 6"), "config does not fit environment CartPole-v1"),

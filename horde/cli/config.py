@@ -16,7 +16,13 @@ checkpoint_every = 0        # steps between checkpoints (0: only at the end)
 [policy]                    # the behaviour policy (see POLICY_KINDS)
 kind = "uniform"            # or "fixed" (probabilities = [0.5, 0.5]), "env" (the environment's
                             # own, e.g. horde/Collision-v0), "state" / "callable" (function =
-                            # "module:name")
+                            # "module:name"), or "epsilon_greedy" with demon = "balance" (a control
+                            # demon), epsilon = 0.01, start = 1.0, anneal_steps = 5000 (default: 5 %
+                            # of the steps)
+
+[control]                   # ControlLearner settings, when a demon is a control demon
+hidden_sizes = [32, 32]     # (target_policy = { kind = "greedy" }); the others learn in the
+                            # HordeLearner of [learner] around it
 
 [plugins]                   # modules imported before the demons are read: their cumulant,
 modules = ["my_kinds"]      # discount and policy kinds register themselves on import
@@ -55,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from demons import RUN_CONFIG_SECTIONS, DemonSet
+from horde.control import ControlLearner, is_control_demon
 from horde.core import as_int
 from horde.td import HordeLearner
 
@@ -68,6 +75,7 @@ __all__ = [
     "build_learner",
     "build_policy",
     "import_plugins",
+    "is_control_config",
 ]
 
 DEMON_SECTIONS = ("demons", "nexting", "reward_demons")
@@ -81,14 +89,30 @@ SECTIONS = RUN_CONFIG_SECTIONS + DEMON_SECTIONS
 #: ``"module:name"`` of a ``(observation, info) -> probabilities`` function) and ``callable``
 #: (``horde.CallablePolicy``, key ``function``: ``"module:name"`` of an
 #: ``(observation, rng) -> action`` function; its probabilities are unknown, so on-policy
-#: demons only).
+#: demons only), and ``epsilon_greedy`` (``horde.EpsilonGreedy`` acting on the control demon
+#: named by key ``demon``, keys ``epsilon``, ``start``, ``anneal_steps``).
 POLICY_KINDS: dict[str, tuple[str, ...]] = {
     "uniform": (),
     "fixed": ("probabilities",),
     "env": ("key",),
     "state": ("function",),
     "callable": ("function",),
+    "epsilon_greedy": ("demon", "epsilon", "start", "anneal_steps"),
 }
+#: ``[control]`` keys: the ``ControlLearner``'s settings.
+CONTROL_KEYS = frozenset(
+    {
+        "hidden_sizes",
+        "step_size",
+        "kappa",
+        "sparsity",
+        "use_layer_norm",
+        "normalize_observations",
+        "scale_cumulants",
+        "greedy_rule",
+        "secondary_step_size",
+    }
+)
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "env": {"id": "CartPole-v1", "kwargs": {}},
@@ -227,6 +251,15 @@ def validate_config(
         _expect(isinstance(key, str) and key != "", "policy.key", key, "the info key of the action probabilities")
     if kind in ("state", "callable"):
         _function(policy.get("function"), search)
+    if kind == "epsilon_greedy":
+        _check_epsilon_greedy(policy)
+    control = config.get("control", {})
+    _expect(isinstance(control, dict), "control", control, "a table")
+    bad = sorted(set(control) - CONTROL_KEYS)
+    if bad:
+        raise ConfigError(
+            f"config key control.{bad[0]} is not a ControlLearner setting; expected one of {sorted(CONTROL_KEYS)}"
+        )
 
     learner = config.setdefault("learner", {})
     _expect(isinstance(learner, dict), "learner", learner, "a table")
@@ -237,8 +270,38 @@ def validate_config(
         )
     if not any(k in config for k in DEMON_SECTIONS):
         raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
-    build_demons(config)  # raises ConfigError naming the demon
+    demon_set = build_demons(config)  # raises ConfigError naming the demon
+    if kind == "epsilon_greedy":
+        named = policy["demon"]
+        if named not in [d.name for d in demon_set if is_control_demon(d)]:
+            controls = [d.name for d in demon_set if is_control_demon(d)]
+            raise ConfigError(
+                f'config key policy.demon must name a control demon (target_policy = {{ kind = "greedy" }}), '
+                f"got {named!r}; the control demons are {controls}"
+            )
     return config
+
+
+def _check_epsilon_greedy(policy: dict[str, Any]) -> None:
+    _expect(
+        set(policy) <= {"kind", "demon", "epsilon", "start", "anneal_steps"},
+        "policy",
+        sorted(policy),
+        "keys 'kind', 'demon', 'epsilon', 'start' and 'anneal_steps' for kind 'epsilon_greedy'",
+    )
+    _expect(isinstance(policy.get("demon"), str), "policy.demon", policy.get("demon"), "a control demon's name")
+    for name in ("epsilon", "start"):
+        if name in policy:
+            v = policy[name]
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+            _expect(ok, f"policy.{name}", v, "a number in [0, 1]")
+    _positive_int(policy, "anneal_steps", "policy.anneal_steps", 0)
+
+
+def is_control_config(config: dict[str, Any]) -> bool:
+    """Whether the configuration's behaviour acts on a control demon (``[policy] kind =
+    "epsilon_greedy"``)."""
+    return config.get("policy", {}).get("kind") == "epsilon_greedy"
 
 
 def build_demons(config: dict[str, Any]) -> DemonSet:
@@ -251,14 +314,26 @@ def build_demons(config: dict[str, Any]) -> DemonSet:
 
 
 def build_learner(config: dict[str, Any]):
-    """The HordeLearner a configuration declares."""
-
+    """The learner a configuration declares: a ``HordeLearner``, or, where some demons are
+    control demons, a ``ControlLearner`` of those (``[control]`` settings) with the others in a
+    ``HordeLearner`` (``[learner]`` settings) around it."""
+    demon_set = build_demons(config)
+    control = [d for d in demon_set if is_control_demon(d)]
+    prediction = [d for d in demon_set if not is_control_demon(d)]
     settings = dict(config.get("learner", {}))
-    learner_config = {"demons": build_demons(config).to_dict()["demons"], **settings}
+    horde_learner = None
+    if prediction or not control:
+        learner_config = {"demons": DemonSet(prediction).to_dict()["demons"], **settings}
+        try:
+            horde_learner = HordeLearner.from_config(learner_config)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"config [learner]: {e}") from e
+    if not control:
+        return horde_learner
     try:
-        return HordeLearner.from_config(learner_config)
+        return ControlLearner(control, horde=horde_learner, **config.get("control", {}))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"config [learner]: {e}") from e
+        raise ConfigError(f"config [control]: {e}") from e
 
 
 def import_plugins(modules: Sequence[str], search: Sequence[str | Path] = ()) -> None:
@@ -326,7 +401,7 @@ def build_policy(config: dict[str, Any]) -> Any:
         A ``horde.runs.BehaviourPolicy``; it is checked against the environment's action
         space when the run starts.
     """
-    from horde.runs import CallablePolicy, FixedProbabilities, StateProbabilities, UniformRandom
+    from horde.runs import CallablePolicy, EpsilonGreedy, FixedProbabilities, StateProbabilities, UniformRandom
 
     policy = config.get("policy", {})
     kind = policy.get("kind", "uniform")
@@ -338,4 +413,11 @@ def build_policy(config: dict[str, Any]) -> Any:
         return StateProbabilities(_function(policy["function"]))
     if kind == "callable":
         return CallablePolicy(_function(policy["function"]))
+    if kind == "epsilon_greedy":
+        return EpsilonGreedy(
+            policy["demon"],
+            epsilon=policy.get("epsilon", 0.01),
+            start=policy.get("start", 1.0),
+            anneal_steps=policy.get("anneal_steps"),
+        )
     return UniformRandom()

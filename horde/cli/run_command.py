@@ -16,11 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from horde.cli.config import DEFAULT_CONFIG, ConfigError, build_learner, build_policy, load_config, validate_config
+from horde.cli.config import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    build_learner,
+    build_policy,
+    is_control_config,
+    load_config,
+    validate_config,
+)
 from horde.cli.report import draw_figures, print_summary, warn_if_large
 from horde.runs import RECORDS_DIR
 
-__all__ = ["CHECKPOINT_FILE", "identity_differences", "resolve_config", "run_command", "run_identity"]
+__all__ = ["CHECKPOINT_FILE", "identity_differences", "resolve_config", "run_command", "run_identity", "stack_seeds"]
 
 #: The checkpoint's file name in a run's output directory.
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -185,6 +193,8 @@ def run_command(args: Any) -> int:
         args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     learner = build_learner(config)
+    if is_control_config(config):
+        return _run_control(args, config, learner, out)
     env = _make_env(config)
     policy = build_policy(config)
     run_cfg = config["run"]
@@ -319,3 +329,122 @@ def _check_against_env(learner, env, policy) -> None:
         as_behaviour_policy(policy, act_space)
     except ValueError as e:
         raise ConfigError(f"config does not fit environment {getattr(env.spec, 'id', env)}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Control runs: the behaviour acts on a control demon's latest values
+
+
+def _run_control(args: Any, config: dict[str, Any], learner: Any, out: Path) -> int:
+    """``horde run`` with ``[policy] kind = "epsilon_greedy"``: one ``horde.run`` per seed (the
+    behaviour depends on each seed's own learner state), their results stacked along the seed
+    axis; the figures add the episode returns, the summary each seed's last-20 mean return."""
+    import gymnasium as gym
+    import numpy as np
+
+    import envs  # noqa: F401  (registers the horde/... environments)
+    from horde import plots
+    from horde.runs import DivergenceError, run
+
+    if args.resume:
+        raise ConfigError(
+            "--resume cannot continue a control run: its behaviour depends on the learner, so the "
+            "stream cannot be replayed to the checkpoint's step"
+        )
+    run_cfg = config["run"]
+    if run_cfg["checkpoint_every"]:
+        raise ConfigError(
+            f"config key run.checkpoint_every must be 0 for a control run (no checkpoints yet), "
+            f"got {run_cfg['checkpoint_every']}"
+        )
+    policy = build_policy(config)
+    env_id, kwargs = config["env"]["id"], config["env"]["kwargs"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    results: list[Any] = []
+    for i in range(run_cfg["seeds"]):
+        try:
+            env = gym.make(env_id, **kwargs)
+        except (gym.error.Error, TypeError, ValueError) as e:
+            raise ConfigError(f"config key env.id: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
+        try:
+            r = run(
+                learner,
+                env,
+                steps=run_cfg["steps"],
+                seed=run_cfg["seed"] + i,
+                policy=policy,
+                record_every=run_cfg["record_every"],
+                chunk_size=run_cfg["chunk_size"],
+                progress=False if args.no_progress else None,
+                stop_on_interrupt=True,
+            )
+        except DivergenceError as e:
+            e.result.save(out)
+            print(f"horde run: seed {run_cfg['seed'] + i}: {e}", file=sys.stderr)
+            return 3
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if r.config.get("interrupted") and results:
+            break  # keep the seeds that finished: seeds are stacked at equal length
+        results.append(r)
+        if r.config.get("interrupted"):
+            break
+    result = stack_seeds(results)
+    result.save(out)
+    print_summary(result)
+    last = plots.last_returns(result, 20)
+    print("\nEpisode returns (mean of the last 20 episodes) per seed:")
+    for i, v in enumerate(last):
+        n = int(np.sum(result.episode_seed == i))
+        print(f"  seed {run_cfg['seed'] + i}: {v:.1f} ({n} episodes)")
+    figures = draw_figures(result, out)
+    if np.asarray(result.episode_return).size:
+        plots.plot_returns(result, path=out / "returns.png")
+        figures.append("returns.png")
+    print(
+        f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
+        f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: {RECORDS_DIR} config.json "
+        f"{' '.join(figures)}"
+    )
+    if result.config.get("interrupted"):
+        print("interrupted: the partial results were written", file=sys.stderr)
+        return 130
+    return 0
+
+
+def stack_seeds(results: list[Any]) -> Any:
+    """Single-seed ``RunResult`` s of the same run length as one result with a seed axis: per-step
+    arrays stacked, episodes joined with ``episode_seed`` the position in ``results``, wall
+    times added, states stacked along a leading seed axis."""
+    import jax
+    import numpy as np
+
+    from horde.runs import RunResult
+
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    fields: dict[str, Any] = {}
+    for name in ("predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid"):
+        fields[name] = np.concatenate([getattr(r, name) for r in results], axis=0)
+    for name in ("rupee", "ude"):
+        parts = [getattr(r, name) for r in results]
+        fields[name] = None if any(p is None for p in parts) else np.concatenate(parts, axis=0)
+    order = np.concatenate([np.full(len(r.episode_return), i) for i, r in enumerate(results)]).astype(np.int64)
+    ends = np.concatenate([r.episode_end_step for r in results])
+    sort = np.lexsort((order, ends))  # (step, seed) order, as the other runners
+    fields["episode_seed"] = order[sort]
+    for name in ("episode_end_step", "episode_return", "episode_length"):
+        fields[name] = np.concatenate([getattr(r, name) for r in results])[sort]
+    return RunResult(
+        demon_names=first.demon_names,
+        steps=first.steps,
+        wall_time=float(sum(r.wall_time for r in results)),
+        total_steps=first.total_steps,
+        record_every=first.record_every,
+        config={**first.config, "n_seeds": len(results)},
+        state=jax.tree_util.tree_map(lambda *a: np.stack(a), *(r.state for r in results)),
+        demons=first.demons,
+        **fields,
+    )

@@ -18,14 +18,15 @@ Example::
     horde.plots.prediction_vs_return(result, demons=["obs[2]@10", "reward@10"], path="nexting.pdf")
 
 Modules: ``curves`` (learning, seed and diagnostics curves), ``nexting`` (predictions against
-returns), ``series`` (the numbers a curve draws), ``smoothing`` (NaN-aware numerics),
-``grouping`` (demons into groups), ``selection`` (arguments), ``drawing`` (figures, saving).
+returns), ``returns`` (episode returns against steps with seed bands), ``series`` (the numbers
+a curve draws), ``smoothing`` (NaN-aware numerics), ``grouping`` (demons into groups), ``selection`` (arguments), ``drawing`` (figures, saving).
 """
 
 from horde.plots.curves import DIAGNOSTICS, diagnostics_curves, learning_curves, seed_curves
 from horde.plots.drawing import SAVE_FORMATS
 from horde.plots.grouping import GROUP_BY
 from horde.plots.nexting import MAX_PANELS, prediction_vs_return
+from horde.plots.returns import last_returns, plot_returns, returns_on_grid
 from horde.plots.selection import choice, informative_demons, select_demons
 from horde.plots.series import METRICS
 from horde.plots.smoothing import moving_average
@@ -39,6 +40,9 @@ __all__ = [
     "choice",
     "MAX_PANELS",
     "diagnostics_curves",
+    "plot_returns",
+    "returns_on_grid",
+    "last_returns",
     "moving_average",
     "METRICS",
     "GROUP_BY",

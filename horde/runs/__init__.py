@@ -6,6 +6,7 @@ single-step ``Daemon``, sharding over devices, ``RunResult``, and Monte Carlo ro
 JAX environments (``rollout_returns``, the engine of ``horde.evaluation.true_values``).
 """
 
+from horde.runs.acting import ActingDaemon
 from horde.runs.behaviour import (
     BehaviourPolicy,
     CallablePolicy,
@@ -31,6 +32,7 @@ from horde.runs.sharding import (
 )
 
 __all__ = [
+    "ActingDaemon",
     "BehaviourPolicy",
     "CallablePolicy",
     "Daemon",

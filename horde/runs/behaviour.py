@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from demons import policies
+
 __all__ = [
     "BehaviourPolicy",
     "UniformRandom",
@@ -42,6 +44,7 @@ __all__ = [
     "CallablePolicy",
     "EpsilonGreedy",
     "as_behaviour_policy",
+    "index_from_uniform",
 ]
 
 
@@ -57,6 +60,14 @@ def check_probabilities(name: str, probs: Any) -> np.ndarray:
 def _sample_index(p: np.ndarray, rng: np.random.Generator) -> int:
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+
+
+def index_from_uniform(u: jax.Array, probs: jax.Array) -> jax.Array:
+    """The action drawn by the uniform number ``u`` in [0, 1) from ``probs`` (traced): the first
+    ``a`` with ``cumsum(probs)[a] > u * sum(probs)``, int32. Both runners draw this way, so the
+    same key gives the same action in ``horde.run`` and ``horde.run_jax``."""
+    cdf = jnp.cumsum(probs)
+    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
 
 
 class BehaviourPolicy:
@@ -248,15 +259,21 @@ class EpsilonGreedy(BehaviourPolicy):
         frac = jnp.clip(jnp.asarray(t, jnp.float32) / anneal_steps, 0.0, 1.0)
         return jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
 
+    def probabilities(self, q: jax.Array, t: Any, anneal_steps: int) -> jax.Array:
+        """:math:`\\mu(\\cdot \\mid s)` at global step ``t`` for the action values ``q``
+        ``(n_actions,)`` (traced; ties split evenly)."""
+        eps = self.epsilon_at(t, anneal_steps)
+        return eps / q.shape[-1] + (1.0 - eps) * policies.greedy_probabilities(q)
+
     def bind(self, action_space: gym.Space) -> BehaviourPolicy:
         raise ValueError(
-            f"{self!r} acts on a control demon's latest values inside the compiled step: use "
-            "horde.run_jax with a horde.ControlLearner (horde.run and the Daemon do not act on a "
-            "learner's values yet)"
+            f"{self!r} acts on a control demon's latest values inside the compiled step, so it has "
+            "no per-step Python form: pass it as policy= to horde.run (a single Gymnasium "
+            "environment), or use horde.run_jax with a horde.ControlLearner"
         )
 
     def sample(self, observation, info, rng):
-        raise ValueError(f"{self!r} has no Python form yet: use horde.run_jax")
+        raise ValueError(f"{self!r} acts inside the compiled step of horde.run / horde.run_jax")
 
     def __repr__(self) -> str:
         return (

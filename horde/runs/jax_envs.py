@@ -24,9 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
-from demons import policies
 from horde.control import ControlLearner
-from horde.runs.behaviour import EpsilonGreedy, FixedProbabilities, UniformRandom, check_probabilities
+from horde.runs.behaviour import (
+    EpsilonGreedy,
+    FixedProbabilities,
+    UniformRandom,
+    check_probabilities,
+    index_from_uniform,
+)
 
 __all__ = ["JaxEnv", "JaxPolicy", "as_jax_env", "as_jax_policy"]
 
@@ -271,12 +276,6 @@ def _uniform01(key):
     return jax.random.uniform(key, (), jnp.float32)
 
 
-def _index_from_uniform(u, probs):
-    """The first ``a`` with ``cumsum(probs)[a] > u * sum(probs)``."""
-    cdf = jnp.cumsum(probs)
-    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), probs.shape[0] - 1).astype(jnp.int32)
-
-
 def as_jax_policy(policy: Any, env: JaxEnv, learner: Any = None, steps: int | None = None) -> JaxPolicy:
     """``policy`` as a ``JaxPolicy`` for ``env``'s action space.
 
@@ -322,7 +321,7 @@ def as_jax_policy(policy: Any, env: JaxEnv, learner: Any = None, steps: int | No
         start = int(space.start)
 
         def fixed(u, state):
-            a = _index_from_uniform(u, table)
+            a = index_from_uniform(u, table)
             return a + start, table[a]
 
         return JaxPolicy(_uniform01, fixed, True, ("fixed", tuple(p.tolist())), repr(policy))
@@ -341,7 +340,7 @@ def as_jax_policy(policy: Any, env: JaxEnv, learner: Any = None, steps: int | No
 
         def from_env(u, state):
             probs = jnp.asarray(fn(state), jnp.float32)
-            a = _index_from_uniform(u, probs)
+            a = index_from_uniform(u, probs)
             return a + start, probs[a]
 
         return JaxPolicy(_uniform01, from_env, True, ("env",), "env.jax_behaviour_probs")
@@ -364,14 +363,13 @@ def _epsilon_greedy(policy: EpsilonGreedy, env: JaxEnv, learner: Any, steps: int
         )
     index = learner.control_index(policy.demon)
     anneal = policy.resolved_anneal_steps(steps if steps is not None else 0)
-    n, start = int(space.n), int(space.start)
+    start = int(space.start)
 
     def act(u, context):
         learner_state, features, t = context
         q = learner.action_values_traced(learner_state, features)[index]
-        eps = policy.epsilon_at(t, anneal)
-        probs = eps / n + (1.0 - eps) * policies.greedy_probabilities(q)
-        a = _index_from_uniform(u, probs)
+        probs = policy.probabilities(q, t, anneal)
+        a = index_from_uniform(u, probs)
         return a + start, probs[a]
 
     key = ("epsilon_greedy", policy.demon, policy.epsilon, policy.start, anneal)

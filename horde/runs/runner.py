@@ -29,8 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.control import ControlLearner
 from horde.core import as_bool, as_int, as_seed
-from horde.runs.behaviour import as_behaviour_policy
+from horde.runs.acting import run_acting
+from horde.runs.behaviour import EpsilonGreedy, as_behaviour_policy
 from horde.runs.features import FeatureMap
 from horde.runs.recording import (
     DivergenceWatch,
@@ -275,7 +277,7 @@ def _make_env(env: Any, env_kwargs: dict | None):
 
 
 def run(
-    learner: HordeLearner,
+    learner: HordeLearner | ControlLearner,
     env: Any,
     *,
     steps: int,
@@ -295,12 +297,18 @@ def run(
 
     Args:
         learner: the ``HordeLearner``; its demons read the feature vector of the observation.
+            Or a ``horde.ControlLearner`` with ``policy=EpsilonGreedy(demon)``: the behaviour
+            acts on the control demon's latest values, so each step is one compiled call that
+            learns from the transition and draws the next action (``horde.runs.acting``; a
+            single environment, ``start_step`` 0; the actions are ``run_jax``'s for the same seed
+            where the dynamics agree).
         env: a Gymnasium environment, a Gymnasium vector environment (one independent learner
             state per copy, learned in one vmapped call), or an environment id for
             ``gymnasium.make``.
         steps: environment steps (per copy for a vector environment).
-        policy: behaviour policy: ``None`` (uniform random), a ``BehaviourPolicy`` or a
-            callable ``(observation, rng) -> action``.
+        policy: behaviour policy: ``None`` (uniform random), a ``BehaviourPolicy``, a
+            callable ``(observation, rng) -> action``, or ``EpsilonGreedy(demon)`` with a
+            ``ControlLearner``.
         seed: seeds the environment (``reset(seed=seed)``; copy ``i`` of a vector environment
             gets ``seed + i``), the policy's generator (``numpy.random.default_rng(seed + i)``)
             and the learner's initial weights (``jax.random.key(seed + i)``), so copy ``i`` of
@@ -344,6 +352,23 @@ def run(
     steps = positive_int("steps", steps)
     record_every = positive_int("record_every", record_every)
     chunk_size = positive_int("chunk_size", chunk_size)
+    if isinstance(policy, EpsilonGreedy):
+        env, env_id = _make_env(env, env_kwargs)
+        return run_acting(
+            learner,
+            env,
+            env_id,
+            policy,
+            steps=steps,
+            seed=int(seed),
+            state=state,
+            record_every=record_every,
+            chunk_size=chunk_size,
+            progress=progress,
+            callback=callback,
+            stop_on_interrupt=stop_on_interrupt,
+            start_step=start_step,
+        )
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     env, env_id = _make_env(env, env_kwargs)
