@@ -181,8 +181,10 @@ def test_overshoot_bounding_config_round_trips_and_checks_kappa():
 
     learner = HordeLearner([Demon("x", cumulants.observation(0), discounts.constant(0.5), 0.9)], bounder=bounder)
     assert HordeLearner.from_config(learner.to_config()).core.bounder == bounder
-    for bad in (0.5, float("nan"), "2"):
+    for bad in (0.5, float("nan")):
         with pytest.raises(ValueError, match="kappa must be a finite number >= 1"):
-            OvershootBounding(bad)  # type: ignore[arg-type]
+            OvershootBounding(bad)
+    with pytest.raises(TypeError, match="kappa must be a real number, got '2'"):  # a string is not a number
+        OvershootBounding("2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bounder config 'type' must be one of"):
         bounder_from_config({"type": "Nope"})

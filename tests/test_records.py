@@ -21,7 +21,7 @@ import zarr
 
 import demons
 import horde
-from horde.cli import main
+from horde.cli.main import main
 from horde.runs import RecordWriter, read_records
 
 NEXTING = demons.nexting(4, timescales=(1, 10), lamda=0.5) + demons.reward_demons(timescales=(1, 10))
@@ -412,7 +412,7 @@ def _other_learners():
         "trunk": (horde.HordeLearner(NEXTING, **{**base, "hidden_sizes": (16,)}), 4, r"trunk has hidden sizes \(16,\), this learner \(8,\)"),
         "observation size": (horde.HordeLearner(NEXTING, **base), 6, "made for observations of size 6, here they have size 4"),
         "demon count": (horde.HordeLearner(NEXTING[:3], **base), 4, "state has 3 heads but the learner has n_heads=10"),
-        "trace layout": (horde.HordeLearner(no_traces, **base), 4, "head_traces"),
+        "trace layout": (horde.HordeLearner(no_traces, **base), 4, "traces"),
     }  # fmt: skip
 
 

@@ -74,6 +74,8 @@ def test_ten_thousand_demon_state_has_expected_shapes_and_size():
     total = sum(np.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
     trunk = (16 * H + H + H * H + H) * 4 + 4  # trunk parameters and the int32 step count
     per_demon = (total - trunk) / n
-    assert per_demon == (H + 1) * 4  # one float32 weight row and bias: O(hidden size)
+    # One float32 weight row and bias, and the default head optimizer's (Autostep's) step size,
+    # normaliser and trace of the meta-gradient per weight: O(hidden size).
+    assert per_demon == 4 * (H + 1) * 4
     # No array anywhere scales as n_demons x trunk parameters.
     assert max(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state)) == n * H

@@ -15,4 +15,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``horde`` command (see ``horde.cli.main.main``)."""
     from horde.cli.main import main as _main
 
+    # Importing the submodule ``horde.cli.main`` rebinds this package's ``main`` to it: put the
+    # function back so that ``horde.cli.main(...)`` keeps working after the first call.
+    globals()["main"] = _package_main
     return _main(argv)
+
+
+_package_main = main

@@ -431,7 +431,7 @@ TRUE_VALUE_FIELDS = ("true_value_steps", "true_values", "true_value_stderr")
 def write_true_values(run_dir: str | os.PathLike, steps: Any, values: Any, stderr: Any) -> None:
     """Adds the true values estimated after a run (``RunResult.true_values``) to the run's
     store, replacing any there: ``true_value_steps`` ``(m,)`` int64 and ``true_values`` /
-    ``true_value_stderr`` ``(n_seeds, m, n_demons)`` float32.
+    ``true_value_stderr`` ``(n_seeds, m, n_demons)`` in their own dtype.
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no records store.
@@ -446,9 +446,9 @@ def write_true_values(run_dir: str | os.PathLike, steps: Any, values: Any, stder
     group: Any = zarr.open_group(path, mode="a")
     dims = {"true_value_steps": ["sample"], "true_values": ["seed", "sample", "demon"]}
     dims["true_value_stderr"] = dims["true_values"]
-    dtypes = {"true_value_steps": np.int64, "true_values": np.float32, "true_value_stderr": np.float32}
     for name, data in zip(TRUE_VALUE_FIELDS, (steps, values, stderr)):
-        array = np.asarray(data, dtypes[name])
+        # Kept in the dtype they were estimated in (float64 means of float32 returns).
+        array = np.asarray(data, np.int64) if name == "true_value_steps" else np.asarray(data)
         group.create_array(name, data=array, dimension_names=dims[name], overwrite=True)
 
 
