@@ -43,6 +43,29 @@ discount = { kind = "until", index = 2, threshold = 0.2095, absolute = true }
 
 
 def _horde(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``horde ARGS`` run in this process (its compiled functions reused from test to test),
+    in ``cwd``, with its exit status and output as a subprocess would give them."""
+    import contextlib
+    import io
+
+    from horde.cli.main import main as cli_main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli_main(list(args))
+            except SystemExit as e:  # the argument parser's own refusals
+                status = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["horde", *args], status, out.getvalue(), err.getvalue())
+
+
+def _horde_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``horde ARGS`` in a new process, for what only a process shows (its imports, signals)."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
     return subprocess.run(
         [sys.executable, "-m", "horde.cli.main", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -53,7 +76,7 @@ def _horde(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "tiny.toml").write_text(TINY)
-    proc = _horde("run", "tiny.toml", "--out", "out", "--no-progress", cwd=root)
+    proc = _horde_process("run", "tiny.toml", "--out", "out", "--no-progress", cwd=root)
     return root, proc
 
 
@@ -185,7 +208,8 @@ def test_multi_seed_run_from_the_command_line(tmp_path):
 def test_checkpoint_every_writes_checkpoints_a_run_resumes_from(tmp_path, monkeypatch, capsys):
     """--checkpoint-every 100 on a 300-step run: checkpoints at steps 100, 200 and 300; the
     one at step 100, resumed, continues the run bit for bit."""
-    from horde.cli import main, run_command
+    from horde.cli import run_command
+    from horde.cli.main import main
 
     (tmp_path / "tiny.toml").write_text(TINY.replace("chunk_size = 128", "chunk_size = 50"))
     written = []
