@@ -188,7 +188,7 @@ def target_policy_check(learner: Learner):
     for i, demon in enumerate(learner.demons):
         policy = demon.target_policy
         if policy is not None and getattr(policy, "kind", None) == "function":
-            groups.setdefault(id(policy.fn), (policy, []))[1].append(i)
+            groups.setdefault(id(getattr(policy, "fn", policy)), (policy, []))[1].append(i)
     if not groups:
         return None
     n = learner.n_demons
@@ -264,7 +264,7 @@ class DivergenceWatch(NamedTuple):
         ``target_policy_check``), when given."""
         cause = jnp.zeros(predictions.shape, jnp.int32)
         value = jnp.zeros(predictions.shape, jnp.float32)
-        checks = []
+        checks: list[tuple[Any, Any, Any]] = []
         if faults is not None:
             checks.append((faults[0], faults[0] > 0, faults[1]))
         if evaluation is not None:
@@ -518,7 +518,7 @@ class Recorder:
 
 
 def open_records(
-    record_to: Any, learner: HordeLearner, *, record_every: int, n_seeds: int, config: dict, chunk_size: int
+    record_to: Any, learner: Learner, *, record_every: int, n_seeds: int, config: dict, chunk_size: int
 ) -> RecordWriter | None:
     """The ``RecordWriter`` of a run that streams its records to the directory ``record_to``
     (None: it does not), appending after ``config["start_step"]``.
