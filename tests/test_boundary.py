@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from gymnasium.envs.phys2d.cartpole import CartPoleFunctional
 from gymnasium.vector import AutoresetMode
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 from hypothesis import given, settings
@@ -491,6 +492,55 @@ def test_the_compiled_jax_runner_reports_a_discount_fault_by_name():
     learner = _learner([Demon("far", C.reward(), D.function(lambda o: 2.0 + 0.0 * o[0], name="g"))])
     with pytest.raises(horde.DivergenceError, match=r"demon 'far': its discount is 2, outside \[0, 1\]"):
         horde.run_jax(learner, "horde/RandomWalk-v0", steps=20, progress=False)
+
+
+def test_a_target_policy_that_does_not_sum_to_one_is_reported_with_the_demons_name():
+    """The ratio of the action taken can look fine (0.3/0.5) while π(·|s) is no distribution:
+    the runners check the whole vector of user-function target policies."""
+    half = Demon("half", C.reward(), D.constant(0.5), target_policy=P.function(lambda o: jnp.full(2, 0.3), "p", 2))
+    error = _fault(half)
+    assert "demon 'half': its target policy's probabilities sum to 0.6, not 1" in str(error)
+    assert error.step == 0 and error.demons == ("half",) and "not of the step size" in str(error)
+    learner = _learner([Demon("fine", C.reward(), D.constant(0.5)), half])
+    with pytest.raises(horde.DivergenceError, match="demon 'half': its target policy's probabilities sum to 0.6"):
+        horde.run_jax(learner, "phys2d/CartPole-v1", steps=20, progress=False)
+
+
+def test_a_negative_target_probability_of_an_action_not_taken_is_reported():
+    # The behaviour always takes action 0: its ratio 1.5/1 is a valid number; the -0.5 is the fault.
+    skew = Demon(
+        "skew", C.reward(), D.constant(0.5), target_policy=P.function(lambda o: jnp.array([1.5, -0.5]), "p", 2)
+    )
+    learner = _learner([Demon("fine", C.reward(), D.constant(0.5)), skew])
+    with pytest.raises(horde.DivergenceError) as info:
+        horde.run(learner, "CartPole-v1", steps=20, policy=horde.FixedProbabilities([1.0, 0.0]), progress=False)
+    assert info.value.step == 0 and info.value.demons == ("skew",)
+    assert "demon 'skew': its target policy gives a probability of -0.5" in str(info.value)
+
+
+class _NanRewardCartPole(CartPoleFunctional):
+    """CartPole whose reward is NaN once the pole leans past ``lean`` radians."""
+
+    def __init__(self, lean):
+        super().__init__()
+        self.lean = lean
+
+    def reward(self, state, action, next_state, rng, params=None):
+        return jnp.where(jnp.abs(next_state[2]) > self.lean, jnp.nan, 1.0)
+
+
+def test_a_nan_reward_from_a_jax_environment_is_reported_with_its_step():
+    with pytest.raises(horde.DivergenceError) as info:
+        horde.run_jax(_learner(), _NanRewardCartPole(-1.0), steps=30, max_episode_steps=500, progress=False)
+    assert str(info.value).startswith("the environment returned a NaN reward at step 0;")
+    with pytest.raises(horde.DivergenceError) as info:
+        horde.run_jax(_learner(), _NanRewardCartPole(0.05), steps=400, max_episode_steps=500, progress=False)
+    step = info.value.step
+    assert f"NaN reward at step {step};" in str(info.value) and step > 0
+    kept = info.value.result  # the records up to it
+    assert kept.steps[-1] == step and not np.isnan(kept.rewards[0][:-1]).any() and np.isnan(kept.rewards[0][-1])
+    # the same environment without the fault runs past it
+    horde.run_jax(_learner(), _NanRewardCartPole(10.0), steps=step + 5, max_episode_steps=500, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------

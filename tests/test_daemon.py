@@ -209,3 +209,54 @@ def test_step_count_is_counted_on_the_host_and_wraps_like_the_learner():
     assert int(state.step_count) == -(2**31)
     _assert_trees_close(daemon.state, state)
     assert daemon.state.step_count.dtype == jnp.int32 and int(daemon.state.step_count) == -(2**31)
+
+
+def _welford_reference(xs):
+    """The normalizer's own algorithm step by step in NumPy float32, every operation
+    rounded on its own (quotients for every scaling, Knuth's two-sum)."""
+    f = np.float32
+
+    def two_sum(a, b):
+        s = f(a + b)
+        b_virtual = f(s - a)
+        return s, f(f(a - f(s - b_virtual)) + f(b - b_virtual))
+
+    def accumulate(hi, lo, inc):
+        s, e = two_sum(hi, inc)
+        return two_sum(s, f(lo + e))
+
+    mean = mean_low = var = var_low = np.zeros(xs.shape[1], f)
+    for n, x in enumerate(xs, 1):
+        delta = f(f(x - mean) - mean_low)
+        mean, mean_low = accumulate(mean, mean_low, f(delta / f(n)))
+        delta_new = f(f(x - mean) - mean_low)
+        var_old = f(var + var_low)
+        spread = f(f(delta_new * delta) / f(n))
+        var, var_low = accumulate(var, var_low, f(spread - f(var_old / f(n))))
+    return mean, mean_low, var, var_low
+
+
+def test_normalizer_state_is_the_same_in_every_compiled_program():
+    """The Daemon's packed step and ``update_from_transition`` compile the normalizer into
+    different programs; XLA contracts ``a*b + c`` into a fused multiply-add where a product
+    and a sum share a fused kernel, which once made the two-sum's low word (and so RUPEE)
+    differ between them. Both programs must give the float32 reference bit for bit."""
+    normalizer = horde.WelfordNormalizer()
+    xs = np.random.default_rng(3).standard_normal((40, 5)).astype(np.float32)
+    alone = jax.jit(normalizer.update)
+
+    @jax.jit
+    def embedded(state, x):  # a consumer of every output fuses the program differently
+        y, new = normalizer.update(state, 2.0 * x - 1.0)
+        return y * 3.0 + new.mean * new.var, new
+
+    s1 = s2 = normalizer.init(5)
+    for x in xs:
+        s1 = alone(s1, x)[1]
+        s2 = embedded(s2, (x + 1.0) / 2.0)[1]
+    want = _welford_reference(xs)
+    want2 = _welford_reference((2.0 * ((xs + 1.0) / 2.0) - 1.0).astype(np.float32))
+    for state, ref in ((s1, want), (s2, want2)):
+        got = (state.mean, state.mean_low, state.var, state.var_low)
+        for g, w in zip(got, ref):
+            np.testing.assert_array_equal(np.asarray(g), w)

@@ -25,6 +25,7 @@ from horde.cli.config import (
     load_config,
     validate_config,
 )
+from horde.cli.jax_run_command import is_jax_env_id, jax_observation_dim, run_jax_command
 from horde.cli.report import draw_figures, print_summary, warn_if_large
 from horde.runs import RECORDS_DIR
 
@@ -58,7 +59,10 @@ def resolve_config(args: Any) -> dict[str, Any]:
         config = validate_config(DEFAULT_CONFIG)
     if args.env:
         config["env"] = {"id": args.env, "kwargs": {}}
-        if not args.config and not args.resume:
+        if not args.config and not args.resume and is_jax_env_id(args.env):
+            dim = jax_observation_dim(args.env)
+            config["nexting"] = {"observation_dim": dim, "timescales": config["nexting"]["timescales"]}
+        elif not args.config and not args.resume:
             # The built-in demons read CartPole's 4 observations; size nexting to the new env.
             import gymnasium as gym
 
@@ -192,6 +196,8 @@ def run_command(args: Any) -> int:
     out = Path(
         args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if is_jax_env_id(config["env"]["id"]):
+        return run_jax_command(args, config, out)
     learner = build_learner(config)
     if is_control_config(config):
         return _run_control(args, config, learner, out)

@@ -21,9 +21,9 @@ an increment smaller than half a unit in the last place of the running value:
   ``o``), so its first update sets it to exactly ``o`` and a constant feature never moves it:
   a constant feature normalises to exactly 0.
 
-Range: a feature's values and spread may have any magnitude whose variance is a finite
-float32 (standard deviation up to about 1.8e19) and is not below float32's smallest normal
-number (about 1e-19 standard deviation, far below the default ``ε = 1e-8``).
+Range: a feature's values and spread may have any magnitude whose deviations from the mean
+multiply to a finite float32 (standard deviation up to about 1e19) and whose variance is not
+below float32's smallest normal number (about 1e-19 standard deviation, far below the default ``ε = 1e-8``).
 """
 
 from __future__ import annotations
@@ -117,16 +117,22 @@ def _normalized(mean, mean_low, var, var_low, epsilon: float, x: jax.Array) -> j
     return centred / jnp.sqrt(jnp.maximum(var + var_low, 0.0) + epsilon)
 
 
-def _moments_step(state_mean, state_mean_low, state_var, state_var_low, x, rate):
-    """One step of ``μ ← μ + α (o - μ)``, ``σ² ← σ² + α ((o - μ_old)(o - μ_new) - σ²)`` on
-    double-float pairs; ``α`` is ``1/n`` (Welford) or ``(1-d)/(1-dᵗ)`` (bias-corrected EMA).
-    The product is formed as ``(α δ_old) δ_new`` so that it overflows only when the variance
-    itself would."""
+def _moments_step(state_mean, state_mean_low, state_var, state_var_low, x, n):
+    """One step of ``μ ← μ + (o - μ)/n``, ``σ² ← σ² + ((o - μ_old)(o - μ_new) - σ²)/n`` on
+    double-float pairs; ``n`` is the count (Welford) or ``wₜ/(1-d)`` (bias-corrected EMA).
+
+    Every scaling is a division, never a product that meets a sum: XLA may contract
+    ``a*b + c`` into one fused multiply-add in one compiled program and not in another
+    (it depends on how the surrounding program is fused), which would change the two-sum's
+    ``lo`` word from program to program (e.g. ``HordeLearner.update_from_transition`` against
+    the Daemon's packed step). A quotient is always rounded on its own. The product
+    ``δ_old δ_new`` overflows only for a spread beyond the documented range (module docstring)."""
     delta = (x - state_mean) - state_mean_low
-    mean, mean_low = _accumulate(state_mean, state_mean_low, rate * delta)
+    mean, mean_low = _accumulate(state_mean, state_mean_low, delta / n)
     delta_new = (x - mean) - mean_low
     var_old = state_var + state_var_low
-    var, var_low = _accumulate(state_var, state_var_low, (rate * delta) * delta_new - rate * var_old)
+    spread = (delta_new * delta) / n
+    var, var_low = _accumulate(state_var, state_var_low, spread - var_old / n)
     return mean, mean_low, var, var_low
 
 
@@ -157,8 +163,8 @@ class WelfordNormalizer:
     def update(self, state: WelfordState, x: jax.Array) -> tuple[jax.Array, WelfordState]:
         count = state.count + jnp.uint32(1)
         count_high = state.count_high + (count == 0).astype(jnp.uint32)  # the low word wrapped
-        rate = 1.0 / _count_as_float(count, count_high)
-        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, rate)
+        n = _count_as_float(count, count_high)
+        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
         new_state = WelfordState(
             mean=mean, var=var, count=count, mean_low=mean_low, var_low=var_low, count_high=count_high
         )
@@ -198,11 +204,13 @@ class EMANormalizer:
         return EMAState(mean=zeros, var=zeros, weight=jnp.zeros((), jnp.float32), mean_low=zeros, var_low=zeros)
 
     def update(self, state: EMAState, x: jax.Array) -> tuple[jax.Array, EMAState]:
-        d, one_minus_d = jnp.float32(self.decay), jnp.float32(1.0 - self.decay)
-        weight = d * state.weight + one_minus_d
-        # weight == 1 - d exactly at the first step, so the first rate is exactly 1.
-        rate = one_minus_d / weight
-        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, rate)
+        one_minus_d = jnp.float32(1.0 - self.decay)
+        # d·w as w / (1/d): a quotient cannot be contracted with the sum (see _moments_step).
+        decayed = jnp.zeros_like(state.weight) if self.decay == 0 else state.weight / jnp.float32(1.0 / self.decay)
+        weight = decayed + one_minus_d
+        # weight == 1 - d exactly at the first step, so the first n is exactly 1.
+        n = weight / one_minus_d
+        mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
         new_state = EMAState(mean=mean, var=var, weight=weight, mean_low=mean_low, var_low=var_low)
         return self.normalize(new_state, x), new_state
 

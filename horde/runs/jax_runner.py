@@ -86,6 +86,7 @@ from horde.core import as_seed
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
 from horde.runs.recording import (
+    CAUSE_REWARD,
     DivergenceWatch,
     Progress,
     Recorder,
@@ -101,6 +102,7 @@ from horde.runs.recording import (
     record_slot,
     record_values,
     state_finite_fn,
+    target_policy_check,
     write_records,
 )
 from horde.runs.records import write_true_values
@@ -148,6 +150,18 @@ def _build(
     dim, n = features.dim, learner.n_demons
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     action_start = int(env.action_space.start) if discrete else 0
+    policy_check = target_policy_check(learner)
+
+    def step_faults(features_t, reward):
+        """The faults of the step that are not the learner's: a user target policy that is not
+        a distribution, and a NaN reward from the environment (which would silently make the
+        reward demons inactive), for every demon."""
+        if policy_check is None:
+            cause, value = jnp.zeros((n,), jnp.int32), jnp.zeros((n,), jnp.float32)
+        else:
+            cause, value = policy_check(features_t)
+        nan_reward = jnp.isnan(reward)
+        return jnp.where(nan_reward, CAUSE_REWARD, cause), jnp.where(nan_reward, reward, value)
 
     def fix_types(new, old):
         return jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).astype(b.dtype).reshape(b.shape), new, old)
@@ -192,7 +206,8 @@ def _build(
         x = jnp.where(done, reset_x, x_next)
         episode_steps = jnp.where(done, 0, steps_in) if limit is not None else carry.episode_steps
         buffers = write_records(buffers, record_values(learner, result, evaluation), slot)
-        watch = watch.see(j, result.predictions, evaluation=evaluation)
+        faults = step_faults(carry.features, reward)
+        watch = watch.see(j, result.predictions, evaluation=evaluation, faults=faults)
         out = _StepOut(reward, terminated, truncated, jnp.all(jnp.isfinite(x_next)))
         visited = (carry.env_state, carry.features) if visits else None
         return _Carry(result.state, env_state, x, episode_steps, carry.step_root), buffers, watch, (out, visited)

@@ -30,8 +30,12 @@ from horde.td import HordeLearner
 
 __all__ = [
     "CAUSE_DISCOUNT",
+    "CAUSE_POLICY_NEGATIVE",
+    "CAUSE_POLICY_SUM",
     "CAUSE_PREDICTION",
     "CAUSE_RATIO",
+    "CAUSE_REWARD",
+    "POLICY_SUM_TOLERANCE",
     "DivergenceWatch",
     "Progress",
     "Recorder",
@@ -48,6 +52,7 @@ __all__ = [
     "record_slot",
     "record_values",
     "state_finite_fn",
+    "target_policy_check",
     "write_records",
 ]
 
@@ -153,14 +158,65 @@ def write_records(buffers: tuple, values: tuple, slot: jax.Array) -> tuple:
 
 
 #: ``DivergenceWatch.cause`` codes: why a demon's step was bad.
-CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO = 0, 1, 2
+CAUSE_PREDICTION, CAUSE_DISCOUNT, CAUSE_RATIO, CAUSE_POLICY_SUM, CAUSE_POLICY_NEGATIVE, CAUSE_REWARD = 0, 1, 2, 3, 4, 5
+
+#: How far a user target policy's probabilities may sum from 1 (float32 rounding of, e.g., a
+#: softmax over many actions stays far below it).
+POLICY_SUM_TOLERANCE = 1e-3
+
+
+def target_policy_check(learner: Learner):
+    """The in-step check of the demons whose target policy is a user function
+    (``demons.policies.function``): their probabilities ``π(·|S_t)`` must be finite, ``>= 0``
+    and sum to 1 (within ``POLICY_SUM_TOLERANCE``).
+
+    Only the runners call it, beside the learner's own step, so the learner's step (and its
+    jaxpr) is the same with or without user policies; XLA computes each function once.
+
+    Args:
+        learner: the runner's learner.
+
+    Returns:
+        None when no demon has a user-function target policy (nothing to check); else
+        ``check(observation) -> (cause, value)``, traceable, int32 and float32
+        ``(n_demons,)``: ``CAUSE_POLICY_NEGATIVE`` with the smallest probability (NaN when
+        one is NaN), else ``CAUSE_POLICY_SUM`` with the sum, else 0.
+    """
+    if not isinstance(learner, HordeLearner):
+        return None
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for i, demon in enumerate(learner.demons):
+        policy = demon.target_policy
+        if policy is not None and getattr(policy, "kind", None) == "function":
+            groups.setdefault(id(getattr(policy, "fn", policy)), (policy, []))[1].append(i)
+    if not groups:
+        return None
+    n = learner.n_demons
+    specs = [(policy, np.asarray(rows, np.int32)) for policy, rows in groups.values()]
+
+    def check(observation):
+        cause = jnp.zeros((n,), jnp.int32)
+        value = jnp.zeros((n,), jnp.float32)
+        for policy, rows in specs:  # one call per distinct user function, not per demon
+            probs = policy(observation)
+            low, total = jnp.min(probs), jnp.sum(probs)
+            negative = ~(low >= 0)  # NaN fails it too
+            off_sum = ~(jnp.abs(total - 1.0) <= POLICY_SUM_TOLERANCE)
+            code = jnp.where(negative, CAUSE_POLICY_NEGATIVE, jnp.where(off_sum, CAUSE_POLICY_SUM, 0))
+            cause = cause.at[rows].set(code)
+            value = value.at[rows].set(jnp.where(negative, low, total))
+        return cause, value
+
+    return check
 
 
 class DivergenceWatch(NamedTuple):
     """Where a chunk first went wrong, carried through its scan: a non-finite prediction, or a
     demon whose own functions left their range (a discount outside ``[0, 1]`` or NaN, an
     importance ratio that is NaN or negative, i.e. a target-policy probability that is NaN or
-    negative for the action taken). The second is a fault of the question, not of the step size, and is
+    negative for the action taken), a user target policy whose probabilities are not a
+    distribution (``target_policy_check``), or a NaN reward from a JAX environment. All but the
+    first are faults of the question or the environment, not of the step size, and are
     reported as such. (An infinite cumulant, e.g. from an infinite reward, is left to show as
     the divergence it causes.)
 
@@ -169,8 +225,10 @@ class DivergenceWatch(NamedTuple):
         first: chunk step of the first fault, int32 ``()`` (0 while ``any`` is False).
         mask: at that step, which demons were at fault, bool ``(n_demons,)``.
         cause: at that step, per demon, ``CAUSE_PREDICTION`` (a non-finite prediction),
-            ``CAUSE_DISCOUNT`` or ``CAUSE_RATIO``, int32 ``(n_demons,)``.
-        value: at that step, per demon, the value at fault (the discount or the ratio),
+            ``CAUSE_DISCOUNT``, ``CAUSE_RATIO``, ``CAUSE_POLICY_SUM``, ``CAUSE_POLICY_NEGATIVE``
+            or ``CAUSE_REWARD``, int32 ``(n_demons,)``.
+        value: at that step, per demon, the value at fault (the discount, the ratio, the
+            policy's sum or smallest probability, the reward),
             float32 ``(n_demons,)``.
     """
 
@@ -191,20 +249,33 @@ class DivergenceWatch(NamedTuple):
             jnp.zeros((n_demons,), jnp.float32),
         )
 
-    def see(self, j: jax.Array, predictions: jax.Array, live: Any = True, evaluation: Any = None) -> DivergenceWatch:
+    def see(
+        self,
+        j: jax.Array,
+        predictions: jax.Array,
+        live: Any = True,
+        evaluation: Any = None,
+        faults: tuple[jax.Array, jax.Array] | None = None,
+    ) -> DivergenceWatch:
         """After chunk step ``j`` predicted ``predictions`` (ignored where ``live`` is False:
         a vector environment's autoreset step), with the demons' ``evaluation`` of the step
-        (``demons.Evaluation``: discounts and ratios are checked) when given."""
+        (``demons.Evaluation``: discounts and ratios are checked) when given, and ``faults``
+        found by the runner, ``(cause, value)`` per demon (0 where none: see
+        ``target_policy_check``), when given."""
         cause = jnp.zeros(predictions.shape, jnp.int32)
         value = jnp.zeros(predictions.shape, jnp.float32)
+        checks: list[tuple[Any, Any, Any]] = []
+        if faults is not None:
+            checks.append((faults[0], faults[0] > 0, faults[1]))
         if evaluation is not None:
             d, rho = evaluation.discounts, evaluation.rhos
-            for code, bad_value, v in (
-                (CAUSE_RATIO, ~(rho >= 0), rho),  # NaN fails it too
-                (CAUSE_DISCOUNT, ~((d >= 0) & (d <= 1)), d),
-            ):  # the last one written wins: a discount fault is named before a ratio fault
-                cause = jnp.where(bad_value, code, cause)
-                value = jnp.where(bad_value, v.astype(jnp.float32), value)
+            checks.append((CAUSE_RATIO, ~(rho >= 0), rho))  # NaN fails it too
+            checks.append((CAUSE_DISCOUNT, ~((d >= 0) & (d <= 1)), d))
+        # The last one written wins: a discount fault is named first, then the importance
+        # ratio (the value that entered the update), then the rest of the target policy.
+        for code, bad_value, v in checks:
+            cause = jnp.where(bad_value, code, cause)
+            value = jnp.where(bad_value, v.astype(jnp.float32), value)
         bad = (~jnp.isfinite(predictions) | (cause > 0)) & live
         new = bad.any() & ~self.any
         return DivergenceWatch(
@@ -296,6 +367,16 @@ def divergence_error(
     if watch is not None and bool(np.asarray(watch.any)[copy]):
         causes, values = np.asarray(watch.cause)[copy], np.asarray(watch.value)[copy]
         faults = [i for i in demons if causes[i] != CAUSE_PREDICTION]
+        if any(causes[i] == CAUSE_REWARD for i in faults):
+            where = f" in copy {copy} (seed {seed + copy})" if n_copies > 1 else ""
+            return DivergenceError(
+                f"the environment returned a NaN reward at step {step}{where}; a reward must be a "
+                f"number (a NaN would make every reward demon silently skip the step). error.result "
+                f"holds the records up to that step and the last good state (after {result.total_steps} steps).",
+                step=step,
+                demons=tuple(learner.names[i] for i in faults),
+                result=result,
+            )
         if faults:
             return _question_fault_error(learner, step, copy, n_copies, seed, faults, causes, values, result)
     shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -317,6 +398,11 @@ _FAULTS = {
         "its importance ratio π(a|s)/μ(a|s) is {v:g}: its target policy's probabilities are not a "
         "distribution (each must be finite and >= 0, and they must sum to 1)"
     ),
+    CAUSE_POLICY_SUM: (
+        "its target policy's probabilities sum to {v:g}, not 1 (within "
+        + f"{POLICY_SUM_TOLERANCE:g}): π(·|s) must be a distribution"
+    ),
+    CAUSE_POLICY_NEGATIVE: "its target policy gives a probability of {v:g} (each must be finite and >= 0)",
 }
 
 

@@ -50,6 +50,7 @@ from horde.runs.recording import (
     record_slot,
     record_values,
     state_finite_fn,
+    target_policy_check,
     write_records,
 )
 from horde.runs.records import RecordsError
@@ -74,6 +75,10 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
     if key in cache:
         return cache[key]
 
+    # Runs beside the learner's step (a user target policy must be a distribution), so the
+    # learner's own step stays as small as it is.
+    policy_check = target_policy_check(learner)
+
     def scan(state, transitions, valid, offset):
         T = valid.shape[0]
 
@@ -89,7 +94,8 @@ def _chunk_fn(learner: HordeLearner, batched: bool, masked: bool, every: int):
             seen = ~jnp.isnan(abs_td) & ok
             td_sum = td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0))
             td_count = td_count + jnp.sum(seen)
-            return (new, buffers, watch.see(j, r.predictions, ok, ev), td_sum, td_count), None
+            faults = None if policy_check is None else policy_check(t[0])
+            return (new, buffers, watch.see(j, r.predictions, ok, ev, faults), td_sum, td_count), None
 
         zero = jnp.zeros((), jnp.float32)
         init = (state, empty_records(learner, T, every), DivergenceWatch.start(learner.n_demons), zero, zero)
