@@ -132,7 +132,7 @@ def identity_differences(saved: dict[str, Any], config: dict[str, Any], saved_le
                 added = [n for n in new if n not in old]
                 changed = [n for n in old if n in new and old[n] != new[n]]
                 parts = [
-                    f"{label} {names[:5]}"
+                    f"{label} {names[:5]}" + (f" and {len(names) - 5} more" if len(names) > 5 else "")
                     for label, names in (("removed", gone), ("added", added), ("changed", changed))
                     if names
                 ]

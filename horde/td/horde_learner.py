@@ -148,7 +148,10 @@ class HordeLearner:
             (``benchmarks/bench_diagnostics.py`` measured 1.1 to 1.4 times on a loaded
             2-core machine); turn them on when you will read them.
 
-        diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size.
+        diagnostics_step_size: ``α`` for the diagnostics; defaults to the heads' base step size
+            (for heads that tune their own step sizes, their initial one, at most
+            ``0.1 / (H + 1)`` for the last hidden size ``H``, where RUPEE's and GTD's LMS rules
+            on the head features stay stable).
         shared_traces: store each distinct head trace once (``horde.td.traces``): demons with
             the same discount spec, ``λ`` and target policy share one trace in
             ``state.traces``, and a demon keeps its own only from a step where it differs
@@ -244,6 +247,12 @@ class HordeLearner:
         head_opt = self.core.head_opt
         base_or_none: float | None = getattr(head_opt, "step_size", None)
         base: float = getattr(head_opt, "initial_step_size", 0.0) if base_or_none is None else base_or_none
+        if base_or_none is None and hidden_sizes:
+            # Heads that tune their own step sizes (Autostep, IDBD) start at a size their own
+            # normalisation keeps stable; the plain LMS rules derived from it (RUPEE's 5α,
+            # GTD's 10α on the head features, ‖h‖² ≈ H + 1 after LayerNorm) diverge unless
+            # α (H + 1) stays well below 2 / 10: cap it there.
+            base = min(base, 0.1 / (int(hidden_sizes[-1]) + 1))
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base
         self.secondary_step_size: float = as_float("secondary_step_size", secondary_step_size, low=0)
