@@ -22,7 +22,7 @@ draws ``control_cartpole_returns.png`` (the episode returns against steps) and
 ``control_cartpole_predictions.png`` (over the last 300 steps, the control demon's value and two
 predictions against their ideal returns).
 
-Run: python examples/control_cartpole.py [--full] [--steps N] [--seed 0] [--out runs/control_cartpole]
+Run: python examples/control_cartpole.py [--full] [--steps N] [--seed 0] [--out runs/examples]
 (default 20,000 steps, a few minutes on 2 cores; ``--full``: 100,000 steps, where CartPole is
 usually balanced for most of its 500-step episodes.)
 """
@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="environment steps (default 20000; --full: 100000)")
     parser.add_argument("--full", action="store_true", help="the full run: 100,000 steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the environment, behaviour and weights")
-    parser.add_argument(
-        "--out", default="runs/control_cartpole", help="output directory (default runs/control_cartpole)"
-    )
+    parser.add_argument("--out", default="runs/examples", help="output directory (default runs/examples)")
     args = parser.parse_args(argv)
     steps = args.steps if args.steps is not None else (100_000 if args.full else 20_000)
     if steps < 400:
@@ -111,11 +109,10 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result.save(out)
     save_png(plots.plot_returns(result), out / "control_cartpole_returns.png")
     fig = plots.prediction_vs_return(result, demons=SHOWN, length=300)
     save_png(fig, out / "control_cartpole_predictions.png")
-    print(f"wrote {out}/: metrics.npz run.json control_cartpole_returns.png control_cartpole_predictions.png")
+    print(f"wrote {out}/: control_cartpole_returns.png control_cartpole_predictions.png")
 
 
 if __name__ == "__main__":

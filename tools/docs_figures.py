@@ -29,6 +29,7 @@ FIGURE_EXAMPLES = {
     "cartpole_nexting.py": ["cartpole_learning_curves.png", "cartpole_prediction_vs_return.png"],
     "off_policy_baird_collision.py": ["off_policy.png"],
     "thousand_demons.py": ["thousand_demons.png"],
+    "control_cartpole.py": ["control_cartpole_returns.png", "control_cartpole_predictions.png"],
 }
 
 
