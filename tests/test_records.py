@@ -346,6 +346,7 @@ def test_sigkill_at_random_moments_keeps_the_records_of_the_last_committed_chunk
         assert proc.returncode == -signal.SIGKILL
         kept = _load_partial(cli_dir / out)
         kills.append(kept.total_steps)
+        last_killed = cli_dir / out
         assert kept.total_steps % 50 == 0 and 0 < kept.total_steps < 3000  # whole chunks only
         _same_records(kept, whole, upto=kept.total_steps)
         np.testing.assert_array_equal(
@@ -354,7 +355,7 @@ def test_sigkill_at_random_moments_keeps_the_records_of_the_last_committed_chunk
     assert kills, "every run finished before its kill"
     # Resume the last killed run where its checkpoint left it: records after the checkpoint are
     # recorded again, the earlier ones kept; the result is the whole run.
-    out = cli_dir / f"killed{len(kills) - 1}" if proc.returncode else cli_dir / "killed0"
+    out = last_killed  # not killed{len(kills) - 1}: a run that finished before its kill is skipped
     if (out / "checkpoint.npz").exists():
         assert main(["run", "--resume", str(out), "--no-progress"]) == 0
         resumed = horde.RunResult.load(out)
