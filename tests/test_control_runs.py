@@ -86,6 +86,12 @@ def test_run_refuses_what_acting_cannot_do():
         horde.run(control_learner(False), vec, steps=5, policy=POLICY)
     with pytest.raises(ValueError, match="no control demon named 'nope'"):
         horde.run(control_learner(False), walk(), steps=5, policy=horde.EpsilonGreedy("nope"))
+    # The acting path goes through the same seed check as every run (1.5 was truncated to 1),
+    # and refuses streaming it does not do instead of ignoring it.
+    with pytest.raises(TypeError, match="seed must be a non-negative integer, got 1.5"):
+        horde.run(control_learner(False), walk(), steps=5, policy=POLICY, seed=1.5)
+    with pytest.raises(ValueError, match="record_to='out' is not supported with an EpsilonGreedy"):
+        horde.run(control_learner(False), walk(), steps=5, policy=POLICY, record_to="out")
 
 
 # ---------------------------------------------------------------------------------------------

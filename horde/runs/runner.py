@@ -359,6 +359,11 @@ def run(
     record_every = positive_int("record_every", record_every)
     chunk_size = positive_int("chunk_size", chunk_size)
     if isinstance(policy, EpsilonGreedy):
+        if record_to is not None:
+            raise ValueError(
+                f"record_to={record_to!r} is not supported with an EpsilonGreedy behaviour yet (the acting run "
+                "keeps its records in memory): save the returned RunResult instead"
+            )
         env, env_id = _make_env(env, env_kwargs)
         return run_acting(
             learner,
@@ -366,7 +371,7 @@ def run(
             env_id,
             policy,
             steps=steps,
-            seed=int(seed),
+            seed=as_seed("seed", seed),
             state=state,
             record_every=record_every,
             chunk_size=chunk_size,
