@@ -49,7 +49,7 @@ from demons.discounts import (
     UntilDiscount,
 )
 from demons.kinds import Kind
-from demons.policies import PROBABILITY_TOLERANCE, FixedPolicy, FunctionPolicy, Policy
+from demons.policies import PROBABILITY_TOLERANCE, FixedPolicy, FunctionPolicy, GreedyInPolicy, Policy
 
 __all__ = [
     # modules of builders, the kind contract and argument checks
@@ -87,4 +87,5 @@ __all__ = [
     "Policy",
     "FixedPolicy",
     "FunctionPolicy",
+    "GreedyInPolicy",
 ]

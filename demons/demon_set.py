@@ -226,8 +226,8 @@ class DemonSet:
         n_actions = None
         first = None
         for demon in demons:
-            if demon.target_policy is None or demon.target_policy.control:
-                continue  # a control demon has one head per action of the environment
+            if demon.target_policy is None or demon.target_policy.n_actions is None:
+                continue  # a policy on a control demon's values: the environment's actions
             k = demon.target_policy.n_actions
             if n_actions is None:
                 n_actions, first = k, demon.name
@@ -412,6 +412,7 @@ class DemonSet:
         behaviour_prob: Any = 1.0,
         *,
         min_behaviour_prob: float = MIN_BEHAVIOUR_PROB,
+        control_policies: Any = None,
     ) -> Evaluation:
         r"""Cumulants, discounts and importance ratios of every demon for one transition.
 
@@ -438,6 +439,9 @@ class DemonSet:
           next_observation: :math:`S_{t+1}`, shape ``(observation_dim,)``.
           behaviour_prob: :math:`\mu(A_t \mid S_t)`, scalar; ignored by on-policy demons.
           min_behaviour_prob: floor :math:`\epsilon` applied to ``behaviour_prob``.
+          control_policies: the control demons' greedy policies at :math:`S_t`
+            (:class:`demons.policies.ControlPolicies`), which ``greedy_in`` target policies
+            need; a control learner passes them.
 
         Returns:
           :class:`Evaluation` of float32 arrays of shape ``(n_demons,)``, in demon order.
@@ -445,7 +449,8 @@ class DemonSet:
         Raises:
           ValueError (at trace time): ``next_observation`` is not 1-D or is too
             short for an observation index (naming the demon); a ``function``
-            spec returns the wrong shape.
+            spec returns the wrong shape; a ``greedy_in`` target policy without
+            ``control_policies`` or naming a demon they do not hold.
         """
         next_obs = jnp.asarray(next_observation)
         if self._max_obs_index >= 0:
@@ -463,6 +468,7 @@ class DemonSet:
             next_observation=next_obs,
             behaviour_prob=jnp.asarray(behaviour_prob, _F32),
             min_behaviour_prob=min_behaviour_prob,
+            control_policies=control_policies,
         )
         return Evaluation(
             cumulants=self._cumulant_stage(transition),

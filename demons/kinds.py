@@ -101,6 +101,9 @@ class Transition(NamedTuple):
       behaviour_prob: :math:`\mu(A_t \mid S_t)`, float32 scalar, the behaviour probability
         of the action taken.
       min_behaviour_prob: the floor :math:`\epsilon` a ratio applies to ``behaviour_prob``.
+      control_policies: the control demons' greedy policies at :math:`S_t`
+        (``demons.policies.ControlPolicies``) where a control learner evaluates the demons, else
+        None; what ``greedy_in`` target policies read.
     """
 
     observation: jax.Array
@@ -109,6 +112,7 @@ class Transition(NamedTuple):
     next_observation: jax.Array
     behaviour_prob: jax.Array
     min_behaviour_prob: Any
+    control_policies: Any = None
 
 
 class Batch(NamedTuple):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from demons import checks
-from demons.kinds import Batch, Kind, Transition, per_distinct_spec
+from demons.kinds import Batch, Kind, Transition, gather, per_distinct_spec
 
 __all__ = [
     "PROBABILITY_TOLERANCE",
@@ -46,6 +46,9 @@ __all__ = [
     "greedy",
     "epsilon_greedy",
     "greedy_probabilities",
+    "GreedyInPolicy",
+    "greedy_in",
+    "ControlPolicies",
 ]
 
 PROBABILITY_TOLERANCE = 1e-6
@@ -265,7 +268,91 @@ class EpsilonGreedyPolicy(_ControlPolicy):
         return self.epsilon / g.shape[-1] + (1.0 - self.epsilon) * g
 
 
-POLICY_TYPES = (FixedPolicy, FunctionPolicy, GreedyPolicy, EpsilonGreedyPolicy)
+class ControlPolicies(NamedTuple):
+    r"""The greedy policies of the control demons at :math:`S_t`, what ``greedy_in`` ratios read.
+
+    A control learner computes them from each control demon's current action values
+    :math:`q_k(S_t, \cdot)` (the values the behaviour acts on) and hands them to the prediction
+    demons' evaluation (``DemonSet.evaluate(..., control_policies=...)``).
+
+    Attributes:
+      names: the control demons' names, static, in the order of ``probabilities``' rows.
+      probabilities: float32 ``(K, n_actions)``, :math:`\pi_k(\cdot \mid S_t)` =
+        :func:`greedy_probabilities` of :math:`q_k(S_t, \cdot)` (ties split evenly).
+    """
+
+    names: tuple[str, ...]
+    probabilities: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GreedyInPolicy(Policy):
+    r"""Greedy in another demon's action values: :math:`\pi(a \mid s) = \mathbb{1}[q_k(s, a) =
+    \max_b q_k(s, b)] / |\arg\max_b q_k(s, b)|` with :math:`q_k` the *current* action values of
+    the control demon named ``demon`` (ties split evenly).
+
+    A demon with this target policy is a prediction demon (an off-policy one): it asks what its
+    return would be if actions were chosen greedily by control demon ``demon`` ("what would the
+    angle be under the greedy policy"). Its ratio
+    :math:`\rho_t = \pi(A_t \mid S_t) / \mu(A_t \mid S_t)` needs :math:`q_k(S_t, \cdot)`, so
+    it is learned in the ``horde=`` of a ``horde.ControlLearner`` that holds that control demon
+    (which passes :class:`ControlPolicies` to the evaluation). Serialises as
+    ``target_policy = { kind = "greedy_in", demon = "balance" }``.
+    """
+
+    demon: str
+    kind: ClassVar[str] = "greedy_in"
+
+    def __post_init__(self):
+        object.__setattr__(self, "demon", checks.as_name(self.demon, "policies.greedy_in: demon"))
+
+    # The control demon's action count: the environment's.
+    @property
+    def n_actions(self) -> None:  # type: ignore[override]
+        return None
+
+    def check(self, owner: str = "this policy") -> None:
+        checks.check_non_empty(self.demon, "control demon name of the greedy_in target policy", owner)
+
+    def check_n_actions(self, n_actions: int, owner: str) -> None:
+        if n_actions < 1:
+            raise ValueError(f"target policy of {owner} needs discrete actions, got n_actions={n_actions}")
+
+    def __call__(self, observation) -> jax.Array:
+        raise TypeError(
+            f"a greedy_in({self.demon!r}) target policy is defined on control demon {self.demon!r}'s "
+            "action values, not on an observation: call greedy_probabilities(q) on them, or learn "
+            "the demon in the horde= of a horde.ControlLearner"
+        )
+
+    @classmethod
+    def batched(cls, positions: np.ndarray, specs: Sequence[GreedyInPolicy]) -> list[Batch]:
+        r"""Every control demon's :math:`\pi_k(A_t \mid S_t) / \mu(A_t \mid S_t)` (one row of
+        ``ControlPolicies.probabilities`` transposed), then one gather to the demons that name it."""
+        wanted = [s.demon for s in specs]
+
+        def compute(t: Transition) -> jax.Array:
+            control = t.control_policies
+            if control is None:
+                raise ValueError(
+                    f"demons with target policy greedy_in({sorted(set(wanted))[0]!r}) need the control "
+                    "demon's action values for their importance ratios, and this evaluation has none: "
+                    "learn them in the horde= of a horde.ControlLearner that holds that control demon"
+                )
+            missing = sorted({n for n in wanted if n not in control.names})
+            if missing:
+                raise ValueError(
+                    f"target policy greedy_in({missing[0]!r}) names no control demon of this "
+                    f"learner; expected one of {list(control.names)}"
+                )
+            rows = np.asarray([control.names.index(n) for n in wanted], np.int32)
+            rhos = ratio(t, jnp.asarray(control.probabilities, jnp.float32).T)
+            return gather(rhos, rows)
+
+        return [Batch(positions, compute)]
+
+
+POLICY_TYPES = (FixedPolicy, FunctionPolicy, GreedyPolicy, EpsilonGreedyPolicy, GreedyInPolicy)
 """The built-in policy kinds (any registered subclass of :class:`Policy` is a policy)."""
 
 
@@ -310,6 +397,21 @@ def greedy() -> GreedyPolicy:
     Serialises as ``target_policy = { kind = "greedy" }``.
     """
     return GreedyPolicy()
+
+
+def greedy_in(demon: str) -> GreedyInPolicy:
+    r"""Greedy in control demon ``demon``'s current action values: an off-policy prediction demon.
+
+    The demon predicts its return under the greedy policy of the control demon (ties split
+    evenly), with exact importance ratios
+    :math:`\rho_t = \pi(A_t \mid S_t) / \mu(A_t \mid S_t)` computed from that demon's action
+    values at :math:`S_t`. Learn it in the ``horde=`` of a ``horde.ControlLearner`` holding
+    ``demon``. Serialises as ``target_policy = { kind = "greedy_in", demon = "balance" }``.
+
+    Args:
+      demon: the control demon's name.
+    """
+    return GreedyInPolicy(demon)
 
 
 def epsilon_greedy(epsilon: float) -> EpsilonGreedyPolicy:

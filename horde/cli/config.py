@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from demons import RUN_CONFIG_SECTIONS, DemonSet
-from horde.control import ControlLearner, is_control_demon
+from horde.control import ControlLearner, check_greedy_in, is_control_demon
 from horde.core import as_int
 from horde.td import HordeLearner
 
@@ -271,6 +271,11 @@ def validate_config(
     if not any(k in config for k in DEMON_SECTIONS):
         raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
     demon_set = build_demons(config)  # raises ConfigError naming the demon
+    controls = [d for d in demon_set if is_control_demon(d)]
+    try:
+        check_greedy_in([d for d in demon_set if not is_control_demon(d)], controls or None)
+    except ValueError as e:
+        raise ConfigError(f"config demons: {e}") from e
     if kind == "epsilon_greedy":
         named = policy["demon"]
         if named not in [d.name for d in demon_set if is_control_demon(d)]:

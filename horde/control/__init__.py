@@ -9,7 +9,7 @@ an optional ``HordeLearner`` of prediction demons that learn from the same trans
 This room imports ``horde.core``, ``horde.td`` and ``demons``; ``horde.runs`` drives it.
 """
 
-from horde.control.learner import ControlLearner, ControlState, ControlUpdateResult, is_control_demon
+from horde.control.learner import ControlLearner, ControlState, ControlUpdateResult, check_greedy_in, is_control_demon
 from horde.control.rules import RULES, ControlStep, ReturnStats, control_step, return_scale, scale_cumulants, tree_l1
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ControlStep",
     "ControlUpdateResult",
     "ReturnStats",
+    "check_greedy_in",
     "control_step",
     "is_control_demon",
     "return_scale",

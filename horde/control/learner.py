@@ -25,12 +25,45 @@ from horde.control.rules import RULES, ReturnStats, control_step, return_scale, 
 from horde.core import MultiHeadMLPLearner, ObGDBounding, WelfordNormalizer
 from horde.td import HordeLearner
 
-__all__ = ["ControlLearner", "ControlState", "ControlUpdateResult", "is_control_demon"]
+__all__ = ["ControlLearner", "ControlState", "ControlUpdateResult", "check_greedy_in", "is_control_demon"]
 
 
 def is_control_demon(demon: Demon) -> bool:
     """True for a demon whose target policy is defined on its own action values."""
     return demon.target_policy is not None and bool(getattr(demon.target_policy, "control", False))
+
+
+def check_greedy_in(prediction: Iterable[Demon], control: Iterable[Demon] | None) -> None:
+    """Refuses prediction demons whose ``greedy_in`` target policy names no control demon.
+
+    Args:
+        prediction: the prediction demons (a ``HordeLearner``'s).
+        control: the control demons of the learner that carries them, or None where no control
+            learner does (then any ``greedy_in`` demon is refused).
+
+    Raises:
+        ValueError: naming the demon, the name its target policy gives, and what was expected
+            (a control demon of the learner, or a ``horde.ControlLearner`` at all).
+    """
+    control = list(control) if control is not None else None
+    names = [d.name for d in control] if control is not None else []
+    others = {d.name for d in prediction}
+    for d in prediction:
+        policy = d.target_policy
+        if not isinstance(policy, policies.GreedyInPolicy):
+            continue
+        if control is None:
+            raise ValueError(
+                f"demon {d.name!r} has target policy greedy_in({policy.demon!r}): its importance ratio "
+                f"needs control demon {policy.demon!r}'s action values, so it must be learned in the "
+                "horde= of a horde.ControlLearner holding that demon, got no control learner"
+            )
+        if policy.demon not in names:
+            what = "is a prediction demon, not a control demon" if policy.demon in others else "is no demon"
+            raise ValueError(
+                f"demon {d.name!r} has target policy greedy_in({policy.demon!r}), but {policy.demon!r} "
+                f"{what} of this learner; expected one of the control demons {names}"
+            )
 
 
 class ControlState(NamedTuple):
@@ -103,6 +136,7 @@ class ControlLearner:
     Raises:
         TypeError: ``horde`` is not a HordeLearner, or an entry of ``demons`` is not a Demon.
         ValueError: no demons, a demon that is not a control demon, a control demon in ``horde``,
+            a ``greedy_in`` target policy in ``horde`` that names no control demon of ``demons``,
             a name used twice, or an invalid setting (naming the argument and the value).
     """
 
@@ -139,6 +173,8 @@ class ControlLearner:
                 raise ValueError(
                     f"ControlLearner: the horde's demons {bad[:3]} are control demons; pass them as demons="
                 )
+        if horde is not None:
+            check_greedy_in(horde.demons, control)
         if greedy_rule not in ("q_lambda", "greedy_gq"):
             raise ValueError(f"ControlLearner: greedy_rule must be 'q_lambda' or 'greedy_gq', got {greedy_rule!r}")
         for name, value in (("step_size", step_size), ("secondary_step_size", secondary_step_size)):
@@ -372,8 +408,18 @@ class ControlLearner:
         values, deltas = steps.value * sigma, steps.td_error * sigma
         nan = jnp.full((self.n_control,), jnp.nan, jnp.float32)
         if self.horde is not None:
+            # greedy_in demons' π: each control demon's greedy policy on q(S_t, ·) before this
+            # update, the values the behaviour acted on.
             h, h_ev = self.horde.evaluate_and_update_traced(
-                state.horde, observation, action, reward, next_observation, terminated, truncated, behaviour_prob
+                state.horde,
+                observation,
+                action,
+                reward,
+                next_observation,
+                terminated,
+                truncated,
+                behaviour_prob,
+                control_policies=policies.ControlPolicies(self.control_demons.names, steps.greedy),
             )
             horde_state = h.state
             predictions = jnp.concatenate([values, h.predictions])

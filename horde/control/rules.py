@@ -55,6 +55,8 @@ class ControlStep(NamedTuple):
         td_error: :math:`\\delta_t`.
         explored: whether :math:`A_t` was not greedy for :math:`q(S_t, \\cdot)`.
         scale: the ObGD factor :math:`\\alpha_{eff} / \\alpha` in (0, 1].
+        greedy: :math:`\\pi_{greedy}(\\cdot \\mid S_t)` on :math:`q(S_t, \\cdot)` before the update
+            (ties split evenly), ``(n_actions,)``: what ``greedy_in`` target policies read.
     """
 
     params: Any
@@ -64,6 +66,7 @@ class ControlStep(NamedTuple):
     td_error: jax.Array
     explored: jax.Array
     scale: jax.Array
+    greedy: jax.Array
 
 
 def tree_l1(tree: Any) -> jax.Array:
@@ -173,7 +176,7 @@ def control_step(
 
     cut = episode_end | (cut_after_exploring & explored)
     trace = jax.tree_util.tree_map(lambda e: jnp.where(cut, jnp.zeros_like(e), e), trace)
-    return ControlStep(params, trace, secondary, jnp.max(q), delta, explored, scale)
+    return ControlStep(params, trace, secondary, jnp.max(q), delta, explored, scale, greedy_now)
 
 
 class ReturnStats(NamedTuple):

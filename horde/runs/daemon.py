@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from horde.control import check_greedy_in
 from horde.core import (
     MultiHeadMLPLearner,
     MultiHeadMLPState,
@@ -174,6 +175,7 @@ class Daemon:
 
     def __init__(self, learner: MultiHeadMLPLearner | HordeLearner, state: Any) -> None:
         if isinstance(learner, HordeLearner):
+            check_greedy_in(learner.demons, None)
             learner.check_state(state)
             # One state structure for explicit-input and demon-evaluated updates alike.
             state = learner.with_trace_rows(state)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.control import ControlLearner
+from horde.control import ControlLearner, check_greedy_in
 from horde.core import as_int
 from horde.runs.records import RecordWriter
 from horde.runs.results import DivergenceError, RunResult
@@ -92,8 +92,11 @@ def check_off_policy(learner: Learner, action_space: gym.Space, policy: str, has
 
     Raises:
         ValueError: an off-policy demon with a non-``Discrete`` action space or with a policy
-            that gives no probabilities; the message names up to three such demons.
+            that gives no probabilities (the message names up to three such demons), or a
+            ``greedy_in`` demon without a ``ControlLearner``.
     """
+    if not isinstance(learner, ControlLearner) and hasattr(learner, "demons"):
+        check_greedy_in(learner.demons, None)
     off = [name for name, o in zip(learner.names, learner.demons.is_off_policy) if o]
     if not off:
         return

@@ -616,10 +616,16 @@ class HordeLearner:
         truncated,
         behaviour_prob,
         attached: bool = False,
+        *,
+        control_policies: Any = None,
     ):
         """Evaluates the demons on the transition and updates; returns ``(result, evaluation)``
-        (``attached`` as in ``update_from_transition_traced``)."""
-        evaluation = self.demons.evaluate(observation, action, reward, next_observation, behaviour_prob)
+        (``attached`` as in ``update_from_transition_traced``; ``control_policies``, the
+        control demons' greedy policies at :math:`S_t` that ``greedy_in`` target policies
+        read, as in ``DemonSet.evaluate``)."""
+        evaluation = self.demons.evaluate(
+            observation, action, reward, next_observation, behaviour_prob, control_policies=control_policies
+        )
         rhos = evaluation.rhos if self._has_off_policy else None
         result = self._update(
             state,
