@@ -13,9 +13,11 @@ Around it, in a ``HordeLearner`` on its own (64, 64) trunk, from the same transi
   under the behaviour itself (as it improves, "how far will the pole lean over the next T
   steps" changes, and the demons track it);
 * 5 reward demons (timescales 2 to 200): how soon the pole falls, under the behaviour;
-* 12 off-policy demons: each sensor at timescales 2, 10 and 50 *if the cart were pushed right
-  from now on* (``policies.deterministic(1, 2)``), learned with GTD(λ) from the exact
-  importance ratios π(a|s)/μ(a|s) the ε-greedy behaviour reports.
+* 12 off-policy demons: each sensor at timescales 2, 10 and 50 *if the greedy policy of
+  ``balance`` acted from now on* (``policies.greedy_in("balance")``: "what would the angle be
+  under the greedy policy"), learned with GTD(λ) from exact importance ratios
+  π(a|s)/μ(a|s), π the greedy policy on ``balance``'s current action values at S_t and μ the
+  ε-greedy probability the behaviour reports.
 
 It prints the control demon's episode returns and the prediction demons' error summary, and
 draws ``control_cartpole_returns.png`` (the episode returns against steps) and
@@ -48,14 +50,14 @@ SHOWN = ["balance", "pole_angle@10", "reward@20"]
 
 def prediction_demons() -> list[demons.Demon]:
     on_policy = demons.nexting(4, timescales=TIMESCALES, names=SENSORS) + demons.reward_demons((2, 5, 20, 100, 200))
-    push_right = policies.deterministic(1, 2)
+    greedy = policies.greedy_in("balance")
     off_policy = [
         demons.Demon(
-            f"{name}@{t}|right",
+            f"{name}@{t}|greedy",
             cumulants.observation(i),
             discounts.timescale(t),
             lamda=0.0,
-            target_policy=push_right,
+            target_policy=greedy,
         )
         for i, name in enumerate(SENSORS)
         for t in (2, 10, 50)
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     on = np.asarray([not d.off_policy for d in result.demons])
     print(
         f"on-policy prediction demons: median normalised RMSE over the last 10% "
-        f"{np.nanmedian(summary['normalized_rmse'][on][1:]):.3f}; off-policy demons (pushing right): "
+        f"{np.nanmedian(summary['normalized_rmse'][on][1:]):.3f}; off-policy demons (the greedy policy): "
         f"median mean squared TD error {np.nanmedian(summary['mean_squared_td_error'][~on]):.3g}"
     )
     for name in SHOWN:

@@ -79,7 +79,7 @@ def test_chunk_size_and_record_every_do_not_change_the_numbers(both_runs):
 def test_run_refuses_what_acting_cannot_do():
     with pytest.raises(ValueError, match="must be a horde.ControlLearner"):
         horde.run(horde.HordeLearner(demons.reward_demons((2,)), hidden_sizes=(4,)), walk(), steps=5, policy=POLICY)
-    with pytest.raises(ValueError, match="start_step must be 0"):
+    with pytest.raises(ValueError, match=r"actions must be the 3 actions the run took before start_step=3"):
         horde.run(control_learner(False), walk(), steps=5, policy=POLICY, start_step=3)
     vec = gym.make_vec("horde/RandomWalk-v0", num_envs=2, vectorization_mode="sync")
     with pytest.raises(ValueError, match="single environment"):

@@ -118,7 +118,7 @@ def _compiled(learner: ControlLearner, policy: EpsilonGreedy, index: int, anneal
     return cache[key]
 
 
-def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int) -> None:
+def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actions: Any) -> np.ndarray:
     if not isinstance(learner, ControlLearner):
         raise ValueError(
             f"{policy!r} acts on a control demon's values: the learner must be a horde.ControlLearner "
@@ -131,11 +131,19 @@ def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int) -> No
         )
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"{policy!r} needs a Discrete action space, got {env.action_space!r}")
-    if start_step:
+    # A resumed acting run replays the actions it took: they depended on the learner's weights,
+    # so the behaviour alone cannot replay them.
+    taken = np.zeros((0,), np.int64) if actions is None else np.asarray(actions)
+    if taken.ndim != 1 or taken.shape[0] != start_step or not np.issubdtype(taken.dtype, np.integer):
         raise ValueError(
-            f"start_step must be 0 with {policy!r}, got {start_step}: its actions depend on the "
-            "learner's weights, so the behaviour stream cannot be replayed without relearning it"
+            f"actions must be the {start_step} actions the run took before start_step={start_step} "
+            f"(RunResult.actions of the run it continues; integers, shape ({start_step},)), got "
+            f"{'None' if actions is None else f'{taken.dtype} {taken.shape}'}"
         )
+    n = int(env.action_space.n)
+    if taken.size and not (0 <= taken.min() and taken.max() < n):
+        raise ValueError(f"actions must be in [0, {n}), got values from {taken.min()} to {taken.max()}")
+    return taken
 
 
 def run_acting(
@@ -153,17 +161,25 @@ def run_acting(
     callback: Any,
     stop_on_interrupt: bool,
     start_step: int = 0,
+    actions: Any = None,
 ) -> RunResult:
     """``horde.run`` with an ``EpsilonGreedy`` behaviour: one compiled call per step (see the
     module docstring). The arguments are ``horde.run``'s, checked there.
 
+    A run resumed at ``start_step`` (with the ``state`` learned by then and the ``actions``
+    taken by then, ``RunResult.actions``) replays those actions in ``env`` from
+    ``reset(seed=seed)``, then draws the action of step ``start_step`` with the keys and ε of
+    that step: it continues the earlier run bit for bit. ε's default annealing is 5 % of
+    ``start_step + steps``, the whole run's length.
+
     Raises:
         ValueError: the learner is not a ``ControlLearner`` holding ``policy.demon``, ``env`` is
-            a vector environment or has no ``Discrete`` action space, ``start_step`` is not 0,
-            demons that do not fit the environment, or a non-finite observation.
+            a vector environment or has no ``Discrete`` action space, ``actions`` are not the
+            ``start_step`` actions taken before it, demons that do not fit the environment, or
+            a non-finite observation.
         DivergenceError: as ``horde.run``.
     """
-    _check(learner, env, policy, start_step)
+    replayed = _check(learner, env, policy, start_step, actions)
     assert isinstance(learner, ControlLearner)
     act_space = env.action_space
     assert isinstance(act_space, gym.spaces.Discrete)
@@ -173,9 +189,9 @@ def run_acting(
     learner.demons.validate(dim, n_actions)
     index = learner.control_index(policy.demon)
     check_off_policy(learner, act_space, repr(policy), True)
-    anneal = policy.resolved_anneal_steps(steps)
+    anneal = policy.resolved_anneal_steps(start_step + steps)
     config: dict[str, Any] = {
-        "start_step": 0,
+        "start_step": int(start_step),
         "env": env_id,
         "runner": "run",
         "steps": int(steps),
@@ -202,15 +218,23 @@ def run_acting(
     ep_return, ep_length = 0.0, 0
     start_time = time.perf_counter()
     raw, _ = env.reset(seed=seed)
+    taken = np.zeros(start_step + steps, np.int32)
+    taken[:start_step] = replayed
+    for a in replayed.tolist():
+        raw, reward, term, trunc, _ = env.step(a + action_start)
+        ep_return, ep_length = ep_return + float(reward), ep_length + 1
+        if term or trunc:
+            ep_return, ep_length = 0.0, 0
+            raw, _ = env.reset()
     x = features(raw)
-    action, prob = first_fn(good_state, jnp.asarray(x), jnp.uint32(0), step_root)
+    action, prob = first_fn(good_state, jnp.asarray(x), jnp.uint32(start_step), step_root)
     zero = jnp.zeros((), jnp.int32)
     # The chunk fields are set at the start of each chunk.
     carry = _Carry(
         jax.tree_util.tree_map(jnp.copy, good_state),
         action,
         prob,
-        jnp.uint32(0),
+        jnp.uint32(start_step),
         zero,
         zero,
         (),
@@ -223,14 +247,16 @@ def run_acting(
 
     def result(done: int, state: Any) -> RunResult:
         wall = time.perf_counter() - start_time
-        return assemble_result(
+        r = assemble_result(
             learner, recorder, episodes, wall=wall, done=done, record_every=record_every, config=config, state=state
         )
+        r.actions = taken[None, : start_step + done].copy()
+        return r
 
     try:
         while done < steps:
             T = min(chunk_size, steps - done)
-            offset = (-done) % record_every
+            offset = (-(start_step + done)) % record_every
             carry = carry._replace(
                 j=jnp.zeros((), jnp.int32),
                 offset=jnp.asarray(offset, jnp.int32),
@@ -243,6 +269,7 @@ def run_acting(
             rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
             for j in range(T):
                 a = int(action)
+                taken[start_step + done + j] = a
                 next_raw, reward, term, trunc, _ = env.step(a + action_start)
                 x_next = features(next_raw)
                 if not np.isfinite(x_next).all():
@@ -252,7 +279,7 @@ def run_acting(
                 ep_return += float(reward)
                 ep_length += 1
                 if term or trunc:
-                    episodes.append((0, done + j, ep_return, ep_length))
+                    episodes.append((0, start_step + done + j, ep_return, ep_length))
                     ep_return, ep_length = 0.0, 0
                     raw, _ = env.reset()
                     x_act = features(raw)
@@ -269,17 +296,23 @@ def run_acting(
             diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(carry.state))), T)
             if diverged is not None:
                 _, t, bad = diverged
-                recorder.add(done, buffers, *(r[:, : t + 1] for r in rows))
+                recorder.add(start_step + done, buffers, *(r[:, : t + 1] for r in rows))
                 raise divergence_error(
-                    learner, step=done + t, copy=0, n_copies=1, seed=seed, demons=bad, result=result(done, good_state)
+                    learner,
+                    step=start_step + done + t,
+                    copy=0,
+                    n_copies=1,
+                    seed=seed,
+                    demons=bad,
+                    result=result(done, good_state),
                 )
-            recorder.add(done, buffers, *rows)
+            recorder.add(start_step + done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
             # The next step donates the carry: keep a copy of the checked state.
             good_state, done = jax.tree_util.tree_map(jnp.copy, carry.state), done + T
             bar.update(T, np.asarray([mean_td]))
             if callback is not None:
-                callback(done, good_state)
+                callback(start_step + done, good_state)
     except KeyboardInterrupt:
         if not stop_on_interrupt:
             raise

@@ -108,6 +108,10 @@ class RunResult:
         true_values: Monte Carlo estimates of ``E[G_i | S_t]`` at those steps,
             ``(n_seeds, m, n_demons)`` (``horde.evaluation.true_values``), or None.
         true_value_stderr: their standard errors, same shape, or None.
+        actions: ``(n_seeds, start_step + total_steps)`` int32, every action a run whose
+            behaviour acts on the learner (``EpsilonGreedy``) took from global step 0, the
+            replayed ones included: what resuming it needs (``horde.run(..., actions=...)``);
+            None for other runs. Not saved by ``save`` (a checkpoint holds it).
         partial: True for a run that stopped before its last step (killed, interrupted,
             diverged, or stopped by an error), as loaded from its records: it holds the
             records up to its last committed chunk; ``config["stopped"]`` says why where the
@@ -140,6 +144,7 @@ class RunResult:
     true_values: np.ndarray | None = None
     true_value_stderr: np.ndarray | None = None
     partial: bool = False
+    actions: np.ndarray | None = None
 
     # Arrays that a result may lack (None): the diagnostics and the true values.
     OPTIONAL_FIELDS = ("rupee", "ude", "true_value_steps", "true_values", "true_value_stderr")

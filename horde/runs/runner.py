@@ -298,6 +298,7 @@ def run(
     stop_on_interrupt: bool = False,
     start_step: int = 0,
     record_to: Any = None,
+    actions: Any = None,
 ) -> RunResult:
     """Runs a behaviour policy in ``env`` for ``steps`` steps while ``learner`` learns.
 
@@ -306,8 +307,8 @@ def run(
             Or a ``horde.ControlLearner`` with ``policy=EpsilonGreedy(demon)``: the behaviour
             acts on the control demon's latest values, so each step is one compiled call that
             learns from the transition and draws the next action (``horde.runs.acting``; a
-            single environment, ``start_step`` 0; the actions are ``run_jax``'s for the same seed
-            where the dynamics agree).
+            single environment; the actions are ``run_jax``'s for the same seed where the
+            dynamics agree; ``RunResult.actions`` holds them, to resume the run).
         env: a Gymnasium environment, a Gymnasium vector environment (one independent learner
             state per copy, learned in one vmapped call), or an environment id for
             ``gymnasium.make``.
@@ -341,6 +342,11 @@ def run(
             last committed chunk (``RunResult.load`` reads them, with ``partial=True``). Where
             the directory already holds this run's records (a resumed run), the records from
             ``start_step`` on are replaced by the new ones and the earlier ones kept.
+        actions: with an ``EpsilonGreedy`` behaviour resumed at ``start_step``: the
+            ``start_step`` actions the run took before it (``RunResult.actions[0]`` of the run it
+            continues), which are replayed in the environment from ``reset(seed=seed)``
+            because they depended on the learner; with ``state`` the learner state at
+            ``start_step``, the result continues the run bit for bit.
 
     Returns:
         ``RunResult``.
@@ -378,7 +384,13 @@ def run(
             progress=progress,
             callback=callback,
             stop_on_interrupt=stop_on_interrupt,
-            start_step=start_step,
+            start_step=as_int("start_step", start_step, low=0),
+            actions=actions,
+        )
+    if actions is not None:
+        raise ValueError(
+            f"actions is only for resuming a run whose behaviour acts on the learner (EpsilonGreedy), "
+            f"got actions with the behaviour {policy!r} (its stream replays from the seed alone)"
         )
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
