@@ -71,6 +71,26 @@ def test_run_then_resume_equals_one_run_bit_for_bit(runs):
     assert rest.config["start_step"] == N and rest.total_steps == M
 
 
+def test_an_acting_daemon_continues_a_run_from_its_state_and_step(runs):
+    """An ``ActingDaemon`` given the state and step of the first part, driving the environment
+    that replayed the first part's actions, takes the full run's actions from there on."""
+    full, first, _ = runs
+    env = walk()
+    obs, _ = env.reset(seed=4)
+    for a in first.actions[0].tolist():
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            obs, _ = env.reset()
+    daemon = horde.ActingDaemon(learner(), POLICY, env.observation_space, 2, seed=4, state=first.state, start_step=N)
+    taken = [daemon.start(obs)]
+    for _ in range(M - 1):
+        obs, reward, term, trunc, _ = env.step(taken[-1])
+        taken.append(daemon.step(reward, obs, term, trunc, env.reset()[0] if term or trunc else None))
+    np.testing.assert_array_equal(taken, full.actions[0, N:])
+    with pytest.raises(ValueError, match="state must be a ControlState of this learner"):
+        horde.ActingDaemon(learner(), POLICY, env.observation_space, 3, state=first.state)
+
+
 def test_resume_refuses_actions_that_are_not_the_runs():
     lrn = learner()
     with pytest.raises(ValueError, match=r"actions must be the 5 actions the run took before start_step=5"):
@@ -79,3 +99,86 @@ def test_resume_refuses_actions_that_are_not_the_runs():
         horde.run(lrn, walk(), steps=5, policy=POLICY, start_step=2, actions=np.asarray([0, 3]))
     with pytest.raises(ValueError, match="actions is only for resuming a run whose behaviour acts"):
         horde.run(horde.HordeLearner(demons.reward_demons((2,))), walk(), steps=5, actions=np.zeros(0, np.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# horde run --resume of a control run
+
+CONTROL_TOML = """
+[env]
+id = "horde/RandomWalk-v0"
+kwargs = { n_states = 7 }
+
+[run]
+steps = STEPS
+seed = 3
+seeds = 2
+record_every = 2
+chunk_size = 50
+
+[policy]
+kind = "epsilon_greedy"
+demon = "q"
+epsilon = 0.05
+anneal_steps = 150
+
+[control]
+hidden_sizes = [8]
+
+[learner]
+hidden_sizes = [8]
+
+[[demons]]
+name = "q"
+cumulant = { kind = "reward" }
+discount = { kind = "constant", gamma = 0.9 }
+lamda = 0.8
+target_policy = { kind = "greedy" }
+
+[[demons]]
+name = "right|greedy"
+cumulant = { kind = "observation", index = 6 }
+discount = { kind = "constant", gamma = 0.8 }
+target_policy = { kind = "greedy_in", demon = "q" }
+
+[reward_demons]
+timescales = [2]
+"""
+
+
+def test_horde_run_resumes_a_control_run_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """``horde run`` for 90 steps, ``--resume --steps 150``: the checkpoint (every seed's
+    ControlState, the step, the actions) and the joined records equal a 240-step run's."""
+    import json
+
+    from horde.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "full.toml").write_text(CONTROL_TOML.replace("STEPS", str(N + M)))
+    (tmp_path / "first.toml").write_text(CONTROL_TOML.replace("STEPS", str(N)))
+    assert main(["run", "full.toml", "--out", "full", "--no-progress"]) == 0
+    assert main(["run", "first.toml", "--out", "first", "--no-progress"]) == 0
+    assert main(["run", "--resume", "first", "--steps", str(M), "--out", "resumed", "--no-progress"]) == 0
+    _, whole_state, whole_meta = horde.load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    learner, state, meta = horde.load_checkpoint(tmp_path / "resumed" / "checkpoint.npz")
+    assert isinstance(learner, horde.ControlLearner) and meta["step"] == N + M
+    assert meta["control_actions"] == whole_meta["control_actions"]
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(whole_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    whole, joined = horde.RunResult.load(tmp_path / "full"), horde.RunResult.load(tmp_path / "resumed")
+    np.testing.assert_array_equal(joined.steps, whole.steps)
+    for name in ("predictions", "td_errors", "rewards", "episode_seed", "episode_end_step", "episode_return"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name), err_msg=name)
+
+    # A changed control setting, behaviour or prediction demon is refused, each difference listed.
+    config = json.loads((tmp_path / "first" / "config.json").read_text())
+    config["control"]["hidden_sizes"] = [16]
+    config["policy"]["epsilon"] = 0.1
+    config["demons"][1]["discount"]["gamma"] = 0.7
+    (tmp_path / "first" / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["run", "--resume", "first", "--steps", "10", "--out", "again", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "learner.hidden_sizes: [8] in the checkpoint, [16] in the config" in err
+    assert "'epsilon': 0.05" in err and "'epsilon': 0.1" in err
+    assert "learner.horde.demons: changed ['right|greedy']" in err

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 
 from demons import DemonSet
+from horde.control import ControlLearner, ControlState
 from horde.core import MultiHeadMLPLearner, MultiHeadMLPState
 from horde.td import HordeLearner, HordeState
 
@@ -95,13 +96,19 @@ def _learner_kind(learner: Any) -> str:
         return "HordeLearner"
     if isinstance(learner, MultiHeadMLPLearner):
         return "MultiHeadMLPLearner"
-    raise TypeError(f"learner must be a HordeLearner or MultiHeadMLPLearner, got {type(learner).__name__}")
+    if isinstance(learner, ControlLearner):
+        return "ControlLearner"
+    raise TypeError(
+        f"learner must be a HordeLearner, ControlLearner or MultiHeadMLPLearner, got {type(learner).__name__}"
+    )
 
 
-def _template(learner: Any, observation_dim: int, n_seeds: int | None) -> Any:
+def _template(learner: Any, observation_dim: int, n_seeds: int | None, n_actions: int | None = None) -> Any:
     """Shapes and dtypes of a fresh state (``jax.eval_shape``: nothing is computed)."""
 
     def init(key: jax.Array) -> Any:
+        if isinstance(learner, ControlLearner):
+            return learner.init_traced(observation_dim, key, int(n_actions or 0))
         return learner.init(observation_dim, key)
 
     key = jax.random.key(0)
@@ -115,8 +122,9 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
 
     Args:
         path: the checkpoint file (``.npz`` is appended when missing).
-        learner: a ``HordeLearner`` or ``MultiHeadMLPLearner``.
-        state: its state (``HordeState``/``MultiHeadMLPState``), optionally batched over seeds.
+        learner: a ``HordeLearner``, ``ControlLearner`` or ``MultiHeadMLPLearner``.
+        state: its state (``HordeState``/``ControlState``/``MultiHeadMLPState``), optionally
+            batched over seeds.
         metadata: JSON-serializable extra data (e.g. the step a run reached).
 
     Returns:
@@ -131,9 +139,11 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     kind = _learner_kind(learner)
-    expected_type = HordeState if kind == "HordeLearner" else MultiHeadMLPState
+    expected_type = {"HordeLearner": HordeState, "ControlLearner": ControlState}.get(kind, MultiHeadMLPState)
     if not isinstance(state, expected_type):
         raise TypeError(f"state must be a {expected_type.__name__} for a {kind}, got {type(state).__name__}")
+    if isinstance(state, ControlState):
+        return _save(path, learner, state, metadata, *_control_shape(learner, state))
     core = state.core if isinstance(state, HordeState) else state
     biases = np.shape(core.head_params.biases)
     n_seeds = None if len(biases) == 1 else int(biases[0])
@@ -142,6 +152,27 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     except ValueError as e:
         raise ValueError(f"save_checkpoint: {e}") from e
     feature_dim = learner.core.feature_dim(core) if kind == "HordeLearner" else learner.feature_dim(core)
+    return _save(path, learner, state, metadata, int(feature_dim), n_seeds, None)
+
+
+def _control_shape(learner: ControlLearner, state: ControlState) -> tuple[int, int | None, int]:
+    """``(observation_dim, n_seeds, n_actions)`` of a control state, checked against a fresh
+    one's shapes (a state of another configuration would be written, and never load again)."""
+    returns = np.shape(state.returns)
+    n_seeds = None if len(returns) == 1 else int(returns[0])
+    dim, n_actions = learner.observation_dim(state), learner.action_count(state)
+    template = _template(learner, dim, n_seeds, n_actions)
+    got = [(name, arr.shape) for name, arr in _leaves(state)]
+    want = [(_path_name(p), tuple(spec.shape)) for p, spec in jax.tree_util.tree_flatten_with_path(template)[0]]
+    if got != want:
+        raise ValueError(f"save_checkpoint: the state does not fit the learner: arrays {got}, expected {want}")
+    return dim, n_seeds, n_actions
+
+
+def _save(
+    path: Path, learner: Any, state: Any, metadata: dict | None, feature_dim: int, n_seeds: int | None, n_actions
+) -> Path:
+    kind = _learner_kind(learner)
     leaves = _leaves(state)
     meta = {
         "format": "horde-checkpoint",
@@ -150,6 +181,7 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
         **_learner_description(learner),
         "observation_dim": int(feature_dim),
         "n_seeds": n_seeds,
+        **({"n_actions": n_actions} if n_actions is not None else {}),
         "leaves": [name for name, _ in leaves],
         "metadata": metadata or {},
     }
@@ -234,12 +266,13 @@ def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, 
         )
     else:
         try:
-            cls = HordeLearner if meta["learner_kind"] == "HordeLearner" else MultiHeadMLPLearner
+            classes = {"HordeLearner": HordeLearner, "ControlLearner": ControlLearner}
+            cls = classes.get(meta["learner_kind"], MultiHeadMLPLearner)
             learner = cls.from_config(meta["learner_config"])
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
     try:
-        template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"])
+        template = _template(learner, int(meta["observation_dim"]), meta["n_seeds"], meta.get("n_actions"))
     except ValueError as e:  # e.g. a demon reading an observation the checkpoint's size lacks
         raise CheckpointError(f"{path} holds a learner that does not fit its own observation size: {e}") from e
     if isinstance(learner, HordeLearner) and any(name.startswith("traces/rows/") for name, _ in leaves):
@@ -272,7 +305,7 @@ def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, 
 def _learner_description(learner: Any) -> dict[str, Any]:
     """The stored description of ``learner``: its full configuration where it has a plain-data
     form (else ``None``), and always its settings and demons as data."""
-    if isinstance(learner, MultiHeadMLPLearner):
+    if isinstance(learner, (MultiHeadMLPLearner, ControlLearner)):
         return {"learner_config": learner.to_config()}
     try:
         config: dict[str, Any] | None = learner.to_config()

@@ -252,6 +252,31 @@ class ControlLearner:
             "secondary_step_size": self.secondary_step_size,
         }
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ControlLearner:
+        """Inverse of :meth:`to_config`.
+
+        Raises:
+            ValueError: a config that is not a ControlLearner's, or a bad setting (naming it).
+        """
+        config = dict(config)
+        if config.pop("type", "ControlLearner") != "ControlLearner":
+            raise ValueError(f"ControlLearner.from_config: type must be 'ControlLearner', got {config.get('type')!r}")
+        control = DemonSet.from_dict(config.pop("demons"))
+        horde_config = config.pop("horde", None)
+        horde = None if horde_config is None else HordeLearner.from_config(horde_config)
+        return cls(control, horde=horde, **config)
+
+    def observation_dim(self, state: ControlState) -> int:
+        """The observation size ``state`` was built for (its networks' input size)."""
+        trunk, heads = state.params
+        weights = jax.tree_util.tree_leaves(trunk)
+        return int(np.shape(weights[0])[-2]) if weights else int(np.shape(heads.weights)[-1])
+
+    def action_count(self, state: ControlState) -> int:
+        """The number of actions ``state`` was built for (one head per action)."""
+        return self._n_actions(state)
+
     def __repr__(self) -> str:
         return (
             f"ControlLearner({list(self.control_demons.names)}, rules={list(self.rules)}, "

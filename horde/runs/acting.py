@@ -340,6 +340,11 @@ class ActingDaemon:
         n_actions: actions of the ``Discrete`` action space (indexed from 0).
         seed: the learner's weights and the action draws (``jax.random.key(seed)``).
         steps: the run's length, for the default annealing (5 % of it).
+        state: a learner state to continue from (e.g. ``daemon.state`` saved at step
+            ``start_step``, or a ``horde.run`` result's); default: a fresh one from ``seed``.
+        start_step: the global step the daemon starts at: ε's schedule and the action draws
+            continue from there, so a daemon given the state and step of an earlier one (and
+            an environment in the state it left) continues it bit for bit.
 
     Attributes:
         state: a copy of the learner state after the last step.
@@ -360,6 +365,8 @@ class ActingDaemon:
         *,
         seed: int = 0,
         steps: int | None = None,
+        state: Any = None,
+        start_step: int = 0,
     ) -> None:
         if not isinstance(learner, ControlLearner):
             raise ValueError(f"ActingDaemon: learner must be a horde.ControlLearner, got {type(learner).__name__}")
@@ -376,10 +383,22 @@ class ActingDaemon:
         self._first, self._step = _compiled(learner, policy, index, anneal, 1, self.features.dim)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
-        self._state = learner.init_traced(self.features.dim, base, self.n_actions)
+        fresh = learner.init_traced(self.features.dim, base, self.n_actions)
+        if state is not None:
+            shapes = [np.shape(a) for a in jax.tree_util.tree_leaves(state)]
+            want = [np.shape(a) for a in jax.tree_util.tree_leaves(fresh)]
+            if jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(fresh) or shapes != want:
+                raise ValueError(
+                    "ActingDaemon: state must be a ControlState of this learner for this environment "
+                    f"(array shapes {want}), got {type(state).__name__} with shapes {shapes}"
+                )
+            fresh = jax.tree_util.tree_map(jnp.copy, state)
+        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
+            raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
+        self._state = fresh
         self._carry: _Carry | None = None
         self._x: np.ndarray | None = None
-        self.t = 0
+        self.t = int(start_step)
 
     @property
     def state(self) -> Any:
