@@ -146,6 +146,7 @@ timescales = [2]
 """
 
 
+@pytest.mark.slow  # three `horde run`s with their figures: about a minute on 2 cores
 def test_horde_run_resumes_a_control_run_bit_for_bit(tmp_path, monkeypatch, capsys):
     """``horde run`` for 90 steps, ``--resume --steps 150``: the checkpoint (every seed's
     ControlState, the step, the actions) and the joined records equal a 240-step run's."""

@@ -139,12 +139,12 @@ def save_checkpoint(path: str | os.PathLike, learner: Any, state: Any, metadata:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     kind = _learner_kind(learner)
-    expected_type = {"HordeLearner": HordeState, "ControlLearner": ControlState}.get(kind, MultiHeadMLPState)
+    expected_type: type = {"HordeLearner": HordeState, "ControlLearner": ControlState}.get(kind, MultiHeadMLPState)
     if not isinstance(state, expected_type):
         raise TypeError(f"state must be a {expected_type.__name__} for a {kind}, got {type(state).__name__}")
     if isinstance(state, ControlState):
         return _save(path, learner, state, metadata, *_control_shape(learner, state))
-    core = state.core if isinstance(state, HordeState) else state
+    core: Any = state.core if isinstance(state, HordeState) else state
     biases = np.shape(core.head_params.biases)
     n_seeds = None if len(biases) == 1 else int(biases[0])
     try:  # a state of another configuration would be written, and never load again
@@ -266,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, 
         )
     else:
         try:
-            classes = {"HordeLearner": HordeLearner, "ControlLearner": ControlLearner}
+            classes: dict[str, Any] = {"HordeLearner": HordeLearner, "ControlLearner": ControlLearner}
             cls = classes.get(meta["learner_kind"], MultiHeadMLPLearner)
             learner = cls.from_config(meta["learner_config"])
         except (ValueError, TypeError, KeyError) as e:

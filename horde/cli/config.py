@@ -271,9 +271,9 @@ def validate_config(
     if not any(k in config for k in DEMON_SECTIONS):
         raise ConfigError("config declares no demons: add [[demons]] tables or a [nexting] / [reward_demons] section")
     demon_set = build_demons(config)  # raises ConfigError naming the demon
-    controls = [d for d in demon_set if is_control_demon(d)]
+    control_demons = [d for d in demon_set if is_control_demon(d)]
     try:
-        check_greedy_in([d for d in demon_set if not is_control_demon(d)], controls or None)
+        check_greedy_in([d for d in demon_set if not is_control_demon(d)], control_demons or None)
     except ValueError as e:
         raise ConfigError(f"config demons: {e}") from e
     if kind == "epsilon_greedy":

@@ -387,7 +387,8 @@ class ActingDaemon:
         if state is not None:
             shapes = [np.shape(a) for a in jax.tree_util.tree_leaves(state)]
             want = [np.shape(a) for a in jax.tree_util.tree_leaves(fresh)]
-            if jax.tree_util.tree_structure(state) != jax.tree_util.tree_structure(fresh) or shapes != want:
+            same = str(jax.tree_util.tree_structure(state)) == str(jax.tree_util.tree_structure(fresh))
+            if not same or shapes != want:
                 raise ValueError(
                     "ActingDaemon: state must be a ControlState of this learner for this environment "
                     f"(array shapes {want}), got {type(state).__name__} with shapes {shapes}"
