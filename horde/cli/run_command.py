@@ -430,7 +430,10 @@ def _run_control(args: Any, config: dict[str, Any], learner: Any, out: Path) -> 
                 actions=None if actions is None else actions[i],
             )
         except DivergenceError as e:
-            e.result.save(out)
+            if earlier is None:
+                e.result.save(out)
+            else:  # the records there are the whole run's up to the resume step: keep them
+                print(f"horde run: the records of steps before {start_step} are unchanged", file=sys.stderr)
             print(f"horde run: seed {run_cfg['seed'] + i}: {e}", file=sys.stderr)
             return 3
         except ValueError as e:

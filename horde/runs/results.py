@@ -108,10 +108,11 @@ class RunResult:
         true_values: Monte Carlo estimates of ``E[G_i | S_t]`` at those steps,
             ``(n_seeds, m, n_demons)`` (``horde.evaluation.true_values``), or None.
         true_value_stderr: their standard errors, same shape, or None.
-        actions: ``(n_seeds, start_step + total_steps)`` int32, every action a run whose
-            behaviour acts on the learner (``EpsilonGreedy``) took from global step 0, the
-            replayed ones included: what resuming it needs (``horde.run(..., actions=...)``);
-            None for other runs. Not saved by ``save`` (a checkpoint holds it).
+        actions: ``(n_seeds, start_step + total_steps)`` int32, every action a ``horde.run``
+            whose behaviour acts on the learner (``EpsilonGreedy``) took from global step 0,
+            the replayed ones included: what resuming it needs (``horde.run(...,
+            actions=...)``); None for other runs. Not saved by ``save`` (``horde run``'s
+            checkpoint holds it).
         partial: True for a run that stopped before its last step (killed, interrupted,
             diverged, or stopped by an error), as loaded from its records: it holds the
             records up to its last committed chunk; ``config["stopped"]`` says why where the
