@@ -34,8 +34,8 @@ init 0.9, ObGD α = 1, κ = 2, λ = 0.8, γ = 0.99, observation normalisation, r
 
 The ratio column is each row's steps/s over stream-x's, beside the issue's targets (10× for
 ``horde.run``, 100× for ``run_jax`` with 8 seeds). Without ``--streamx-dir`` (or without PyTorch)
-the stream-x row shows the figures quoted in the issue (last-20 mean 447 at 1,114 steps/s,
-measured on this machine's class of CPU), labelled as quoted, and the ratios use them.
+the stream-x row shows the figures quoted in the issue (last-20 mean 447 at 1,114 steps/s, seed
+0, 100,000 steps), labelled as quoted, and the ratios use them.
 
 Differences that remain between the two implementations (they do not change what is timed):
 stream-x appends the episode's elapsed time to the observation and treats a time-limit
