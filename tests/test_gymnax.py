@@ -194,3 +194,18 @@ def test_run_jax_runs_every_suite_over_two_seeds(name):
     assert not np.any(result.terminated & result.truncated)
     if name in ("Pendulum-v1", "MountainCar-v0", "Acrobot-v1"):
         assert not result.terminated.any() and np.all(result.episode_length == SUITES[name][2])
+
+
+def test_minatar_grid_reaches_the_learner_as_its_400_cells_in_zero_one():
+    """Breakout-MinAtar's 10×10×4 grid becomes 400 features, flattened in C order (the channel
+    varies fastest), each 0.0 or 1.0: at a reset, one paddle cell (channel 0), one ball cell
+    (1), one trail cell (2) and three rows of ten bricks (3)."""
+    jenv = as_jax_env("gymnax:Breakout-MinAtar", 0)
+    _, obs = jenv.reset(jax.random.key(0))
+    features = horde.FeatureMap(jenv.observation_space)
+    x = np.asarray(jax.jit(features.jax_transform())(obs))
+    assert features.dim == 400 and x.shape == (400,) and x.dtype == np.float32
+    assert set(np.unique(x)) <= {0.0, 1.0}
+    assert [int(x[c::4].sum()) for c in range(4)] == [1, 1, 1, 30]
+    grid = x.reshape(10, 10, 4)
+    assert np.all(grid[1:4, :, 3] == 1.0) and grid[:, :, 3].sum() == 30
