@@ -312,6 +312,7 @@ def _horde(*args, cwd):
     )
 
 
+@pytest.mark.slow  # three killed CLI processes and their resumes: ~40 s on two cores
 def test_sigkill_at_random_moments_keeps_the_records_of_the_last_committed_chunk_and_resume_appends(cli_dir):
     """A CLI run is SIGKILLed at three seeded random moments after its first chunk is on disk;
     each time the records load (partial) and equal the uninterrupted run's first rows, and
