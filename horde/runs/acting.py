@@ -47,12 +47,14 @@ from horde.runs.recording import (
     divergence_error,
     learner_config,
     locate_divergence,
+    open_records,
     record_names,
     record_slot,
     record_values,
     state_finite_fn,
 )
-from horde.runs.results import RunResult
+from horde.runs.records import RecordsError
+from horde.runs.results import RunError, RunResult
 from horde.runs.streams import checked_reward
 
 __all__ = ["ActingDaemon", "run_acting"]
@@ -281,6 +283,7 @@ def run_acting(
     callback: Any,
     stop_on_interrupt: bool,
     start_step: int = 0,
+    record_to: Any = None,
 ) -> RunResult:
     """``horde.run`` with an ``EpsilonGreedy`` behaviour: one compiled call per step (see the
     module docstring). The arguments are ``horde.run``'s, checked there.
@@ -288,8 +291,10 @@ def run_acting(
     Raises:
         ValueError: the learner is not a ``ControlLearner`` holding ``policy.demon``, ``env`` is
             a vector environment or has no ``Discrete`` action space, ``start_step`` is not 0,
-            demons that do not fit the environment, or a non-finite observation.
+            demons that do not fit the environment, a non-finite observation or a NaN reward.
         DivergenceError: as ``horde.run``.
+        RunError: ``callback`` raised, or the records could not be written (as ``horde.run``).
+        RecordsError: ``record_to`` cannot be written, or holds another run's records.
     """
     _check(learner, env, policy, start_step)
     assert isinstance(learner, ControlLearner)
@@ -324,7 +329,10 @@ def run_acting(
     # The step donates its carry: never the caller's arrays.
     good_state = _fresh(state)
 
-    recorder = Recorder(1, learner.n_demons, record_every)
+    writer = open_records(
+        record_to, learner, record_every=record_every, n_seeds=1, config=config, chunk_size=chunk_size
+    )
+    recorder = Recorder(1, learner.n_demons, record_every, writer)
     bar = Progress(steps, progress)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return, ep_length = 0.0, 0
@@ -354,6 +362,15 @@ def run_acting(
         return assemble_result(
             learner, recorder, episodes, wall=wall, done=done, record_every=record_every, config=config, state=state
         )
+
+    def stop(reason: str) -> None:
+        nonlocal writer
+        if writer is not None:
+            closing, writer = writer, None  # once: the first reason is the one kept
+            try:
+                closing.close(complete=False, stopped=reason, wall_time=time.perf_counter() - start_time)
+            except RecordsError:
+                pass  # the error being raised says more; the committed records stay readable
 
     try:
         while done < steps:
@@ -412,24 +429,55 @@ def run_acting(
             if diverged is not None:
                 _, t, bad = diverged
                 recorder.add(done, buffers, *(r[:, : t + 1] for r in rows))
-                raise divergence_error(
+                error = divergence_error(
                     learner, step=done + t, copy=0, n_copies=1, seed=seed, demons=bad, result=result(done, good_state)
                 )
+                recorder.commit(0, done, episodes, time.perf_counter() - start_time)
+                stop(f"diverged at step {done + t}")
+                raise error
             recorder.add(done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
             # The next step donates the carry: keep a copy of the checked state.
             carry = _fresh(carry)
             good_state, done = _fresh(carry.state), done + T
+            try:
+                recorder.commit(0, done, episodes, time.perf_counter() - start_time)
+            except RecordsError as e:
+                raise RunError(
+                    f"{e}; the run stopped after step {done}: error.result holds its records and state",
+                    step=done,
+                    result=result(done, good_state),
+                ) from e
             bar.update(T, np.asarray([mean_td]))
             if callback is not None:
-                callback(done, good_state)
+                try:
+                    callback(done, good_state)
+                except Exception as e:
+                    stop(f"the callback raised {type(e).__name__} after step {done}: {e}")
+                    raise RunError(
+                        f"the callback raised {type(e).__name__} after step {done}: {e}. "
+                        f"error.result holds the records and the state after that step",
+                        step=done,
+                        result=result(done, good_state),
+                    ) from e
     except KeyboardInterrupt:
         if not stop_on_interrupt:
+            stop("interrupted")
             raise
         config["interrupted"] = True
+    except (ValueError, RunError) as e:
+        stop(f"{type(e).__name__} after step {done}: {e}")
+        raise
     finally:
         bar.close()
     jax.block_until_ready(good_state)
+    if writer is not None:
+        interrupted = bool(config.get("interrupted"))
+        writer.close(
+            complete=not interrupted,
+            stopped="interrupted" if interrupted else None,
+            wall_time=time.perf_counter() - start_time,
+        )
     return result(done, good_state)
 
 
