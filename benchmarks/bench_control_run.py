@@ -1,9 +1,24 @@
 """Steps per second of ``horde.run`` acting on a control demon (one compiled call per step) on
 the Python CartPole-v1, with the stream-x network (32, 32) and no prediction demons, and with
-100 nexting demons around it.
+100 nexting demons around it; then where one step's time goes.
 
 Run: python benchmarks/bench_control_run.py [--steps 5000]
 (Compilation is excluded: each configuration is run once for 500 steps first.)
+
+The target (issue "Demons that act"): 10x the official PyTorch Stream Q(λ) on the same
+environment and network, 1,114 steps/s, so >= 11,000 steps/s, about 90 µs per step including
+CartPole's own step and Gymnasium's wrappers. The parts printed below:
+
+* ``env.step``: ``gym.make("CartPole-v1")`` stepped with random actions (its wrappers
+  included), the part no learner can remove;
+* ``empty compiled call``: a jitted function that does nothing, taking and donating arrays of
+  the acting step's shapes (the packed carry, the record rows, the chunk's draws, the inputs)
+  and returning a scalar read back with ``int``: the least one compiled call per step costs;
+* the rest of a step is the compiled update and action draw themselves, and the runner's
+  Python (feature map, checks, bookkeeping).
+
+CPU is the process's CPU time per step (all threads): on a busy machine it moves less than
+the wall time, so both are printed with the load average.
 """
 
 from __future__ import annotations
@@ -13,32 +28,94 @@ import os
 import platform
 import time
 
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 import demons
 import horde
 from demons import cumulants, discounts, policies
+
+TARGET = 11_000  # steps/s
+BASELINE = 1_114  # the official stream-x stream_q.py, PyTorch, 1 thread, same network
+
+
+def timed(fn, n: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()``, each divided by ``n``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+def env_alone(n: int):
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 2, n).tolist()
+
+    def loop() -> None:
+        for a in actions:
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+
+    return loop
+
+
+def empty_call(learner: horde.ControlLearner, chunk: int, n: int):
+    state = learner.init_traced(4, jax.random.key(0), 2)
+    size = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(state)) + 12
+    fn = jax.jit(lambda g, r, d, x: (g, r, d[0].astype(jnp.int32)), donate_argnums=(0, 1))
+    arrays = [
+        jnp.zeros((size,), jnp.uint32),
+        jnp.zeros((chunk + 1, 4, learner.n_demons), jnp.float32),
+        jnp.zeros((chunk,), jnp.float32),
+    ]
+    int(fn(*[jnp.copy(a) for a in arrays], np.zeros(11, np.float32))[2])  # compiled here
+
+    def loop() -> None:
+        g, r, d = arrays
+        for _ in range(n):
+            g, r, a = fn(g, r, d, np.zeros(11, np.float32))
+            int(a)
+
+    return loop
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000)
     args = parser.parse_args()
+    n = args.steps
     balance = demons.Demon(
         "balance", cumulants.reward(), discounts.constant(0.99), lamda=0.8, target_policy=policies.greedy()
     )
     around = horde.HordeLearner(demons.nexting(4, timescales=tuple(range(1, 26))), hidden_sizes=(64, 64))
-    print(f"python benchmarks/bench_control_run.py --steps {args.steps}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()}")
-    print(f"{'configuration':<40} {'steps/s':>10}")
+    print(f"python benchmarks/bench_control_run.py --steps {n}")
+    print(f"horde from {os.path.dirname(horde.__file__)}, jax {jax.__version__}, gymnasium {gym.__version__}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"load average before: {os.getloadavg()}")
+    print(f"{'configuration':<40} {'steps/s':>9} {'µs/step':>9} {'CPU µs':>8} {'of target':>10}")
     for label, learner in (
         ("1 control demon (32, 32)", horde.ControlLearner([balance])),
         ("1 control demon + 100 nexting demons", horde.ControlLearner([balance], horde=around)),
     ):
         pol = horde.EpsilonGreedy("balance", anneal_steps=1000)
         horde.run(learner, "CartPole-v1", steps=500, policy=pol, chunk_size=500, progress=False)
-        start = time.perf_counter()
-        horde.run(learner, "CartPole-v1", steps=args.steps, policy=pol, chunk_size=500, progress=False)
-        print(f"{label:<40} {args.steps / (time.perf_counter() - start):>10,.0f}")
-    print("baseline (the official stream-x stream_q.py, PyTorch, 1 thread, same network): 1,114 steps/s")
+        wall, cpu = timed(
+            lambda: horde.run(learner, "CartPole-v1", steps=n, policy=pol, chunk_size=500, progress=False), n
+        )
+        print(f"{label:<40} {1 / wall:>9,.0f} {wall * 1e6:>9.1f} {cpu * 1e6:>8.1f} {1 / wall / TARGET:>9.0%}")
+    print("where one step's time goes (1 control demon):")
+    wall, cpu = timed(env_alone(n), n)
+    print(f"  {'env.step of CartPole-v1 (wrapped)':<38} {wall * 1e6:>9.1f} µs {cpu * 1e6:>8.1f} CPU µs")
+    wall, cpu = timed(empty_call(horde.ControlLearner([balance]), 500, n), n)
+    print(f"  {'empty compiled call, same arguments':<38} {wall * 1e6:>9.1f} µs {cpu * 1e6:>8.1f} CPU µs")
+    print(f"load average after: {os.getloadavg()}")
+    print(
+        f"target: {TARGET:,} steps/s ({1e6 / TARGET:.0f} µs/step) = 10x the official stream-x stream_q.py "
+        f"(PyTorch, 1 thread, same network): {BASELINE:,} steps/s"
+    )
 
 
 if __name__ == "__main__":

@@ -86,12 +86,64 @@ def test_run_refuses_what_acting_cannot_do():
         horde.run(control_learner(False), vec, steps=5, policy=POLICY)
     with pytest.raises(ValueError, match="no control demon named 'nope'"):
         horde.run(control_learner(False), walk(), steps=5, policy=horde.EpsilonGreedy("nope"))
-    # The acting path goes through the same seed check as every run (1.5 was truncated to 1),
-    # and refuses streaming it does not do instead of ignoring it.
+    # The acting path goes through the same seed check as every run (1.5 was truncated to 1).
     with pytest.raises(TypeError, match="seed must be a non-negative integer, got 1.5"):
         horde.run(control_learner(False), walk(), steps=5, policy=POLICY, seed=1.5)
-    with pytest.raises(ValueError, match="record_to='out' is not supported with an EpsilonGreedy"):
-        horde.run(control_learner(False), walk(), steps=5, policy=POLICY, record_to="out")
+
+
+class _NaNReward(gym.Wrapper):
+    def step(self, action):
+        obs, reward, term, trunc, info = self.env.step(action)
+        self.steps = getattr(self, "steps", 0) + 1
+        return obs, float("nan") if self.steps == 17 else reward, term, trunc, info
+
+
+def test_acting_refuses_a_nan_reward_naming_the_step():
+    with pytest.raises(ValueError, match="reward must not be NaN, got nan from the environment at step 16"):
+        horde.run(control_learner(False), _NaNReward(walk()), steps=40, policy=POLICY, chunk_size=10)
+
+
+def test_acting_streams_the_records_it_returns(tmp_path, both_runs):
+    """``record_to`` with an acting run: the stored records are the returned ones, and those of
+    the first run (same seed) too."""
+    python, _ = both_runs
+    learner = control_learner()
+    state = learner.init_traced(7, jax.random.key(3), 2)
+    result = horde.run(
+        learner, walk(), steps=240, seed=3, policy=POLICY, chunk_size=100, state=state, record_to=tmp_path
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # complete: no partial-run warning
+        loaded = horde.RunResult.load(tmp_path)
+    assert not loaded.partial and loaded.total_steps == 240 and loaded.config == result.config
+    for name in ("steps", "predictions", "td_errors", "rewards", "terminated", "episode_end_step", "episode_return"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(python, name), err_msg=name)
+
+
+def test_an_acting_run_that_stops_keeps_the_records_of_every_chunk_learned(tmp_path, both_runs):
+    python, _ = both_runs
+
+    def callback(done, state):
+        if done == 200:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(horde.RunError, match="the callback raised RuntimeError after step 200"):
+        horde.run(
+            control_learner(),
+            walk(),
+            steps=240,
+            seed=3,
+            policy=POLICY,
+            chunk_size=100,
+            record_to=tmp_path,
+            callback=callback,
+        )
+    with pytest.warns(UserWarning, match="partial run"):
+        loaded = horde.RunResult.load(tmp_path)
+    assert loaded.partial and loaded.total_steps == 200
+    np.testing.assert_array_equal(loaded.predictions, python.predictions[:, :200])
+    np.testing.assert_array_equal(loaded.episode_end_step, python.episode_end_step[python.episode_end_step < 200])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,77 +45,207 @@ from horde.runs.recording import (
     check_off_policy,
     compiled_cache,
     divergence_error,
-    empty_records,
     learner_config,
     locate_divergence,
+    open_records,
+    record_names,
     record_slot,
     record_values,
     state_finite_fn,
-    write_records,
 )
-from horde.runs.results import RunResult
+from horde.runs.records import RecordsError
+from horde.runs.results import RunError, RunResult
+from horde.runs.streams import checked_reward
 
 __all__ = ["ActingDaemon", "run_acting"]
 
 
 class _Carry(NamedTuple):
     state: Any  # the ControlState
+    x: jax.Array  # x(S_t), float32 (dim,)
     action: jax.Array  # A_t, int32, indexed from 0
     prob: jax.Array  # μ(A_t|S_t)
     t: jax.Array  # the global step of A_t, uint32
     j: jax.Array  # the step within the chunk, int32
     offset: jax.Array  # the chunk's first record step, int32
-    buffers: tuple
     watch: DivergenceWatch
     td_sum: jax.Array
     td_count: jax.Array
 
 
-def _compiled(learner: ControlLearner, policy: EpsilonGreedy, index: int, anneal: int, every: int, dim: int):
-    """``(first, step)``: ``first(state, x, t, step_root) -> (action, prob)`` draws the first
-    action; ``step(carry, packed, step_root, T) -> (carry, action)`` learns from one transition
-    and draws the next action (``T``, static, is the chunk size the record buffers hold; the
-    carry is donated)."""
+class _Packing:
+    """The carry as one flat ``uint32`` array, and back (both traceable).
+
+    A compiled call's host cost grows with the number of arrays it takes and returns (about
+    fifty in the carry of a small control learner); packed, the step takes and donates one.
+    32-bit leaves are bit-cast and bools converted, so nothing is rounded; a leaf of another
+    dtype gets a flat array of its own.
+    """
+
+    def __init__(self, example: Any) -> None:
+        leaves, self.treedef = jax.tree_util.tree_flatten(example)
+        self.dtypes: list[np.dtype] = []  # each group's dtype
+        self.slots: list[tuple[int, int, int, tuple[int, ...], np.dtype]] = []  # group, start, size, shape, dtype
+        sizes: list[int] = []
+        for leaf in leaves:
+            dtype = np.dtype(leaf.dtype)
+            stored = np.dtype(np.uint32) if dtype.itemsize == 4 or dtype == np.bool_ else dtype
+            if stored not in self.dtypes:
+                self.dtypes.append(stored)
+                sizes.append(0)
+            g = self.dtypes.index(stored)
+            size = int(np.prod(leaf.shape, dtype=np.int64))
+            self.slots.append((g, sizes[g], size, tuple(leaf.shape), dtype))
+            sizes[g] += size
+
+    def _stored(self, tree: Any) -> list[jax.Array]:
+        out = []
+        for leaf, (g, _, _, _, dtype) in zip(jax.tree_util.tree_leaves(tree), self.slots):
+            flat = jnp.ravel(leaf)
+            if dtype == np.bool_:
+                flat = flat.astype(jnp.uint32)
+            elif dtype != self.dtypes[g]:
+                flat = jax.lax.bitcast_convert_type(flat, self.dtypes[g])
+            out.append(flat)
+        return out
+
+    def pack(self, tree: Any) -> tuple[jax.Array, ...]:
+        groups: list[list[jax.Array]] = [[] for _ in self.dtypes]
+        for flat, (g, *_) in zip(self._stored(tree), self.slots):
+            groups[g].append(flat)
+        return tuple(jnp.concatenate(parts) for parts in groups)
+
+    def pack_into(self, groups: tuple[jax.Array, ...], tree: Any) -> tuple[jax.Array, ...]:
+        """``pack(tree)`` written over ``groups`` in place (where they are donated)."""
+        out = list(groups)
+        for flat, (g, i, *_) in zip(self._stored(tree), self.slots):
+            out[g] = jax.lax.dynamic_update_slice_in_dim(out[g], flat, i, 0)
+        return tuple(out)
+
+    def unpack(self, groups: tuple[jax.Array, ...]) -> Any:
+        leaves = []
+        for g, i, size, shape, dtype in self.slots:
+            flat = groups[g][i : i + size]
+            if dtype == np.bool_:
+                flat = flat != 0
+            elif dtype != self.dtypes[g]:
+                flat = jax.lax.bitcast_convert_type(flat, dtype)
+            leaves.append(flat.reshape(shape))
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+class _Compiled(NamedTuple):
+    """The compiled functions of one acting configuration (see ``_compiled``)."""
+
+    packing: _Packing
+    pack: Any
+    unpack: Any
+    uniforms: Any
+    first: Any
+    step: Any
+
+
+def _compiled(
+    learner: ControlLearner, policy: EpsilonGreedy, index: int, anneal: int, every: int, dim: int, n_actions: int
+):
+    """The compiled functions of acting with ``policy`` on ``learner`` (cached on the learner).
+
+    ``uniforms(step_root, t0, n)``: the uniform numbers of the action draws at global steps
+    ``t0 .. t0 + n - 1`` (``n`` static). They depend on the key alone, not on the weights, so
+    they are drawn once per chunk, outside the per-step call (threefry's loops are the costliest
+    part of a small step on the CPU). ``first(state, x, t, u)``: the first action and its
+    probability (``t``: its global step). ``step(groups, records, uniforms, inputs, T)``: learns from one transition and
+    draws the next action; ``groups`` is the packed carry, ``records`` the chunk's record rows
+    ``(rows, n_values, n_demons)``, ``uniforms`` the chunk's draws, ``inputs`` the packed
+    ``[x(S_{t+1}), x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records,
+    action)`` and donates ``groups`` and ``records``.
+    """
     cache = compiled_cache(learner)
-    key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim)
+    key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
     if key in cache:
         return cache[key]
+    example = jax.eval_shape(
+        lambda: _Carry(
+            learner.init_traced(dim, jax.random.key(0), n_actions),
+            jnp.zeros((dim,), jnp.float32),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.uint32),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+            DivergenceWatch.start(learner.n_demons),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
+    )
+    packing = _Packing(example)
 
-    def draw(state, x, t, step_root):
+    def uniforms(step_root, t0, n: int):
+        def one(t):
+            k_policy = jax.random.split(jax.random.fold_in(step_root, t), 3)[0]
+            return jax.random.uniform(k_policy, (), jnp.float32)
+
+        return jax.vmap(one)(t0 + jnp.arange(n, dtype=jnp.uint32))
+
+    def draw(state, x, t, u):
         q = learner.action_values_traced(state, x)[index]
         probs = policy.probabilities(q, t, anneal)
-        k_policy = jax.random.split(jax.random.fold_in(step_root, t), 3)[0]
-        a = index_from_uniform(jax.random.uniform(k_policy, (), jnp.float32), probs)
+        a = index_from_uniform(u, probs)
         return a, probs[a]
 
-    def step(carry: _Carry, packed, step_root, T: int):
-        x, x_next, x_act = packed[:dim], packed[dim : 2 * dim], packed[2 * dim : 3 * dim]
-        reward, terminated, truncated = packed[3 * dim], packed[3 * dim + 1] > 0.5, packed[3 * dim + 2] > 0.5
+    def first(state, x, t, u):
+        return draw(state, x, t, u)
+
+    def step(groups, records, draws, inputs, T: int):
+        carry: _Carry = packing.unpack(groups)
+        x_next, x_act = inputs[:dim], inputs[dim : 2 * dim]
+        reward, terminated, truncated = inputs[2 * dim], inputs[2 * dim + 1] > 0.5, inputs[2 * dim + 2] > 0.5
         r, ev = learner.evaluate_and_update_traced(
-            carry.state, x, carry.action, reward, x_next, terminated, truncated, carry.prob
+            carry.state, carry.x, carry.action, reward, x_next, terminated, truncated, carry.prob
         )
         slot = record_slot(carry.j, carry.offset, every, T)
-        buffers = write_records(carry.buffers, record_values(learner, r, ev), slot)
+        values = jnp.stack([v.astype(jnp.float32) for v in record_values(learner, r, ev)])
+        records = jax.lax.dynamic_update_index_in_dim(records, values, slot, 0)
         abs_td = jnp.abs(r.td_errors)
         seen = ~jnp.isnan(abs_td)
         t_next = carry.t + jnp.uint32(1)
-        a, p = draw(r.state, x_act, t_next, step_root)
+        a, p = draw(r.state, x_act, t_next, jax.lax.dynamic_index_in_dim(draws, carry.j, keepdims=False))
         new = _Carry(
             r.state,
+            x_act,
             a,
             p,
             t_next,
             carry.j + 1,
             carry.offset,
-            buffers,
             carry.watch.see(carry.j, r.predictions),
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
         )
-        return new, a
+        return packing.pack_into(groups, new), records, a
 
-    cache[key] = (jax.jit(draw), jax.jit(step, static_argnums=(3,), donate_argnums=(0,)))
+    cache[key] = _Compiled(
+        packing,
+        jax.jit(packing.pack),
+        jax.jit(packing.unpack),
+        jax.jit(uniforms, static_argnums=(2,)),
+        jax.jit(first),
+        jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
+    )
     return cache[key]
+
+
+def _chunk_records(learner: ControlLearner, T: int, every: int) -> jax.Array:
+    """Zeroed record rows of a chunk of ``T`` steps, ``(rows, n_values, n_demons)`` (the rows
+    of ``empty_records``, the values of ``record_names`` stacked)."""
+    rows = -(-T // every) + 1
+    return jnp.zeros((rows, len(record_names(learner)), learner.n_demons), jnp.float32)
+
+
+def _fresh(tree: Any) -> Any:
+    """Copies of ``tree``'s arrays: a compiled call may hand back an input array itself, and the
+    step donates what it takes."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actions: Any) -> np.ndarray:
@@ -162,6 +292,7 @@ def run_acting(
     stop_on_interrupt: bool,
     start_step: int = 0,
     actions: Any = None,
+    record_to: Any = None,
 ) -> RunResult:
     """``horde.run`` with an ``EpsilonGreedy`` behaviour: one compiled call per step (see the
     module docstring). The arguments are ``horde.run``'s, checked there.
@@ -175,9 +306,11 @@ def run_acting(
     Raises:
         ValueError: the learner is not a ``ControlLearner`` holding ``policy.demon``, ``env`` is
             a vector environment or has no ``Discrete`` action space, ``actions`` are not the
-            ``start_step`` actions taken before it, demons that do not fit the environment, or
-            a non-finite observation.
+            ``start_step`` actions taken before it, demons that do not fit the environment, a
+            non-finite observation or a NaN reward.
         DivergenceError: as ``horde.run``.
+        RunError: ``callback`` raised, or the records could not be written (as ``horde.run``).
+        RecordsError: ``record_to`` cannot be written, or holds another run's records.
     """
     replayed = _check(learner, env, policy, start_step, actions)
     assert isinstance(learner, ControlLearner)
@@ -203,16 +336,19 @@ def run_acting(
         "anneal_steps": anneal,
         "learner": learner_config(learner),
     }
-    first_fn, step_fn = _compiled(learner, policy, index, anneal, record_every, dim)
+    fns = _compiled(learner, policy, index, anneal, record_every, dim, n_actions)
     finite_fn = state_finite_fn(learner, False)
     base = jax.random.key(seed)
     step_root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
     if state is None:
         state = learner.init_traced(dim, base, n_actions)
     # The step donates its carry: never the caller's arrays.
-    good_state = jax.tree_util.tree_map(jnp.copy, state)
+    good_state = _fresh(state)
 
-    recorder = Recorder(1, learner.n_demons, record_every)
+    writer = open_records(
+        record_to, learner, record_every=record_every, n_seeds=1, config=config, chunk_size=chunk_size
+    )
+    recorder = Recorder(1, learner.n_demons, record_every, writer)
     bar = Progress(steps, progress)
     episodes: list[tuple[int, int, float, int]] = []
     ep_return, ep_length = 0.0, 0
@@ -227,23 +363,24 @@ def run_acting(
             ep_return, ep_length = 0.0, 0
             raw, _ = env.reset()
     x = features(raw)
-    action, prob = first_fn(good_state, jnp.asarray(x), jnp.uint32(start_step), step_root)
-    zero = jnp.zeros((), jnp.int32)
-    # The chunk fields are set at the start of each chunk.
+    t0 = jnp.uint32(start_step)
+    action, prob = fns.first(good_state, jnp.asarray(x), t0, fns.uniforms(step_root, t0, 1)[0])
+    a = int(action)
     carry = _Carry(
-        jax.tree_util.tree_map(jnp.copy, good_state),
+        good_state,
+        jnp.asarray(x),
         action,
         prob,
-        jnp.uint32(start_step),
-        zero,
-        zero,
-        (),
+        t0,
+        # The chunk fields are set at the start of each chunk.
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
         DivergenceWatch.start(learner.n_demons),
-        zero,
-        zero,
+        jnp.zeros((), jnp.float32),
+        jnp.zeros((), jnp.float32),
     )
     done = 0
-    reward_scalar = np.empty(3, np.float32)
+    width = 2 * dim + 3
 
     def result(done: int, state: Any) -> RunResult:
         wall = time.perf_counter() - start_time
@@ -253,51 +390,74 @@ def run_acting(
         r.actions = taken[None, : start_step + done].copy()
         return r
 
+    def stop(reason: str) -> None:
+        nonlocal writer
+        if writer is not None:
+            closing, writer = writer, None  # once: the first reason is the one kept
+            try:
+                closing.close(complete=False, stopped=reason, wall_time=time.perf_counter() - start_time)
+            except RecordsError:
+                pass  # the error being raised says more; the committed records stay readable
+
     try:
         while done < steps:
             T = min(chunk_size, steps - done)
-            offset = (-(start_step + done)) % record_every
             carry = carry._replace(
                 j=jnp.zeros((), jnp.int32),
-                offset=jnp.asarray(offset, jnp.int32),
-                # Buffers of a full chunk even for a shorter last one: one compiled step.
-                buffers=empty_records(learner, chunk_size, record_every),
+                offset=jnp.asarray((-(start_step + done)) % record_every, jnp.int32),
                 watch=DivergenceWatch.start(learner.n_demons),
                 td_sum=jnp.zeros((), jnp.float32),
                 td_count=jnp.zeros((), jnp.float32),
             )
+            groups = _fresh(fns.pack(carry))
+            # Buffers of a full chunk even for a shorter last one: one compiled step.
+            records = _chunk_records(learner, chunk_size, record_every)
+            draws = fns.uniforms(step_root, jnp.uint32(start_step + done + 1), chunk_size)
             rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
             for j in range(T):
-                a = int(action)
                 taken[start_step + done + j] = a
                 next_raw, reward, term, trunc, _ = env.step(a + action_start)
                 x_next = features(next_raw)
                 if not np.isfinite(x_next).all():
                     raise ValueError(
-                        f"the environment returned a non-finite observation at step {done + j}: {next_raw!r}"
+                        f"the environment returned a non-finite observation at step {start_step + done + j}: {next_raw!r}"
                     )
-                ep_return += float(reward)
-                ep_length += 1
-                if term or trunc:
-                    episodes.append((0, start_step + done + j, ep_return, ep_length))
-                    ep_return, ep_length = 0.0, 0
+                reward = checked_reward(reward, start_step + done + j)
+                ended = bool(term or trunc)
+                inputs = np.empty(width, np.float32)
+                inputs[:dim] = x_next
+                if ended:
                     raw, _ = env.reset()
                     x_act = features(raw)
+                    if not np.isfinite(x_act).all():
+                        raise ValueError(
+                            f"the environment's reset returned a non-finite observation after step {start_step + done + j}: {raw!r}"
+                        )
+                    inputs[dim : 2 * dim] = x_act
                 else:
-                    x_act = x_next
-                reward_scalar[:] = (reward, term, trunc)
-                packed = np.concatenate([x, x_next, x_act, reward_scalar])
-                carry, action = step_fn(carry, packed, step_root, chunk_size)
+                    inputs[dim : 2 * dim] = x_next
+                inputs[2 * dim] = reward
+                inputs[2 * dim + 1] = term
+                inputs[2 * dim + 2] = trunc
+                groups, records, action = fns.step(groups, records, draws, inputs, chunk_size)
+                # Bookkeeping while the step runs; the action is read last.
                 rewards[j], terminated[j], truncated[j] = reward, term, trunc
-                x = x_act
-            buffers = [np.asarray(b)[None] for b in carry.buffers]
-            watch = DivergenceWatch(*(np.asarray(a)[None] for a in carry.watch))  # type: ignore[arg-type]
+                ep_return += reward
+                ep_length += 1
+                if ended:
+                    episodes.append((0, start_step + done + j, ep_return, ep_length))
+                    ep_return, ep_length = 0.0, 0
+                a = int(action)
+            carry = fns.unpack(groups)
+            rows_np = np.asarray(records)
+            buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
+            watch = DivergenceWatch(*(np.asarray(v)[None] for v in carry.watch))  # type: ignore[arg-type]
             rows = (rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
             diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(carry.state))), T)
             if diverged is not None:
                 _, t, bad = diverged
                 recorder.add(start_step + done, buffers, *(r[:, : t + 1] for r in rows))
-                raise divergence_error(
+                error = divergence_error(
                     learner,
                     step=start_step + done + t,
                     copy=0,
@@ -306,21 +466,57 @@ def run_acting(
                     demons=bad,
                     result=result(done, good_state),
                 )
+                recorder.commit(start_step, start_step + done, episodes, time.perf_counter() - start_time)
+                stop(f"diverged at step {start_step + done + t}")
+                raise error
             recorder.add(start_step + done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
             # The next step donates the carry: keep a copy of the checked state.
-            good_state, done = jax.tree_util.tree_map(jnp.copy, carry.state), done + T
+            carry = _fresh(carry)
+            good_state, done = _fresh(carry.state), done + T
+            try:
+                recorder.commit(start_step, start_step + done, episodes, time.perf_counter() - start_time)
+            except RecordsError as e:
+                raise RunError(
+                    f"{e}; the run stopped after step {done}: error.result holds its records and state",
+                    step=done,
+                    result=result(done, good_state),
+                ) from e
             bar.update(T, np.asarray([mean_td]))
             if callback is not None:
-                callback(start_step + done, good_state)
+                try:
+                    callback(start_step + done, good_state)
+                except Exception as e:
+                    stop(f"the callback raised {type(e).__name__} after step {done}: {e}")
+                    raise RunError(
+                        f"the callback raised {type(e).__name__} after step {done}: {e}. "
+                        f"error.result holds the records and the state after that step",
+                        step=done,
+                        result=result(done, good_state),
+                    ) from e
     except KeyboardInterrupt:
         if not stop_on_interrupt:
+            stop("interrupted")
             raise
         config["interrupted"] = True
+    except (ValueError, RunError) as e:
+        stop(f"{type(e).__name__} after step {done}: {e}")
+        raise
     finally:
         bar.close()
     jax.block_until_ready(good_state)
+    if writer is not None:
+        interrupted = bool(config.get("interrupted"))
+        writer.close(
+            complete=not interrupted,
+            stopped="interrupted" if interrupted else None,
+            wall_time=time.perf_counter() - start_time,
+        )
     return result(done, good_state)
+
+
+#: Draws an ``ActingDaemon`` takes per compiled call of ``uniforms``.
+_DAEMON_DRAWS = 256
 
 
 class ActingDaemon:
@@ -380,7 +576,7 @@ class ActingDaemon:
         learner.demons.validate(self.features.dim, self.n_actions)
         index = learner.control_index(policy.demon)
         anneal = policy.resolved_anneal_steps(steps or 0)
-        self._first, self._step = _compiled(learner, policy, index, anneal, 1, self.features.dim)
+        self._fns = _compiled(learner, policy, index, anneal, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
         fresh = learner.init_traced(self.features.dim, base, self.n_actions)
@@ -393,37 +589,42 @@ class ActingDaemon:
                     "ActingDaemon: state must be a ControlState of this learner for this environment "
                     f"(array shapes {want}), got {type(state).__name__} with shapes {shapes}"
                 )
-            fresh = jax.tree_util.tree_map(jnp.copy, state)
+            fresh = _fresh(state)
         if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
             raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
         self._state = fresh
-        self._carry: _Carry | None = None
-        self._x: np.ndarray | None = None
+        self._groups: tuple | None = None
+        self._records = _chunk_records(learner, 1, 1)
+        self._draws: jax.Array | None = None
+        self._j = 0  # steps taken with the current block of draws
         self.t = int(start_step)
 
     @property
     def state(self) -> Any:
         """The learner state (a copy)."""
-        state = self._state if self._carry is None else self._carry.state
-        return jax.tree_util.tree_map(jnp.copy, state)
+        if self._groups is None:
+            return _fresh(self._state)
+        return _fresh(self._fns.unpack(self._groups).state)
 
     def start(self, observation: Any) -> int:
         """The first action for ``observation`` (call once, before ``step``)."""
-        self._x = self.features(observation)
-        action, prob = self._first(self._state, jnp.asarray(self._x), jnp.uint32(self.t), self._root)
-        zero = jnp.zeros((), jnp.int32)
-        self._carry = _Carry(
-            jax.tree_util.tree_map(jnp.copy, self._state),
+        x = jnp.asarray(self.features(observation))
+        t = jnp.uint32(self.t)
+        action, prob = self._fns.first(self._state, x, t, self._fns.uniforms(self._root, t, 1)[0])
+        carry = _Carry(
+            self._state,
+            x,
             action,
             prob,
             jnp.uint32(self.t),
-            zero,
             jnp.zeros((), jnp.int32),
-            empty_records(self.learner, 1, 1),
+            jnp.zeros((), jnp.int32),
             DivergenceWatch.start(self.learner.n_demons),
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
         )
+        self._groups = _fresh(self._fns.pack(carry))
+        self._draws, self._j = None, 0
         return int(action)
 
     def step(
@@ -434,23 +635,29 @@ class ActingDaemon:
         ``next_observation``.
 
         Raises:
-            ValueError: ``start`` was not called, a non-finite observation, or an episode end
-                without ``reset_observation``.
+            ValueError: ``start`` was not called, a non-finite observation or a NaN reward, or
+                an episode end without ``reset_observation``.
         """
-        if self._carry is None or self._x is None:
+        if self._groups is None:
             raise ValueError("ActingDaemon.step: call start(observation) first")
         x_next = self.features(next_observation)
         if not np.isfinite(x_next).all():
             raise ValueError(f"ActingDaemon.step: next_observation must be finite, got {next_observation!r}")
+        reward = checked_reward(reward, self.t)
         if terminated or truncated:
             if reset_observation is None:
                 raise ValueError("ActingDaemon.step: the episode ended; give reset_observation (the next episode's)")
             x_act = self.features(reset_observation)
         else:
             x_act = x_next
-        packed = np.concatenate([self._x, x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
-        carry = self._carry._replace(j=jnp.zeros((), jnp.int32), watch=DivergenceWatch.start(self.learner.n_demons))
-        self._carry, action = self._step(carry, packed, self._root, 1)
-        self._x = x_act
+        if self._draws is None or self._j == _DAEMON_DRAWS:
+            # A block of draws at a time; the chunk step restarts with it.
+            carry = self._fns.unpack(self._groups)._replace(j=jnp.zeros((), jnp.int32))
+            self._groups = _fresh(self._fns.pack(carry))
+            self._draws = self._fns.uniforms(self._root, jnp.uint32(self.t + 1), _DAEMON_DRAWS)
+            self._j = 0
+        inputs = np.concatenate([x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
+        self._groups, self._records, action = self._fns.step(self._groups, self._records, self._draws, inputs, 1)
         self.t += 1
+        self._j += 1
         return int(action)

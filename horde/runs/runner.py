@@ -365,11 +365,6 @@ def run(
     record_every = positive_int("record_every", record_every)
     chunk_size = positive_int("chunk_size", chunk_size)
     if isinstance(policy, EpsilonGreedy):
-        if record_to is not None:
-            raise ValueError(
-                f"record_to={record_to!r} is not supported with an EpsilonGreedy behaviour yet (the acting run "
-                "keeps its records in memory): save the returned RunResult instead"
-            )
         env, env_id = _make_env(env, env_kwargs)
         return run_acting(
             learner,
@@ -386,6 +381,7 @@ def run(
             stop_on_interrupt=stop_on_interrupt,
             start_step=as_int("start_step", start_step, low=0),
             actions=actions,
+            record_to=record_to,
         )
     if actions is not None:
         raise ValueError(
