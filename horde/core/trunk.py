@@ -59,12 +59,13 @@ def trunk_forward_with_tape(
 
     Args:
         params: trunk parameters; no layers gives ``h = x`` (linear mode).
-        x: features, shape ``(feature_dim,)``.
+        x: features, shape ``(feature_dim,)``; or ``(B, feature_dim)``, rows passed through
+            independently (``h`` and every tape entry then have the leading ``B`` axis).
         use_layer_norm: apply the parameterless LayerNorm after each Dense.
         slope: LeakyReLU negative slope.
 
     Returns:
-        ``(h, tape)``, ``h`` of shape ``(H,)``.
+        ``(h, tape)``, ``h`` of shape ``(H,)`` (or ``(B, H)``).
     """
     h = x
     inputs, pre, inv_std = [], [], []
