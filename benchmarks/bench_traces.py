@@ -17,6 +17,10 @@ Tables (every figure from this one run, the load average printed next to each):
   (``shared_traces=False``, the per-demon layout) and shared (the default). Each row gives
   µs/step, steps/s, bytes moved and FLOPs per step (counted from the shapes, see below), the
   achieved GB/s and GFLOP/s and their fractions of the measured peaks.
+* ``core`` rows of the same table: the multi-head core alone (``MultiHeadMLPLearner`` scan, the
+  same trunk, optimizer and bounder, random targets for every head), with no traces and with
+  half the heads at ``per_head_gamma_lamda`` 0.72 (traces stored per head): the workload of the
+  issue's first table, so the HordeLearner's rows can be read against it in the same run.
 * ``nexting``: 10,000 nexting demons (16 observations x 5 timescales 1, 2, 5, 10, 20 steps,
   each pair repeated) at λ = 0.9 against λ = 0.
 * ``daemon``: single-step ``Daemon.update_from_transition`` at 64 demons, λ = 0.9 against
@@ -36,7 +40,8 @@ Counting (per step, per seed). ``n`` demons, ``H`` = 128 head features, ``G`` tr
 * FLOPs: a multiply-add is 2. Heads: predictions at ``S_t`` and ``S_{t+1}`` (2), the trunk's
   cotangent ``Σ δ_i w_i`` (1), the step ``w += δ α z`` (1) and ObGD's ``‖α z‖₁`` (1): ``10 n H``;
   traces ``z ← γλ z + h``: ``2 n H`` per demon trace, ``2 G H`` shared. Trunk with ``P`` weights:
-  two forward passes, one backward (2 x a forward) and the update: ``10 P``.
+  two forward passes, one backward (2 x a forward) and the update: ``10 P``. The core predicts
+  at ``S_t`` only: ``8 n H`` for the heads and ``8 P`` for the trunk.
 """
 
 from __future__ import annotations
@@ -208,14 +213,70 @@ def time_scan(learner, repeats: int) -> dict:
     return row
 
 
+def core_counts(learner, state) -> dict:
+    """Bytes moved and FLOPs per step of the core alone (see the module docstring)."""
+    import jax
+    import numpy as np
+
+    n, h = learner.n_heads, HIDDEN[-1]
+    touched = state._replace(step_count=np.zeros(()))
+    state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(touched))
+    moved = 2 * state_bytes + 3 * n * 4 + n * 4  # the (n, 3) metrics out, the targets in
+    trunk_weights = sum(int(np.prod(w.shape)) for w in state.trunk_params.weights)
+    trace_rows = n if state.head_traces else 0
+    flops = 8 * n * h + 2 * trace_rows * h + 8 * trunk_weights
+    return {"bytes": int(moved), "flops": int(flops), "groups": 0}
+
+
+def time_core_scan(n: int, traces: bool, repeats: int) -> dict:
+    """The multi-head core alone: ``n`` heads, random targets, half of the heads at
+    ``per_head_gamma_lamda`` = γλ = 0.72 when ``traces``."""
+    import jax
+    import numpy as np
+
+    import horde
+
+    decays = [GAMMA * TRACE_LAMBDA if i >= n // 2 else 0.0 for i in range(n)] if traces else None
+    learner = horde.MultiHeadMLPLearner(
+        n_heads=n,
+        hidden_sizes=HIDDEN,
+        optimizer=horde.LMS(STEP_SIZE),
+        bounder=horde.ObGDBounding(),
+        per_head_gamma_lamda=decays,
+    )
+    state = learner.init(OBS, jax.random.key(0))
+    run = horde.run_multi_head_learning_loop
+
+    def stream(n_steps: int, seed: int):
+        rng = np.random.default_rng(seed)
+        return (
+            rng.standard_normal((n_steps, OBS)).astype(np.float32),
+            rng.standard_normal((n_steps, n)).astype(np.float32),
+        )
+
+    probe = stream(64, 1)
+    jax.block_until_ready(run(learner, state, *probe).state)
+    per_step = _timed_min(lambda: jax.block_until_ready(run(learner, state, *probe).state), 2) / 64
+    n_steps = int(min(20_000, max(128, TARGET_CALL_S / per_step)))
+    data = stream(n_steps, 0)
+    jax.block_until_ready(run(learner, state, *data).state)
+    t = _timed_min(lambda: jax.block_until_ready(run(learner, state, *data).state), repeats)
+    row = {"us_per_step": t / n_steps * 1e6, "steps": n_steps, "load": load()}
+    row.update(core_counts(learner, state))
+    return row
+
+
 def bench_traces(n: int, repeats: int) -> dict:
-    rows = {}
+    rows = {
+        "core, no traces": time_core_scan(n, False, repeats),
+        "core, per-head γλ traces": time_core_scan(n, True, repeats),
+    }
     for name, lamda, shared in (
         ("no traces", 0.0, True),
         ("per-demon traces", TRACE_LAMBDA, False),
         ("shared traces", TRACE_LAMBDA, True),
     ):
-        rows[name] = time_scan(learner_for(trace_demons(n, lamda), shared), repeats)
+        rows[f"HordeLearner, {name}"] = time_scan(learner_for(trace_demons(n, lamda), shared), repeats)
     return rows
 
 
@@ -376,7 +437,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['load']:.1f}",
                     ]
                 )
-        print(table("HordeLearner scan, half the demons at γλ = 0.72 (LMS + ObGD, trunk (128, 128))", head, lines))
+        print(
+            table(
+                "Core and HordeLearner scans, half the heads at γλ = 0.72 (LMS + ObGD, trunk (128, 128))",
+                head,
+                lines,
+            )
+        )
     if "nexting" in args.only:
         n = 10_000
         rows = bench_nexting(n, args.repeats)

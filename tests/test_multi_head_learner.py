@@ -22,7 +22,7 @@ from horde import (
     run_multi_head_learning_loop,
     run_multi_head_learning_loop_batched,
 )
-from horde.core import HeadParams
+from horde.core import HeadParams, materialized
 
 FEATURES = 5
 
@@ -842,3 +842,13 @@ def test_nan_observation_is_refused_and_state_is_not_poisoned():
         learner.update(state, np.zeros(3), np.array([np.inf, 0.0]))
     result = learner.update(state, np.ones(3), np.ones(2))
     assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(result.state))
+
+
+def test_materialized_keeps_every_bit_in_compiled_code():
+    """``materialized`` divides by a runtime 1 so that XLA computes the head features once
+    instead of inside every element of the head update; the value must not change at all,
+    infinities, NaN and signed zeros included (a divisor ``1 + 0 * x`` would turn ±inf into
+    NaN)."""
+    x = np.array([0.0, -0.0, 1.5, -2.25, np.inf, -np.inf, np.nan, 3.4e38, -1.2e-38], np.float32)
+    got = np.asarray(jax.jit(materialized)(jnp.asarray(x)))
+    np.testing.assert_array_equal(got.view(np.uint32), x.view(np.uint32))

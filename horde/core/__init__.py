@@ -35,7 +35,14 @@ from horde.core.checks import (
     concrete_values,
     is_tracer,
 )
-from horde.core.heads import HeadUpdate, accumulate_traces, head_forward, head_step_from_traces, select_heads
+from horde.core.heads import (
+    HeadUpdate,
+    accumulate_traces,
+    head_forward,
+    head_step_from_traces,
+    materialized,
+    select_heads,
+)
 from horde.core.initializers import sparse_init
 from horde.core.loops import (
     multi_head_metrics_to_dicts,
@@ -98,6 +105,7 @@ __all__ = [
     "concrete_values",
     "head_forward",
     "head_step_from_traces",
+    "materialized",
     "is_tracer",
     "leaf_name",
     "multi_head_metrics_to_dicts",

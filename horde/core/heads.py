@@ -27,6 +27,7 @@ __all__ = [
     "head_step_from_traces",
     "head_steps",
     "head_update",
+    "materialized",
     "select_heads",
 ]
 
@@ -69,6 +70,27 @@ def _after(x: jax.Array, dependency: jax.Array) -> jax.Array:
     """
     first = jnp.ravel(dependency)[:1]
     return x * (1.0 + 0.0 * (first > 0).astype(x.dtype))
+
+
+def materialized(x: jax.Array) -> jax.Array:
+    """``x`` unchanged (divided by exactly 1), but computed once into its own buffer.
+
+    XLA fuses cheap elementwise producers into every consumer, even one that broadcasts them:
+    left alone, the head features ``h`` (the trunk's last LayerNorm and LeakyReLU) and a
+    group's trace are recomputed for every element of the ``(n_heads, H)`` head update,
+    ``n_heads`` times over, which made that one pass about ten times slower than the memory
+    traffic it needs. A division counts as expensive, and XLA does not duplicate an expensive
+    producer into a consumer that reuses its elements, so the consumers read the buffer
+    instead. The divisor is ``1 + 0 * [x > 0]``, exactly 1 and never NaN, so ``x`` keeps every
+    bit (NaN, infinities and signed zeros included).
+
+    Args:
+        x: any float array.
+
+    Returns:
+        ``x``, bit for bit.
+    """
+    return x / (1.0 + 0.0 * (x > 0).astype(x.dtype))
 
 
 def select_heads(active: jax.Array, new: Any, old: Any) -> Any:
@@ -118,6 +140,7 @@ def accumulate_traces(
         ``(z_w, z_b)`` of this step.
     """
     n = decay.shape[0]
+    h = materialized(h)
     if head_traces:
         z_w, z_b = head_traces
         if replacing:

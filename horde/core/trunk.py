@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from horde.core.bounders import Bounder, OvershootBounding
+from horde.core.heads import materialized
 from horde.core.optimizers import LMS, Optimizer, update_group
 from horde.core.types import MLPParams
 
@@ -59,12 +60,13 @@ def trunk_forward_with_tape(
 
     Args:
         params: trunk parameters; no layers gives ``h = x`` (linear mode).
-        x: features, shape ``(feature_dim,)``.
+        x: features, shape ``(feature_dim,)``; or ``(B, feature_dim)``, rows passed through
+            independently (``h`` and every tape entry then have the leading ``B`` axis).
         use_layer_norm: apply the parameterless LayerNorm after each Dense.
         slope: LeakyReLU negative slope.
 
     Returns:
-        ``(h, tape)``, ``h`` of shape ``(H,)``.
+        ``(h, tape)``, ``h`` of shape ``(H,)`` (or ``(B, H)``).
     """
     h = x
     inputs, pre, inv_std = [], [], []
@@ -111,6 +113,9 @@ def trunk_backward(
             # d/da of (a - mean) / σ: (g - mean(g) - â mean(g â)) / σ
             means = jnp.mean(jnp.stack([g, g * a]), axis=-1)
             g = (g - means[0] - a * means[1]) * tape.inv_std[layer]
+        # g once into its own buffer: the weight update reads it for every element of
+        # outer(input, g), which would otherwise recompute it (LayerNorm's backward) each time.
+        g = materialized(g)
         factors.append((tape.inputs[layer], g))
         if layer:
             g = params.weights[layer] @ g

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from demons import DemonSet
-from horde.core import accumulate_traces
+from horde.core import accumulate_traces, materialized
 
 __all__ = [
     "SharedTraces",
@@ -244,6 +244,9 @@ def shared_trace_step(
     """
     # With rows, an inactive first demon detaches and the group advances for the others.
     group = advance_group_traces(traces, groups, features, decay, rho, active if traces.rows == () else None)
+    # Z_g once into its own (n_groups, H) buffer, read by every head's update (see
+    # ``materialized``).
+    group = (materialized(group[0]), group[1])
     new_group_w, new_group_b = gather_group_traces(group, groups)
     if traces.rows == ():
         return (new_group_w, new_group_b), traces._replace(group_weights=group[0], group_biases=group[1])
