@@ -91,7 +91,9 @@ def demon_set(env_id: str, lamda: float = 0.9) -> DemonSet:
 
 def record_stream(env_id: str, seed: int, steps: int) -> Transitions:
     """``steps`` transitions of uniformly random actions (``action_space.sample()``)."""
-    env = gym.make(env_id) if env_id == "CartPole-v1" else gym.make(env_id, max_episode_steps=None)
+    # max_episode_steps=None would keep the registered limit (Pendulum's 200 steps): a limit
+    # past the stream's end removes it.
+    env = gym.make(env_id) if env_id == "CartPole-v1" else gym.make(env_id, max_episode_steps=steps + 1)
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
     cols: list[list[Any]] = [[], [], [], [], [], []]
