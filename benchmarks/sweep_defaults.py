@@ -260,20 +260,29 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     "heads LMS 3e-4": (0.0, _defaults(head_optimizer=LMS(3e-4))),
     "heads LMS 1e-4": (0.0, _defaults(head_optimizer=LMS(1e-4))),
     "heads LMS 3e-4, λ 0.9": (0.9, _defaults(head_optimizer=LMS(3e-4))),
-    # the trunk
+    # the trunk, under the previous heads (Autostep(0.01)) with the EMA normalizer
+    "Autostep(0.01) heads: trunk LMS 1e-3": (0.0, _defaults(head_optimizer=Autostep(), optimizer=LMS(1e-3))),
+    "Autostep(0.01) heads: trunk LMS 3e-3": (0.0, _defaults(head_optimizer=Autostep(), optimizer=LMS(3e-3))),
+    "Autostep(0.01) heads: trunk IDBD(2e-4)": (0.0, _defaults(head_optimizer=Autostep(), optimizer=IDBD(2e-4))),
+    "Autostep(0.01) heads: trunk Autostep(1e-3)": (
+        0.0,
+        _defaults(head_optimizer=Autostep(), optimizer=Autostep(1e-3)),
+    ),
+    "Autostep(0.01) heads: trunk (256,)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(256,))),
+    "Autostep(0.01) heads: trunk (1024,)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(1024,))),
+    "Autostep(0.01) heads: trunk (512, 512)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(512, 512))),
+    "Autostep(0.01) heads: no LayerNorm": (0.0, _defaults(head_optimizer=Autostep(), use_layer_norm=False)),
+    "Autostep(0.01) heads: sparsity 0": (0.0, _defaults(head_optimizer=Autostep(), sparsity=0.0)),
+    "Autostep(0.01) heads: no trunk (linear on the normalised observations)": (
+        0.0,
+        _defaults(hidden_sizes=(), optimizer=Autostep(), head_optimizer=None),
+    ),
     "trunk LMS 5e-4": (0.0, _defaults(optimizer=LMS(5e-4))),
-    "trunk LMS 1e-3": (0.0, _defaults(optimizer=LMS(1e-3))),
-    "trunk LMS 3e-3": (0.0, _defaults(optimizer=LMS(3e-3))),
-    "trunk IDBD(2e-4)": (0.0, _defaults(optimizer=IDBD(2e-4))),
-    "trunk Autostep(1e-3)": (0.0, _defaults(optimizer=Autostep(1e-3))),
-    "trunk (256,)": (0.0, _defaults(hidden_sizes=(256,))),
-    "trunk (1024,)": (0.0, _defaults(hidden_sizes=(1024,))),
-    "trunk (512, 512)": (0.0, _defaults(hidden_sizes=(512, 512))),
-    "no LayerNorm": (0.0, _defaults(use_layer_norm=False)),
-    "sparsity 0": (0.0, _defaults(sparsity=0.0)),
-    "no trunk (linear on the normalised observations)": (0.0, _defaults(hidden_sizes=(), optimizer=Autostep(1e-3))),
     # bounding
-    "trunk LMS 1e-3 + OvershootBounding()": (0.0, _defaults(optimizer=LMS(1e-3), bounder=OvershootBounding())),
+    "Autostep(0.01) heads: trunk LMS 1e-3 + OvershootBounding()": (
+        0.0,
+        _defaults(head_optimizer=Autostep(), optimizer=LMS(1e-3), bounder=OvershootBounding()),
+    ),
     "stream-x: LMS 1.0 + ObGD, λ 0.9": (
         0.9,
         lambda ds: HordeLearner(ds, optimizer=LMS(1.0), bounder=ObGDBounding(), normalizer=WelfordNormalizer()),
