@@ -59,6 +59,7 @@ from _machine import machine_info  # noqa: E402
 import horde  # noqa: E402
 from demons import Demon, DemonSet, cumulants, discounts  # noqa: E402
 from horde import (  # noqa: E402
+    IDBD,
     LMS,
     Autostep,
     EMANormalizer,
@@ -90,7 +91,9 @@ def demon_set(env_id: str, lamda: float = 0.9) -> DemonSet:
 
 def record_stream(env_id: str, seed: int, steps: int) -> Transitions:
     """``steps`` transitions of uniformly random actions (``action_space.sample()``)."""
-    env = gym.make(env_id) if env_id == "CartPole-v1" else gym.make(env_id, max_episode_steps=None)
+    # max_episode_steps=None would keep the registered limit (Pendulum's 200 steps): a limit
+    # past the stream's end removes it.
+    env = gym.make(env_id) if env_id == "CartPole-v1" else gym.make(env_id, max_episode_steps=steps + 1)
     env.action_space.seed(seed)
     obs, _ = env.reset(seed=seed)
     cols: list[list[Any]] = [[], [], [], [], [], []]
@@ -221,29 +224,65 @@ def tile_td_lambda(stream: Transitions, ds: DemonSet, alpha: float = 0.1, lamda:
 
 
 # ---------------------------------------------------------------------------------------------
-# Configurations: name -> learner for a demon set (λ 0.9 unless the name says otherwise)
+# Configurations: name -> (the demons' λ, learner for a demon set); "defaults" rows spell the
+# defaults out, so that they keep their meaning when the defaults change
+
+
+def _defaults(**kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
+    """The defaults spelled out (so that a row keeps its meaning when they change), with
+    ``kwargs`` replacing some of them."""
+    settings: dict[str, Any] = {
+        "optimizer": LMS(2e-4),
+        "head_optimizer": Autostep(1e-3),
+        "normalizer": EMANormalizer(),
+        **kwargs,
+    }
+    return lambda ds: HordeLearner(ds, **settings)
+
 
 CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
     "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
-    "old defaults (LMS 1e-3)": (0.0, lambda ds: HordeLearner(ds, step_size=1e-3)),
-    "LMS 1e-3 trunk + OvershootBounding, Autostep heads, EMA": (
+    "previous defaults (no normalizer, Autostep(0.01) heads)": (
         0.0,
-        lambda ds: HordeLearner(
-            ds,
-            optimizer=LMS(1e-3),
-            head_optimizer=Autostep(),
-            bounder=OvershootBounding(),
-            normalizer=EMANormalizer(),
-        ),
+        _defaults(head_optimizer=Autostep(), normalizer=None),
     ),
-    "LMS 5e-4 trunk, Autostep heads, EMA": (
+    "old defaults (LMS 1e-3)": (0.0, lambda ds: HordeLearner(ds, step_size=1e-3, normalizer=None)),
+    # the normalizer
+    "no normalizer": (0.0, _defaults(normalizer=None)),
+    "WelfordNormalizer": (0.0, _defaults(normalizer=WelfordNormalizer())),
+    # the heads
+    "heads Autostep(0.01)": (0.0, _defaults(head_optimizer=Autostep())),
+    "heads Autostep(3e-4)": (0.0, _defaults(head_optimizer=Autostep(3e-4))),
+    "heads Autostep(1e-3, meta 1e-3)": (0.0, _defaults(head_optimizer=Autostep(1e-3, 1e-3))),
+    "heads LMS 1e-3": (0.0, _defaults(head_optimizer=LMS(1e-3))),
+    "heads LMS 3e-4": (0.0, _defaults(head_optimizer=LMS(3e-4))),
+    "heads LMS 1e-4": (0.0, _defaults(head_optimizer=LMS(1e-4))),
+    "heads LMS 3e-4, λ 0.9": (0.9, _defaults(head_optimizer=LMS(3e-4))),
+    # the trunk, under the previous heads (Autostep(0.01)) with the EMA normalizer
+    "Autostep(0.01) heads: trunk LMS 1e-3": (0.0, _defaults(head_optimizer=Autostep(), optimizer=LMS(1e-3))),
+    "Autostep(0.01) heads: trunk LMS 3e-3": (0.0, _defaults(head_optimizer=Autostep(), optimizer=LMS(3e-3))),
+    "Autostep(0.01) heads: trunk IDBD(2e-4)": (0.0, _defaults(head_optimizer=Autostep(), optimizer=IDBD(2e-4))),
+    "Autostep(0.01) heads: trunk Autostep(1e-3)": (
         0.0,
-        lambda ds: HordeLearner(ds, optimizer=LMS(5e-4), head_optimizer=Autostep(), normalizer=EMANormalizer()),
+        _defaults(head_optimizer=Autostep(), optimizer=Autostep(1e-3)),
     ),
-    "defaults + EMA, sparsity 0": (0.0, lambda ds: HordeLearner(ds, sparsity=0.0, normalizer=EMANormalizer())),
-    "defaults + EMANormalizer": (0.0, lambda ds: HordeLearner(ds, normalizer=EMANormalizer())),
+    "Autostep(0.01) heads: trunk (256,)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(256,))),
+    "Autostep(0.01) heads: trunk (1024,)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(1024,))),
+    "Autostep(0.01) heads: trunk (512, 512)": (0.0, _defaults(head_optimizer=Autostep(), hidden_sizes=(512, 512))),
+    "Autostep(0.01) heads: no LayerNorm": (0.0, _defaults(head_optimizer=Autostep(), use_layer_norm=False)),
+    "Autostep(0.01) heads: sparsity 0": (0.0, _defaults(head_optimizer=Autostep(), sparsity=0.0)),
+    "Autostep(0.01) heads: no trunk (linear on the normalised observations)": (
+        0.0,
+        _defaults(hidden_sizes=(), optimizer=Autostep(), head_optimizer=None),
+    ),
+    "trunk LMS 5e-4": (0.0, _defaults(optimizer=LMS(5e-4))),
+    # bounding
+    "Autostep(0.01) heads: trunk LMS 1e-3 + OvershootBounding()": (
+        0.0,
+        _defaults(head_optimizer=Autostep(), optimizer=LMS(1e-3), bounder=OvershootBounding()),
+    ),
     "stream-x: LMS 1.0 + ObGD, λ 0.9": (
         0.9,
         lambda ds: HordeLearner(ds, optimizer=LMS(1.0), bounder=ObGDBounding(), normalizer=WelfordNormalizer()),
@@ -252,6 +291,12 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.9,
         lambda ds: HordeLearner(
             ds, optimizer=LMS(1.0), bounder=OvershootBounding(10.0), normalizer=WelfordNormalizer()
+        ),
+    ),
+    "stream-x: LMS 1.0 + OvershootBounding(30), λ 0.9": (
+        0.9,
+        lambda ds: HordeLearner(
+            ds, optimizer=LMS(1.0), bounder=OvershootBounding(30.0), normalizer=WelfordNormalizer()
         ),
     ),
 }
@@ -300,6 +345,8 @@ def main() -> None:
             print(
                 f"| {name} | {env_id} | {fmt(med)} | {fmt(g9)} | {fmt(ttt)} | {time.time() - start:.0f} |", flush=True
             )
+    load = os.getloadavg()
+    print(f"\nload average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

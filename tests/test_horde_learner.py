@@ -113,7 +113,10 @@ def test_terminal_target_is_cumulant_plus_terminal_outcome_exactly():
     result = learner.update_from_transition(state, obs, 0, 1.5, next_obs, terminated=True)
     np.testing.assert_allclose(result.td_targets, [1.5, 2.0 + 3.0], rtol=1e-6)
     cut = learner.update_from_transition(state, obs, 0, 1.5, next_obs, truncated=True)
-    v_next = learner.predict(state, next_obs)
+    # The weights before the update, and the default normalizer's statistics after S_t (the
+    # update normalises S_{t+1} with them).
+    before = state.core._replace(normalizer_state=cut.state.core.normalizer_state)
+    v_next = learner.predict(state._replace(core=before), next_obs)
     np.testing.assert_allclose(cut.td_targets, [1.5 + 0.9 * v_next[0], 2.0 + 0.5 * v_next[1]], rtol=1e-5)
 
 
@@ -227,7 +230,9 @@ def test_trace_decays_by_the_discount_of_the_step_it_decays_over():
 
 
 def test_traces_are_zeroed_at_episode_start():
-    learner = HordeLearner([Demon("d", C.reward(), D.constant(0.9), lamda=0.9)], hidden_sizes=(4,))
+    # No normalizer: the default one maps this constant observation to exactly 0, whose trunk
+    # features (and so the weights' traces) are 0.
+    learner = HordeLearner([Demon("d", C.reward(), D.constant(0.9), lamda=0.9)], hidden_sizes=(4,), normalizer=None)
     state = learner.init(2, jax.random.key(0))
     x = np.ones(2)
     state = learner.update(state, x, [0.0], x).state
@@ -492,6 +497,7 @@ def test_on_policy_and_off_policy_demons_mix():
             Demon("off", C.reward(), D.constant(0.9), target_policy=P.fixed([0.0, 1.0])),
         ],
         hidden_sizes=(4,),
+        normalizer=None,  # the default one maps the constant observation to 0: no features
     )
     state = learner.init(2, jax.random.key(0))
     with pytest.raises(ValueError, match="rhos must be given: demon 'off' is off-policy"):

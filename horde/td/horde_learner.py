@@ -37,6 +37,7 @@ from horde.core import (
     LMS,
     ArgumentTypeError,
     Autostep,
+    EMANormalizer,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -90,12 +91,26 @@ __all__ = [
 
 #: The Horde's defaults, chosen by ``benchmarks/sweep_defaults.py`` (see the guide "Choosing
 #: the learner's settings"): the trunk's LMS step size when neither ``optimizer`` nor
-#: ``step_size`` is given, and then the heads' optimizer unless ``head_optimizer`` is given.
+#: ``step_size`` is given, and then the heads' optimizer unless ``head_optimizer`` is given,
+#: and the normalizer of a learner with a trunk unless ``normalizer`` is given (``None``
+#: included). Autostep's heads start at 1e-3, not its own 0.01: after LayerNorm
+#: ``‖h‖² ≈ H/2``, so 0.01 makes each step remove most of the current sample's error (about
+#: 0.64 of it for ``H = 128``), which on noisy returns is noise.
 DEFAULT_TRUNK_STEP_SIZE = 2e-4
-DEFAULT_HEAD_OPTIMIZER = Autostep()
-DEFAULT_NORMALIZER: Normalizer | None = None
+DEFAULT_HEAD_OPTIMIZER = Autostep(initial_step_size=1e-3)
+DEFAULT_NORMALIZER: Normalizer | None = EMANormalizer()
 DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
 DEFAULT_SPARSITY = 0.9
+
+
+class _Unset:
+    """The type of a keyword argument that was not given (``None`` means "none")."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_UNSET = _Unset()
 
 
 class _HeadStep(NamedTuple):
@@ -121,13 +136,21 @@ class HordeLearner:
             raw features.
         optimizer: trunk optimizer (and head optimizer when ``head_optimizer`` is None);
             defaults to ``LMS(step_size)``.
-        step_size: base step size, used when ``optimizer`` is None. The default, 0.001, is
-            small on purpose: with LayerNorm every hidden unit has unit scale, so a head's
-            effective step is about ``step_size · H`` (0.128 for H = 128); LMS diverges once it
-            nears 2. For larger steps use ``bounder=ObGDBounding()``.
+        step_size: base step size of ``LMS(step_size)`` for the trunk and the heads, used
+            when ``optimizer`` is None. Neither given: the Horde's defaults, an
+            ``LMS(DEFAULT_TRUNK_STEP_SIZE)`` trunk (2e-4: it is shared by every demon and
+            must move slowly enough for the heads to follow), ``DEFAULT_HEAD_OPTIMIZER``
+            heads (``Autostep(1e-3)``) and ``DEFAULT_NORMALIZER``. With LayerNorm every
+            hidden unit has unit scale, so a head's effective LMS step is about
+            ``step_size · H / 2``; LMS diverges once it nears 2. For larger steps use
+            ``bounder=ObGDBounding()`` or ``OvershootBounding()``.
         bounder: optional update bounder (``ObGDBounding``, or ``OvershootBounding`` which
             does not throttle a many-head Horde).
-        normalizer: optional online feature normalizer.
+        normalizer: online feature normalizer, or ``None`` for none. Not given: with the
+            defaults above (neither ``optimizer`` nor ``step_size`` given) and a trunk,
+            ``DEFAULT_NORMALIZER`` (``EMANormalizer()``): the trunk's first layer sees every
+            observation component on one scale; otherwise none (a linear learner's features,
+            one-hot or tabular, keep their meaning).
         sparsity: fraction of inputs zeroed per unit at initialisation.
         leaky_relu_slope: LeakyReLU negative slope.
         use_layer_norm: parameterless LayerNorm after each hidden Dense.
@@ -187,7 +210,7 @@ class HordeLearner:
         optimizer: Optimizer | None = None,
         step_size: float | None = None,
         bounder: ObGDBounding | OvershootBounding | None = DEFAULT_BOUNDER,
-        normalizer: Normalizer | None = DEFAULT_NORMALIZER,
+        normalizer: Normalizer | None | _Unset = _UNSET,
         sparsity: float = DEFAULT_SPARSITY,
         leaky_relu_slope: float = 0.01,
         use_layer_norm: bool = True,
@@ -219,11 +242,15 @@ class HordeLearner:
             "step_size": step_size,
             "head_optimizer": head_optimizer,
         }
-        if optimizer is None and step_size is None:
+        defaults = optimizer is None and step_size is None
+        if defaults:
             # The defaults: a slow LMS trunk under heads that tune their own step sizes.
             optimizer = LMS(DEFAULT_TRUNK_STEP_SIZE)
             if head_optimizer is None:
                 head_optimizer = DEFAULT_HEAD_OPTIMIZER
+        if isinstance(normalizer, _Unset):
+            has_trunk = len(hidden_sizes) > 0 if hasattr(hidden_sizes, "__len__") else True
+            normalizer = DEFAULT_NORMALIZER if defaults and has_trunk else None
         self.shared_traces: bool = as_bool("shared_traces", shared_traces)
         # Without any decaying trace every trace is this step's ρ h: nothing to store or share.
         self._trace_groups: TraceGroups | None = (
