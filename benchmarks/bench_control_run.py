@@ -5,7 +5,7 @@ the Python CartPole-v1, with the stream-x network (32, 32) and no prediction dem
 Run: python benchmarks/bench_control_run.py [--steps 5000]
 (Compilation is excluded: each configuration is run once for 500 steps first.)
 
-The target (issue "Demons that act"): 10x the official PyTorch Stream Q(λ) on the same
+The target: 10x the official PyTorch Stream Q(λ) on the same
 environment and network, 1,114 steps/s, so >= 11,000 steps/s, about 90 µs per step including
 CartPole's own step and Gymnasium's wrappers. The parts printed below:
 

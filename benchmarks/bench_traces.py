@@ -20,7 +20,7 @@ Tables (every figure from this one run, the load average printed next to each):
 * ``core`` rows of the same table: the multi-head core alone (``MultiHeadMLPLearner`` scan, the
   same trunk, optimizer and bounder, random targets for every head), with no traces and with
   half the heads at ``per_head_gamma_lamda`` 0.72 (traces stored per head): the workload of the
-  issue's first table, so the HordeLearner's rows can be read against it in the same run.
+  core's table (the workload the targets were set on), so the HordeLearner's rows can be read against it in the same run.
 * ``nexting``: 10,000 nexting demons (16 observations x 5 timescales 1, 2, 5, 10, 20 steps,
   each pair repeated) at λ = 0.9 against λ = 0.
 * ``daemon``: single-step ``Daemon.update_from_transition`` at 64 demons, λ = 0.9 against
