@@ -183,3 +183,62 @@ def test_horde_run_resumes_a_control_run_bit_for_bit(tmp_path, monkeypatch, caps
     assert "learner.hidden_sizes: [8] in the checkpoint, [16] in the config" in err
     assert "'epsilon': 0.05" in err and "'epsilon': 0.1" in err
     assert "learner.horde.demons: changed ['right|greedy']" in err
+
+
+def test_a_resume_refuses_a_state_of_another_learner_naming_what_differs(runs):
+    """The state is checked against the learner before any step: another learner's (another
+    hidden size) or a prediction Horde's state is a ValueError naming ``state``, never a
+    reshape or attribute error from inside the step."""
+    _, first, _ = runs
+    q = demons.Demon("q", cumulants.reward(), discounts.constant(0.9), lamda=0.8, target_policy=policies.greedy())
+    wider = horde.ControlLearner([q], horde=horde.HordeLearner(list(demons.reward_demons((2,))), hidden_sizes=(8,)))
+    with pytest.raises(ValueError, match=r"horde\.run: state must be a ControlState of this learner"):
+        horde.run(
+            wider, walk(), steps=5, seed=4, policy=POLICY, state=first.state, start_step=N, actions=first.actions[0]
+        )
+    with pytest.raises(ValueError, match=r"state must be a ControlState .* got HordeState"):
+        horde.run(
+            learner(),
+            walk(),
+            steps=5,
+            seed=4,
+            policy=POLICY,
+            state=first.state.horde,
+            start_step=N,
+            actions=first.actions[0],
+        )
+
+
+def test_records_of_another_seed_are_not_appended_to(runs, tmp_path):
+    """Resuming into a records store written by a run with another seed is refused, listing
+    the seed: its stream is another one (a silent mix of two seeds' records before)."""
+    _, first, _ = runs
+    lrn = learner()
+    start = horde.run(lrn, walk(), steps=N, seed=4, policy=POLICY, chunk_size=64, record_every=3, record_to=tmp_path)
+    with pytest.raises(horde.RecordsError, match=r"another run \(seed: stored 4, this run 5\)"):
+        horde.run(
+            lrn,
+            walk(),
+            steps=10,
+            seed=5,
+            policy=POLICY,
+            chunk_size=64,
+            record_every=3,
+            record_to=tmp_path,
+            state=start.state,
+            start_step=N,
+            actions=start.actions[0],
+        )
+    assert horde.RunResult.load(tmp_path).total_steps == N  # the stored records are untouched
+
+
+def test_boundary_of_an_acting_run():
+    """A ControlLearner without an acting behaviour, a record_to that is not a path, and NumPy
+    scalars for ε."""
+    with pytest.raises(ValueError, match=r"give policy=horde\.EpsilonGreedy"):
+        horde.run(learner(), walk(), steps=5)
+    with pytest.raises(ValueError, match=r"record_to must be a directory path .* got 123"):
+        horde.run(learner(), walk(), steps=5, policy=POLICY, record_to=123)
+    assert horde.EpsilonGreedy("q", epsilon=np.float32(0.25), start=np.float64(1.0)).epsilon == 0.25
+    with pytest.raises(ValueError, match="epsilon must be a number in"):
+        horde.EpsilonGreedy("q", epsilon=np.bool_(True))

@@ -248,6 +248,27 @@ def _fresh(tree: Any) -> Any:
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
+def _checked_state(where: str, learner: ControlLearner, state: Any, dim: int, n_actions: int) -> Any:
+    """``state`` if it is a ``ControlState`` of ``learner`` for this environment (its tree, shapes
+    and dtypes those of ``learner.init_traced``), else a ValueError naming what differs."""
+    want = jax.eval_shape(lambda: learner.init_traced(dim, jax.random.key(0), n_actions))
+    got_def, want_def = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(want)
+    got = [
+        (tuple(np.shape(a)), np.dtype(getattr(a, "dtype", np.float64)).name) for a in jax.tree_util.tree_leaves(state)
+    ]
+    exp = [(tuple(a.shape), np.dtype(a.dtype).name) for a in jax.tree_util.tree_leaves(want)]
+    if str(got_def) != str(want_def) or got != exp:
+        bad = [f"leaf {i}: {g} where {e} was expected" for i, (g, e) in enumerate(zip(got, exp)) if g != e]
+        detail = (
+            "; ".join(bad[:3]) if bad and len(got) == len(exp) else f"{len(got)} arrays where {len(exp)} were expected"
+        )
+        raise ValueError(
+            f"{where}: state must be a ControlState of this learner for this environment "
+            f"({len(exp)} arrays, as learner.init_traced gives), got {type(state).__name__} ({detail})"
+        )
+    return state
+
+
 def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actions: Any) -> np.ndarray:
     if not isinstance(learner, ControlLearner):
         raise ValueError(
@@ -342,6 +363,8 @@ def run_acting(
     step_root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
     if state is None:
         state = learner.init_traced(dim, base, n_actions)
+    else:
+        state = _checked_state("horde.run", learner, state, dim, n_actions)
     # The step donates its carry: never the caller's arrays.
     good_state = _fresh(state)
 
@@ -581,15 +604,7 @@ class ActingDaemon:
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
         fresh = learner.init_traced(self.features.dim, base, self.n_actions)
         if state is not None:
-            shapes = [np.shape(a) for a in jax.tree_util.tree_leaves(state)]
-            want = [np.shape(a) for a in jax.tree_util.tree_leaves(fresh)]
-            same = str(jax.tree_util.tree_structure(state)) == str(jax.tree_util.tree_structure(fresh))
-            if not same or shapes != want:
-                raise ValueError(
-                    "ActingDaemon: state must be a ControlState of this learner for this environment "
-                    f"(array shapes {want}), got {type(state).__name__} with shapes {shapes}"
-                )
-            fresh = _fresh(state)
+            fresh = _fresh(_checked_state("ActingDaemon", learner, state, self.features.dim, self.n_actions))
         if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
             raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
         self._state = fresh

@@ -241,7 +241,11 @@ class EpsilonGreedy(BehaviourPolicy):
         if not isinstance(name, str) or not name:
             raise ValueError(f"EpsilonGreedy: demon must be a control demon's name or the Demon, got {demon!r}")
         for what, value in (("epsilon", epsilon), ("start", start)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not 0.0 <= value <= 1.0
+            ):
                 raise ValueError(f"EpsilonGreedy: {what} must be a number in [0, 1], got {value!r}")
         if anneal_steps is not None and (
             isinstance(anneal_steps, bool) or not isinstance(anneal_steps, (int, np.integer)) or anneal_steps < 0

@@ -14,6 +14,7 @@ divergence is located to the step whatever the chunk size.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NamedTuple
 
@@ -531,6 +532,8 @@ def open_records(
     """
     if record_to is None:
         return None
+    if not isinstance(record_to, (str, os.PathLike)):
+        raise ValueError(f"record_to must be a directory path (str or os.PathLike) or None, got {record_to!r}")
     return RecordWriter(
         record_to,
         demon_names=learner.names,

@@ -32,6 +32,7 @@ run) first cuts the arrays back to the counts.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 from pathlib import Path
@@ -96,6 +97,27 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+#: The run settings an appended run must share with the stored records' run (where both record
+#: them): the stream and the learner. Lengths and chunking may differ.
+_RUN_IDENTITY = ("env", "env_kwargs", "seed", "n_seeds", "policy", "learner")
+
+
+def _check_same_run(stored: dict, config: dict) -> None:
+    """Refuses to append the records of a run whose stream or learner differs from the stored
+    run's (ValueError listing every difference)."""
+
+    def as_stored(value: Any) -> Any:  # the JSON the store keeps (tuples become lists)
+        return json.loads(json.dumps(value, default=str))
+
+    differ = [
+        f"{key}: stored {stored[key]!r}, this run {config[key]!r}"
+        for key in _RUN_IDENTITY
+        if key in stored and key in config and as_stored(stored[key]) != as_stored(config[key])
+    ]
+    if differ:
+        raise ValueError("the stored records belong to another run (" + "; ".join(differ) + ")")
+
+
 class RecordWriter:
     """Appends a run's records to ``records.zarr`` in a run directory, one chunk at a time, on
     a background thread: the run goes on learning while a chunk is written; chunks are
@@ -150,6 +172,8 @@ class RecordWriter:
                 self.group: Any = zarr.open_group(self.path, mode="r+")
                 stored: Any = self.group.attrs.get("horde", {})
                 self.meta = self._resume(dict(stored), demon_names, record_every, n_seeds, diagnostics, first_step)
+                if first_step > 0:
+                    _check_same_run(self.meta.get("config") or {}, config)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.group = zarr.open_group(self.path, mode="w")

@@ -388,6 +388,11 @@ def run(
             f"actions is only for resuming a run whose behaviour acts on the learner (EpsilonGreedy), "
             f"got actions with the behaviour {policy!r} (its stream replays from the seed alone)"
         )
+    if isinstance(learner, ControlLearner):
+        raise ValueError(
+            f"a ControlLearner's control demons drive the behaviour: give policy=horde.EpsilonGreedy(<control demon>), "
+            f"got policy={policy!r}"
+        )
     if not isinstance(learner, HordeLearner):
         raise TypeError(f"learner must be a HordeLearner, got {type(learner).__name__}")
     env, env_id = _make_env(env, env_kwargs)
