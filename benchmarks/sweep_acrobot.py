@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/sweep_acrobot.py                       # every setting below (about 25 runs)
+    python benchmarks/sweep_acrobot.py                       # every setting below (37 runs)
     python benchmarks/sweep_acrobot.py --only "kappa 1" "defaults"
     python benchmarks/sweep_acrobot.py --list
 
@@ -70,6 +70,17 @@ SETTINGS: list[tuple[str, dict]] = [
     ("kappa 1, no observation normalisation", {"kappa": 1.0, "normalize_observations": False}),
     ("kappa 1, anneal 20k", {"kappa": 1.0, "anneal": 20_000}),
     ("kappa 1, Expected SARSA(λ)", {"kappa": 1.0, "sarsa": 0.01}),
+    ("kappa 1, sparsity 0", {"kappa": 1.0, "sparsity": 0.0}),
+    ("one hidden layer of 64", {"hidden_sizes": (64,)}),
+    ("kappa 1, (128, 128)", {"kappa": 1.0, "hidden_sizes": (128, 128)}),
+    ("gamma 0.995, (64, 64)", {"gamma": 0.995, "hidden_sizes": (64, 64)}),
+    ("kappa 1, lamda 0.9, gamma 0.995", {"kappa": 1.0, "lamda": 0.9, "gamma": 0.995}),
+    ("kappa 1.5, gamma 0.995", {"kappa": 1.5, "gamma": 0.995}),
+    (
+        "kappa 1, lamda 0.9, gamma 0.995, (64, 64)",
+        {"kappa": 1.0, "lamda": 0.9, "gamma": 0.995, "hidden_sizes": (64, 64)},
+    ),
+    ("kappa 0.75, gamma 0.995", {"kappa": 0.75, "gamma": 0.995}),
 ]
 
 
