@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/sweep_acrobot.py                       # every setting below (37 runs)
+    python benchmarks/sweep_acrobot.py                       # every setting below (39 runs)
     python benchmarks/sweep_acrobot.py --only "kappa 1" "defaults"
     python benchmarks/sweep_acrobot.py --list
 
@@ -81,6 +81,8 @@ SETTINGS: list[tuple[str, dict]] = [
         {"kappa": 1.0, "lamda": 0.9, "gamma": 0.995, "hidden_sizes": (64, 64)},
     ),
     ("kappa 0.75, gamma 0.995", {"kappa": 0.75, "gamma": 0.995}),
+    ("kappa 1.25, gamma 0.995", {"kappa": 1.25, "gamma": 0.995}),
+    ("kappa 1, gamma 0.995, elapsed-time input", {"kappa": 1.0, "gamma": 0.995, "elapsed": True}),
 ]
 
 
