@@ -73,6 +73,13 @@ def test_ten_thousand_demon_state_has_expected_shapes_and_size():
     assert state.core.head_traces == () and state.secondary_weights == ()  # λ = 0: no traces stored
     total = sum(np.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
     trunk = (16 * H + H + H * H + H) * 4 + 4  # trunk parameters and the int32 step count
+    # The default input normaliser (EMA with compensated mean and variance): 4 words per input
+    # and its weight, independent of the demons.
+    normaliser = sum(
+        np.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state.core.normalizer_state)
+    )
+    assert normaliser == (4 * 16 + 1) * 4
+    trunk += normaliser
     per_demon = (total - trunk) / n
     # One float32 weight row and bias, and the default head optimizer's (Autostep's) step size,
     # normaliser and trace of the meta-gradient per weight: O(hidden size).
