@@ -181,6 +181,7 @@ def test_help_explains_every_option(tmp_path):
         assert option in proc.stdout
 
 
+@pytest.mark.slow  # three CLI runs; the seeds-as-separate-runs equality is tests/test_runner.py's in the default run
 def test_multi_seed_run_from_the_command_line(tmp_path):
     (tmp_path / "tiny.toml").write_text(TINY.replace("steps = 300", "steps = 100"))
     proc = _horde("run", "tiny.toml", "--seeds", "2", "--out", "two", "--no-progress", cwd=tmp_path)
