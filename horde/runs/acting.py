@@ -501,8 +501,8 @@ def run_acting(
                 recorder.commit(start_step, start_step + done, episodes, time.perf_counter() - start_time)
             except RecordsError as e:
                 raise RunError(
-                    f"{e}; the run stopped after step {done}: error.result holds its records and state",
-                    step=done,
+                    f"{e}; the run stopped after step {start_step + done}: error.result holds its records and state",
+                    step=start_step + done,
                     result=result(done, good_state),
                 ) from e
             bar.update(T, np.asarray([mean_td]))
@@ -510,11 +510,11 @@ def run_acting(
                 try:
                     callback(start_step + done, good_state)
                 except Exception as e:
-                    stop(f"the callback raised {type(e).__name__} after step {done}: {e}")
+                    stop(f"the callback raised {type(e).__name__} after step {start_step + done}: {e}")
                     raise RunError(
-                        f"the callback raised {type(e).__name__} after step {done}: {e}. "
+                        f"the callback raised {type(e).__name__} after step {start_step + done}: {e}. "
                         f"error.result holds the records and the state after that step",
-                        step=done,
+                        step=start_step + done,
                         result=result(done, good_state),
                     ) from e
     except KeyboardInterrupt:
