@@ -26,6 +26,7 @@ same actions and learn the same weights up to float32 rounding.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, NamedTuple
 
@@ -45,6 +46,7 @@ from horde.runs.recording import (
     check_off_policy,
     compiled_cache,
     divergence_error,
+    finish_chunk,
     learner_config,
     locate_divergence,
     open_records,
@@ -497,26 +499,18 @@ def run_acting(
             # The next step donates the carry: keep a copy of the checked state.
             carry = _fresh(carry)
             good_state, done = _fresh(carry.state), done + T
-            try:
-                recorder.commit(start_step, start_step + done, episodes, time.perf_counter() - start_time)
-            except RecordsError as e:
-                raise RunError(
-                    f"{e}; the run stopped after step {start_step + done}: error.result holds its records and state",
-                    step=start_step + done,
-                    result=result(done, good_state),
-                ) from e
             bar.update(T, np.asarray([mean_td]))
-            if callback is not None:
-                try:
-                    callback(start_step + done, good_state)
-                except Exception as e:
-                    stop(f"the callback raised {type(e).__name__} after step {start_step + done}: {e}")
-                    raise RunError(
-                        f"the callback raised {type(e).__name__} after step {start_step + done}: {e}. "
-                        f"error.result holds the records and the state after that step",
-                        step=start_step + done,
-                        result=result(done, good_state),
-                    ) from e
+            finish_chunk(
+                recorder,
+                first_step=start_step,
+                step=start_step + done,
+                episodes=episodes,
+                wall=time.perf_counter() - start_time,
+                state=good_state,
+                result=functools.partial(result, done, good_state),
+                callback=callback,
+                stop=stop,
+            )
     except KeyboardInterrupt:
         if not stop_on_interrupt:
             stop("interrupted")

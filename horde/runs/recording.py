@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -25,11 +26,12 @@ import numpy as np
 
 from horde.control import ControlLearner, check_greedy_in
 from horde.core import as_int
-from horde.runs.records import RecordWriter
-from horde.runs.results import DivergenceError, RunResult
+from horde.runs.records import RecordsError, RecordWriter
+from horde.runs.results import DivergenceError, RunError, RunResult
 from horde.td import HordeLearner
 
 __all__ = [
+    "finish_chunk",
     "CAUSE_DISCOUNT",
     "CAUSE_POLICY_NEGATIVE",
     "CAUSE_POLICY_SUM",
@@ -519,6 +521,52 @@ class Recorder:
             else:
                 out[name] = np.zeros((self.n_seeds, 0, self.n_demons), np.float32)
         return out
+
+
+def finish_chunk(
+    recorder: Recorder,
+    *,
+    first_step: int,
+    step: int,
+    episodes: list[tuple[int, int, float, int]],
+    wall: float,
+    state: Any,
+    result: Callable[[], RunResult],
+    callback: Any,
+    stop: Callable[[str], None],
+) -> None:
+    """The end of a learned chunk in ``horde.run``: commits its records (``Recorder.commit``),
+    then calls ``callback(step, state)``.
+
+    Args:
+        first_step: the run's first global step; ``step``: the global step reached.
+        result: builds the run's result so far (for the error).
+        stop: closes the records store as stopped, with the reason.
+
+    Raises:
+        RunError: the records could not be written, or ``callback`` raised; ``error.result``
+            holds the records and ``state``, and the cause is ``__cause__``.
+    """
+    try:
+        recorder.commit(first_step, step, episodes, wall)
+    except RecordsError as e:
+        raise RunError(
+            f"{e}; the run stopped after step {step}: error.result holds its records and state",
+            step=step,
+            result=result(),
+        ) from e
+    if callback is None:
+        return
+    try:
+        callback(step, state)
+    except Exception as e:
+        stop(f"the callback raised {type(e).__name__} after step {step}: {e}")
+        raise RunError(
+            f"the callback raised {type(e).__name__} after step {step}: {e}. "
+            "error.result holds the records and the state after that step",
+            step=step,
+            result=result(),
+        ) from e
 
 
 def open_records(

@@ -21,6 +21,7 @@ learning after every step (``chunk_size=1``).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ from horde.runs.recording import (
     compiled_cache,
     divergence_error,
     empty_records,
+    finish_chunk,
     learner_config,
     locate_divergence,
     open_records,
@@ -226,26 +228,18 @@ def _learn(
                 raise error
             recorder.add(first, records, *rows)
             good_state, done = new_state, done + T  # together: an interrupt sees both or neither
-            try:
-                recorder.commit(start_step, start_step + done, stream.episodes, time.perf_counter() - start_time)
-            except RecordsError as e:
-                raise RunError(
-                    f"{e}; the run stopped after step {start_step + done}: error.result holds its records and state",
-                    step=start_step + done,
-                    result=result(done, good_state),
-                ) from e
             bar.update(T * n_seeds, np.asarray(td))
-            if callback is not None:
-                try:
-                    callback(start_step + done, good_state)
-                except Exception as e:
-                    stop(f"the callback raised {type(e).__name__} after step {start_step + done}: {e}")
-                    raise RunError(
-                        f"the callback raised {type(e).__name__} after step {start_step + done}: {e}. "
-                        f"error.result holds the records and the state after that step",
-                        step=start_step + done,
-                        result=result(done, good_state),
-                    ) from e
+            finish_chunk(
+                recorder,
+                first_step=start_step,
+                step=start_step + done,
+                episodes=stream.episodes,
+                wall=time.perf_counter() - start_time,
+                state=good_state,
+                result=functools.partial(result, done, good_state),
+                callback=callback,
+                stop=stop,
+            )
         if failed is not None:
             step, cause = failed
             message = (
