@@ -102,22 +102,6 @@ def _fsync(path: Path) -> None:
 _RUN_IDENTITY = ("env", "env_kwargs", "seed", "n_seeds", "policy", "learner")
 
 
-def _check_same_run(stored: dict, config: dict) -> None:
-    """Refuses to append the records of a run whose stream or learner differs from the stored
-    run's (ValueError listing every difference)."""
-
-    def as_stored(value: Any) -> Any:  # the JSON the store keeps (tuples become lists)
-        return json.loads(json.dumps(value, default=str))
-
-    differ = [
-        f"{key}: stored {stored[key]!r}, this run {config[key]!r}"
-        for key in _RUN_IDENTITY
-        if key in stored and key in config and as_stored(stored[key]) != as_stored(config[key])
-    ]
-    if differ:
-        raise ValueError("the stored records belong to another run (" + "; ".join(differ) + ")")
-
-
 class RecordWriter:
     """Appends a run's records to ``records.zarr`` in a run directory, one chunk at a time, on
     a background thread: the run goes on learning while a chunk is written; chunks are
@@ -171,9 +155,9 @@ class RecordWriter:
             if exists:
                 self.group: Any = zarr.open_group(self.path, mode="r+")
                 stored: Any = self.group.attrs.get("horde", {})
-                self.meta = self._resume(dict(stored), demon_names, record_every, n_seeds, diagnostics, first_step)
-                if first_step > 0:
-                    _check_same_run(self.meta.get("config") or {}, config)
+                self.meta = self._resume(
+                    dict(stored), demon_names, record_every, n_seeds, diagnostics, first_step, config
+                )
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.group = zarr.open_group(self.path, mode="w")
@@ -220,7 +204,7 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._work, name="horde-records", daemon=True)
         self._thread.start()
 
-    def _resume(self, meta, demon_names, record_every, n_seeds, diagnostics, first_step) -> dict:
+    def _resume(self, meta, demon_names, record_every, n_seeds, diagnostics, first_step, config) -> dict:
         if meta.get("format") != "horde-run-records" or meta.get("format_version") != RECORDS_FORMAT_VERSION:
             raise ValueError(f"{self.path} is not a horde records store of format {RECORDS_FORMAT_VERSION}")
         differ = [
@@ -233,6 +217,17 @@ class RecordWriter:
             )
             if meta.get(key) != value
         ]
+        if first_step > 0:  # an append continues the stored run: the same stream and learner
+
+            def as_stored(value: Any) -> Any:  # the JSON the store keeps (tuples become lists)
+                return json.loads(json.dumps(value, default=str))
+
+            stored = meta.get("config") or {}
+            differ += [
+                f"{key}: stored {stored[key]!r}, this run {config[key]!r}"
+                for key in _RUN_IDENTITY
+                if key in stored and key in config and as_stored(stored[key]) != as_stored(config[key])
+            ]
         if differ:
             raise ValueError("the stored records belong to another run (" + "; ".join(differ) + ")")
         if meta["first_step"] > first_step:
