@@ -6,6 +6,7 @@ Usage::
     python benchmarks/bench_streamx.py --streamx-dir /path/to/streaming-drl     # 100,000 steps, seed 0
     python benchmarks/bench_streamx.py --streamx-dir /path/to/streaming-drl --steps 20000   # throughput only
     python benchmarks/bench_streamx.py                                         # horde's side, quoted baseline
+    python benchmarks/bench_streamx.py --streamx-dir DIR --only streamx --env Acrobot-v1 --seeds 5   # stream-x alone
 
 ``--streamx-dir`` is a checkout of the paper's public repository (Elsayed, Vasan & Mahmood 2024,
 "Streaming Deep Reinforcement Learning Finally Works", github.com/mohmdelsayed/streaming-drl):
@@ -62,7 +63,7 @@ QUOTED = {"last20": 447.0, "steps_per_s": 1114.0}  # stream_q.py measured on a q
 TARGETS = {"horde.run": 10.0, "run_jax": 100.0}
 
 
-def streamx_worker(streamx_dir: str, steps: int, seed: int) -> dict:
+def streamx_worker(streamx_dir: str, steps: int, seed: int, env_name: str = "CartPole-v1") -> dict:
     """Runs the official ``StreamQ`` agent (child process): last-20 mean, steps/s."""
     import numpy as np
 
@@ -77,7 +78,7 @@ def streamx_worker(streamx_dir: str, steps: int, seed: int) -> dict:
     torch.manual_seed(seed)
     np.random.seed(seed)
     gamma, lamda = 0.99, 0.8
-    env = gym.make("CartPole-v1", max_episode_steps=500)
+    env = gym.make(env_name, max_episode_steps=500)  # both CartPole-v1 and Acrobot-v1 stop at 500
     env = gym.wrappers.FlattenObservation(env)
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env = ScaleReward(env, gamma=gamma)
@@ -116,7 +117,7 @@ def streamx_worker(streamx_dir: str, steps: int, seed: int) -> dict:
     }
 
 
-def streamx(streamx_dir: str | None, steps: int, seed: int) -> tuple[dict, str]:
+def streamx(streamx_dir: str | None, steps: int, seed: int, env_name: str = "CartPole-v1") -> tuple[dict, str]:
     """The stream-x row, run in a child process, or the quoted figures and why."""
     if not streamx_dir:
         return dict(QUOTED), "quoted (no --streamx-dir)"
@@ -124,7 +125,7 @@ def streamx(streamx_dir: str | None, steps: int, seed: int) -> tuple[dict, str]:
         return dict(QUOTED), f"quoted ({streamx_dir}/stream_q.py not found)"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, os.path.abspath(__file__), "--_worker", streamx_dir, "--steps", str(steps)]
-    cmd += ["--seed", str(seed)]
+    cmd += ["--seed", str(seed), "--env", env_name]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -205,16 +206,43 @@ def main() -> None:
     p.add_argument("--jax-seeds", type=int, default=8)
     p.add_argument("--only", choices=("streamx", "horde"), help="one side only")
     p.add_argument("--json")
+    p.add_argument(
+        "--env",
+        default="CartPole-v1",
+        choices=("CartPole-v1", "Acrobot-v1"),
+        help="the stream-x side's environment; Acrobot-v1 only with --only streamx (horde's Acrobot: "
+        "bench_control.py --only acrobot)",
+    )
+    p.add_argument("--seeds", type=int, default=1, help="stream-x runs for seeds --seed onwards (--only streamx)")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a._worker:
-        print(json.dumps(streamx_worker(a._worker, a.steps, a.seed)))
+        print(json.dumps(streamx_worker(a._worker, a.steps, a.seed, a.env)))
         return
+    if (a.env != "CartPole-v1" or a.seeds != 1) and a.only != "streamx":
+        p.error(f"--env {a.env} --seeds {a.seeds}: another environment or several seeds need --only streamx")
+    if a.only == "streamx" and a.streamx_dir is None:
+        p.error("--only streamx needs --streamx-dir")
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
     print("load average at start:", " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     out: dict = {}
-    if a.only in (None, "streamx"):
+    if a.only == "streamx":
+        print(f"\nstream-x stream_q.py, {a.env} (500-step limit), {a.steps:,} steps per seed, (32, 32) network")
+        print("| seed | last-20-episode mean return | episodes | steps/s |")
+        print("|---:|---:|---:|---:|")
+        for seed in range(a.seed, a.seed + a.seeds):
+            row, source = streamx(a.streamx_dir, a.steps, seed, a.env)
+            if source.startswith("quoted"):
+                raise SystemExit(f"stream-x did not run: {source}")
+            out[f"seed {seed}"] = row
+            print(f"| {seed} | {row['last20']:.1f} | {row['episodes']} | {row['steps_per_s']:,.0f} |", flush=True)
+        print("load average at end:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(out, f, indent=2)
+        return
+    if a.only is None:
         out["streamx"], source = streamx(a.streamx_dir, a.steps, a.seed)
         print(f"stream-x: {source}; load average now", " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
     else:
