@@ -1,7 +1,8 @@
 """``horde run`` of a control run: the behaviour acts on a control demon's latest values.
 
-Each seed is one ``horde.run`` (the behaviour depends on that seed's own learner state); the
-results are stacked along the seed axis. The run ends with a checkpoint of every seed's
+Each seed is one ``horde.run`` (the behaviour depends on that seed's own learner state),
+streaming its records to a store of its own; at the end they are stacked along the seed axis.
+Checkpoints (every ``run.checkpoint_every`` steps and at the end) hold every seed's
 ``ControlState`` and the actions each seed took, which ``--resume`` replays to continue the run
 bit for bit (docs/concepts/control.md).
 """
@@ -9,6 +10,7 @@ bit for bit (docs/concepts/control.md).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from horde.cli.report import draw_figures, print_summary
 from horde.cli.run_command import CHECKPOINT_FILE, identity_differences, load_quietly, run_identity, stack_seeds
 from horde.runs import RECORDS_DIR
 
-__all__ = ["decode_actions", "encode_actions", "join_runs", "run_control_command"]
+__all__ = ["decode_actions", "encode_actions", "run_control_command", "seed_dir", "seed_of"]
 
 
 def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Path) -> int:
@@ -27,11 +29,17 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
     behaviour depends on each seed's own learner state), their results stacked along the seed
     axis; the figures add the episode returns, the summary each seed's last-20 mean return.
 
-    The run ends with a checkpoint of every seed's ``ControlState`` (the control networks, the
-    Horde, the normaliser and return statistics) and, in its metadata, the step reached and
-    the actions each seed took (``control_actions``): ``--resume`` replays those actions in the
+    Nothing learned is lost to a crash or a kill: each seed streams its records, chunk by
+    chunk, to a store of its own, ``out/seeds/seed-<seed>/`` (``RunResult.load`` reads it), and
+    with ``run.checkpoint_every = N`` (or ``--checkpoint-every N``) the seeds run in segments
+    ending at multiples of ``N``, each followed by a checkpoint of every seed's
+    ``ControlState`` (the control networks, the Horde, the normaliser and return statistics)
+    with, in its metadata, the step reached and the actions each seed took
+    (``control_actions``). The run also ends with one. ``--resume`` replays those actions in the
     environment, draws the next action with the keys and ε of that step, and continues bit for
-    bit (``horde.run(..., start_step=, actions=)``). ε's annealing length is fixed in the
+    bit (``horde.run(..., start_step=, actions=)``); segments are resumes, so a run with
+    checkpoints equals one without. At the end the seeds' records are stacked into
+    ``out/records.zarr`` and the per-seed stores removed. ε's annealing length is fixed in the
     saved config at the first run (5 % of its steps unless given), so ``--steps`` does not move it.
     """
     import gymnasium as gym
@@ -39,86 +47,89 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
 
     import envs  # noqa: F401  (registers the horde/... environments)
     from horde import plots
-    from horde.runs import DivergenceError, run
+    from horde.runs import DivergenceError, RecordsError, RunError, run
 
     run_cfg = config["run"]
-    if run_cfg["checkpoint_every"]:
-        raise ConfigError(
-            f"config key run.checkpoint_every must be 0 for a control run (it checkpoints at its end, "
-            f"resumable with --resume), got {run_cfg['checkpoint_every']}"
-        )
-    state, start_step, steps, actions, earlier = None, 0, run_cfg["steps"], None, None
+    state, start_step, steps, actions, wall = None, 0, run_cfg["steps"], None, 0.0
     if args.resume:
-        state, start_step, steps, actions, earlier = _prepare_control_resume(args, config, learner)
+        state, start_step, steps, actions, wall = _prepare_control_resume(args, config, learner, out)
     else:
         policy_cfg = config["policy"]
         policy_cfg.setdefault("anneal_steps", build_policy(config).resolved_anneal_steps(run_cfg["steps"]))
     policy = build_policy(config)
     env_id, kwargs = config["env"]["id"], config["env"]["kwargs"]
-    n_seeds = run_cfg["seeds"]
+    n_seeds, seed0, every = run_cfg["seeds"], run_cfg["seed"], run_cfg["checkpoint_every"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    results: list[Any] = []
-    for i in range(n_seeds):
+    end = start_step + steps
+    envs_: list[Any] = []
+    for _ in range(n_seeds):
         try:
-            env = gym.make(env_id, **kwargs)
+            envs_.append(gym.make(env_id, **kwargs))
         except (gym.error.Error, TypeError, ValueError) as e:
             raise ConfigError(f"config key env.id: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
-        own = None
-        if state is not None:
-            own = state if n_seeds == 1 else jax_tree_index(state, i)
+    states = [None if state is None else (state if n_seeds == 1 else jax_tree_index(state, i)) for i in range(n_seeds)]
+    taken = [None if actions is None else actions[i] for i in range(n_seeds)]
+    results: list[Any] = [None] * n_seeds
+    done, checkpointed = start_step, start_step if args.resume else None
+    written: list[str] = []
+    while done < end:
+        stop = min(end, (done // every + 1) * every) if every else end
+        for i in range(n_seeds):
+            seed = seed0 + i
+            try:
+                r = run(
+                    learner,
+                    envs_[i],
+                    steps=stop - done,
+                    seed=seed,
+                    policy=policy,
+                    record_every=run_cfg["record_every"],
+                    chunk_size=run_cfg["chunk_size"],
+                    progress=False if args.no_progress else None,
+                    stop_on_interrupt=True,
+                    state=states[i],
+                    start_step=done,
+                    actions=taken[i],
+                    record_to=seed_dir(out, seed),
+                )
+            except DivergenceError as e:
+                print(f"horde run: seed {seed}: {e}", file=sys.stderr)
+                print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
+                return 3
+            except (RunError, RecordsError) as e:
+                print(f"horde run: seed {seed}: stopped: {e}", file=sys.stderr)
+                print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
+                return 4
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+            wall += r.wall_time
+            if r.config.get("interrupted"):
+                print("horde run: interrupted", file=sys.stderr)
+                print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
+                return 130
+            states[i], taken[i], results[i] = r.state, r.actions[0], r
+        done = stop
         try:
-            r = run(
-                learner,
-                env,
-                steps=steps,
-                seed=run_cfg["seed"] + i,
-                policy=policy,
-                record_every=run_cfg["record_every"],
-                chunk_size=run_cfg["chunk_size"],
-                progress=False if args.no_progress else None,
-                stop_on_interrupt=True,
-                state=own,
-                start_step=start_step,
-                actions=None if actions is None else actions[i],
-            )
-        except DivergenceError as e:
-            if earlier is None:
-                e.result.save(out)
-            else:  # the records there are the whole run's up to the resume step: keep them
-                print(f"horde run: the records of steps before {start_step} are unchanged", file=sys.stderr)
-            print(f"horde run: seed {run_cfg['seed'] + i}: {e}", file=sys.stderr)
-            return 3
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-        if r.config.get("interrupted") and results:
-            break  # keep the seeds that finished: seeds are stacked at equal length
-        results.append(r)
-        if r.config.get("interrupted"):
-            break
-    result = stack_seeds(results)
-    if earlier is not None:
-        result = join_runs(earlier, result)
-    result.save(out)
-    written = []
-    if len(results) == n_seeds:  # every seed at the same step: a checkpoint to resume from
-        meta = {
-            "step": start_step + int(results[0].total_steps),
-            "seed": run_cfg["seed"],
-            "run": run_identity(config),
-            "control_actions": encode_actions(np.concatenate([r.actions for r in results])),
-        }
-        try:
-            save_checkpoint(out / CHECKPOINT_FILE, learner, result.state, meta)
-            written.append(CHECKPOINT_FILE)
+            _checkpoint(out, learner, config, states, taken, done)
+            checkpointed = done
         except OSError as e:
             print(f"horde run: writing the checkpoint {out / CHECKPOINT_FILE} failed ({e})", file=sys.stderr)
+            if done < end:
+                print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
+                return 4
+        else:
+            if done == end:
+                written.append(CHECKPOINT_FILE)
+    result = _stack_stores(out, seed0, results, wall)
+    result.save(out)
+    shutil.rmtree(out / SEEDS_DIR, ignore_errors=True)  # the stacked records hold them all now
     print_summary(result)
     last = plots.last_returns(result, 20)
     print("\nEpisode returns (mean of the last 20 episodes) per seed:")
     for i, v in enumerate(last):
         n = int(np.sum(result.episode_seed == i))
-        print(f"  seed {run_cfg['seed'] + i}: {v:.1f} ({n} episodes)")
+        print(f"  seed {seed0 + i}: {v:.1f} ({n} episodes)")
     figures = draw_figures(result, out)
     if np.asarray(result.episode_return).size:
         plots.plot_returns(result, path=out / "returns.png")
@@ -128,10 +139,53 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
         f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: {RECORDS_DIR} config.json "
         f"{' '.join(written + figures)}"
     )
-    if result.config.get("interrupted"):
-        print("interrupted: the partial results were written", file=sys.stderr)
-        return 130
     return 0
+
+
+SEEDS_DIR = "seeds"
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    """Where a control run streams seed ``seed``'s records while it runs."""
+    return out / SEEDS_DIR / f"seed-{seed}"
+
+
+def _kept(out: Path, seed0: int, n_seeds: int, checkpointed: int | None) -> str:
+    """The sentence saying what a stopped control run keeps."""
+    stores = ", ".join(str(seed_dir(out, seed0 + i)) for i in range(n_seeds))
+    if checkpointed is None:
+        where = "no checkpoint was reached (set run.checkpoint_every to write them during the run)"
+    else:
+        where = f"{out / CHECKPOINT_FILE} holds step {checkpointed}: `horde run --resume {out}` continues from it"
+    return f"the records learned so far are in {stores} (horde.RunResult.load reads each); {where}"
+
+
+def _checkpoint(out: Path, learner: Any, config: dict[str, Any], states: list, taken: list, step: int) -> None:
+    """Every seed's state and actions at ``step``, written as the run's checkpoint."""
+    import jax
+    import numpy as np
+
+    state = states[0] if len(states) == 1 else jax.tree_util.tree_map(lambda *a: np.stack(a), *states)
+    meta = {
+        "step": step,
+        "seed": config["run"]["seed"],
+        "run": run_identity(config),
+        "control_actions": encode_actions(np.stack([np.asarray(a)[:step] for a in taken])),
+    }
+    save_checkpoint(out / CHECKPOINT_FILE, learner, state, meta)
+
+
+def _stack_stores(out: Path, seed0: int, results: list, wall: float) -> Any:
+    """The whole run: every seed's store read back and stacked along the seed axis, with the
+    state and actions of this invocation's last segment and the run's whole wall time."""
+    per_seed = []
+    for i, r in enumerate(results):
+        whole = load_quietly(seed_dir(out, seed0 + i))
+        whole.state, whole.actions, whole.config = r.state, r.actions, {**r.config, "start_step": 0}
+        per_seed.append(whole)
+    result = stack_seeds(per_seed)
+    result.wall_time = wall
+    return result
 
 
 def jax_tree_index(tree: Any, i: int) -> Any:
@@ -163,10 +217,14 @@ def decode_actions(data: dict[str, Any]) -> Any:
     return np.frombuffer(raw, dtype=data["dtype"]).reshape(data["shape"]).astype(np.int64)
 
 
-def _prepare_control_resume(args: Any, config: dict[str, Any], learner: Any):
-    """Loads a control run's checkpoint and records, refuses them where the config no longer
-    describes that run (every difference listed), and returns ``(state, start_step, steps,
-    actions, earlier records)``."""
+def _prepare_control_resume(args: Any, config: dict[str, Any], learner: Any, out: Path):
+    """Loads a control run's checkpoint, refuses it where the config no longer describes that
+    run (every difference listed), and puts each seed's earlier records in ``out``'s per-seed
+    store, where the continuation appends to them (records after the checkpoint's step, from a
+    run stopped later, are cut off there). Returns ``(state, start_step, steps, actions,
+    earlier wall time)``."""
+    import numpy as np
+
     run_cfg = config["run"]
     source = Path(args.resume)
     try:
@@ -194,39 +252,50 @@ def _prepare_control_resume(args: Any, config: dict[str, Any], learner: Any):
             f"--resume {args.resume}: the run already has {start_step} of its {run_cfg['steps']} "
             "steps; give --steps N to continue further"
         )
+    seeds = [run_cfg["seed"] + i for i in range(run_cfg["seeds"])]
     try:
-        earlier = load_quietly(source)
-    except (FileNotFoundError, ValueError) as e:
+        if all((seed_dir(source, seed) / RECORDS_DIR).exists() for seed in seeds):  # stopped before its end
+            if source.resolve() != out.resolve():
+                for seed in seeds:
+                    shutil.copytree(seed_dir(source, seed), seed_dir(out, seed), dirs_exist_ok=True)
+            wall = sum(load_quietly(seed_dir(source, seed)).wall_time for seed in seeds)
+        else:  # a finished run: its stacked records, one store per seed again
+            earlier = load_quietly(source)
+            for i, seed in enumerate(seeds):
+                seed_of(earlier, i, seed).save(seed_dir(out, seed))
+            wall = float(earlier.wall_time)
+    except (FileNotFoundError, ValueError, OSError) as e:
         raise ConfigError(f"--resume {args.resume}: its records cannot be read ({e})") from e
     run_cfg["steps"] = start_step + steps
-    return state, start_step, steps, decode_actions(meta["control_actions"]), earlier
+    return state, start_step, steps, np.asarray(decode_actions(meta["control_actions"])), wall
 
 
-def join_runs(first: Any, rest: Any) -> Any:
-    """A run's records followed by those of its continuation (``rest`` resumed where ``first``
-    ended): per-step arrays and episodes joined along time, wall times added, the state and
-    actions of ``rest``."""
+def seed_of(result: Any, i: int, seed: int) -> Any:
+    """Seed ``i`` of a result with a seed axis, as the single-seed result ``horde.run`` with
+    ``seed`` returns (its rows and episodes; the state and actions are not kept)."""
     import numpy as np
 
     from horde.runs import RunResult
 
-    fields: dict[str, Any] = {}
-    for name in ("predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid"):
-        fields[name] = np.concatenate([getattr(first, name), getattr(rest, name)], axis=1)
+    mine = result.episode_seed == i
+    per_step = ("predictions", "td_errors", "cumulants", "discounts", "rewards", "terminated", "truncated", "valid")
+    fields: dict[str, Any] = {name: getattr(result, name)[i : i + 1] for name in per_step}
     for name in ("rupee", "ude"):
-        parts = [getattr(first, name), getattr(rest, name)]
-        fields[name] = None if any(p is None for p in parts) else np.concatenate(parts, axis=1)
-    for name in ("episode_seed", "episode_end_step", "episode_return", "episode_length"):
-        fields[name] = np.concatenate([getattr(first, name), getattr(rest, name)])
+        value = getattr(result, name)
+        fields[name] = None if value is None else value[i : i + 1]
     return RunResult(
-        demon_names=rest.demon_names,
-        steps=np.concatenate([first.steps, rest.steps]),
-        wall_time=float(first.wall_time + rest.wall_time),
-        total_steps=int(first.total_steps + rest.total_steps),
-        record_every=rest.record_every,
-        config={**rest.config, "start_step": 0, "resumed_at": int(rest.config.get("start_step", 0))},
-        state=rest.state,
-        demons=rest.demons,
-        actions=rest.actions,
+        demon_names=result.demon_names,
+        steps=result.steps,
+        wall_time=float(result.wall_time) / max(1, result.n_seeds),
+        total_steps=result.total_steps,
+        record_every=result.record_every,
+        config={**result.config, "seed": seed, "n_seeds": 1},
+        state=None,
+        demons=result.demons,
+        actions=None,
+        episode_seed=np.zeros(int(mine.sum()), np.int64),
+        episode_end_step=result.episode_end_step[mine],
+        episode_return=result.episode_return[mine],
+        episode_length=result.episode_length[mine],
         **fields,
     )

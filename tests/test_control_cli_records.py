@@ -1,0 +1,99 @@
+"""``horde run`` of a control run keeps what it learned: each seed streams its records to a
+store of its own, checkpoints come every ``run.checkpoint_every`` steps, and a run that
+crashed is resumed from its last checkpoint into the run it would have been."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import horde
+from horde.cli import control_run_command
+from horde.cli.control_run_command import seed_dir
+
+CONTROL_TOML = """
+[env]
+id = "horde/RandomWalk-v0"
+kwargs = { n_states = 7 }
+
+[run]
+steps = 100
+seed = 3
+seeds = 2
+record_every = 2
+chunk_size = 50
+checkpoint_every = EVERY
+
+[policy]
+kind = "epsilon_greedy"
+demon = "q"
+epsilon = 0.05
+anneal_steps = 30
+
+[control]
+hidden_sizes = [8]
+
+[learner]
+hidden_sizes = [8]
+
+[[demons]]
+name = "q"
+cumulant = { kind = "reward" }
+discount = { kind = "constant", gamma = 0.9 }
+lamda = 0.8
+target_policy = { kind = "greedy" }
+
+[reward_demons]
+timescales = [2]
+"""
+
+RECORDED = ("predictions", "td_errors", "rewards", "terminated", "truncated", "valid")
+EPISODES = ("episode_seed", "episode_end_step", "episode_return", "episode_length")
+
+
+def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrupted_run(tmp_path, monkeypatch):
+    from horde.cli.main import main
+    from horde.runs import run as real_run
+
+    monkeypatch.chdir(tmp_path)
+    # Figures are another test's subject; here they would only take time.
+    monkeypatch.setattr(control_run_command, "draw_figures", lambda result, out: [])
+    monkeypatch.setattr(horde.plots, "plot_returns", lambda result, path: None)
+    (tmp_path / "whole.toml").write_text(CONTROL_TOML.replace("EVERY", "0"))
+    (tmp_path / "every.toml").write_text(CONTROL_TOML.replace("EVERY", "40"))
+    assert main(["run", "whole.toml", "--out", "whole", "--no-progress"]) == 0
+    assert not (tmp_path / "whole" / "seeds").exists()  # stacked into whole/records.zarr at the end
+
+    # Segments [0, 40), [40, 80), [80, 100); the second seed crashes in the third.
+    def crashing(*args, **kwargs):
+        if kwargs["seed"] == 4 and kwargs["start_step"] == 80:
+            raise RuntimeError("the machine went down")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(horde.runs, "run", crashing)
+    with pytest.raises(RuntimeError, match="the machine went down"):
+        main(["run", "every.toml", "--out", "every", "--no-progress"])
+    monkeypatch.setattr(horde.runs, "run", real_run)
+
+    # What was learned is on disk: seed 3 to its end, seed 4 to step 80, the checkpoint at 80.
+    whole = horde.RunResult.load(tmp_path / "whole")
+    for i, seed, last in ((0, 3, 100), (1, 4, 80)):
+        kept = horde.RunResult.load(seed_dir(tmp_path / "every", seed))
+        np.testing.assert_array_equal(kept.steps, np.arange(0, last, 2))
+        np.testing.assert_array_equal(kept.predictions[0], whole.predictions[i, : last // 2])
+    _, _, meta = horde.load_checkpoint(tmp_path / "every" / "checkpoint.npz")
+    assert meta["step"] == 80
+
+    # Resumed: bit for bit the uninterrupted run (records, episodes, state, actions).
+    assert main(["run", "--resume", "every", "--no-progress"]) == 0
+    joined = horde.RunResult.load(tmp_path / "every")
+    np.testing.assert_array_equal(joined.steps, whole.steps)
+    for name in RECORDED + EPISODES:
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name), err_msg=name)
+    _, state, meta = horde.load_checkpoint(tmp_path / "every" / "checkpoint.npz")
+    _, whole_state, whole_meta = horde.load_checkpoint(tmp_path / "whole" / "checkpoint.npz")
+    assert meta["step"] == 100 and meta["control_actions"] == whole_meta["control_actions"]
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(whole_state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not (tmp_path / "every" / "seeds").exists()
