@@ -52,7 +52,7 @@ RECORDED = ("predictions", "td_errors", "rewards", "terminated", "truncated", "v
 EPISODES = ("episode_seed", "episode_end_step", "episode_return", "episode_length")
 
 
-def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrupted_run(tmp_path, monkeypatch, capsys):
     from horde.cli.main import main
     from horde.runs import run as real_run
 
@@ -79,14 +79,38 @@ def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrup
     # What was learned is on disk: seed 3 to its end, seed 4 to step 80, the checkpoint at 80.
     whole = horde.RunResult.load(tmp_path / "whole")
     for i, seed, last in ((0, 3, 100), (1, 4, 80)):
-        kept = horde.RunResult.load(seed_dir(tmp_path / "every", seed))
+        if seed == 4:  # stopped between segments: its store reads as the partial run it is
+            with pytest.warns(UserWarning, match="holds a partial run .the run goes on after step 80"):
+                kept = horde.RunResult.load(seed_dir(tmp_path / "every", seed))
+        else:
+            kept = horde.RunResult.load(seed_dir(tmp_path / "every", seed))
         np.testing.assert_array_equal(kept.steps, np.arange(0, last, 2))
         np.testing.assert_array_equal(kept.predictions[0], whole.predictions[i, : last // 2])
+        assert kept.partial == (seed == 4)
     _, _, meta = horde.load_checkpoint(tmp_path / "every" / "checkpoint.npz")
     assert meta["step"] == 80
 
-    # Resumed: bit for bit the uninterrupted run (records, episodes, state, actions).
-    assert main(["run", "--resume", "every", "--no-progress"]) == 0
+    # Nothing kept is overwritten: not by a new run, not by a resume ending before seed 3's records.
+    capsys.readouterr()
+    assert main(["run", "every.toml", "--out", "every", "--no-progress"]) == 2
+    assert "--out every already holds a run (config.json, checkpoint.npz, seeds)" in capsys.readouterr().err
+    assert main(["run", "--resume", "every", "--steps", "10", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds records to step 100, past the step 90 this resume would end at" in err
+
+    # Resumed: bit for bit the uninterrupted run (records, episodes, state, actions), even
+    # when the resume itself is killed after its last checkpoint, before the seeds are stacked.
+    stack = control_run_command._stack_stores
+
+    def killed_while_stacking(*args, **kwargs):
+        raise RuntimeError("killed while stacking")
+
+    monkeypatch.setattr(control_run_command, "_stack_stores", killed_while_stacking)
+    with pytest.raises(RuntimeError, match="killed while stacking"):
+        main(["run", "--resume", "every", "--no-progress"])
+    monkeypatch.setattr(control_run_command, "_stack_stores", stack)
+    assert horde.load_checkpoint(tmp_path / "every" / "checkpoint.npz")[2]["step"] == 100
+    assert main(["run", "--resume", "every", "--no-progress"]) == 0  # nothing left to run: stacked
     joined = horde.RunResult.load(tmp_path / "every")
     np.testing.assert_array_equal(joined.steps, whole.steps)
     for name in RECORDED + EPISODES:

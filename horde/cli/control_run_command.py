@@ -47,7 +47,7 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
 
     import envs  # noqa: F401  (registers the horde/... environments)
     from horde import plots
-    from horde.runs import DivergenceError, RecordsError, RunError, run
+    from horde.runs import DivergenceError, RecordsError, RunError, mark_unfinished, run
 
     run_cfg = config["run"]
     state, start_step, steps, actions, wall = None, 0, run_cfg["steps"], None, 0.0
@@ -59,18 +59,18 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
     policy = build_policy(config)
     env_id, kwargs = config["env"]["id"], config["env"]["kwargs"]
     n_seeds, seed0, every = run_cfg["seeds"], run_cfg["seed"], run_cfg["checkpoint_every"]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
     end = start_step + steps
     envs_: list[Any] = []
     for _ in range(n_seeds):
         try:
             envs_.append(gym.make(env_id, **kwargs))
         except (gym.error.Error, TypeError, ValueError) as e:
-            raise ConfigError(f"config key env.id: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
+            given = "--env" if getattr(args, "env", None) else "config key env.id"
+            raise ConfigError(f"{given}: cannot make {env_id!r} with kwargs {kwargs}: {e}") from e
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     states = [None if state is None else (state if n_seeds == 1 else jax_tree_index(state, i)) for i in range(n_seeds)]
     taken = [None if actions is None else actions[i] for i in range(n_seeds)]
-    results: list[Any] = [None] * n_seeds
     done, checkpointed = start_step, start_step if args.resume else None
     written: list[str] = []
     while done < end:
@@ -108,10 +108,16 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
                 print("horde run: interrupted", file=sys.stderr)
                 print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
                 return 130
-            states[i], taken[i], results[i] = r.state, r.actions[0], r
+            states[i], taken[i] = r.state, r.actions[0]
+            if stop < end:  # killed before the next segment, the store reads as the partial run it is
+                try:
+                    mark_unfinished(seed_dir(out, seed), f"the run goes on after step {stop} (segment of {end} steps)")
+                except RecordsError as e:
+                    print(f"horde run: seed {seed}: stopped: {e}", file=sys.stderr)
+                    return 4
         done = stop
         try:
-            _checkpoint(out, learner, config, states, taken, done)
+            _checkpoint(out, learner, config, states, taken, done, wall)
             checkpointed = done
         except OSError as e:
             print(f"horde run: writing the checkpoint {out / CHECKPOINT_FILE} failed ({e})", file=sys.stderr)
@@ -121,7 +127,7 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
         else:
             if done == end:
                 written.append(CHECKPOINT_FILE)
-    result = _stack_stores(out, seed0, results, wall)
+    result = _stack_stores(out, seed0, states, taken, end, wall)
     result.save(out)
     shutil.rmtree(out / SEEDS_DIR, ignore_errors=True)  # the stacked records hold them all now
     print_summary(result)
@@ -160,8 +166,11 @@ def _kept(out: Path, seed0: int, n_seeds: int, checkpointed: int | None) -> str:
     return f"the records learned so far are in {stores} (horde.RunResult.load reads each); {where}"
 
 
-def _checkpoint(out: Path, learner: Any, config: dict[str, Any], states: list, taken: list, step: int) -> None:
-    """Every seed's state and actions at ``step``, written as the run's checkpoint."""
+def _checkpoint(
+    out: Path, learner: Any, config: dict[str, Any], states: list, taken: list, step: int, wall: float
+) -> None:
+    """Every seed's state and actions at ``step`` (and the wall time to it), written as the
+    run's checkpoint."""
     import jax
     import numpy as np
 
@@ -171,17 +180,22 @@ def _checkpoint(out: Path, learner: Any, config: dict[str, Any], states: list, t
         "seed": config["run"]["seed"],
         "run": run_identity(config),
         "control_actions": encode_actions(np.stack([np.asarray(a)[:step] for a in taken])),
+        "wall_time": wall,
     }
     save_checkpoint(out / CHECKPOINT_FILE, learner, state, meta)
 
 
-def _stack_stores(out: Path, seed0: int, results: list, wall: float) -> Any:
-    """The whole run: every seed's store read back and stacked along the seed axis, with the
-    state and actions of this invocation's last segment and the run's whole wall time."""
+def _stack_stores(out: Path, seed0: int, states: list, taken: list, end: int, wall: float) -> Any:
+    """The whole run: every seed's store read back and stacked along the seed axis, with each
+    seed's final state and actions and the run's whole wall time."""
+    import numpy as np
+
     per_seed = []
-    for i, r in enumerate(results):
+    for i, (state, actions) in enumerate(zip(states, taken)):
         whole = load_quietly(seed_dir(out, seed0 + i))
-        whole.state, whole.actions, whole.config = r.state, r.actions, {**r.config, "start_step": 0}
+        whole.state, whole.actions = state, np.asarray(actions)[None, :end]
+        whole.config = {**whole.config, "start_step": 0}
+        whole.partial = False
         per_seed.append(whole)
     result = stack_seeds(per_seed)
     result.wall_time = wall
@@ -246,19 +260,34 @@ def _prepare_control_resume(args: Any, config: dict[str, Any], learner: Any, out
             + ". Restore config.json, or start a new run."
         )
     start_step = int(meta["step"])
+    seeds = [run_cfg["seed"] + i for i in range(run_cfg["seeds"])]
+    stores = [seed_dir(source, seed) for seed in seeds]
+    stopped = [d for d in stores if d.exists()]
+    ends = _store_ends(args, stores) if stopped else []
     steps = args.steps if args.steps is not None else run_cfg["steps"] - start_step
-    if steps < 1:
+    if steps < 1 and not (stopped and args.steps is None):  # stopped after its last checkpoint: only stacked
         raise ConfigError(
             f"--resume {args.resume}: the run already has {start_step} of its {run_cfg['steps']} "
             "steps; give --steps N to continue further"
         )
-    seeds = [run_cfg["seed"] + i for i in range(run_cfg["seeds"])]
+    for d, last in zip(stores, ends):
+        if last < start_step:
+            raise ConfigError(
+                f"--resume {args.resume}: {d}'s records end at step {last}, before the checkpoint's step "
+                f"{start_step}: steps in between would be missing (were they replaced by another run's?)"
+            )
+        if last > start_step + steps:
+            raise ConfigError(
+                f"--resume {args.resume} --steps {steps}: {d} holds records to step {last}, past the step "
+                f"{start_step + steps} this resume would end at, and they would be cut off; resume without "
+                f"--steps (to the run's {run_cfg['steps']} steps) or with --steps >= {last - start_step}"
+            )
     try:
-        if all((seed_dir(source, seed) / RECORDS_DIR).exists() for seed in seeds):  # stopped before its end
+        if stopped:  # stopped before its end
             if source.resolve() != out.resolve():
                 for seed in seeds:
                     shutil.copytree(seed_dir(source, seed), seed_dir(out, seed), dirs_exist_ok=True)
-            wall = sum(load_quietly(seed_dir(source, seed)).wall_time for seed in seeds)
+            wall = float(meta.get("wall_time", 0.0))  # of the steps up to the checkpoint
         else:  # a finished run: its stacked records, one store per seed again
             earlier = load_quietly(source)
             for i, seed in enumerate(seeds):
@@ -266,8 +295,25 @@ def _prepare_control_resume(args: Any, config: dict[str, Any], learner: Any, out
             wall = float(earlier.wall_time)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise ConfigError(f"--resume {args.resume}: its records cannot be read ({e})") from e
-    run_cfg["steps"] = start_step + steps
-    return state, start_step, steps, np.asarray(decode_actions(meta["control_actions"])), wall
+    run_cfg["steps"] = start_step + max(steps, 0)
+    return state, start_step, max(steps, 0), np.asarray(decode_actions(meta["control_actions"])), wall
+
+
+def _store_ends(args: Any, stores: list[Path]) -> list[int]:
+    """The last step each seed's store of a stopped run holds; every seed must have one."""
+    from horde.runs import read_records
+
+    ends = []
+    for d in stores:
+        try:
+            meta, _ = read_records(d)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(
+                f"--resume {args.resume}: the run stopped before its end, and the records of seed "
+                f"{d.name.split('-')[-1]} cannot be read ({e}); every seed's store {d.parent}/seed-<seed> is needed"
+            ) from e
+        ends.append(int(meta["first_step"]) + int(meta["total_steps"]))
+    return ends
 
 
 def seed_of(result: Any, i: int, seed: int) -> Any:

@@ -212,6 +212,25 @@ def _prepare_resume(args: Any, config: dict[str, Any], learner: Any, out: Path) 
     return state, start_step, steps
 
 
+_RUN_FILES = ("config.json", CHECKPOINT_FILE, "records.zarr", "seeds", "run.json", "metrics.npz")
+
+
+def _refuse_to_overwrite(args: Any, out: Path) -> None:
+    """A run never writes over another run's directory: only a resume continues the run in
+    its own directory (``--resume DIR`` without ``--out``, or with ``--out DIR``)."""
+    if args.resume and out.resolve() == Path(args.resume).resolve():
+        return
+    held = [name for name in _RUN_FILES if (out / name).exists()]
+    if held:
+        what = "--out" if args.out else "the output directory"
+        raise ConfigError(
+            f"{what} {out} already holds a run ({', '.join(held)}); a new run "
+            f"{'(the continuation of --resume ' + str(args.resume) + ') ' if args.resume else ''}"
+            "is written to a directory of its own: give another --out, continue that run with "
+            f"--resume {out}, or remove it first"
+        )
+
+
 def run_command(args: Any) -> int:
     """Runs ``horde run`` with parsed ``args``; returns the exit status (0, 3 diverged, 4
     stopped by an error of the environment or the file system, 130 interrupted). Raises
@@ -222,6 +241,7 @@ def run_command(args: Any) -> int:
     out = Path(
         args.out or args.resume or f"runs/{config['env']['id'].replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    _refuse_to_overwrite(args, out)
     if is_jax_env_id(config["env"]["id"]):
         return run_jax_command(args, config, out)
     learner = build_learner(config)

@@ -20,7 +20,7 @@ from horde.runs.daemon import Daemon
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, as_jax_env
 from horde.runs.jax_runner import run_jax
-from horde.runs.records import RECORDS_DIR, RecordsError, RecordWriter, read_records
+from horde.runs.records import RECORDS_DIR, RecordsError, RecordWriter, mark_unfinished, read_records
 from horde.runs.results import DivergenceError, RunError, RunResult
 from horde.runs.rollouts import ROLLOUT_MAX_HORIZON, ROLLOUT_TOLERANCE, RolloutReturns, rollout_returns
 from horde.runs.runner import run
@@ -53,6 +53,7 @@ __all__ = [
     "UniformRandom",
     "as_behaviour_policy",
     "as_jax_env",
+    "mark_unfinished",
     "read_records",
     "run",
     "rollout_returns",

@@ -444,6 +444,30 @@ def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
     return meta, arrays
 
 
+def mark_unfinished(run_dir: str | os.PathLike, stopped: str) -> None:
+    """Marks the committed records of ``run_dir`` as those of a run that goes on later
+    (``complete`` false, ``stopped`` the reason), e.g. a run made of segments between
+    checkpoints, each a run of its own that closes its store complete: killed between two
+    segments, the store then loads as ``partial``, as the run is.
+
+    Raises:
+        RecordsError: there is no store, or it cannot be written.
+    """
+    import zarr
+
+    path = Path(run_dir) / RECORDS_DIR
+    try:
+        if not (path / "zarr.json").exists():
+            raise FileNotFoundError(f"{path} not found")
+        group: Any = zarr.open_group(path, mode="r+")
+        meta = dict(group.attrs.get("horde", {}))
+        meta["complete"], meta["stopped"] = False, stopped
+        group.attrs["horde"] = meta
+        _fsync(path / "zarr.json")
+    except (OSError, ValueError) as e:
+        raise RecordsError(f"cannot mark the records in {path} unfinished: {type(e).__name__}: {e}") from e
+
+
 TRUE_VALUE_FIELDS = ("true_value_steps", "true_values", "true_value_stderr")
 
 
