@@ -76,12 +76,15 @@ class _Carry(NamedTuple):
 
 
 class _Packing:
-    """The carry as one flat ``uint32`` array, and back (both traceable).
+    """The carry as one flat ``float32`` array, and back (both traceable).
 
     A compiled call's host cost grows with the number of arrays it takes and returns (about
     fifty in the carry of a small control learner); packed, the step takes and donates one.
-    32-bit leaves are bit-cast and bools converted, so nothing is rounded; a leaf of another
-    dtype gets a flat array of its own.
+    float32 leaves are stored as they are, other 32-bit leaves bit-cast and bools converted to
+    0 or 1, so nothing is rounded (the stored integers are only copied, never computed with,
+    so their bits survive); a leaf of another dtype gets a flat array of its own. float32 is
+    the stored type because most of the carry is float32: those leaves then go into the packed
+    array without a conversion kernel each.
     """
 
     def __init__(self, example: Any) -> None:
@@ -91,7 +94,7 @@ class _Packing:
         sizes: list[int] = []
         for leaf in leaves:
             dtype = np.dtype(leaf.dtype)
-            stored = np.dtype(np.uint32) if dtype.itemsize == 4 or dtype == np.bool_ else dtype
+            stored = np.dtype(np.float32) if dtype.itemsize == 4 or dtype == np.bool_ else dtype
             if stored not in self.dtypes:
                 self.dtypes.append(stored)
                 sizes.append(0)
@@ -105,7 +108,7 @@ class _Packing:
         for leaf, (g, _, _, _, dtype) in zip(jax.tree_util.tree_leaves(tree), self.slots):
             flat = jnp.ravel(leaf)
             if dtype == np.bool_:
-                flat = flat.astype(jnp.uint32)
+                flat = flat.astype(self.dtypes[g])
             elif dtype != self.dtypes[g]:
                 flat = jax.lax.bitcast_convert_type(flat, self.dtypes[g])
             out.append(flat)
@@ -115,14 +118,7 @@ class _Packing:
         groups: list[list[jax.Array]] = [[] for _ in self.dtypes]
         for flat, (g, *_) in zip(self._stored(tree), self.slots):
             groups[g].append(flat)
-        return tuple(jnp.concatenate(parts) for parts in groups)
-
-    def pack_into(self, groups: tuple[jax.Array, ...], tree: Any) -> tuple[jax.Array, ...]:
-        """``pack(tree)`` written over ``groups`` in place (where they are donated)."""
-        out = list(groups)
-        for flat, (g, i, *_) in zip(self._stored(tree), self.slots):
-            out[g] = jax.lax.dynamic_update_slice_in_dim(out[g], flat, i, 0)
-        return tuple(out)
+        return tuple(_concatenate(parts) for parts in groups)
 
     def unpack(self, groups: tuple[jax.Array, ...]) -> Any:
         leaves = []
@@ -134,6 +130,23 @@ class _Packing:
                 flat = jax.lax.bitcast_convert_type(flat, dtype)
             leaves.append(flat.reshape(shape))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _concatenate(parts: list[jax.Array], fan_in: int = 8) -> jax.Array:
+    """``jnp.concatenate(parts)`` as a tree of concatenations of at most ``fan_in`` parts.
+
+    XLA on the CPU does not fuse a concatenation of many operands: each operand becomes a
+    kernel of its own. Nested ones of a few operands each fuse with what computes them; the
+    barrier keeps XLA from flattening the tree back into one concatenation.
+    """
+    while len(parts) > fan_in:
+        parts = [
+            jax.lax.optimization_barrier(jnp.concatenate(parts[i : i + fan_in]))
+            if len(parts[i : i + fan_in]) > 1
+            else parts[i]
+            for i in range(0, len(parts), fan_in)
+        ]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
 class _Compiled(NamedTuple):
@@ -224,7 +237,9 @@ def _compiled(
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
         )
-        return packing.pack_into(groups, new), records, a
+        # One concatenation (not an update per leaf in place): a kernel per leaf is what a
+        # step of this size costs.
+        return packing.pack(new), records, a
 
     cache[key] = _Compiled(
         packing,
