@@ -59,7 +59,7 @@ from horde.runs.records import RecordsError
 from horde.runs.results import RunError, RunResult
 from horde.runs.streams import checked_reward
 
-__all__ = ["ActingDaemon", "run_acting"]
+__all__ = ["ActingDaemon", "compiled_step", "run_acting"]
 
 
 class _Carry(NamedTuple):
@@ -545,6 +545,65 @@ def run_acting(
             wall_time=time.perf_counter() - start_time,
         )
     return result(done, good_state)
+
+
+def compiled_step(
+    learner: ControlLearner,
+    policy: EpsilonGreedy,
+    observation_space: gym.Space,
+    n_actions: int,
+    *,
+    chunk_size: int = 500,
+    record_every: int = 1,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """The compiled call ``horde.run`` makes once per environment step when acting, for
+    measuring it (its compiled kernels, its time per call) outside a run.
+
+    Args:
+        learner: the ``ControlLearner``.
+        policy: the ``EpsilonGreedy`` behaviour (``anneal_steps`` given).
+        observation_space: the environment's observation space (for the feature map).
+        n_actions: actions of the ``Discrete`` action space.
+        chunk_size: ``horde.run``'s chunk size (the record buffers' length).
+        record_every: ``horde.run``'s record interval.
+        seed: the learner's initial weights.
+
+    Returns:
+        ``(step, arguments)``: ``arguments()`` builds a fresh tuple ``args`` for
+        ``step(*args)``, which returns ``(packed carry, record rows, action)`` and donates
+        ``args[0]`` and ``args[1]``; the next call takes the returned carry and rows in their
+        place. ``step.lower(*args).compile().as_text()`` is the compiled program.
+    """
+    features = FeatureMap(observation_space)
+    dim = features.dim
+    anneal = policy.resolved_anneal_steps(0)
+    fns = _compiled(learner, policy, learner.control_index(policy.demon), anneal, record_every, dim, n_actions)
+    base = jax.random.key(seed)
+    root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
+
+    def arguments() -> tuple:
+        state = learner.init_traced(dim, base, n_actions)
+        x = jnp.asarray(features(observation_space.sample()))
+        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0])
+        carry = _Carry(
+            state,
+            x,
+            action,
+            prob,
+            jnp.uint32(0),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+            DivergenceWatch.start(learner.n_demons),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
+        x_next = features(observation_space.sample())
+        inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)
+        draws = fns.uniforms(root, jnp.uint32(1), chunk_size)
+        return _fresh(fns.pack(carry)), _chunk_records(learner, chunk_size, record_every), draws, inputs, chunk_size
+
+    return fns.step, arguments
 
 
 #: Draws an ``ActingDaemon`` takes per compiled call of ``uniforms``.
