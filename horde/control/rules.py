@@ -112,7 +112,8 @@ def control_step(
     r"""One update of one control demon (traced; the learner vmaps it over its demons).
 
     Args:
-        forward: ``forward(params, x) -> q`` of shape ``(n_actions,)``.
+        forward: ``forward(params, x) -> q`` of shape ``(n_actions,)``; it is applied under
+            ``jax.vmap`` to :math:`S_t` and :math:`S_{t+1}` together.
         params: the demon's network parameters (any pytree).
         trace: :math:`e`, a pytree like ``params``.
         secondary: Greedy-GQ's :math:`w`, a pytree like ``params`` (ignored unless ``gq``).
