@@ -2,7 +2,7 @@
 the Python CartPole-v1, with the stream-x network (32, 32) and no prediction demons, and with
 100 nexting demons around it; then where one step's time goes.
 
-Run: python benchmarks/bench_control_run.py [--steps 5000]
+Run: python benchmarks/bench_control_run.py [--steps 5000] [--baseline DIR]
 (Compilation is excluded: each configuration is run once for 500 steps first.)
 
 The target: 10x the official PyTorch Stream Q(λ) on the same
@@ -14,8 +14,16 @@ CartPole's own step and Gymnasium's wrappers. The parts printed below:
 * ``empty compiled call``: a jitted function that does nothing, taking and donating arrays of
   the acting step's shapes (the packed carry, the record rows, the chunk's draws, the inputs)
   and returning a scalar read back with ``int``: the least one compiled call per step costs;
-* the rest of a step is the compiled update and action draw themselves, and the runner's
-  Python (feature map, checks, bookkeeping).
+* ``compiled step``: the compiled call ``horde.run`` makes per step
+  (``horde.runs.acting.compiled_step``), called alone in a loop with its action read back each
+  time, and the number of kernels XLA compiled it to (the instructions of its entry
+  computation: fusions, dots, copies, ...). On the CPU each kernel costs a fraction of a
+  microsecond to launch whatever its size, and a step of a (32, 32) network does little else,
+  so the count is what the step's own time follows;
+* the rest of a step is the runner's Python (feature map, checks, bookkeeping).
+
+``--baseline DIR`` first runs this script on the horde package found in ``DIR`` (e.g. a
+checkout of an earlier commit), then on this one, one after the other under the same load.
 
 CPU is the process's CPU time per step (all threads): on a busy machine it moves less than
 the wall time, so both are printed with the load average.
@@ -26,6 +34,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import subprocess
+import sys
 import time
 
 import gymnasium as gym
@@ -82,11 +93,75 @@ def empty_call(learner: horde.ControlLearner, chunk: int, n: int):
     return loop
 
 
+def kernel_count(hlo: str) -> int:
+    """Instructions of the compiled program's entry computation that run as kernels (all but
+    parameters, constants, tuples and bitcasts)."""
+    entry = hlo[hlo.index("\nENTRY") :]
+    entry = entry[: entry.index("\n}")]
+    ops = re.findall(r"=\s+\S+\s+([a-z][a-z0-9-]*)\(", entry)
+    return sum(op not in ("parameter", "constant", "tuple", "get-tuple-element", "bitcast") for op in ops)
+
+
+def acting_step(learner: horde.ControlLearner, policy: horde.EpsilonGreedy, chunk: int):
+    """``(step, arguments)`` of ``horde.runs.acting.compiled_step`` for CartPole-v1."""
+    from horde.runs import acting
+
+    env = gym.make("CartPole-v1")
+    if hasattr(acting, "compiled_step"):
+        return acting.compiled_step(learner, policy, env.observation_space, 2, chunk_size=chunk)
+    # A horde from before compiled_step: its step and carry, as that version built them.
+    from horde.runs.recording import DivergenceWatch
+
+    fns = acting._compiled(learner, policy, 0, 1000, 1, 4, 2)
+
+    def arguments():
+        state = learner.init_traced(4, jax.random.key(0), 2)
+        z = jnp.zeros((), jnp.int32)
+        carry = acting._Carry(
+            state, jnp.zeros(4), z, jnp.float32(0.5), jnp.uint32(0), z, z, DivergenceWatch.start(learner.n_demons),
+            jnp.float32(0), jnp.float32(0),
+        )  # fmt: skip
+        x = np.asarray([0.01, 0.02, 0.03, 0.04, 0.01, 0.02, 0.03, 0.04, 1.0, 0.0, 0.0], np.float32)
+        draws = fns.uniforms(jax.random.key(1), jnp.uint32(1), chunk)
+        return acting._fresh(fns.pack(carry)), acting._chunk_records(learner, chunk, 1), draws, x, chunk
+
+    return fns.step, arguments
+
+
+def blocked_calls(step, arguments, n: int, reps: int = 3) -> tuple[float, float, int]:
+    """Best of ``reps`` (wall, CPU) seconds per call of ``step`` with its action read back, and
+    its kernel count."""
+    args = arguments()
+    hlo = step.lower(*args).compile().as_text()
+    best = (np.inf, np.inf)
+    for _ in range(reps):
+        carry, rows, *rest = arguments()
+        carry, rows, a = step(carry, rows, *rest)
+        int(a)
+
+        def loop() -> None:
+            nonlocal carry, rows
+            for _ in range(n):
+                carry, rows, a = step(carry, rows, *rest)
+                int(a)
+
+        best = min(best, timed(loop, n))
+    return best[0], best[1], kernel_count(hlo)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--baseline", help="first run this script on the horde package in this directory")
     args = parser.parse_args()
     n = args.steps
+    if args.baseline:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for label, root in (("before", args.baseline), ("after", here)):
+            print(f"== {label}: PYTHONPATH={root}", flush=True)
+            env = dict(os.environ, PYTHONPATH=root)
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(n)], env=env, check=True)
+        return
     balance = demons.Demon(
         "balance", cumulants.reward(), discounts.constant(0.99), lamda=0.8, target_policy=policies.greedy()
     )
@@ -95,7 +170,10 @@ def main() -> None:
     print(f"horde from {os.path.dirname(horde.__file__)}, jax {jax.__version__}, gymnasium {gym.__version__}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"load average before: {os.getloadavg()}")
-    print(f"{'configuration':<40} {'steps/s':>9} {'µs/step':>9} {'CPU µs':>8} {'of target':>10}")
+    print(
+        f"{'configuration':<38} {'steps/s':>8} {'µs/step':>8} {'CPU µs':>7} {'of target':>9}"
+        f" | {'kernels':>7} {'call µs':>8} {'CPU µs':>7} {'load':>5}"
+    )
     for label, learner in (
         ("1 control demon (32, 32)", horde.ControlLearner([balance])),
         ("1 control demon + 100 nexting demons", horde.ControlLearner([balance], horde=around)),
@@ -105,7 +183,13 @@ def main() -> None:
         wall, cpu = timed(
             lambda: horde.run(learner, "CartPole-v1", steps=n, policy=pol, chunk_size=500, progress=False), n
         )
-        print(f"{label:<40} {1 / wall:>9,.0f} {wall * 1e6:>9.1f} {cpu * 1e6:>8.1f} {1 / wall / TARGET:>9.0%}")
+        call, call_cpu, kernels = blocked_calls(*acting_step(learner, pol, 500), n)
+        print(
+            f"{label:<38} {1 / wall:>8,.0f} {wall * 1e6:>8.1f} {cpu * 1e6:>7.1f} {1 / wall / TARGET:>9.0%}"
+            f" | {kernels:>7} {call * 1e6:>8.1f} {call_cpu * 1e6:>7.1f} {os.getloadavg()[0]:>5.1f}",
+            flush=True,
+        )
+    print("(kernels, call µs: the compiled step alone, called in a loop with its action read back)")
     print("where one step's time goes (1 control demon):")
     wall, cpu = timed(env_alone(n), n)
     print(f"  {'env.step of CartPole-v1 (wrapped)':<38} {wall * 1e6:>9.1f} µs {cpu * 1e6:>8.1f} CPU µs")

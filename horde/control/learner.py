@@ -22,7 +22,7 @@ import numpy as np
 
 from demons import Demon, DemonSet, Evaluation, policies
 from horde.control.rules import RULES, ReturnStats, control_step, return_scale, scale_cumulants
-from horde.core import MultiHeadMLPLearner, ObGDBounding, WelfordNormalizer
+from horde.core import MultiHeadMLPLearner, ObGDBounding, WelfordNormalizer, trunk_backward
 from horde.td import HordeLearner
 
 __all__ = ["ControlLearner", "ControlState", "ControlUpdateResult", "check_greedy_in", "is_control_demon"]
@@ -292,10 +292,28 @@ class ControlLearner:
         )
 
     def _forward(self, net: MultiHeadMLPLearner):
+        slope, layer_norm = net.leaky_relu_slope, net.use_layer_norm
+
+        # The trunk's hand-written backward pass (one reduction per LayerNorm, from the forward
+        # pass's tape) instead of the one autodiff derives, which compiles to many more kernels.
+        @jax.custom_vjp
         def forward(params, x):
             trunk, heads = params
             return net.head_forward(heads, net.trunk_forward(trunk, x))
 
+        def forward_fwd(params, x):
+            trunk, heads = params
+            h, tape = net.trunk_forward_with_tape(trunk, x)
+            return net.head_forward(heads, h), (params, h, tape, x)
+
+        def forward_bwd(saved, g):
+            (trunk, heads), h, tape, x = saved
+            factors = trunk_backward(trunk, tape, heads.weights.T @ g, layer_norm, slope)
+            trunk_grad = type(trunk)(tuple(jnp.outer(inp, gl) for inp, gl in factors), tuple(gl for _, gl in factors))
+            head_grad = type(heads)(jnp.outer(g, h), g)
+            return (trunk_grad, head_grad), jnp.zeros_like(x)
+
+        forward.defvjp(forward_fwd, forward_bwd)
         return forward
 
     def _n_actions(self, state: ControlState) -> int:
@@ -337,8 +355,15 @@ class ControlLearner:
         if self.normalizer is None:
             return x, None
         stats = state.observation_stats
-        seeded = self.normalizer.update(stats, x)[1]
-        stats = jax.tree_util.tree_map(lambda a, b: jnp.where(stats.count == 0, a, b), seeded, stats)
+        # The statistics of one observation, written out: mean x, variance 0, count 1. For a
+        # finite x these are, bit for bit, the normaliser's update of its initial state (the
+        # mean as 0 + (x - 0), which flushes a subnormal x and turns -0 into +0 as that update
+        # does), at a fraction of the compiled kernels.
+        first = (stats.count == 0) & (stats.count_high == 0)
+        stats = stats._replace(
+            mean=jnp.where(first, stats.mean + (x - stats.mean), stats.mean),
+            count=jnp.where(first, jnp.ones_like(stats.count), stats.count),
+        )
         return self.normalizer.normalize(stats, x), stats
 
     def action_values_traced(self, state: ControlState, observation: jax.Array) -> jax.Array:

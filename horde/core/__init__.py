@@ -54,7 +54,7 @@ from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
 from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
 from horde.core.state_fit import StateTemplate, leaf_name, state_mismatch
-from horde.core.trunk import TrunkTape
+from horde.core.trunk import TrunkTape, trunk_backward
 from horde.core.types import (
     BatchedMultiHeadResult,
     HeadParams,
@@ -117,4 +117,5 @@ __all__ = [
     "shard_seeds",
     "sparse_init",
     "state_mismatch",
+    "trunk_backward",
 ]

@@ -59,7 +59,7 @@ from horde.runs.records import RecordsError
 from horde.runs.results import RunError, RunResult
 from horde.runs.streams import checked_reward
 
-__all__ = ["ActingDaemon", "run_acting"]
+__all__ = ["ActingDaemon", "compiled_step", "run_acting"]
 
 
 class _Carry(NamedTuple):
@@ -76,12 +76,15 @@ class _Carry(NamedTuple):
 
 
 class _Packing:
-    """The carry as one flat ``uint32`` array, and back (both traceable).
+    """The carry as one flat ``float32`` array, and back (both traceable).
 
     A compiled call's host cost grows with the number of arrays it takes and returns (about
     fifty in the carry of a small control learner); packed, the step takes and donates one.
-    32-bit leaves are bit-cast and bools converted, so nothing is rounded; a leaf of another
-    dtype gets a flat array of its own.
+    float32 leaves are stored as they are, other 32-bit leaves bit-cast and bools converted to
+    0 or 1, so nothing is rounded (the stored integers are only copied, never computed with,
+    so their bits survive); a leaf of another dtype gets a flat array of its own. float32 is
+    the stored type because most of the carry is float32: those leaves then go into the packed
+    array without a conversion kernel each.
     """
 
     def __init__(self, example: Any) -> None:
@@ -91,7 +94,7 @@ class _Packing:
         sizes: list[int] = []
         for leaf in leaves:
             dtype = np.dtype(leaf.dtype)
-            stored = np.dtype(np.uint32) if dtype.itemsize == 4 or dtype == np.bool_ else dtype
+            stored = np.dtype(np.float32) if dtype.itemsize == 4 or dtype == np.bool_ else dtype
             if stored not in self.dtypes:
                 self.dtypes.append(stored)
                 sizes.append(0)
@@ -105,7 +108,7 @@ class _Packing:
         for leaf, (g, _, _, _, dtype) in zip(jax.tree_util.tree_leaves(tree), self.slots):
             flat = jnp.ravel(leaf)
             if dtype == np.bool_:
-                flat = flat.astype(jnp.uint32)
+                flat = flat.astype(self.dtypes[g])
             elif dtype != self.dtypes[g]:
                 flat = jax.lax.bitcast_convert_type(flat, self.dtypes[g])
             out.append(flat)
@@ -115,14 +118,7 @@ class _Packing:
         groups: list[list[jax.Array]] = [[] for _ in self.dtypes]
         for flat, (g, *_) in zip(self._stored(tree), self.slots):
             groups[g].append(flat)
-        return tuple(jnp.concatenate(parts) for parts in groups)
-
-    def pack_into(self, groups: tuple[jax.Array, ...], tree: Any) -> tuple[jax.Array, ...]:
-        """``pack(tree)`` written over ``groups`` in place (where they are donated)."""
-        out = list(groups)
-        for flat, (g, i, *_) in zip(self._stored(tree), self.slots):
-            out[g] = jax.lax.dynamic_update_slice_in_dim(out[g], flat, i, 0)
-        return tuple(out)
+        return tuple(_concatenate(parts) for parts in groups)
 
     def unpack(self, groups: tuple[jax.Array, ...]) -> Any:
         leaves = []
@@ -134,6 +130,23 @@ class _Packing:
                 flat = jax.lax.bitcast_convert_type(flat, dtype)
             leaves.append(flat.reshape(shape))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+
+def _concatenate(parts: list[jax.Array], fan_in: int = 8) -> jax.Array:
+    """``jnp.concatenate(parts)`` as a tree of concatenations of at most ``fan_in`` parts.
+
+    XLA on the CPU does not fuse a concatenation of many operands: each operand becomes a
+    kernel of its own. Nested ones of a few operands each fuse with what computes them; the
+    barrier keeps XLA from flattening the tree back into one concatenation.
+    """
+    while len(parts) > fan_in:
+        parts = [
+            jax.lax.optimization_barrier(jnp.concatenate(parts[i : i + fan_in]))
+            if len(parts[i : i + fan_in]) > 1
+            else parts[i]
+            for i in range(0, len(parts), fan_in)
+        ]
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
 class _Compiled(NamedTuple):
@@ -224,7 +237,9 @@ def _compiled(
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
         )
-        return packing.pack_into(groups, new), records, a
+        # One concatenation (not an update per leaf in place): a kernel per leaf is what a
+        # step of this size costs.
+        return packing.pack(new), records, a
 
     cache[key] = _Compiled(
         packing,
@@ -530,6 +545,65 @@ def run_acting(
             wall_time=time.perf_counter() - start_time,
         )
     return result(done, good_state)
+
+
+def compiled_step(
+    learner: ControlLearner,
+    policy: EpsilonGreedy,
+    observation_space: gym.Space,
+    n_actions: int,
+    *,
+    chunk_size: int = 500,
+    record_every: int = 1,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """The compiled call ``horde.run`` makes once per environment step when acting, for
+    measuring it (its compiled kernels, its time per call) outside a run.
+
+    Args:
+        learner: the ``ControlLearner``.
+        policy: the ``EpsilonGreedy`` behaviour (``anneal_steps`` given).
+        observation_space: the environment's observation space (for the feature map).
+        n_actions: actions of the ``Discrete`` action space.
+        chunk_size: ``horde.run``'s chunk size (the record buffers' length).
+        record_every: ``horde.run``'s record interval.
+        seed: the learner's initial weights.
+
+    Returns:
+        ``(step, arguments)``: ``arguments()`` builds a fresh tuple ``args`` for
+        ``step(*args)``, which returns ``(packed carry, record rows, action)`` and donates
+        ``args[0]`` and ``args[1]``; the next call takes the returned carry and rows in their
+        place. ``step.lower(*args).compile().as_text()`` is the compiled program.
+    """
+    features = FeatureMap(observation_space)
+    dim = features.dim
+    anneal = policy.resolved_anneal_steps(0)
+    fns = _compiled(learner, policy, learner.control_index(policy.demon), anneal, record_every, dim, n_actions)
+    base = jax.random.key(seed)
+    root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
+
+    def arguments() -> tuple:
+        state = learner.init_traced(dim, base, n_actions)
+        x = jnp.asarray(features(observation_space.sample()))
+        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0])
+        carry = _Carry(
+            state,
+            x,
+            action,
+            prob,
+            jnp.uint32(0),
+            jnp.zeros((), jnp.int32),
+            jnp.zeros((), jnp.int32),
+            DivergenceWatch.start(learner.n_demons),
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
+        )
+        x_next = features(observation_space.sample())
+        inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)
+        draws = fns.uniforms(root, jnp.uint32(1), chunk_size)
+        return _fresh(fns.pack(carry)), _chunk_records(learner, chunk_size, record_every), draws, inputs, chunk_size
+
+    return fns.step, arguments
 
 
 #: Draws an ``ActingDaemon`` takes per compiled call of ``uniforms``.
