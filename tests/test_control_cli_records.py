@@ -4,11 +4,15 @@ crashed is resumed from its last checkpoint into the run it would have been."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import jax
 import numpy as np
 import pytest
 
+import demons
+import envs  # noqa: F401  (registers horde/RandomWalk-v0)
 import horde
+from demons import cumulants, discounts, policies
 from horde.cli import control_run_command
 from horde.cli.control_run_command import seed_dir
 
@@ -121,3 +125,36 @@ def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrup
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(whole_state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not (tmp_path / "every" / "seeds").exists()
+
+
+class _FailingWalk(gym.Wrapper):
+    """The random walk, whose ``step`` raises at its ``fail_at``-th call."""
+
+    def __init__(self, fail_at: int):
+        super().__init__(gym.make("horde/RandomWalk-v0", n_states=7))
+        self.calls, self.fail_at = 0, fail_at
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("sensor unplugged")
+        return self.env.step(action)
+
+
+def test_an_acting_run_whose_environment_raises_stops_with_what_it_learned_in_full():
+    """The environment raising at step 130 (chunks of 50): a ``RunError`` naming the step, its
+    cause the environment's exception, and the result of the first 100 steps, equal to a run
+    of 100 steps."""
+    q = demons.Demon("q", cumulants.reward(), discounts.constant(0.9), lamda=0.8, target_policy=policies.greedy())
+    learner = horde.ControlLearner([q], hidden_sizes=(8,))
+    policy = horde.EpsilonGreedy("q", epsilon=0.1, anneal_steps=60)
+    with pytest.raises(horde.RunError, match="the environment raised OSError at step 130: sensor unplugged") as info:
+        horde.run(learner, _FailingWalk(131), steps=200, seed=1, policy=policy, chunk_size=50, progress=False)
+    assert info.value.step == 130 and isinstance(info.value.__cause__, OSError)
+    kept = info.value.result
+    assert kept.total_steps == 100
+    whole = horde.run(learner, _FailingWalk(0), steps=100, seed=1, policy=policy, chunk_size=50, progress=False)
+    np.testing.assert_array_equal(kept.predictions, whole.predictions)
+    np.testing.assert_array_equal(kept.actions, whole.actions)
+    for a, b in zip(jax.tree_util.tree_leaves(kept.state), jax.tree_util.tree_leaves(whole.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -439,6 +439,17 @@ def run_acting(
             except RecordsError:
                 pass  # the error being raised says more; the committed records stay readable
 
+    def env_error(cause: Exception, step: int) -> RunError:
+        """The environment raised at ``step``: the run stops with what it learned in full."""
+        what = f"the environment raised {type(cause).__name__} at step {step}: {cause}"
+        stop(what)
+        return RunError(
+            f"{what}. error.result holds the records and the last good state, after step "
+            f"{start_step + done} (the last chunk learned in full)",
+            step=step,
+            result=result(done, good_state),
+        )
+
     try:
         while done < steps:
             T = min(chunk_size, steps - done)
@@ -456,7 +467,10 @@ def run_acting(
             rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
             for j in range(T):
                 taken[start_step + done + j] = a
-                next_raw, reward, term, trunc, _ = env.step(a + action_start)
+                try:
+                    next_raw, reward, term, trunc, _ = env.step(a + action_start)
+                except Exception as cause:
+                    raise env_error(cause, start_step + done + j) from cause
                 x_next = features(next_raw)
                 if not np.isfinite(x_next).all():
                     raise ValueError(
@@ -467,7 +481,10 @@ def run_acting(
                 inputs = np.empty(width, np.float32)
                 inputs[:dim] = x_next
                 if ended:
-                    raw, _ = env.reset()
+                    try:
+                        raw, _ = env.reset()
+                    except Exception as cause:
+                        raise env_error(cause, start_step + done + j) from cause
                     x_act = features(raw)
                     if not np.isfinite(x_act).all():
                         raise ValueError(
