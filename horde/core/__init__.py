@@ -53,6 +53,7 @@ from horde.core.loops import (
 )
 from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
+from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
 from horde.core.shared_traces import (
     SharedTraces,
     TraceGroups,
@@ -65,12 +66,12 @@ from horde.core.shared_traces import (
     head_trace_l1,
     init_shared_traces,
     reset_shared_traces,
+    shared_head_step,
     shared_trace_step,
     total_trace_l1,
     traces_per_head,
     with_trace_rows,
 )
-from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
 from horde.core.state_fit import StateTemplate, leaf_name, state_mismatch
 from horde.core.trunk import TrunkTape
 from horde.core.types import (
@@ -114,6 +115,7 @@ __all__ = [
     "head_trace_l1",
     "init_shared_traces",
     "reset_shared_traces",
+    "shared_head_step",
     "shared_trace_step",
     "total_trace_l1",
     "traces_per_head",

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.core.bounders import Bounder, ObGDBounding, OvershootBounding, bounder_from_config
+from horde.core.bounders import Bounder, OvershootBounding, bounder_from_config
 from horde.core.checks import (
     ArgumentTypeError,
     as_bool,
@@ -41,17 +41,15 @@ from horde.core.checks import (
     check_target_values,
     check_unit_interval,
 )
-from horde.core.heads import HeadUpdate, head_forward, head_step_from_traces, head_update, select_heads
+from horde.core.heads import HeadUpdate, head_forward, head_update, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.normalizers import Normalizer, normalizer_from_config
 from horde.core.optimizers import LMS, Optimizer, optimizer_from_config
 from horde.core.shared_traces import (
-    SharedTraces,
     TraceGroups,
     decay_groups,
-    head_step_l1,
     init_shared_traces,
-    shared_trace_step,
+    shared_head_step,
     traces_per_head,
     with_trace_rows,
 )
@@ -557,8 +555,19 @@ class MultiHeadMLPLearner:
                 (state.head_params, state.head_traces, state.head_optimizer_states),
             )
         else:
-            head_params, head_opt, head_traces, mean_step = self._shared_head_step(
-                state, h, head_decay, delta, cotangent, active
+            head_params, head_opt, head_traces, mean_step = shared_head_step(
+                self.head_opt,
+                self.bounder,
+                state.head_params,
+                state.head_optimizer_states,
+                state.head_traces,
+                self._trace_groups,
+                h,
+                head_decay,
+                delta,
+                cotangent,
+                active,
+                self.trace_mode == "replacing",
             )
         new_state = state._replace(
             trunk_params=trunk_params,
@@ -572,48 +581,6 @@ class MultiHeadMLPLearner:
         errors = jnp.where(active, delta, jnp.nan)
         metrics = jnp.stack([errors * errors, errors, jnp.where(active, mean_step, jnp.nan)], axis=-1)
         return MultiHeadMLPUpdateResult(new_state, predictions, errors, metrics, trunk_scale)
-
-    def _shared_head_step(
-        self,
-        state: MultiHeadMLPState,
-        h: jax.Array,
-        decay: jax.Array,
-        delta: jax.Array,
-        cotangent: jax.Array,
-        active: jax.Array,
-    ) -> tuple[HeadParams, Any, SharedTraces, jax.Array]:
-        """The heads' step with traces stored once per group: ``(head_params,
-        head_optimizer_states, head_traces, mean_step_size)``, inactive heads kept.
-
-        While every head is active and none is detached, the step reads and writes the
-        ``(n_groups, H)`` group traces only and leaves the per-head rows untouched; otherwise it
-        reads and writes the rows as well (a head detaches while inactive and rejoins its group
-        once its trace is the group's again, bit for bit).
-        """
-        groups = self._trace_groups
-        assert groups is not None
-        traces: SharedTraces = state.head_traces
-        rows = traces.rows
-        replacing = self.trace_mode == "replacing"
-        opt, bounder = self.head_opt, self.bounder
-        old = (state.head_params, state.head_optimizer_states)
-
-        def together(_):
-            z, new = shared_trace_step(traces._replace(rows=()), groups, h, decay, None, active, replacing)
-            step_l1 = None
-            if isinstance(bounder, ObGDBounding) and isinstance(opt, LMS):
-                # Heads that read one trace share their LMS step's norm: one per group.
-                step_l1 = head_step_l1((new.group_weights, new.group_biases), groups, opt.step_size)
-            out = head_step_from_traces(opt, bounder, *old, z, delta, cotangent, step_l1, features=h)
-            return out.heads, out.optimizer_states, new._replace(rows=rows), out.mean_step_size
-
-        def apart(_):
-            z, new = shared_trace_step(traces, groups, h, decay, None, active, replacing, rejoin=True)
-            out = head_step_from_traces(opt, bounder, *old, z, delta, cotangent, features=h)
-            heads, head_opt = select_heads(active, (out.heads, out.optimizer_states), old)
-            return heads, head_opt, new, out.mean_step_size
-
-        return jax.lax.cond(jnp.all(active) & ~jnp.any(rows.detached), together, apart, None)
 
     def update_traced(self, state, observation, targets) -> MultiHeadMLPUpdateResult:
         """``update`` without its boundary checks, for use inside traced code (a runner's scan,

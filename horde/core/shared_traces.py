@@ -39,7 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from horde.core.heads import accumulate_traces, materialized
+from horde.core.bounders import Bounder, ObGDBounding
+from horde.core.heads import accumulate_traces, head_step_from_traces, materialized, select_heads
+from horde.core.optimizers import LMS, Optimizer
+from horde.core.types import HeadParams
 
 __all__ = [
     "SharedTraces",
@@ -53,6 +56,7 @@ __all__ = [
     "head_trace_l1",
     "init_shared_traces",
     "reset_shared_traces",
+    "shared_head_step",
     "shared_trace_step",
     "total_trace_l1",
     "traces_per_head",
@@ -264,9 +268,7 @@ def shared_trace_step(
         ``((z_w (n_heads, H), z_b (n_heads,)), new_traces)``.
     """
     # With rows, an inactive first head detaches and the group advances for the others.
-    group = advance_group_traces(
-        traces, groups, features, decay, rho, active if traces.rows == () else None, replacing
-    )
+    group = advance_group_traces(traces, groups, features, decay, rho, active if traces.rows == () else None, replacing)
     # Z_g once into its own (n_groups, H) buffer, read by every head's update (see
     # ``materialized``).
     group = (materialized(group[0]), group[1])
@@ -292,6 +294,67 @@ def shared_trace_step(
         detached = detached & ~equal
     new_rows = TraceRows(jnp.where(detached[:, None], kept_w, 0.0), jnp.where(detached, kept_b, 0.0), detached)
     return (z_w, z_b), SharedTraces(group[0], group[1], new_rows)
+
+
+def shared_head_step(
+    optimizer: Optimizer,
+    bounder: Bounder | None,
+    head_params: HeadParams,
+    head_optimizer_states: tuple[Any, Any],
+    traces: SharedTraces,
+    groups: TraceGroups,
+    features: jax.Array,
+    decay: jax.Array,
+    delta: jax.Array,
+    cotangent: jax.Array,
+    active: jax.Array,
+    replacing: bool = False,
+) -> tuple[HeadParams, tuple[Any, Any], SharedTraces, jax.Array]:
+    """Every head's step ``w_i += δ_i s_i`` with traces stored once per group (the core's head
+    update in the shared layout), inactive heads kept bit for bit.
+
+    While every head is active and none is detached, the step reads and writes the
+    ``(n_groups, H)`` group traces only and leaves the per-head rows untouched (with LMS and
+    ObGD each head's step norm is its group's, computed once per group); otherwise it reads and
+    writes the rows too (``shared_trace_step`` with ``rejoin=True``: a head detaches while
+    inactive and rejoins its group once its trace is the group's again, bit for bit). One
+    ``lax.cond`` picks the path; under ``vmap`` with a batched predicate both are computed.
+
+    Args:
+        optimizer: the head optimizer.
+        bounder: optional bounder.
+        head_params: current head parameters.
+        head_optimizer_states: the heads' optimizer states.
+        traces: the stored ``SharedTraces``, with rows.
+        groups: the static grouping (heads of a group have equal decays).
+        features: ``h_t``, ``(H,)``.
+        decay: ``(γλ)_i``, ``(n_heads,)``.
+        delta: ``δ``, ``(n_heads,)``, 0 for inactive heads.
+        cotangent: the trunk's cotangent (ordering only, see ``head_step_from_traces``).
+        active: ``(n_heads,)`` bool.
+        replacing: replacing instead of accumulating traces.
+
+    Returns:
+        ``(head_params, head_optimizer_states, traces, mean_step_size (n_heads,))``.
+    """
+    rows = traces.rows
+    old = (head_params, head_optimizer_states)
+
+    def together(_):
+        z, new = shared_trace_step(traces._replace(rows=()), groups, features, decay, None, active, replacing)
+        step_l1 = None
+        if isinstance(bounder, ObGDBounding) and isinstance(optimizer, LMS):
+            step_l1 = head_step_l1((new.group_weights, new.group_biases), groups, optimizer.step_size)
+        out = head_step_from_traces(optimizer, bounder, *old, z, delta, cotangent, step_l1, features=features)
+        return out.heads, out.optimizer_states, new._replace(rows=rows), out.mean_step_size
+
+    def apart(_):
+        z, new = shared_trace_step(traces, groups, features, decay, None, active, replacing, rejoin=True)
+        out = head_step_from_traces(optimizer, bounder, *old, z, delta, cotangent, features=features)
+        heads, head_opt = select_heads(active, (out.heads, out.optimizer_states), old)
+        return heads, head_opt, new, out.mean_step_size
+
+    return jax.lax.cond(jnp.all(active) & ~jnp.any(rows.detached), together, apart, None)
 
 
 def reset_shared_traces(traces: SharedTraces, episode_ended: jax.Array) -> SharedTraces:
