@@ -3,9 +3,10 @@
 The reference is the same ``MultiHeadMLPLearner`` with ``shared_traces=False`` (one trace per
 head, the layout the float64 reference of test_multi_head_learner.py checks). A head's trace is
 computed with the same elementwise arithmetic in both layouts, so traces agree bit for bit
-whenever the parameters do; the updates agree bit for bit without a bounder and with LMS heads,
-and to float32 rounding where a bounder reduces IDBD's or Autostep's per-head steps (XLA fuses
-those reductions differently when the trace is gathered from its group). The core has no
+whenever the parameters do; the updates agree bit for bit with LMS heads and with IDBD heads
+without a bounder, and to float32 rounding where a reduction over a head's per-weight step sizes
+enters (Autostep's bound over a unit, a bounder over IDBD's or Autostep's steps: XLA fuses those
+reductions differently when the trace is gathered from its group). The core has no
 episodes: nothing resets its traces.
 """
 

@@ -136,9 +136,10 @@ class MultiHeadMLPLearner:
             traces and per-head rows) and a head keeps its own row only while its trace
             differs from its group's (from a step where it was inactive until its trace is
             its group's again). An update in which every head is active and none is detached
-            reads and writes the group traces only. The results are bit for bit those of
-            ``False`` (one trace per head, ``(n_heads, H)``), except that with a bounder the
-            reductions may round differently (float32 rounding). Used only where traces are
+            reads and writes the group traces only. The results are those of ``False`` (one
+            trace per head, ``(n_heads, H)``): bit for bit with LMS heads and with IDBD heads
+            without a bounder, to float32 rounding where a reduction over a head's per-weight
+            step sizes enters (Autostep, a bounder over IDBD). Used only where traces are
             stored because of the decays (``store_head_traces=None``) and some heads share a
             decay; ``learner.head_traces(state)`` gives every head's trace in either layout.
     """

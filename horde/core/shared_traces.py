@@ -28,7 +28,11 @@ Each head's trace arithmetic is that of the per-head layout (the same elementwis
 on the same values), so a head's trace is bit for bit its per-head trace, and the optimizers
 (LMS, IDBD, Autostep: per-head states, one step ``s_i`` per head from ``z_{g(i)}``) and the
 bounders (ObGD's ``‖s_i‖₁``, ``OvershootBounding``'s ``s_i·h``) see the same numbers. Only the
-traces are shared: an optimizer or bounder never needs a trace row of its own per head.
+traces are shared: an optimizer or bounder never needs a trace row of its own per head. Their
+results are bit for bit the per-head layout's where their arithmetic is elementwise (LMS, IDBD
+without a bounder); where they reduce over a head's per-weight steps (Autostep's bound over a
+unit, a bounder's norm of IDBD's or Autostep's steps) XLA may fuse the reduction differently
+when the trace is gathered from its group, and they agree to float32 rounding.
 """
 
 from __future__ import annotations
