@@ -321,8 +321,9 @@ def shared_head_step(
     ``(n_groups, H)`` group traces only and leaves the per-head rows untouched (with LMS and
     ObGD each head's step norm is its group's, computed once per group); otherwise it reads and
     writes the rows too (``shared_trace_step`` with ``rejoin=True``: a head detaches while
-    inactive and rejoins its group once its trace is the group's again, bit for bit). One
-    ``lax.cond`` picks the path; under ``vmap`` with a batched predicate both are computed.
+    inactive and rejoins its group once its trace is the group's again, bit for bit). A loop of
+    zero or one iteration runs each path; under ``vmap`` with a batched flag both are computed
+    and selected.
 
     Args:
         optimizer: the head optimizer.
@@ -341,24 +342,46 @@ def shared_head_step(
     Returns:
         ``(head_params, head_optimizer_states, traces, mean_step_size (n_heads,))``.
     """
-    rows = traces.rows
-    old = (head_params, head_optimizer_states)
 
-    def together(_):
-        z, new = shared_trace_step(traces._replace(rows=()), groups, features, decay, None, active, replacing)
+    # Each path reads the state from its loop's carry, so that XLA updates it in place; the
+    # second path runs only where the first did not, so both start from the stored state. The
+    # per-head rows are carried by the second loop only: passed through the first, XLA would
+    # copy them every step.
+    def together(carry):
+        params, opt_states, group_w, group_b, _ = carry
+        z, new = shared_trace_step(SharedTraces(group_w, group_b), groups, features, decay, None, active, replacing)
         step_l1 = None
         if isinstance(bounder, ObGDBounding) and isinstance(optimizer, LMS):
             step_l1 = head_step_l1((new.group_weights, new.group_biases), groups, optimizer.step_size)
-        out = head_step_from_traces(optimizer, bounder, *old, z, delta, cotangent, step_l1, features=features)
-        return out.heads, out.optimizer_states, new._replace(rows=rows), out.mean_step_size
+        out = head_step_from_traces(optimizer, bounder, params, opt_states, z, delta, cotangent, step_l1, features)
+        return out.heads, out.optimizer_states, new.group_weights, new.group_biases, out.mean_step_size
 
-    def apart(_):
-        z, new = shared_trace_step(traces, groups, features, decay, None, active, replacing, rejoin=True)
-        out = head_step_from_traces(optimizer, bounder, *old, z, delta, cotangent, features=features)
-        heads, head_opt = select_heads(active, (out.heads, out.optimizer_states), old)
+    def apart(carry):
+        params, opt_states, stored, _ = carry
+        z, new = shared_trace_step(stored, groups, features, decay, None, active, replacing, rejoin=True)
+        out = head_step_from_traces(optimizer, bounder, params, opt_states, z, delta, cotangent, features=features)
+        heads, head_opt = select_heads(active, (out.heads, out.optimizer_states), (params, opt_states))
         return heads, head_opt, new, out.mean_step_size
 
-    return jax.lax.cond(jnp.all(active) & ~jnp.any(rows.detached), together, apart, None)
+    together_now = jnp.all(active) & ~jnp.any(traces.rows.detached)
+    first = (head_params, head_optimizer_states, traces.group_weights, traces.group_biases, jnp.zeros_like(delta))
+    params, opt_states, group_w, group_b, mean_step = _run_if(together_now, together, first)
+    second = (params, opt_states, SharedTraces(group_w, group_b, traces.rows), mean_step)
+    return _run_if(~together_now, apart, second)
+
+
+def _run_if(flag: jax.Array, step: Any, carry: Any) -> Any:
+    """``step(carry)`` where ``flag``, else ``carry``: a loop of zero or one iteration.
+
+    A ``lax.cond`` would do, but XLA copies every large buffer that passes through a
+    conditional inside a scan (the head weights and the per-head rows, ``(n_heads, H)`` each,
+    every step); a while loop updates its carry in place.
+    """
+
+    def body(c):
+        return jnp.zeros((), bool), step(c[1])
+
+    return jax.lax.while_loop(lambda c: c[0], body, (flag, carry))[1]
 
 
 def reset_shared_traces(traces: SharedTraces, episode_ended: jax.Array) -> SharedTraces:
