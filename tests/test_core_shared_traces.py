@@ -177,9 +177,9 @@ def test_single_step_updates_equal_per_head_traces():
 
 @pytest.mark.slow
 def test_batched_seeds_equal_per_head_traces():
-    # Under vmap the group-only and the per-head-rows paths are both computed and selected; XLA
-    # fuses the batched loops differently, so the seeds agree to float32 rounding (the trunk
-    # carries a rounding difference of one head to every head in later steps).
+    # Under vmap each path runs for every seed where one of them needs it; XLA fuses the
+    # batched loops differently, so the seeds agree to float32 rounding (the trunk carries a
+    # rounding difference of one head to every head in later steps).
     shared, per_head = _pair(hidden_sizes=(8,), optimizer=LMS(0.05), bounder=ObGDBounding())
     obs, targets = _stream(seed=2)
     keys = jax.random.split(jax.random.key(7), 2)

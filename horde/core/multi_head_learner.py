@@ -507,7 +507,8 @@ class MultiHeadMLPLearner:
         select that keeps inactive heads); see ``horde.core.heads.head_update``.
 
         Args:
-            state: current state (its head parameters, traces and optimizer states).
+            state: current state (its head parameters, optimizer states and every head's trace,
+                ``head_traces(state)``, whatever the layout that stores them).
             h: head features ``(H,)``.
             decay: per-head trace decay ``(γλ)_i``, ``(n_heads,)``.
             rho: importance ratios ``(n_heads,)`` or ``None``.

@@ -322,8 +322,8 @@ def shared_head_step(
     ObGD each head's step norm is its group's, computed once per group); otherwise it reads and
     writes the rows too (``shared_trace_step`` with ``rejoin=True``: a head detaches while
     inactive and rejoins its group once its trace is the group's again, bit for bit). A loop of
-    zero or one iteration runs each path; under ``vmap`` with a batched flag both are computed
-    and selected.
+    zero or one iteration runs each path; under ``vmap`` a path runs for every copy where one
+    of them needs it, each copy keeping its own result.
 
     Args:
         optimizer: the head optimizer.
