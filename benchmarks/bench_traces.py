@@ -19,8 +19,11 @@ Tables (every figure from this one run, the load average printed next to each):
   achieved GB/s and GFLOP/s and their fractions of the measured peaks.
 * ``core`` rows of the same table: the multi-head core alone (``MultiHeadMLPLearner`` scan, the
   same trunk, optimizer and bounder, random targets for every head), with no traces and with
-  half the heads at ``per_head_gamma_lamda`` 0.72 (traces stored per head): the workload of the
-  core's table (the workload the targets were set on), so the HordeLearner's rows can be read against it in the same run.
+  half the heads at ``per_head_gamma_lamda`` 0.72, stored per head (``shared_traces=False``) and
+  shared (the default: two traces, γλ = 0 and 0.72): the workload of the core's table (the
+  workload the targets were set on), so the HordeLearner's rows can be read against it in the
+  same run. The last column gives each traced row as a multiple of the no-trace row of the
+  same learner and size (``--only core`` runs the core rows alone).
 * ``nexting``: 10,000 nexting demons (16 observations x 5 timescales 1, 2, 5, 10, 20 steps,
   each pair repeated) at λ = 0.9 against λ = 0.
 * ``daemon``: single-step ``Daemon.update_from_transition`` at 64 demons, λ = 0.9 against
@@ -219,18 +222,24 @@ def core_counts(learner, state) -> dict:
     import numpy as np
 
     n, h = learner.n_heads, HIDDEN[-1]
-    touched = state._replace(step_count=np.zeros(()))
+    groups = learner.trace_groups
+    traces = state.head_traces
+    if groups is not None:
+        # The per-head rows are not touched while every head is active and none is detached.
+        traces = (traces.group_weights, traces.group_biases)
+    touched = state._replace(step_count=np.zeros(()), head_traces=traces)
     state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(touched))
     moved = 2 * state_bytes + 3 * n * 4 + n * 4  # the (n, 3) metrics out, the targets in
     trunk_weights = sum(int(np.prod(w.shape)) for w in state.trunk_params.weights)
-    trace_rows = n if state.head_traces else 0
+    trace_rows = (n if groups is None else groups.n_groups) if state.head_traces else 0
     flops = 8 * n * h + 2 * trace_rows * h + 8 * trunk_weights
-    return {"bytes": int(moved), "flops": int(flops), "groups": 0}
+    return {"bytes": int(moved), "flops": int(flops), "groups": 0 if groups is None else groups.n_groups}
 
 
-def time_core_scan(n: int, traces: bool, repeats: int) -> dict:
+def time_core_scan(n: int, traces: bool, repeats: int, shared: bool = True) -> dict:
     """The multi-head core alone: ``n`` heads, random targets, half of the heads at
-    ``per_head_gamma_lamda`` = γλ = 0.72 when ``traces``."""
+    ``per_head_gamma_lamda`` = γλ = 0.72 when ``traces``, stored once per distinct γλ when
+    ``shared``."""
     import jax
     import numpy as np
 
@@ -243,6 +252,7 @@ def time_core_scan(n: int, traces: bool, repeats: int) -> dict:
         optimizer=horde.LMS(STEP_SIZE),
         bounder=horde.ObGDBounding(),
         per_head_gamma_lamda=decays,
+        shared_traces=shared,
     )
     state = learner.init(OBS, jax.random.key(0))
     run = horde.run_multi_head_learning_loop
@@ -266,11 +276,16 @@ def time_core_scan(n: int, traces: bool, repeats: int) -> dict:
     return row
 
 
-def bench_traces(n: int, repeats: int) -> dict:
-    rows = {
+def bench_core(n: int, repeats: int) -> dict:
+    return {
         "core, no traces": time_core_scan(n, False, repeats),
-        "core, per-head γλ traces": time_core_scan(n, True, repeats),
+        "core, per-head traces": time_core_scan(n, True, repeats, shared=False),
+        "core, shared traces": time_core_scan(n, True, repeats),
     }
+
+
+def bench_traces(n: int, repeats: int) -> dict:
+    rows = bench_core(n, repeats)
     for name, lamda, shared in (
         ("no traces", 0.0, True),
         ("per-demon traces", TRACE_LAMBDA, False),
@@ -421,12 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         "GFLOP/s (of peak)",
         "load",
     ]
-    if "traces" in args.only:
+    if "traces" in args.only or "core" in args.only:
         lines = []
         for n in args.heads:
-            rows = bench_traces(n, args.repeats)
+            rows = bench_traces(n, args.repeats) if "traces" in args.only else bench_core(n, args.repeats)
             results[f"traces_{n}"] = rows
             for name, r in rows.items():
+                base = rows["core, no traces" if name.startswith("core") else "HordeLearner, no traces"]
                 lines.append(
                     [
                         f"{n:,}",
@@ -435,12 +451,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"{1e6 / r['us_per_step']:,.0f}",
                         *roofline_cells(r, peak),
                         f"{r['load']:.1f}",
+                        f"{r['us_per_step'] / base['us_per_step']:.2f}x",
                     ]
                 )
         print(
             table(
                 "Core and HordeLearner scans, half the heads at γλ = 0.72 (LMS + ObGD, trunk (128, 128))",
-                head,
+                head + ["/ no traces"],
                 lines,
             )
         )

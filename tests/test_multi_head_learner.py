@@ -49,15 +49,18 @@ def _reference_forward(trunk_w, trunk_b, x, use_layer_norm, slope):
     return h
 
 
-def _reference_update(state, x, y, alpha, head_gamma_lamda, use_layer_norm=True, slope=0.01):
+def _reference_update(state, x, y, alpha, head_gamma_lamda, use_layer_norm=True, slope=0.01, traces=None):
     trunk_w = [np.asarray(w, np.float64) for w in state.trunk_params.weights]
     trunk_b = [np.asarray(b, np.float64) for b in state.trunk_params.biases]
     head_w = np.asarray(state.head_params.weights, np.float64).copy()
     head_b = np.asarray(state.head_params.biases, np.float64).copy()
     n_heads = len(head_b)
-    if state.head_traces:
-        z_w = np.asarray(state.head_traces[0], np.float64).copy()
-        z_b = np.asarray(state.head_traces[1], np.float64).copy()
+    # Every head's trace in the per-head layout (``learner.head_traces(state)``), given by a
+    # caller whose learner shares traces.
+    traces = state.head_traces if traces is None else traces
+    if traces:
+        z_w = np.asarray(traces[0], np.float64).copy()
+        z_b = np.asarray(traces[1], np.float64).copy()
     else:  # no stored traces: every head's trace decay is 0
         z_w, z_b = np.zeros_like(head_w), np.zeros(n_heads)
     x = np.asarray(x, np.float64)
@@ -248,8 +251,9 @@ def test_inactive_head_state_is_bit_identical(optimizer, bounder):
     for x, y in zip(obs, targets):
         state = learner.update(state, x, y).state
     after = jax.tree_util.tree_map(np.asarray, state)
-    head_leaves = [after.head_params, after.head_traces, after.head_optimizer_states]
-    head_before = [before.head_params, before.head_traces, before.head_optimizer_states]
+    # Every head's trace as the per-head layout holds it (the learner shares equal traces).
+    head_leaves = [after.head_params, learner.head_traces(after), after.head_optimizer_states]
+    head_before = [before.head_params, learner.head_traces(before), before.head_optimizer_states]
     n_leaves = 0
     for new_leaf, old_leaf in zip(jax.tree_util.tree_leaves(head_leaves), jax.tree_util.tree_leaves(head_before)):
         np.testing.assert_array_equal(new_leaf[2], old_leaf[2])  # bit-identical: exact equality
@@ -423,8 +427,10 @@ def test_adaptive_step_sizes_beat_badly_tuned_lms_on_nonstationary_target(optimi
 def test_traces_are_stored_only_where_some_decay_is_positive():
     assert MultiHeadMLPLearner(3, hidden_sizes=(4,)).init(2, jax.random.key(0)).head_traces == ()
     assert MultiHeadMLPLearner(3, hidden_sizes=(4,)).init(2, jax.random.key(0)).trunk_traces == ()
-    state = MultiHeadMLPLearner(3, hidden_sizes=(4,), per_head_gamma_lamda=[0, 0, 0.5]).init(2, jax.random.key(0))
-    assert [t.shape for t in state.head_traces] == [(3, 4), (3,)]
+    learner = MultiHeadMLPLearner(3, hidden_sizes=(4,), per_head_gamma_lamda=[0, 0, 0.5])
+    state = learner.init(2, jax.random.key(0))
+    # Every head's trace (heads 0 and 1 share one stored trace, see test_core_shared_traces.py).
+    assert [t.shape for t in learner.head_traces(state)] == [(3, 4), (3,)]
 
 
 def test_head_optimizer_gives_hybrid_configuration():
@@ -720,6 +726,7 @@ def test_default_config_matches_the_documented_defaults():
         "per_head_gamma_lamda": None,
         "store_head_traces": None,
         "trace_mode": "accumulating",
+        "shared_traces": True,
     }
     assert MultiHeadMLPLearner(2).n_heads == 2
     assert MultiHeadMLPLearner(2).normalizer is None
@@ -757,20 +764,21 @@ def test_linear_mode_allows_any_gamma_lamda():
     learner = MultiHeadMLPLearner(3, hidden_sizes=(), gamma=0.99, lamda=0.9, step_size=alpha)
     state = learner.init(FEATURES, jax.random.key(6))
     state = state._replace(head_params=state.head_params._replace(biases=jnp.array([0.2, -0.1, 0.0])))
-    assert [t.shape for t in state.head_traces] == [(3, FEATURES), (3,)]
+    # Every head's trace (the three heads share one stored trace, see test_core_shared_traces.py).
+    assert [t.shape for t in learner.head_traces(state)] == [(3, FEATURES), (3,)]
     obs, targets = _random_stream(rng, 8, 3)
     for x, y in zip(obs, targets):
-        ref = _reference_update(state, x, y, alpha, [0.99 * 0.9] * 3)
+        ref = _reference_update(state, x, y, alpha, [0.99 * 0.9] * 3, traces=learner.head_traces(state))
         result = learner.update(state, x, y)
         np.testing.assert_allclose(result.predictions, ref[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(result.state.head_params.weights, ref[3], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(result.state.head_params.biases, ref[4], rtol=1e-5, atol=1e-6)
         active = ~np.isnan(y)
         np.testing.assert_allclose(
-            np.asarray(result.state.head_traces[0])[active], ref[5][active], rtol=1e-5, atol=1e-6
+            np.asarray(learner.head_traces(result.state)[0])[active], ref[5][active], rtol=1e-5, atol=1e-6
         )
         np.testing.assert_allclose(
-            np.asarray(result.state.head_traces[1])[active], ref[6][active], rtol=1e-5, atol=1e-6
+            np.asarray(learner.head_traces(result.state)[1])[active], ref[6][active], rtol=1e-5, atol=1e-6
         )
         state = result.state
 

@@ -6,7 +6,8 @@ hand-written backward pass, stacked-head traces and steps, optimizers (LMS, IDBD
 ObGD bounding, online normalizers, sparse initialisation, and the scan/vmap learning loops.
 
 Modules: ``types`` (state and result pytrees), ``checks`` (boundary checks), ``trunk`` (forward
-with its tape, hand-written backward, trunk step), ``heads`` (stacked-head traces and steps),
+with its tape, hand-written backward, trunk step), ``heads`` (stacked-head traces and steps), ``shared_traces`` (one trace per group of heads
+whose traces are equal),
 ``optimizers``, ``bounders``, ``normalizers``, ``initializers``, ``multi_head_learner`` (the
 class: configuration, initialisation, compiled and checked entry points) and ``loops``.
 
@@ -53,6 +54,24 @@ from horde.core.loops import (
 from horde.core.multi_head_learner import MultiHeadMLPLearner
 from horde.core.normalizers import EMANormalizer, Normalizer, WelfordNormalizer, normalizer_from_config
 from horde.core.optimizers import IDBD, LMS, Autostep, Optimizer, optimizer_from_config
+from horde.core.shared_traces import (
+    SharedTraces,
+    TraceGroups,
+    TraceRows,
+    advance_group_traces,
+    decay_groups,
+    gather_group_traces,
+    group_trace_l1,
+    head_step_l1,
+    head_trace_l1,
+    init_shared_traces,
+    reset_shared_traces,
+    shared_head_step,
+    shared_trace_step,
+    total_trace_l1,
+    traces_per_head,
+    with_trace_rows,
+)
 from horde.core.state_fit import StateTemplate, leaf_name, state_mismatch
 from horde.core.trunk import TrunkTape, trunk_backward
 from horde.core.types import (
@@ -81,10 +100,26 @@ __all__ = [
     "ObGDBounding",
     "OvershootBounding",
     "Optimizer",
+    "SharedTraces",
     "StateTemplate",
+    "TraceGroups",
+    "TraceRows",
     "TrunkTape",
     "WelfordNormalizer",
     "accumulate_traces",
+    "advance_group_traces",
+    "decay_groups",
+    "gather_group_traces",
+    "group_trace_l1",
+    "head_step_l1",
+    "head_trace_l1",
+    "init_shared_traces",
+    "reset_shared_traces",
+    "shared_head_step",
+    "shared_trace_step",
+    "total_trace_l1",
+    "traces_per_head",
+    "with_trace_rows",
     "ArgumentTypeError",
     "all_finite",
     "any_inf",

@@ -45,6 +45,14 @@ from horde.core.heads import HeadUpdate, head_forward, head_update, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.normalizers import Normalizer, normalizer_from_config
 from horde.core.optimizers import LMS, Optimizer, optimizer_from_config
+from horde.core.shared_traces import (
+    TraceGroups,
+    decay_groups,
+    init_shared_traces,
+    shared_head_step,
+    traces_per_head,
+    with_trace_rows,
+)
 from horde.core.state_fit import StateTemplate
 from horde.core.trunk import TrunkTape, trunk_forward_with_tape, trunk_step
 from horde.core.types import (
@@ -121,6 +129,19 @@ class MultiHeadMLPLearner:
             Sutton 1996), as alberta-framework's ``TraceMode`` (its enum members are accepted
             too). It changes the heads' traces only: the trunk's trace decay is 0, where both
             modes give ``z = ∇``.
+        shared_traces: store each distinct head trace once (``horde.core.shared_traces``).
+            Heads with the same ``(γλ)_i`` (as float32) that have been active at the same
+            steps have the same trace, bit for bit: the state keeps one trace per distinct
+            decay (``state.head_traces`` is then a ``SharedTraces``: ``(n_groups, H)`` group
+            traces and per-head rows) and a head keeps its own row only while its trace
+            differs from its group's (from a step where it was inactive until its trace is
+            its group's again). An update in which every head is active and none is detached
+            reads and writes the group traces only. The results are those of ``False`` (one
+            trace per head, ``(n_heads, H)``): bit for bit with LMS heads and with IDBD heads
+            without a bounder, to float32 rounding where a reduction over a head's per-weight
+            step sizes enters (Autostep, a bounder over IDBD). Used only where traces are
+            stored because of the decays (``store_head_traces=None``) and some heads share a
+            decay; ``learner.head_traces(state)`` gives every head's trace in either layout.
     """
 
     #: The eligibility-trace modes ``trace_mode`` accepts.
@@ -143,6 +164,7 @@ class MultiHeadMLPLearner:
         per_head_gamma_lamda: Any = None,
         store_head_traces: bool | None = None,
         trace_mode: str = "accumulating",
+        shared_traces: bool = True,
     ) -> None:
         n_heads = as_int("n_heads", n_heads, low=1)
         if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
@@ -227,6 +249,12 @@ class MultiHeadMLPLearner:
             )
         self.store_head_traces: bool | None = None if store_head_traces is None else bool(store_head_traces)
         self._stores_head_traces: bool = decays_need_traces if store_head_traces is None else bool(store_head_traces)
+        self.shared_traces: bool = as_bool("shared_traces", shared_traces)
+        # Grouped only where the decays are the learner's own (a caller that stores traces for
+        # its own per-step decays reads them per head) and some heads share one.
+        groups = decay_groups(self._head_decay) if decays_need_traces and store_head_traces is None else None
+        share = self.shared_traces and groups is not None and groups.n_groups < self._n_heads
+        self._trace_groups: TraceGroups | None = groups if share else None
 
         self._predict_jit: Callable[..., Any] = jax.jit(self.predict_traced)
         self._update_jit: Callable[..., Any] = jax.jit(self.update_traced)
@@ -251,6 +279,12 @@ class MultiHeadMLPLearner:
         """Whether states keep the heads' traces (``state.head_traces`` non-empty); see the
         ``store_head_traces`` argument."""
         return self._stores_head_traces
+
+    @property
+    def trace_groups(self) -> TraceGroups | None:
+        """The heads' trace groups (equal ``(γλ)_i``) when states store one trace per group
+        (``state.head_traces`` a ``SharedTraces``), else None (one trace per head, or none)."""
+        return self._trace_groups
 
     @property
     def head_opt(self) -> Optimizer:
@@ -282,6 +316,7 @@ class MultiHeadMLPLearner:
             "per_head_gamma_lamda": None if self.per_head_gamma_lamda is None else list(self.per_head_gamma_lamda),
             "store_head_traces": self.store_head_traces,
             "trace_mode": self.trace_mode,
+            "shared_traces": self.shared_traces,
         }
 
     @classmethod
@@ -353,6 +388,12 @@ class MultiHeadMLPLearner:
         for w, b in zip(weights, biases):
             trunk_opt += [self.optimizer.init_for_shape(w.shape), self.optimizer.init_for_shape(b.shape)]
         head_opt = self.head_opt
+        head_traces: Any = ()
+        if self._trace_groups is not None:
+            # Per-head rows from the start: any update's NaN targets can detach a head.
+            head_traces = with_trace_rows(init_shared_traces(self._trace_groups, fan_in), self._trace_groups)
+        elif self._stores_head_traces:
+            head_traces = (jnp.zeros_like(head_w), jnp.zeros_like(head_b))
         return MultiHeadMLPState(
             trunk_params=MLPParams(tuple(weights), tuple(biases)),
             head_params=HeadParams(head_w, head_b),
@@ -362,7 +403,7 @@ class MultiHeadMLPLearner:
                 head_opt.init_for_shape(head_b.shape),
             ),
             trunk_traces=(),
-            head_traces=(jnp.zeros_like(head_w), jnp.zeros_like(head_b)) if self._stores_head_traces else (),
+            head_traces=head_traces,
             normalizer_state=None if self._normalizer is None else self._normalizer.init(int(feature_dim)),
             step_count=jnp.zeros((), jnp.int32),
         )
@@ -372,6 +413,18 @@ class MultiHeadMLPLearner:
         if self.hidden_sizes:
             return int(state.trunk_params.weights[0].shape[-2])
         return int(state.head_params.weights.shape[-1])
+
+    def head_traces(self, state: MultiHeadMLPState) -> tuple[jax.Array, jax.Array] | tuple[()]:
+        """Every head's trace ``(z_w (n_heads, H), z_b (n_heads,))`` whatever the layout that
+        stores them: with shared traces, the group's trace ``Z_{g(i)}`` for a head that follows
+        its group and its own row for a detached one. ``()`` when no trace is stored. Works on a
+        batched state too (leading seed axis)."""
+        if self._trace_groups is None:
+            if not state.head_traces:
+                return ()
+            z_w, z_b = state.head_traces
+            return z_w, z_b
+        return traces_per_head(state.head_traces, self._trace_groups)
 
     # ---------------------------------------------------------------------------------------
     # Pure pieces (traced); the math lives in trunk.py and heads.py
@@ -454,7 +507,8 @@ class MultiHeadMLPLearner:
         select that keeps inactive heads); see ``horde.core.heads.head_update``.
 
         Args:
-            state: current state (its head parameters, traces and optimizer states).
+            state: current state (its head parameters, optimizer states and every head's trace,
+                ``head_traces(state)``, whatever the layout that stores them).
             h: head features ``(H,)``.
             decay: per-head trace decay ``(γλ)_i``, ``(n_heads,)``.
             rho: importance ratios ``(n_heads,)`` or ``None``.
@@ -465,7 +519,7 @@ class MultiHeadMLPLearner:
             self.head_opt,
             self.bounder,
             state.head_params,
-            state.head_traces,
+            self.head_traces(state),
             state.head_optimizer_states,
             h,
             decay,
@@ -493,14 +547,30 @@ class MultiHeadMLPLearner:
         cotangent = delta @ state.head_params.weights
         trunk_params, trunk_opt, trunk_scale = self.trunk_step(state, tape, cotangent, delta, active)
 
-        step = self.head_update(state, h, head_decay, None, delta, cotangent)
-        z_w, z_b = step.traces
-        new_heads, head_opt, mean_step = step.heads, step.optimizer_states, step.mean_step_size
-        head_params, head_traces, head_opt = select_heads(
-            active,
-            (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
-            (state.head_params, state.head_traces, state.head_optimizer_states),
-        )
+        if self._trace_groups is None:
+            step = self.head_update(state, h, head_decay, None, delta, cotangent)
+            z_w, z_b = step.traces
+            new_heads, head_opt, mean_step = step.heads, step.optimizer_states, step.mean_step_size
+            head_params, head_traces, head_opt = select_heads(
+                active,
+                (new_heads, (z_w, z_b) if state.head_traces else (), head_opt),
+                (state.head_params, state.head_traces, state.head_optimizer_states),
+            )
+        else:
+            head_params, head_opt, head_traces, mean_step = shared_head_step(
+                self.head_opt,
+                self.bounder,
+                state.head_params,
+                state.head_optimizer_states,
+                state.head_traces,
+                self._trace_groups,
+                h,
+                head_decay,
+                delta,
+                cotangent,
+                active,
+                self.trace_mode == "replacing",
+            )
         new_state = state._replace(
             trunk_params=trunk_params,
             head_params=head_params,

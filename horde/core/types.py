@@ -66,7 +66,11 @@ class MultiHeadMLPState(NamedTuple):
             gradient and is not stored between steps (a linear model has no trunk).
         head_traces: ``(weights_trace (n_heads, H), biases_trace (n_heads,))``, or ``()`` when
             every head's trace decay is 0 (each trace is then just this step's features, so
-            storing it would only cost memory traffic).
+            storing it would only cost memory traffic), or, where heads share a decay and the
+            learner shares traces (``shared_traces=True``), a ``SharedTraces``: one trace per
+            group of heads with equal ``(γλ)_i`` and per-head rows for heads detached from
+            their group (``horde.core.shared_traces``; ``learner.head_traces(state)`` gives
+            every head's trace in either layout).
         normalizer_state: online feature normalizer state, or ``None``.
         step_count: int32 scalar, number of updates made.
     """
@@ -76,7 +80,7 @@ class MultiHeadMLPState(NamedTuple):
     trunk_optimizer_states: tuple[Any, ...]
     head_optimizer_states: tuple[Any, Any]
     trunk_traces: tuple[jax.Array, ...]
-    head_traces: tuple[jax.Array, ...]
+    head_traces: Any
     normalizer_state: Any
     step_count: jax.Array
 

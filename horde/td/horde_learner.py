@@ -75,6 +75,7 @@ from horde.td.traces import (
     reset_shared_traces,
     shared_trace_step,
     trace_groups,
+    traces_per_head,
     with_trace_rows,
 )
 from horde.td.transitions import Transitions
@@ -750,15 +751,7 @@ class HordeLearner:
                 return ()
             z_w, z_b = state.core.head_traces
             return z_w, z_b
-        t = state.traces
-        group_w = jnp.take(t.group_weights, jnp.asarray(self._trace_groups.group_of), axis=-2)
-        group_b = jnp.take(t.group_biases, jnp.asarray(self._trace_groups.group_of), axis=-1)
-        if t.rows == ():
-            return group_w, group_b
-        rows = t.rows
-        return jnp.where(rows.detached[..., None], rows.weights, group_w), jnp.where(
-            rows.detached, rows.biases, group_b
-        )
+        return traces_per_head(state.traces, self._trace_groups)
 
     def all_attached(self, state: HordeState) -> bool:
         """Whether every demon of ``state`` follows its trace group (no per-demon rows, or none
