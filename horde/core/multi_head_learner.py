@@ -277,9 +277,9 @@ class MultiHeadMLPLearner:
         Returns:
             Dict with all constructor arguments needed to recreate the learner via
             ``from_config()``, and ``"type": "MultiHeadMLPLearner"`` (as alberta-framework
-            writes it).
+            writes it); ``"head_features"`` only when they are set.
         """
-        return {
+        config = {
             "type": "MultiHeadMLPLearner",
             "n_heads": self._n_heads,
             "hidden_sizes": list(self.hidden_sizes),
@@ -296,8 +296,11 @@ class MultiHeadMLPLearner:
             "per_head_gamma_lamda": None if self.per_head_gamma_lamda is None else list(self.per_head_gamma_lamda),
             "store_head_traces": self.store_head_traces,
             "trace_mode": self.trace_mode,
-            "head_features": None if self.head_features is None else self.head_features.to_config(),
         }
+        # Written only when set: the seed's (and alberta-framework's) configs keep their keys.
+        if self.head_features is not None:
+            config["head_features"] = self.head_features.to_config()
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiHeadMLPLearner:
@@ -319,7 +322,7 @@ class MultiHeadMLPLearner:
         kind = config.pop("type", "MultiHeadMLPLearner")
         if kind != "MultiHeadMLPLearner":
             raise ValueError(f"config 'type' must be 'MultiHeadMLPLearner', got {kind!r}")
-        expected = set(cls(1, ()).to_config()) - {"type"}
+        expected = (set(cls(1, ()).to_config()) - {"type"}) | {"head_features"}
         unknown = set(config) - expected
         if unknown:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(expected)}")

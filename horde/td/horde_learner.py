@@ -364,7 +364,7 @@ class HordeLearner:
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
             "shared_traces": self.shared_traces,
-            "head_features": core["head_features"],
+            "head_features": core.get("head_features"),
         }
 
     @classmethod
