@@ -31,6 +31,11 @@ median over the γ = 0.9 demons, and CartPole's time-to-termination demon. The f
 true values ``E[G_t | S_t]`` themselves score: CartPole 0.355 / 0.486 / 0.486, Pendulum median
 0.061) is the policy's noise, which no learner removes.
 
+Head features (rows "heads see ..."): prototypes of heads that see ``[h, φ(x)]``, the trunk's
+output and a fixed map of the normalised observation (``ExtraHeadFeatures`` below, a
+``MultiHeadMLPLearner`` built here); the library's ``head_features`` (``FourierFeatures``) is
+the one that became a default.
+
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
 tilings of each component alone (16 intervals), plus a bias feature; ranges from the 0.1 and
