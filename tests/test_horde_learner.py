@@ -377,7 +377,8 @@ def test_horde_stores_traces_through_the_explicit_core_argument():
     # Shared traces live in the Horde's own state, so the core then stores none.
     shared = HordeLearner([Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,))
     assert not shared.core.stores_head_traces
-    assert shared.init(2, jax.random.key(0)).traces.group_weights.shape == (1, 4)
+    # a trace per head feature: the trunk's 4, and the default head features' 2 + 256
+    assert shared.init(2, jax.random.key(0)).traces.group_weights.shape == (1, 4 + 2 + 256)
     without = HordeLearner([Demon("d", C.reward(), D.constant(0.0), lamda=0.5)], hidden_sizes=(4,))
     assert not without.core.stores_head_traces
     assert without.init(2, jax.random.key(0)).core.head_traces == ()
