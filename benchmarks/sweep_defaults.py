@@ -396,6 +396,10 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
     "defaults without head features (LMS 2e-4 trunk, Autostep(1e-3) heads, EMA)": (0.0, _defaults()),
     "defaults, heads Autostep(3e-4)": (0.0, lambda ds: HordeLearner(ds, head_optimizer=Autostep(3e-4))),
+    "defaults, RFF bandwidth 1": (
+        0.0,
+        lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(256, bandwidth=1.0)),
+    ),
     "defaults, RFF bandwidth 2": (
         0.0,
         lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(256, bandwidth=2.0)),
