@@ -106,9 +106,10 @@ DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
 #: The heads' features beyond the trunk's output, for a learner with a trunk and the defaults
 #: above unless ``head_features`` is given (``None`` included): the normalised observation
 #: itself (a linear path the trunk learns only approximately) and 256 random Fourier features
-#: of it (local corrections, as tile codes give a linear learner), of bandwidth 2 normalised
-#: units (1 did as well on CartPole and worse on Acrobot's six dimensions).
-DEFAULT_HEAD_FEATURES: FourierFeatures | None = FourierFeatures(n_features=256, bandwidth=2.0)
+#: of it (local corrections, as tile codes give a linear learner), of bandwidth 1 normalised
+#: unit (2 did better on Acrobot's six dimensions but worse on CartPole's time to termination
+#: and Pendulum's reward).
+DEFAULT_HEAD_FEATURES: FourierFeatures | None = FourierFeatures(n_features=256, bandwidth=1.0)
 DEFAULT_SPARSITY = 0.9
 
 
@@ -194,7 +195,7 @@ class HordeLearner:
             next to the trunk's output (``FourierFeatures``, ``horde.core.head_features``), or
             ``None`` for the trunk's output only. Not given: with the defaults above and a
             trunk, ``DEFAULT_HEAD_FEATURES`` (the observation and 256 random Fourier features
-            of it, bandwidth 2); otherwise none.
+            of it, bandwidth 1); otherwise none.
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
