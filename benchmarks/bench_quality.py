@@ -14,7 +14,8 @@ Score (per demon) = RMSE of ``v(S_t)`` against the ideal return ``G_t``, divided
 both over the complete returns of the last 20 % of the steps; the floor is scored on the
 sampled steps of that window. Rows: the median over all demons, the median of the γ = 0.9
 demons, and one named demon (CartPole's time to termination, Pendulum's reward at γ = 0.9).
-Each cell is the mean over seeds (the spread over seeds in brackets).
+Each cell is the mean over seeds (the spread over seeds in brackets); a second table gives
+every seed's value.
 
 The tile coder sees the same stream as the Horde: the stream is regenerated from ``run_jax``'s
 documented key derivation, and checked against the run's records.
@@ -304,14 +305,21 @@ def run_one(name, env_obj, jenv, spec, args):
         spec["named"]: np.array([named]),
     }
     names = list(columns)
+    per_seed = {
+        (row, col): np.array([np.nanmedian(c[idx]) for c in columns[col]])
+        for row, idx in groups.items()
+        for col in names
+    }
     print("| row | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-    for row, idx in groups.items():
-        cells = []
-        for col in names:
-            per_seed = np.array([np.nanmedian(c[idx]) for c in columns[col]])
-            cells.append(f"{per_seed.mean():.3f} [{per_seed.min():.3f}, {per_seed.max():.3f}]")
+    for row in groups:
+        cells = [f"{v.mean():.3f} [{v.min():.3f}, {v.max():.3f}]" for v in (per_seed[row, col] for col in names)]
         print(f"| {row} | " + " | ".join(cells) + " |")
+    print("\nper seed (seeds 0 .. n-1):\n")
+    print("| row | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for row in groups:
+        print(f"| {row} | " + " | ".join(" ".join(f"{x:.3f}" for x in per_seed[row, col]) for col in names) + " |")
     sys.stdout.flush()
 
 

@@ -31,6 +31,11 @@ median over the γ = 0.9 demons, and CartPole's time-to-termination demon. The f
 true values ``E[G_t | S_t]`` themselves score: CartPole 0.355 / 0.486 / 0.486, Pendulum median
 0.061) is the policy's noise, which no learner removes.
 
+Head features (rows "heads see ..."): prototypes of heads that see ``[h, φ(x)]``, the trunk's
+output and a fixed map of the normalised observation (``ExtraHeadFeatures`` below, a
+``MultiHeadMLPLearner`` built here); the library's ``head_features`` (``FourierFeatures``) is
+the one that became a default.
+
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
 tilings of each component alone (16 intervals), plus a bias feature; ranges from the 0.1 and
@@ -64,10 +69,12 @@ from horde import (  # noqa: E402
     Autostep,
     EMANormalizer,
     HordeLearner,
+    MultiHeadMLPLearner,
     ObGDBounding,
     OvershootBounding,
     WelfordNormalizer,
 )
+from horde.core import HeadParams  # noqa: E402
 from horde.evaluation import ideal_returns  # noqa: E402
 from horde.td import Transitions  # noqa: E402
 
@@ -224,6 +231,149 @@ def tile_td_lambda(stream: Transitions, ds: DemonSet, alpha: float = 0.1, lamda:
 
 
 # ---------------------------------------------------------------------------------------------
+# Head features beyond the trunk's output (prototypes): the heads see ``[h, φ(x)]``, ``x`` the
+# normalised observation and ``φ`` a fixed map; the trunk learns from ``h``'s part of the
+# cotangent only.
+
+FeatureFactory = Callable[[int], tuple[Callable[[jax.Array], jax.Array], int]]
+
+
+class ExtraHeadFeatures(MultiHeadMLPLearner):
+    """A ``MultiHeadMLPLearner`` whose heads also see ``φ(x)``; ``make_phi(dim)`` gives
+    ``(φ, its size)`` for inputs of size ``dim``."""
+
+    def __init__(self, make_phi: FeatureFactory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.make_phi = make_phi
+        self.maps: dict[int, Any] = {}
+
+    def map_for(self, dim: int):
+        if dim not in self.maps:
+            self.maps[dim] = self.make_phi(dim)
+        return self.maps[dim]
+
+    def init(self, feature_dim, key):
+        s = super().init(feature_dim, key)
+        n_extra = self.map_for(int(feature_dim))[1]
+        w = jnp.concatenate([s.head_params.weights, jnp.zeros((self.n_heads, n_extra))], 1)
+        b = s.head_params.biases
+        return s._replace(
+            head_params=HeadParams(w, b),
+            head_optimizer_states=(self.head_opt.init_for_shape(w.shape), self.head_opt.init_for_shape(b.shape)),
+            head_traces=(jnp.zeros_like(w), jnp.zeros_like(b)) if s.head_traces else (),
+        )
+
+    def trunk_forward_with_tape(self, trunk_params, x):
+        h, tape = super().trunk_forward_with_tape(trunk_params, x)
+        phi = self.map_for(x.shape[-1])[0]
+        return jnp.concatenate([h, phi(x).astype(h.dtype)], -1), tape
+
+    def predict_traced(self, state, observation):
+        x, _ = self.normalized_features(state, observation, update=False)
+        return self.head_forward(state.head_params, self.trunk_forward_with_tape(state.trunk_params, x)[0])
+
+    def trunk_step(self, state, tape, cotangent, errors=None, active=None):
+        hidden = self.hidden_sizes[-1]
+        w = state.head_params
+        trunk_state = state._replace(head_params=HeadParams(w.weights[:, :hidden], w.biases))
+        return super().trunk_step(trunk_state, tape, cotangent[:hidden], errors, active)
+
+
+def identity_map(scale: float = 1.0) -> FeatureFactory:
+    """``φ(x) = scale · x``."""
+    return lambda dim: ((lambda x: scale * x), dim)
+
+
+def fourier_map(n: int, bandwidth: float, scale: float = 1.0, seed: int = 12345) -> FeatureFactory:
+    """``scale · cos(x W / bandwidth + b)``, ``W ~ N(0, 1)``, ``b ~ U(0, 2π)`` (random Fourier
+    features, Rahimi & Recht 2007)."""
+
+    def make(dim):
+        rng = np.random.default_rng(seed)
+        w = (rng.normal(size=(dim, n)) / bandwidth).astype(np.float32)
+        b = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
+        return (lambda x: scale * jnp.cos(x @ w + b)), n
+
+    return make
+
+
+def rbf_map(n: int, width: float, scale: float = 1.0, seed: int = 12345) -> FeatureFactory:
+    """``scale · exp(-‖x - c_k‖² / (2 width²))``, centres ``c_k ~ N(0, I)``."""
+
+    def make(dim):
+        c = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+        return (lambda x: scale * jnp.exp(-jnp.sum((x[..., None, :] - c) ** 2, -1) / (2 * width**2))), n
+
+    return make
+
+
+def tile_map(
+    tiles: int = 6, tilings: int = 8, single: int = 16, low: float = -2.5, high: float = 2.5, scale: float = 1.0
+) -> FeatureFactory:
+    """Dense one-hot tile codes of the normalised input on ``[low, high]`` (as ``tile_indices``:
+    ``tilings`` joint tilings and ``tilings`` per-component ones), ``scale`` per active tile."""
+
+    def make(dim):
+        joint = (tiles + 1) ** dim
+        n = tilings * joint + tilings * dim * (single + 1)
+        odd = np.arange(1, 2 * dim, 2)
+        offs = ((np.arange(tilings)[:, None] * odd[None, :] / tilings) % 1.0).astype(np.float32)
+        strides = (tiles + 1) ** np.arange(dim)
+
+        def phi(x):
+            u = jnp.clip((x - low) / (high - low), 0.0, 1.0 - 1e-6)
+            cell = jnp.floor(u[..., None, :] * tiles + offs).astype(jnp.int32)
+            idx = jnp.sum(cell * strides, -1) + np.arange(tilings) * joint
+            one = jnp.floor(u[..., None, :] * single + np.arange(tilings)[:, None] / tilings).astype(jnp.int32)
+            idx1 = tilings * joint + (np.arange(tilings)[:, None] * dim + np.arange(dim)) * (single + 1) + one
+            active = jnp.concatenate([idx, idx1.reshape(idx1.shape[:-2] + (-1,))], -1)
+            return scale * jnp.sum(jax.nn.one_hot(active, n), -2)
+
+        return phi, n
+
+    return make
+
+
+def concat_maps(*factories: FeatureFactory) -> FeatureFactory:
+    def make(dim):
+        maps = [f(dim) for f in factories]
+        return (lambda x: jnp.concatenate([m(x) for m, _ in maps], -1)), sum(k for _, k in maps)
+
+    return make
+
+
+def _head_features(make_phi: FeatureFactory, **kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
+    """The defaults spelled out, with heads that also see ``φ(x)``."""
+    settings: dict[str, Any] = {
+        "optimizer": LMS(2e-4),
+        "head_optimizer": Autostep(1e-3),
+        "normalizer": EMANormalizer(),
+        **kwargs,
+    }
+
+    def make(ds: DemonSet) -> HordeLearner:
+        learner = HordeLearner(ds, **settings)
+        c = learner.core
+        learner.core = ExtraHeadFeatures(
+            make_phi,
+            n_heads=c.n_heads,
+            hidden_sizes=c.hidden_sizes,
+            optimizer=c.optimizer,
+            step_size=c.step_size,
+            bounder=c.bounder,
+            normalizer=c.normalizer,
+            sparsity=c.sparsity,
+            leaky_relu_slope=c.leaky_relu_slope,
+            use_layer_norm=c.use_layer_norm,
+            head_optimizer=c.head_optimizer,
+            store_head_traces=c.store_head_traces,
+        )
+        return learner
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------
 # Configurations: name -> (the demons' λ, learner for a demon set); "defaults" rows spell the
 # defaults out, so that they keep their meaning when the defaults change
 
@@ -244,6 +394,16 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
     "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
+    "defaults without head features (LMS 2e-4 trunk, Autostep(1e-3) heads, EMA)": (0.0, _defaults()),
+    "defaults, heads Autostep(3e-4)": (0.0, lambda ds: HordeLearner(ds, head_optimizer=Autostep(3e-4))),
+    "defaults, RFF bandwidth 1": (
+        0.0,
+        lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(256, bandwidth=1.0)),
+    ),
+    "defaults, RFF bandwidth 2": (
+        0.0,
+        lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(256, bandwidth=2.0)),
+    ),
     "previous defaults (no normalizer, Autostep(0.01) heads)": (
         0.0,
         _defaults(head_optimizer=Autostep(), normalizer=None),
@@ -298,6 +458,25 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         lambda ds: HordeLearner(
             ds, optimizer=LMS(1.0), bounder=OvershootBounding(30.0), normalizer=WelfordNormalizer()
         ),
+    ),
+    # heads that also see fixed features of the normalised observation (prototypes)
+    "skip: heads see [h, x]": (0.0, _head_features(identity_map())),
+    "skip: heads see [h, x], λ 0.9": (0.9, _head_features(identity_map())),
+    "heads see [h, x, RFF 256 bw 1]": (0.0, _head_features(concat_maps(identity_map(), fourier_map(256, 1.0)))),
+    "heads see [h, x, RFF 256 bw 0.5]": (0.0, _head_features(concat_maps(identity_map(), fourier_map(256, 0.5)))),
+    "heads see [h, x, RBF 256 w 0.5]": (0.0, _head_features(concat_maps(identity_map(), rbf_map(256, 0.5)))),
+    "heads see [h, x, RBF 256 w 1]": (0.0, _head_features(concat_maps(identity_map(), rbf_map(256, 1.0)))),
+    "heads see [h, x, tiles 4]": (0.0, _head_features(concat_maps(identity_map(), tile_map(tiles=4)))),
+    "heads see [h, x, RFF 1024 bw 1]": (0.0, _head_features(concat_maps(identity_map(), fourier_map(1024, 1.0)))),
+    "heads see [h, x, RFF 256 bw 2]": (0.0, _head_features(concat_maps(identity_map(), fourier_map(256, 2.0)))),
+    "heads see [h, x, RFF 256 bw 1], λ 0.9": (0.9, _head_features(concat_maps(identity_map(), fourier_map(256, 1.0)))),
+    "heads see [h, x, RFF 256 bw 1], heads Autostep(3e-4)": (
+        0.0,
+        _head_features(concat_maps(identity_map(), fourier_map(256, 1.0)), head_optimizer=Autostep(3e-4)),
+    ),
+    "heads see [h, x, RFF 256 bw 1], Welford": (
+        0.0,
+        _head_features(concat_maps(identity_map(), fourier_map(256, 1.0)), normalizer=WelfordNormalizer()),
     ),
 }
 

@@ -377,7 +377,8 @@ def test_horde_stores_traces_through_the_explicit_core_argument():
     # Shared traces live in the Horde's own state, so the core then stores none.
     shared = HordeLearner([Demon("d", C.reward(), D.until(0, 0.5), lamda=0.5)], hidden_sizes=(4,))
     assert not shared.core.stores_head_traces
-    assert shared.init(2, jax.random.key(0)).traces.group_weights.shape == (1, 4)
+    # a trace per head feature: the trunk's 4, and the default head features' 2 + 256
+    assert shared.init(2, jax.random.key(0)).traces.group_weights.shape == (1, 4 + 2 + 256)
     without = HordeLearner([Demon("d", C.reward(), D.constant(0.0), lamda=0.5)], hidden_sizes=(4,))
     assert not without.core.stores_head_traces
     assert without.init(2, jax.random.key(0)).core.head_traces == ()
@@ -634,9 +635,10 @@ def test_bad_demon_specifications_fail_at_construction():
 def test_default_learner_keeps_rupee_finite_on_cartpole():
     """With heads that tune their own step sizes (the default Autostep), RUPEE's LMS rule once
     took the heads' initial step 0.01 as its α and diverged to inf within 100 steps on CartPole
-    (5α ‖h‖² ≈ 6.5 > 2): its α is capped at 0.1 / (H + 1)."""
+    (5α ‖h‖² ≈ 6.5 > 2): its α is capped at 0.1 / (H + 1 + n), with n the default head
+    features' Fourier features (256), whose squares add about n / 2 to the features' norm."""
     learner = HordeLearner(demons.nexting(4, timescales=(1, 10)), diagnostics=True)
-    assert learner.diagnostics_step_size == pytest.approx(0.1 / 129)
-    assert learner.secondary_step_size == pytest.approx(1.0 / 129)
+    assert learner.diagnostics_step_size == pytest.approx(0.1 / (129 + 256))
+    assert learner.secondary_step_size == pytest.approx(1.0 / (129 + 256))
     result = horde.run(learner, "CartPole-v1", steps=1000, progress=False)
     assert np.isfinite(result.rupee).all() and np.isfinite(result.ude).all()

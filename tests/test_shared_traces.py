@@ -131,7 +131,8 @@ def test_nexting_horde_keeps_one_trace_per_timescale():
         hidden_sizes=(16,),
     )
     state = learner.init(8, jax.random.key(0))
-    assert state.traces.group_weights.shape == (5, 16)
+    # a trace per head feature: the trunk's 16, and the default head features' 8 + 256
+    assert state.traces.group_weights.shape == (5, 16 + 8 + 256)
     assert state.core.head_traces == ()
 
 

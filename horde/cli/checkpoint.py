@@ -204,6 +204,20 @@ def _save(
     return path
 
 
+def _as_saved(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A saved learner configuration with the settings it was made with where it predates
+    them: a checkpoint written before ``head_features`` (a HordeLearner's default since) or
+    the core's ``shared_traces`` holds a state without them, so they are off."""
+    config = dict(config)
+    if kind == "HordeLearner":
+        config.setdefault("head_features", None)
+    elif kind == "ControlLearner" and isinstance(config.get("horde"), dict):
+        config["horde"] = {"head_features": None, **config["horde"]}
+    elif kind not in ("HordeLearner", "ControlLearner"):
+        config.setdefault("shared_traces", False)
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, Any, dict]:
     """Loads a checkpoint written by ``save_checkpoint``.
 
@@ -268,7 +282,7 @@ def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, 
         try:
             classes: dict[str, Any] = {"HordeLearner": HordeLearner, "ControlLearner": ControlLearner}
             cls = classes.get(meta["learner_kind"], MultiHeadMLPLearner)
-            learner = cls.from_config(meta["learner_config"])
+            learner = cls.from_config(_as_saved(meta["learner_kind"], meta["learner_config"]))
         except (ValueError, TypeError, KeyError) as e:
             raise CheckpointError(f"{path} holds a learner configuration that cannot be rebuilt: {e}") from e
     try:

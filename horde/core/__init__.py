@@ -36,6 +36,7 @@ from horde.core.checks import (
     concrete_values,
     is_tracer,
 )
+from horde.core.head_features import FourierFeatures, head_features_from_config
 from horde.core.heads import (
     HeadUpdate,
     accumulate_traces,
@@ -87,6 +88,7 @@ __all__ = [
     "Autostep",
     "BatchedMultiHeadResult",
     "EMANormalizer",
+    "FourierFeatures",
     "HeadParams",
     "HeadUpdate",
     "IDBD",
@@ -138,6 +140,7 @@ __all__ = [
     "check_target_values",
     "check_unit_interval",
     "concrete_values",
+    "head_features_from_config",
     "head_forward",
     "head_step_from_traces",
     "materialized",

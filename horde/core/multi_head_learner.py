@@ -41,6 +41,7 @@ from horde.core.checks import (
     check_target_values,
     check_unit_interval,
 )
+from horde.core.head_features import FourierFeatures, head_features_from_config
 from horde.core.heads import HeadUpdate, head_forward, head_update, select_heads
 from horde.core.initializers import sparse_init
 from horde.core.normalizers import Normalizer, normalizer_from_config
@@ -124,6 +125,11 @@ class MultiHeadMLPLearner:
             that passes its own per-step decays to ``head_update`` (the ``HordeLearner``,
             whose decays ``γ_{i,t} λ_i`` change every step). ``False`` with some decay > 0 is
             a ``ValueError``: those traces would be lost between steps.
+        head_features: optional fixed features of the trunk's input that the heads see next
+            to the trunk's output (``FourierFeatures``: the input itself and random Fourier
+            features of it; ``horde.core.head_features``): head ``i`` predicts
+            ``w_i · [h, φ(x)] + b_i`` and the trunk learns from ``h``'s part of the
+            cotangent. Needs a trunk. Default None: the heads see ``h`` only.
         trace_mode: ``"accumulating"`` (the default, ``z ← γλ z + ∇``) or ``"replacing"``
             (element by element, ``z[j] ← ∇[j]`` where ``∇[j] ≠ 0``, else ``γλ z[j]``; Singh &
             Sutton 1996), as alberta-framework's ``TraceMode`` (its enum members are accepted
@@ -165,6 +171,7 @@ class MultiHeadMLPLearner:
         store_head_traces: bool | None = None,
         trace_mode: str = "accumulating",
         shared_traces: bool = True,
+        head_features: FourierFeatures | None = None,
     ) -> None:
         n_heads = as_int("n_heads", n_heads, low=1)
         if isinstance(hidden_sizes, (str, bytes)) or not hasattr(hidden_sizes, "__iter__"):
@@ -205,6 +212,12 @@ class MultiHeadMLPLearner:
         as_instance(
             "normalizer", normalizer, methods=("init", "update"), example="WelfordNormalizer()", allow_none=True
         )
+        as_instance("head_features", head_features, FourierFeatures, example="FourierFeatures()", allow_none=True)
+        if head_features is not None and not hidden_sizes:
+            raise ValueError(
+                f"head_features={head_features!r} needs a trunk, got hidden_sizes=(): without one the "
+                "heads already read the input features directly"
+            )
         if per_head_gamma_lamda is not None:
             phgl = np.asarray(per_head_gamma_lamda, dtype=np.float64)
             if phgl.shape != (n_heads,):
@@ -233,6 +246,7 @@ class MultiHeadMLPLearner:
         self.sparsity: float = float(sparsity)
         self.leaky_relu_slope: float = float(leaky_relu_slope)
         self.use_layer_norm: bool = bool(use_layer_norm)
+        self.head_features: FourierFeatures | None = head_features
         self.per_head_gamma_lamda: tuple[float, ...] | None = per_head_gamma_lamda
         if per_head_gamma_lamda is None:
             self._head_decay: np.ndarray = np.full((self._n_heads,), gamma * lamda, np.float32)
@@ -297,9 +311,9 @@ class MultiHeadMLPLearner:
         Returns:
             Dict with all constructor arguments needed to recreate the learner via
             ``from_config()``, and ``"type": "MultiHeadMLPLearner"`` (as alberta-framework
-            writes it).
+            writes it); ``"head_features"`` only when they are set.
         """
-        return {
+        config = {
             "type": "MultiHeadMLPLearner",
             "n_heads": self._n_heads,
             "hidden_sizes": list(self.hidden_sizes),
@@ -318,6 +332,10 @@ class MultiHeadMLPLearner:
             "trace_mode": self.trace_mode,
             "shared_traces": self.shared_traces,
         }
+        # Written only when set: the seed's (and alberta-framework's) configs keep their keys.
+        if self.head_features is not None:
+            config["head_features"] = self.head_features.to_config()
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultiHeadMLPLearner:
@@ -339,7 +357,7 @@ class MultiHeadMLPLearner:
         kind = config.pop("type", "MultiHeadMLPLearner")
         if kind != "MultiHeadMLPLearner":
             raise ValueError(f"config 'type' must be 'MultiHeadMLPLearner', got {kind!r}")
-        expected = set(cls(1, ()).to_config()) - {"type"}
+        expected = (set(cls(1, ()).to_config()) - {"type"}) | {"head_features"}
         unknown = set(config) - expected
         if unknown:
             raise ValueError(f"config has unknown keys {sorted(unknown)}; expected keys {sorted(expected)}")
@@ -350,13 +368,16 @@ class MultiHeadMLPLearner:
         config["head_optimizer"] = optimizer_from_config(config.get("head_optimizer"))
         config["bounder"] = bounder_from_config(config.get("bounder"))
         config["normalizer"] = normalizer_from_config(config.get("normalizer"))
+        config["head_features"] = head_features_from_config(config.get("head_features"))
         return cls(**config)
 
     def __repr__(self) -> str:
         return (
             f"MultiHeadMLPLearner(n_heads={self._n_heads}, hidden_sizes={self.hidden_sizes}, "
             f"optimizer={self.optimizer}, head_optimizer={self.head_optimizer}, "
-            f"bounder={self.bounder}, normalizer={self._normalizer})"
+            f"bounder={self.bounder}, normalizer={self._normalizer}"
+            + ("" if self.head_features is None else f", head_features={self.head_features}")
+            + ")"
         )
 
     # ---------------------------------------------------------------------------------------
@@ -382,6 +403,10 @@ class MultiHeadMLPLearner:
             biases.append(jnp.zeros((size,), jnp.float32))
             fan_in = size
         head_w = sparse_init(keys[-1], fan_in, self._n_heads, self.sparsity, units_first=True)
+        if self.head_features is not None:
+            # the fixed features' weights start at 0: the heads start as the seed's
+            extra = self.head_features.size(int(feature_dim))
+            head_w = jnp.concatenate([head_w, jnp.zeros((self._n_heads, extra), jnp.float32)], axis=1)
         head_b = jnp.zeros((self._n_heads,), jnp.float32)
 
         trunk_opt = []
@@ -391,7 +416,8 @@ class MultiHeadMLPLearner:
         head_traces: Any = ()
         if self._trace_groups is not None:
             # Per-head rows from the start: any update's NaN targets can detach a head.
-            head_traces = with_trace_rows(init_shared_traces(self._trace_groups, fan_in), self._trace_groups)
+            width = int(head_w.shape[1])  # the heads' input: h, and the head features where set
+            head_traces = with_trace_rows(init_shared_traces(self._trace_groups, width), self._trace_groups)
         elif self._stores_head_traces:
             head_traces = (jnp.zeros_like(head_w), jnp.zeros_like(head_b))
         return MultiHeadMLPState(
@@ -430,13 +456,18 @@ class MultiHeadMLPLearner:
     # Pure pieces (traced); the math lives in trunk.py and heads.py
 
     def trunk_forward(self, trunk_params: MLPParams, x: jax.Array) -> jax.Array:
-        """The trunk's output ``h`` for features ``x`` (``x`` itself in linear mode)."""
+        """The heads' features for features ``x``: the trunk's output ``h`` (``x`` itself in
+        linear mode), followed by ``head_features(x)`` when set."""
         return self.trunk_forward_with_tape(trunk_params, x)[0]
 
     def trunk_forward_with_tape(self, trunk_params: MLPParams, x: jax.Array) -> tuple[jax.Array, TrunkTape]:
-        """The trunk's output and what its backward pass needs: each layer's input, its
-        LeakyReLU input and, with LayerNorm, its ``1/σ`` (see ``horde.core.trunk``)."""
-        return trunk_forward_with_tape(trunk_params, x, self.use_layer_norm, self.leaky_relu_slope)
+        """The heads' features (as ``trunk_forward``) and what the trunk's backward pass
+        needs: each layer's input, its LeakyReLU input and, with LayerNorm, its ``1/σ`` (see
+        ``horde.core.trunk``). ``x`` may carry leading batch axes."""
+        h, tape = trunk_forward_with_tape(trunk_params, x, self.use_layer_norm, self.leaky_relu_slope)
+        if self.head_features is None:
+            return h, tape
+        return jnp.concatenate([h, self.head_features(x).astype(h.dtype)], axis=-1), tape
 
     @staticmethod
     def head_forward(head_params: HeadParams, h: jax.Array) -> jax.Array:
@@ -478,8 +509,15 @@ class MultiHeadMLPLearner:
         ``errors`` (the cotangent's ``δ``) and ``active`` (``(n_heads,)`` bool) are read by
         ``OvershootBounding`` only.
 
+        With ``head_features`` the cotangent and the head weights cover every head feature;
+        the trunk reads their first ``H`` entries, its own output's.
+
         Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
+        head_weights = state.head_params.weights
+        if self.head_features is not None:
+            hidden = self.hidden_sizes[-1]
+            cotangent, head_weights = cotangent[..., :hidden], head_weights[..., :hidden]
         return trunk_step(
             state.trunk_params,
             state.trunk_optimizer_states,
@@ -491,7 +529,7 @@ class MultiHeadMLPLearner:
             self.leaky_relu_slope,
             errors,
             active,
-            state.head_params.weights,
+            head_weights,
         )
 
     def head_update(

@@ -38,6 +38,7 @@ from horde.core import (
     ArgumentTypeError,
     Autostep,
     EMANormalizer,
+    FourierFeatures,
     HeadParams,
     MultiHeadMLPLearner,
     Normalizer,
@@ -57,6 +58,7 @@ from horde.core import (
     check_flag,
     check_observation_values,
     concrete_values,
+    head_features_from_config,
     head_step_from_traces,
     is_tracer,
     normalizer_from_config,
@@ -83,6 +85,7 @@ from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, 
 
 __all__ = [
     "DEFAULT_BOUNDER",
+    "DEFAULT_HEAD_FEATURES",
     "DEFAULT_HEAD_OPTIMIZER",
     "DEFAULT_NORMALIZER",
     "DEFAULT_SPARSITY",
@@ -101,6 +104,13 @@ DEFAULT_TRUNK_STEP_SIZE = 2e-4
 DEFAULT_HEAD_OPTIMIZER = Autostep(initial_step_size=1e-3)
 DEFAULT_NORMALIZER: Normalizer | None = EMANormalizer()
 DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
+#: The heads' features beyond the trunk's output, for a learner with a trunk and the defaults
+#: above unless ``head_features`` is given (``None`` included): the normalised observation
+#: itself (a linear path the trunk learns only approximately) and 256 random Fourier features
+#: of it (local corrections, as tile codes give a linear learner), of bandwidth 1 normalised
+#: unit (2 did better on Acrobot's six dimensions but worse on CartPole's time to termination
+#: and Pendulum's reward).
+DEFAULT_HEAD_FEATURES: FourierFeatures | None = FourierFeatures(n_features=256, bandwidth=1.0)
 DEFAULT_SPARSITY = 0.9
 
 
@@ -182,6 +192,11 @@ class HordeLearner:
             (inactive, or given another discount or ratio) to the episode's end. The results
             are bit for bit those of ``False``, which keeps one trace per demon in
             ``state.core.head_traces`` (the reference layout).
+        head_features: fixed features of the (normalised) observation that the heads see
+            next to the trunk's output (``FourierFeatures``, ``horde.core.head_features``), or
+            ``None`` for the trunk's output only. Not given: with the defaults above and a
+            trunk, ``DEFAULT_HEAD_FEATURES`` (the observation and 256 random Fourier features
+            of it, bandwidth 1); otherwise none.
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
@@ -201,6 +216,7 @@ class HordeLearner:
             "diagnostics",
             "diagnostics_step_size",
             "shared_traces",
+            "head_features",
         }
     )
 
@@ -220,6 +236,7 @@ class HordeLearner:
         diagnostics: bool = False,
         diagnostics_step_size: float | None = None,
         shared_traces: bool = True,
+        head_features: FourierFeatures | None | _Unset = _UNSET,
     ) -> None:
         if not isinstance(demons, DemonSet):
             if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
@@ -249,9 +266,11 @@ class HordeLearner:
             optimizer = LMS(DEFAULT_TRUNK_STEP_SIZE)
             if head_optimizer is None:
                 head_optimizer = DEFAULT_HEAD_OPTIMIZER
+        has_trunk = len(hidden_sizes) > 0 if hasattr(hidden_sizes, "__len__") else True
         if isinstance(normalizer, _Unset):
-            has_trunk = len(hidden_sizes) > 0 if hasattr(hidden_sizes, "__len__") else True
             normalizer = DEFAULT_NORMALIZER if defaults and has_trunk else None
+        if isinstance(head_features, _Unset):
+            head_features = DEFAULT_HEAD_FEATURES if defaults and has_trunk else None
         self.shared_traces: bool = as_bool("shared_traces", shared_traces)
         # Without any decaying trace every trace is this step's ρ h: nothing to store or share.
         self._trace_groups: TraceGroups | None = (
@@ -271,6 +290,7 @@ class HordeLearner:
             use_layer_norm=use_layer_norm,
             head_optimizer=head_optimizer,
             store_head_traces=self._has_traces and self._trace_groups is None,
+            head_features=head_features,
         )
         head_opt = self.core.head_opt
         base_or_none: float | None = getattr(head_opt, "step_size", None)
@@ -280,7 +300,10 @@ class HordeLearner:
             # normalisation keeps stable; the plain LMS rules derived from it (RUPEE's 5α,
             # GTD's 10α on the head features, ‖h‖² ≈ H + 1 after LayerNorm) diverge unless
             # α (H + 1) stays well below 2 / 10: cap it there.
-            base = min(base, 0.1 / (int(hidden_sizes[-1]) + 1))
+            # The fixed head features add up to about their count (cos² averages 1/2, and the
+            # normalised observation has unit components).
+            extra = 0 if head_features is None else head_features.n_features
+            base = min(base, 0.1 / (int(hidden_sizes[-1]) + 1 + extra))
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base
         self.secondary_step_size: float = as_float("secondary_step_size", secondary_step_size, low=0)
@@ -344,6 +367,7 @@ class HordeLearner:
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
             "shared_traces": self.shared_traces,
+            "head_features": core.get("head_features"),
         }
 
     @classmethod
@@ -371,6 +395,7 @@ class HordeLearner:
             ("head_optimizer", optimizer_from_config),
             ("bounder", bounder_from_config),
             ("normalizer", normalizer_from_config),
+            ("head_features", head_features_from_config),
         ):
             if key in config:
                 config[key] = rebuild(config[key])

@@ -1,0 +1,115 @@
+"""Fixed features of the input that the heads see next to the trunk's output.
+
+With ``head_features`` set, head ``i`` predicts ``v_i = w_i · [h, φ(x)] + b_i``: ``h`` the
+trunk's output and ``φ(x)`` a fixed map of the trunk's (normalised) input ``x``. The trunk
+still learns from ``h``'s part of the cotangent only; ``φ`` has no parameters.
+
+``FourierFeatures`` gives ``φ(x) = [x, cos(x W / σ + b)]``:
+
+* the input itself, a linear "skip" path: components that are nearly linear in the input (the
+  next cart position ``x + τ ẋ``) are exact in it, where a trunk of LeakyReLUs learns them
+  only approximately in a few thousand steps;
+* ``n`` random Fourier features (Rahimi & Recht 2007, "Random features for large-scale kernel
+  machines"), ``W ~ N(0, 1)`` of shape ``(input_dim, n)`` and ``b ~ U(0, 2π)``: a fixed
+  smooth basis (an approximation of the Gaussian kernel of width ``σ``) whose linear
+  combinations give the heads local corrections the trunk is slow to learn, as tile codes do
+  for a linear learner.
+
+``W`` and ``b`` come from NumPy's ``default_rng(seed)`` and are the same for every learner
+state (they are part of the configuration, like a tile coder's offsets, not of the state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from horde.core.checks import as_bool, as_float, as_instance, as_int
+
+__all__ = ["FourierFeatures", "head_features_from_config"]
+
+
+@functools.lru_cache(maxsize=64)
+def _projection(seed: int, input_dim: int, n_features: int, bandwidth: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((input_dim, n_features)) / bandwidth).astype(np.float32)
+    b = rng.uniform(0.0, 2.0 * np.pi, n_features).astype(np.float32)
+    w.setflags(write=False)
+    b.setflags(write=False)
+    return w, b
+
+
+@dataclasses.dataclass(frozen=True)
+class FourierFeatures:
+    """``φ(x) = [x, cos(x W / σ + b)]``: the input (when ``include_input``) and
+    ``n_features`` random Fourier features of it (module docstring).
+
+    Args:
+        n_features: ``n``, the number of random Fourier features (>= 0).
+        bandwidth: ``σ`` (> 0), in units of the input: with normalised inputs, 1 makes each
+            feature vary over about one standard deviation of the input.
+        include_input: put ``x`` itself first (the linear skip path).
+        seed: the NumPy seed of ``W`` and ``b``.
+    """
+
+    n_features: int = 256
+    bandwidth: float = 1.0
+    include_input: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0))
+        object.__setattr__(
+            self, "bandwidth", as_float("FourierFeatures: bandwidth", self.bandwidth, low=0, low_open=True)
+        )
+        object.__setattr__(self, "include_input", as_bool("FourierFeatures: include_input", self.include_input))
+        object.__setattr__(self, "seed", as_int("FourierFeatures: seed", self.seed, low=0))
+        if self.n_features == 0 and not self.include_input:
+            raise ValueError("FourierFeatures: n_features=0 with include_input=False gives no features")
+
+    def size(self, input_dim: int) -> int:
+        """The length of ``φ(x)`` for inputs of length ``input_dim``."""
+        return (int(input_dim) if self.include_input else 0) + self.n_features
+
+    def projection(self, input_dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(W / σ, b)``, shapes ``(input_dim, n_features)`` and ``(n_features,)``, float32
+        (read-only; the same arrays on every call)."""
+        return _projection(self.seed, int(input_dim), self.n_features, self.bandwidth)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``φ(x)`` for ``x`` of shape ``(..., input_dim)``: shape ``(..., size(input_dim))``."""
+        parts = [x] if self.include_input else []
+        if self.n_features:
+            w, b = self.projection(x.shape[-1])
+            parts.append(jnp.cos(x @ w + b))
+        return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "type": "FourierFeatures",
+            "n_features": self.n_features,
+            "bandwidth": self.bandwidth,
+            "include_input": self.include_input,
+            "seed": self.seed,
+        }
+
+
+def head_features_from_config(config: dict[str, Any] | None) -> FourierFeatures | None:
+    """Rebuilds head features from their ``to_config()`` dict (``None`` passes through).
+
+    Raises:
+        TypeError: ``config`` is not a dict.
+        ValueError: its ``type`` is not ``"FourierFeatures"``, or a setting is out of range.
+    """
+    if config is None:
+        return None
+    config = dict(as_instance("head_features config", config, dict, example="{'type': 'FourierFeatures'}"))
+    kind = config.pop("type", None)
+    if kind != "FourierFeatures":
+        raise ValueError(f"head_features config 'type' must be 'FourierFeatures', got {kind!r}")
+    return FourierFeatures(**config)
