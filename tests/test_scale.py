@@ -69,7 +69,11 @@ def test_ten_thousand_demon_state_has_expected_shapes_and_size():
     learner = horde.HordeLearner(demon_set, hidden_sizes=(H, H), bounder=horde.ObGDBounding())
     state = jax.eval_shape(lambda k: learner.init(16, k), jax.random.key(0))
     heads = state.core.head_params
-    assert heads.weights.shape == (n, H) and heads.biases.shape == (n,)
+    # The heads see the trunk's H outputs, and the default head features: the 16 inputs and
+    # 256 random Fourier features of them.
+    W = H + 16 + 256
+    assert learner.core.head_features.size(16) == 16 + 256
+    assert heads.weights.shape == (n, W) and heads.biases.shape == (n,)
     assert state.core.head_traces == () and state.secondary_weights == ()  # λ = 0: no traces stored
     total = sum(np.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(state))
     trunk = (16 * H + H + H * H + H) * 4 + 4  # trunk parameters and the int32 step count
@@ -82,7 +86,7 @@ def test_ten_thousand_demon_state_has_expected_shapes_and_size():
     trunk += normaliser
     per_demon = (total - trunk) / n
     # One float32 weight row and bias, and the default head optimizer's (Autostep's) step size,
-    # normaliser and trace of the meta-gradient per weight: O(hidden size).
-    assert per_demon == 4 * (H + 1) * 4
+    # normaliser and trace of the meta-gradient per weight: O(head input size).
+    assert per_demon == 4 * (W + 1) * 4
     # No array anywhere scales as n_demons x trunk parameters.
-    assert max(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state)) == n * H
+    assert max(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(state)) == n * W

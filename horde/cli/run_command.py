@@ -212,7 +212,7 @@ def _prepare_resume(args: Any, config: dict[str, Any], learner: Any, out: Path) 
     return state, start_step, steps
 
 
-_RUN_FILES = ("config.json", CHECKPOINT_FILE, "records.zarr", "seeds", "run.json", "metrics.npz")
+_RUN_FILES = ("config.json", CHECKPOINT_FILE, "records.zarr/zarr.json", "seeds", "run.json", "metrics.npz")
 
 
 def _refuse_to_overwrite(args: Any, out: Path) -> None:
@@ -220,7 +220,11 @@ def _refuse_to_overwrite(args: Any, out: Path) -> None:
     its own directory (``--resume DIR`` without ``--out``, or with ``--out DIR``)."""
     if args.resume and out.resolve() == Path(args.resume).resolve():
         return
-    held = [name for name in _RUN_FILES if (out / name).exists()]
+    held = [
+        name.split("/")[0]
+        for name in _RUN_FILES
+        if (out / name).is_file() or (name == "seeds" and (out / name).is_dir() and any((out / name).iterdir()))
+    ]
     if held:
         what = "--out" if args.out else "the output directory"
         raise ConfigError(
