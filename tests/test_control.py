@@ -356,6 +356,7 @@ def test_epsilon_greedy_needs_a_control_learner_holding_the_demon():
 # run_jax
 
 
+@pytest.mark.slow  # 26 s; run_jax acting is checked against horde.run by test_control_runs in the default run
 def test_run_jax_acts_on_the_control_demon_and_records_every_demon():
     learner = ControlLearner(
         [control_demon(policies.greedy())],

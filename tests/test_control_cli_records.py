@@ -38,18 +38,12 @@ anneal_steps = 30
 [control]
 hidden_sizes = [8]
 
-[learner]
-hidden_sizes = [8]
-
 [[demons]]
 name = "q"
 cumulant = { kind = "reward" }
 discount = { kind = "constant", gamma = 0.9 }
 lamda = 0.8
 target_policy = { kind = "greedy" }
-
-[reward_demons]
-timescales = [2]
 """
 
 RECORDED = ("predictions", "td_errors", "rewards", "terminated", "truncated", "valid")

@@ -10,6 +10,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 import demons
 import horde
@@ -55,6 +56,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 35 s; sharding over devices is checked by test_distributed in the default run
 def test_sharded_sweep_equals_unsharded_on_four_simulated_devices():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
