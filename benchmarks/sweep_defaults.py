@@ -404,6 +404,9 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.0,
         lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(256, bandwidth=2.0)),
     ),
+    "defaults, 64 RFF": (0.0, lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(64))),
+    "defaults, 128 RFF": (0.0, lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(128))),
+    "defaults, skip path only (0 RFF)": (0.0, lambda ds: HordeLearner(ds, head_features=horde.FourierFeatures(0))),
     "previous defaults (no normalizer, Autostep(0.01) heads)": (
         0.0,
         _defaults(head_optimizer=Autostep(), normalizer=None),
