@@ -108,6 +108,7 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
                 print("horde run: interrupted", file=sys.stderr)
                 print(_kept(out, seed0, n_seeds, checkpointed), file=sys.stderr)
                 return 130
+            assert r.actions is not None  # an acting run returns the actions it took
             states[i], taken[i] = r.state, r.actions[0]
             if stop < end:  # killed before the next segment, the store reads as the partial run it is
                 try:
