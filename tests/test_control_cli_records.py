@@ -4,6 +4,8 @@ crashed is resumed from its last checkpoint into the run it would have been."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import jax
 import numpy as np
@@ -57,7 +59,8 @@ def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrup
     monkeypatch.chdir(tmp_path)
     # Figures are another test's subject; here they would only take time.
     monkeypatch.setattr(control_run_command, "draw_figures", lambda result, out: [])
-    monkeypatch.setattr(horde.plots, "plot_returns", lambda result, path: None)
+    drawn: list = []
+    monkeypatch.setattr(horde.plots, "plot_returns", lambda result, path: drawn.append(path))
     (tmp_path / "whole.toml").write_text(CONTROL_TOML.replace("EVERY", "0"))
     (tmp_path / "every.toml").write_text(CONTROL_TOML.replace("EVERY", "40"))
     assert main(["run", "whole.toml", "--out", "whole", "--no-progress"]) == 0
@@ -119,6 +122,10 @@ def test_a_crashed_control_run_keeps_its_records_and_resumes_into_the_uninterrup
     for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(whole_state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not (tmp_path / "every" / "seeds").exists()
+    # `horde plot` of a control run redraws its returns too.
+    drawn.clear()
+    assert main(["plot", "every"]) == 0
+    assert drawn == [Path("every") / "returns.png"]
 
 
 class _FailingWalk(gym.Wrapper):

@@ -222,5 +222,22 @@ def plot_command(args: Any) -> int:
         raise ConfigError(f"{path}: {e}") from e
     metrics = None if getattr(args, "metric", None) is None else [args.metric]
     figures = draw_figures(result, path, demons=getattr(args, "demons", None), metrics=metrics)
+    if _acted(path) and result.episode_return.size:  # a control run's figure of its returns
+        from horde import plots
+
+        plots.plot_returns(result, path=path / "returns.png")
+        figures.append("returns.png")
     print(f"wrote {' '.join(str(path / f) for f in figures)}")
     return 0
+
+
+def _acted(path: Path) -> bool:
+    """Whether the run saved in ``path`` acted on a control demon (its config says so)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    policy = config.get("policy") if isinstance(config, dict) else None
+    return isinstance(policy, dict) and policy.get("kind") == "epsilon_greedy"
