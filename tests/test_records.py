@@ -489,3 +489,34 @@ def test_run_jax_streams_the_records_it_returns(tmp_path):
         loaded = horde.RunResult.load(tmp_path)
     assert not loaded.partial and loaded.total_steps == 300
     _same_records(loaded, result)
+
+
+def test_a_records_chunk_damaged_on_disk_fails_its_checksum_when_read(tmp_path):
+    """One flipped byte in a committed chunk: reading the records is a ValueError naming the
+    store and the checksum, not other numbers."""
+    w = RecordWriter(
+        tmp_path, demon_names=("a", "b"), demons=[], record_every=1, n_seeds=1, diagnostics=False, config={},
+    )  # fmt: skip
+    row = {
+        "steps": np.arange(5),
+        "predictions": np.arange(10, dtype=np.float32).reshape(1, 5, 2),
+        "td_errors": np.zeros((1, 5, 2), np.float32),
+        "cumulants": np.zeros((1, 5, 2), np.float32),
+        "discounts": np.zeros((1, 5, 2), np.float32),
+        "rewards": np.ones((1, 5), np.float32),
+        "terminated": np.zeros((1, 5), bool),
+        "truncated": np.zeros((1, 5), bool),
+        "valid": np.ones((1, 5), bool),
+    }
+    w.append(row, {}, 5, 0.0)
+    w.close(complete=True)
+    _, arrays = read_records(tmp_path)
+    np.testing.assert_array_equal(arrays["predictions"], row["predictions"])
+    chunk = next(
+        p for p in (tmp_path / "records.zarr" / "predictions").rglob("*") if p.is_file() and p.name != "zarr.json"
+    )
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"records.zarr could not be read: .*checksum"):
+        read_records(tmp_path)

@@ -102,6 +102,15 @@ def _fsync(path: Path) -> None:
 _RUN_IDENTITY = ("env", "env_kwargs", "seed", "n_seeds", "policy", "learner")
 
 
+def _compressors() -> tuple[Any, ...]:
+    """Zstandard, then a CRC-32C of each compressed chunk: a chunk damaged on disk fails its
+    checksum when read (``read_records`` names the store) instead of reading back as other
+    numbers."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    return (ZstdCodec(level=0), Crc32cCodec())
+
+
 class RecordWriter:
     """Appends a run's records to ``records.zarr`` in a run directory, one chunk at a time, on
     a background thread: the run goes on learning while a chunk is written; chunks are
@@ -173,6 +182,7 @@ class RecordWriter:
                         dtype=dtype,
                         fill_value=np.nan if np.dtype(dtype).kind == "f" else 0,
                         dimension_names=dims,
+                        compressors=_compressors(),
                     )
                 self.meta = {
                     "format": "horde-run-records",
@@ -492,7 +502,7 @@ def write_true_values(run_dir: str | os.PathLike, steps: Any, values: Any, stder
     for name, data in zip(TRUE_VALUE_FIELDS, (steps, values, stderr)):
         # Kept in the dtype they were estimated in (float64 means of float32 returns).
         array = np.asarray(data, np.int64) if name == "true_value_steps" else np.asarray(data)
-        group.create_array(name, data=array, dimension_names=dims[name], overwrite=True)
+        group.create_array(name, data=array, dimension_names=dims[name], overwrite=True, compressors=_compressors())
 
 
 def read_true_values(run_dir: str | os.PathLike) -> dict[str, Any]:
