@@ -211,9 +211,10 @@ def _as_saved(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     config = dict(config)
     if kind == "HordeLearner":
         config.setdefault("head_features", None)
-    elif kind == "ControlLearner" and isinstance(config.get("horde"), dict):
-        config["horde"] = {"head_features": None, **config["horde"]}
-    elif kind not in ("HordeLearner", "ControlLearner"):
+    elif kind == "ControlLearner":
+        if isinstance(config.get("horde"), dict):
+            config["horde"] = {"head_features": None, **config["horde"]}
+    else:  # the core
         config.setdefault("shared_traces", False)
     return config
 

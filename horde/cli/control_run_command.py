@@ -17,7 +17,7 @@ from typing import Any
 
 from horde.cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from horde.cli.config import ConfigError, build_policy
-from horde.cli.report import draw_figures, print_summary
+from horde.cli.report import draw_figures, draw_returns, print_summary
 from horde.cli.run_command import CHECKPOINT_FILE, identity_differences, load_quietly, run_identity, stack_seeds
 from horde.runs import RECORDS_DIR
 
@@ -137,10 +137,7 @@ def run_control_command(args: Any, config: dict[str, Any], learner: Any, out: Pa
     for i, v in enumerate(last):
         n = int(np.sum(result.episode_seed == i))
         print(f"  seed {seed0 + i}: {v:.1f} ({n} episodes)")
-    figures = draw_figures(result, out)
-    if np.asarray(result.episode_return).size:
-        plots.plot_returns(result, path=out / "returns.png")
-        figures.append("returns.png")
+    figures = draw_figures(result, out) + draw_returns(result, out)
     print(
         f"\n{result.total_steps * result.n_seeds:,} steps in {result.wall_time:.1f} s "
         f"({result.steps_per_second:,.0f} steps/s); wrote {out}/: {RECORDS_DIR} config.json "

@@ -18,6 +18,7 @@ __all__ = [
     "FIGURES_GUIDE",
     "LARGE_RECORDS_BYTES",
     "draw_figures",
+    "draw_returns",
     "print_summary",
     "plot_command",
     "record_bytes",
@@ -222,13 +223,23 @@ def plot_command(args: Any) -> int:
         raise ConfigError(f"{path}: {e}") from e
     metrics = None if getattr(args, "metric", None) is None else [args.metric]
     figures = draw_figures(result, path, demons=getattr(args, "demons", None), metrics=metrics)
-    if _acted(path) and result.episode_return.size:  # a control run's figure of its returns
-        from horde import plots
-
-        plots.plot_returns(result, path=path / "returns.png")
-        figures.append("returns.png")
+    if _acted(path):
+        figures += draw_returns(result, path)
     print(f"wrote {' '.join(str(path / f) for f in figures)}")
     return 0
+
+
+def draw_returns(result: Any, out: Path) -> list[str]:
+    """A control run's figure of its episode returns, ``returns.png`` (``horde.plots.plot_returns``),
+    where it has finished episodes; returns the file names written."""
+    import numpy as np
+
+    from horde import plots
+
+    if not np.asarray(result.episode_return).size:
+        return []
+    plots.plot_returns(result, path=out / "returns.png")
+    return ["returns.png"]
 
 
 def _acted(path: Path) -> bool:
