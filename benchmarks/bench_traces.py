@@ -222,7 +222,7 @@ def core_counts(learner, state) -> dict:
     import numpy as np
 
     n, h = learner.n_heads, HIDDEN[-1]
-    groups = learner.trace_groups
+    groups = getattr(learner, "trace_groups", None)  # None in a horde from before shared traces
     traces = state.head_traces
     if groups is not None:
         # The per-head rows are not touched while every head is active and none is detached.
@@ -236,23 +236,25 @@ def core_counts(learner, state) -> dict:
     return {"bytes": int(moved), "flops": int(flops), "groups": 0 if groups is None else groups.n_groups}
 
 
-def time_core_scan(n: int, traces: bool, repeats: int, shared: bool = True) -> dict:
+def time_core_scan(n: int, traces: bool, repeats: int, shared: bool | None = True) -> dict:
     """The multi-head core alone: ``n`` heads, random targets, half of the heads at
     ``per_head_gamma_lamda`` = γλ = 0.72 when ``traces``, stored once per distinct γλ when
-    ``shared``."""
+    ``shared``. ``shared=None`` builds the learner with the seed API's arguments only (no
+    ``shared_traces``), so the same workload runs on a horde from before shared traces."""
     import jax
     import numpy as np
 
     import horde
 
     decays = [GAMMA * TRACE_LAMBDA if i >= n // 2 else 0.0 for i in range(n)] if traces else None
+    layout = {} if shared is None else {"shared_traces": shared}
     learner = horde.MultiHeadMLPLearner(
         n_heads=n,
         hidden_sizes=HIDDEN,
         optimizer=horde.LMS(STEP_SIZE),
         bounder=horde.ObGDBounding(),
         per_head_gamma_lamda=decays,
-        shared_traces=shared,
+        **layout,
     )
     state = learner.init(OBS, jax.random.key(0))
     run = horde.run_multi_head_learning_loop
@@ -400,11 +402,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=["peak", "traces", "nexting", "daemon", "seeds"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="DIR",
+        help="also time the core rows (no traces, per-head traces) on the horde package in DIR, "
+        "e.g. a checkout of an earlier commit, in the same run",
+    )
     parser.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         kind, n = args.child[0], int(args.child[1])
-        if kind == "daemon":
+        if kind == "baseline-core":
+            row = {
+                "core, no traces": time_core_scan(n, False, int(args.child[2]), shared=None),
+                "core, per-head traces": time_core_scan(n, True, int(args.child[2]), shared=None),
+            }
+        elif kind == "daemon":
             row = bench_daemon_child(n)
         else:
             row = bench_seeds_child(n, int(args.child[2]), kind == "sharded")
@@ -440,9 +454,22 @@ def main(argv: list[str] | None = None) -> int:
         lines = []
         for n in args.heads:
             rows = bench_traces(n, args.repeats) if "traces" in args.only else bench_core(n, args.repeats)
+            if args.baseline:
+                # The earlier horde on the same workload, between this one's rows, under the same load.
+                before = _child(
+                    ["--child", "baseline-core", str(n), str(args.repeats)],
+                    {"PYTHONPATH": os.path.abspath(args.baseline)},
+                )
+                rows = {f"baseline {k}": v for k, v in before.items()} | rows
             results[f"traces_{n}"] = rows
             for name, r in rows.items():
-                base = rows["core, no traces" if name.startswith("core") else "HordeLearner, no traces"]
+                base = rows[
+                    "baseline core, no traces"
+                    if name.startswith("baseline")
+                    else "core, no traces"
+                    if name.startswith("core")
+                    else "HordeLearner, no traces"
+                ]
                 lines.append(
                     [
                         f"{n:,}",
