@@ -520,3 +520,35 @@ def test_a_records_chunk_damaged_on_disk_fails_its_checksum_when_read(tmp_path):
     chunk.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"records.zarr could not be read: .*checksum"):
         read_records(tmp_path)
+
+
+def test_a_records_chunk_missing_from_the_store_is_an_error_not_nan(tmp_path):
+    """Chunks of fill values only (a demon with NaN predictions for a whole chunk) are written
+    too, so they read back; a chunk deleted from the store is a ValueError naming the chunk and
+    its records, not NaN."""
+    w = RecordWriter(
+        tmp_path, demon_names=("a", "b"), demons=[], record_every=1, n_seeds=1, diagnostics=False, config={},
+        rows_per_chunk=4,
+    )  # fmt: skip
+    nan = np.full((1, 10, 2), np.nan, np.float32)
+    row = {
+        "steps": np.arange(10),
+        "predictions": nan,
+        "td_errors": nan,
+        "cumulants": np.zeros((1, 10, 2), np.float32),
+        "discounts": np.zeros((1, 10, 2), np.float32),
+        "rewards": np.ones((1, 10), np.float32),
+        "terminated": np.zeros((1, 10), bool),
+        "truncated": np.zeros((1, 10), bool),
+        "valid": np.ones((1, 10), bool),
+    }
+    w.append(row, {}, 10, 0.0)
+    w.close(complete=True)
+    _, arrays = read_records(tmp_path)
+    assert arrays["predictions"].shape == (1, 10, 2) and np.isnan(arrays["predictions"]).all()
+    np.testing.assert_array_equal(arrays["rewards"], row["rewards"])
+    (tmp_path / "records.zarr" / "rewards" / "c" / "0" / "1").unlink()  # records 4-7
+    with pytest.raises(
+        ValueError, match=r"records.zarr could not be read: ValueError: chunk rewards/c/0/1 \(records 4-7\) is missing"
+    ):
+        read_records(tmp_path)

@@ -199,6 +199,8 @@ class RecordWriter:
                     "wall_time": 0.0,
                     "complete": False,
                     "stopped": None,
+                    # Chunks are written even when all fill values, so a missing one is damage.
+                    "every_chunk_written": True,
                 }
             self.meta["config"] = copy.deepcopy(config)
             self.meta["complete"], self.meta["stopped"] = False, None
@@ -330,7 +332,15 @@ class RecordWriter:
         try:
 
             async def open_all():
-                return {n: await za.open_array(store=self.path, path=n, mode="r+") for n in self.names}
+                # Every chunk is written, even one of fill values only (a demon inactive for a
+                # whole chunk, diagnostics not yet defined), so that a chunk missing from the
+                # store is detected when read instead of reading back as NaN.
+                return {
+                    n: (await za.open_array(store=self.path, path=n, mode="r+")).with_config(
+                        {"write_empty_chunks": True}
+                    )
+                    for n in self.names
+                }
 
             self._async_arrays = loop.run_until_complete(open_all())
         except BaseException as e:
@@ -413,6 +423,21 @@ class RecordWriter:
         self._raise_error()
 
 
+def _check_chunks(path: Path, name: str, array: Any, committed: int) -> None:
+    """Raises ValueError naming the first chunk of ``name``'s first ``committed`` rows (its
+    growing axis) that is missing from the store: read, it would be fill values (NaN)."""
+    axis = 0 if array.ndim == 1 else 1
+    size = array.chunks[axis]
+    for c in range(-(-committed // size)):
+        coords = [0] * array.ndim
+        coords[axis] = c
+        key = array.metadata.encode_chunk_key(tuple(coords))
+        if not (path / name / key).is_file():
+            lo, hi = c * size, min((c + 1) * size, committed)
+            rows = "episodes" if name in EPISODE else "records"
+            raise ValueError(f"chunk {name}/{key} ({rows} {lo}-{hi - 1}) is missing from the store")
+
+
 def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reads the committed records of ``run_dir/records.zarr`` (or of the store itself).
 
@@ -449,6 +474,10 @@ def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
             arrays[name] = np.asarray(group[name][:, :k])
         for name in EPISODE:
             arrays[name] = np.asarray(group[name][:e])
+        if meta.get("every_chunk_written"):
+            for name, value in arrays.items():
+                if value is not None:
+                    _check_chunks(path, name, group[name], e if name in EPISODE else k)
     except Exception as err:  # codec and file errors vary by how the store was damaged
         raise ValueError(f"{path} could not be read: {type(err).__name__}: {err}") from err
     return meta, arrays
