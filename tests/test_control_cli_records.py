@@ -159,3 +159,26 @@ def test_an_acting_run_whose_environment_raises_stops_with_what_it_learned_in_fu
     np.testing.assert_array_equal(kept.actions, whole.actions)
     for a, b in zip(jax.tree_util.tree_leaves(kept.state), jax.tree_util.tree_leaves(whole.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_resumed_acting_run_whose_environment_raises_while_replaying_is_a_run_error():
+    """A resume replays the actions taken before it; the environment raising on the way (its
+    30th step of 100 replayed) is a ``RunError`` naming the step and the replay, with the
+    given state as the last good one, not the environment's bare exception."""
+    q = demons.Demon("q", cumulants.reward(), discounts.constant(0.9), lamda=0.8, target_policy=policies.greedy())
+    learner = horde.ControlLearner([q], hidden_sizes=(8,))
+    policy = horde.EpsilonGreedy("q", epsilon=0.1, anneal_steps=60)
+    first = horde.run(learner, _FailingWalk(0), steps=100, seed=1, policy=policy, chunk_size=50, progress=False)
+    with pytest.raises(
+        horde.RunError,
+        match="the environment raised OSError at step 29 while replaying the 100 actions taken before the resume",
+    ) as info:
+        horde.run(
+            learner, _FailingWalk(30), steps=50, seed=1, policy=policy, chunk_size=50, progress=False,
+            state=first.state, start_step=100, actions=first.actions,
+        )  # fmt: skip
+    assert info.value.step == 29 and isinstance(info.value.__cause__, OSError)
+    kept = info.value.result
+    assert kept.total_steps == 0
+    for a, b in zip(jax.tree_util.tree_leaves(kept.state), jax.tree_util.tree_leaves(first.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -302,10 +302,13 @@ def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actio
     # A resumed acting run replays the actions it took: they depended on the learner's weights,
     # so the behaviour alone cannot replay them.
     taken = np.zeros((0,), np.int64) if actions is None else np.asarray(actions)
+    if taken.ndim == 2 and taken.shape[0] == 1:
+        taken = taken[0]  # RunResult.actions of the one-seed run it continues: (1, start_step)
     if taken.ndim != 1 or taken.shape[0] != start_step or not np.issubdtype(taken.dtype, np.integer):
         raise ValueError(
             f"actions must be the {start_step} actions the run took before start_step={start_step} "
-            f"(RunResult.actions of the run it continues; integers, shape ({start_step},)), got "
+            f"(RunResult.actions of the run it continues; integers, shape ({start_step},) or "
+            f"(1, {start_step})), got "
             f"{'None' if actions is None else f'{taken.dtype} {taken.shape}'}"
         )
     n = int(env.action_space.n)
@@ -393,34 +396,9 @@ def run_acting(
     episodes: list[tuple[int, int, float, int]] = []
     ep_return, ep_length = 0.0, 0
     start_time = time.perf_counter()
-    raw, _ = env.reset(seed=seed)
     taken = np.zeros(start_step + steps, np.int32)
     taken[:start_step] = replayed
-    for a in replayed.tolist():
-        raw, reward, term, trunc, _ = env.step(a + action_start)
-        ep_return, ep_length = ep_return + float(reward), ep_length + 1
-        if term or trunc:
-            ep_return, ep_length = 0.0, 0
-            raw, _ = env.reset()
-    x = features(raw)
-    t0 = jnp.uint32(start_step)
-    action, prob = fns.first(good_state, jnp.asarray(x), t0, fns.uniforms(step_root, t0, 1)[0])
-    a = int(action)
-    carry = _Carry(
-        good_state,
-        jnp.asarray(x),
-        action,
-        prob,
-        t0,
-        # The chunk fields are set at the start of each chunk.
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), jnp.int32),
-        DivergenceWatch.start(learner.n_demons),
-        jnp.zeros((), jnp.float32),
-        jnp.zeros((), jnp.float32),
-    )
     done = 0
-    width = 2 * dim + 3
 
     def result(done: int, state: Any) -> RunResult:
         wall = time.perf_counter() - start_time
@@ -439,9 +417,9 @@ def run_acting(
             except RecordsError:
                 pass  # the error being raised says more; the committed records stay readable
 
-    def env_error(cause: Exception, step: int) -> RunError:
+    def env_error(cause: Exception, step: int, during: str = "") -> RunError:
         """The environment raised at ``step``: the run stops with what it learned in full."""
-        what = f"the environment raised {type(cause).__name__} at step {step}: {cause}"
+        what = f"the environment raised {type(cause).__name__} at step {step}{during}: {cause}"
         stop(what)
         return RunError(
             f"{what}. error.result holds the records and the last good state, after step "
@@ -449,6 +427,44 @@ def run_acting(
             step=step,
             result=result(done, good_state),
         )
+
+    try:
+        raw, _ = env.reset(seed=seed)
+    except Exception as cause:
+        bar.close()
+        raise env_error(cause, 0, " (its first reset)") from cause
+    # A resumed run first replays the actions taken before it: the environment must reach the
+    # state it was in, and an error on the way is the run's error like any other.
+    for replay_step, a in enumerate(replayed.tolist()):
+        try:
+            raw, reward, term, trunc, _ = env.step(a + action_start)
+            ep_return, ep_length = ep_return + float(reward), ep_length + 1
+            if term or trunc:
+                ep_return, ep_length = 0.0, 0
+                raw, _ = env.reset()
+        except Exception as cause:
+            bar.close()
+            raise env_error(
+                cause, replay_step, f" while replaying the {start_step} actions taken before the resume"
+            ) from cause
+    x = features(raw)
+    t0 = jnp.uint32(start_step)
+    action, prob = fns.first(good_state, jnp.asarray(x), t0, fns.uniforms(step_root, t0, 1)[0])
+    a = int(action)
+    carry = _Carry(
+        good_state,
+        jnp.asarray(x),
+        action,
+        prob,
+        t0,
+        # The chunk fields are set at the start of each chunk.
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+        DivergenceWatch.start(learner.n_demons),
+        jnp.zeros((), jnp.float32),
+        jnp.zeros((), jnp.float32),
+    )
+    width = 2 * dim + 3
 
     try:
         while done < steps:

@@ -337,8 +337,8 @@ def run(
             the directory already holds this run's records (a resumed run), the records from
             ``start_step`` on are replaced by the new ones and the earlier ones kept.
         actions: with an ``EpsilonGreedy`` behaviour resumed at ``start_step``: the
-            ``start_step`` actions the run took before it (``RunResult.actions[0]`` of the run it
-            continues), which are replayed in the environment from ``reset(seed=seed)``
+            ``start_step`` actions the run took before it (``RunResult.actions`` of the run it
+            continues, shape ``(1, start_step)``, or its row ``actions[0]``), which are replayed in the environment from ``reset(seed=seed)``
             because they depended on the learner; with ``state`` the learner state at
             ``start_step``, the result continues the run bit for bit.
 
