@@ -64,8 +64,8 @@ truncated episode and appends no time. stream-x cuts the trace at episode ends o
 ``reset_for_random`` is off by default); horde's Stream Q(λ) also cuts it after an exploratory
 action. Their ε-greedy counts a random action equal to the greedy one as greedy, as horde's
 exact probabilities do. For SARSA(λ): stream-x bootstraps from the sampled next action
-:math:`q(S', A')`, drawn by the annealed ε_t-greedy behaviour before the update; horde's rule is
-Expected SARSA, :math:`\sum_a \pi(a|S') q(S', a)` with the target's own fixed ε = 0.01 (a
+``q(S', A')``, drawn by the annealed ε_t-greedy behaviour before the update; horde's rule is
+Expected SARSA, ``Σ_a π(a|S') q(S', a)`` with the target's own fixed ε = 0.01 (a
 demon's target policy has one ε; the behaviour's annealing cannot be followed), so during the
 first 5 % horde's target is near-greedy while the behaviour is near-random, and after it the two
 targets agree in expectation. stream-x's ``main`` keeps the next action across an episode end, so
