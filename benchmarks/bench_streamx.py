@@ -346,7 +346,7 @@ def print_table(out: dict, sources: dict, algos: tuple[str, ...], steps: int, se
     for algo in algos:
         rows = out[algo]
         base = rows["streamx"]["steps_per_s"]
-        quoted = " (quoted)" if sources[algo].startswith("quoted") else ""
+        quoted = " (quoted: reference measurement, not run here)" if sources[algo].startswith("quoted") else ""
         label = f"{NAMES[algo]}: stream-x `{SCRIPTS[algo]}`, PyTorch, 1 thread{quoted}"
         print(f"| {label} | {rows['streamx']['last20']:.1f} | {base:,.0f} | 1.0 | |")
         if algo == "ac":
