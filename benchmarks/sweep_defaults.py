@@ -34,7 +34,10 @@ true values ``E[G_t | S_t]`` themselves score: CartPole 0.355 / 0.486 / 0.486, P
 Head features (rows "heads see ..."): prototypes of heads that see ``[h, φ(x)]``, the trunk's
 output and a fixed map of the normalised observation (``ExtraHeadFeatures`` below, a
 ``MultiHeadMLPLearner`` built here); the library's ``head_features`` (``FourierFeatures``) is
-the one that became a default.
+the one that became a default. Rows named ``RFF ...`` change one setting around the default
+head features (their number, bandwidth and step size, the normalizer, the trunk's step size,
+λ); ``cartpole_ceilings.py`` gives the floor and the least-squares ceiling they are measured
+against.
 
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
@@ -519,6 +522,16 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     "RFF bw 0.7": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.7))),
     "RFF: λ 0.5": (0.5, _with_rff()),
     "RFF: heads LMS 3e-4": (0.0, _with_rff(head_optimizer=LMS(3e-4))),
+    "RFF bw 0.5": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.5))),
+    "RFF bw 0.35": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.35))),
+    "RFF 512 bw 0.5, heads Autostep(5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(512, bandwidth=0.5), head_optimizer=Autostep(5e-4)),
+    ),
+    "RFF 1024 bw 0.5, heads Autostep(2.5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
+    ),
 }
 
 
