@@ -27,6 +27,10 @@ termination). Parts:
 * ``averaged``: ``HordeLearner(demons)`` whose predictions use an exponential average of its
   head weights (rate ``β``), not the current ones (Polyak-style averaging of the noise a
   constant step size leaves in the weights).
+* ``lstd``: online LSTD(0) (Bradtke & Barto 1996) on the same 256-feature basis: one matrix
+  ``A = εI + Σ_t φ_t (φ_t - γ φ_{t+1})ᵀ`` per discount (no bootstrap where the episode
+  terminates) and ``b = Σ_t φ_t c_{t+1}``, the weights ``A⁻¹ b`` re-solved every 250 steps from
+  the steps before; each step's prediction uses only earlier steps, as an online learner's.
 * ``windows``: ``HordeLearner(demons)``'s time to termination scored on each 3,000-step window
   after step 12,000, to show how much one window's score moves.
 """
@@ -91,11 +95,8 @@ def score_window(predictions: np.ndarray, returns: np.ndarray, complete: np.ndar
 
 def summary(per_demon: np.ndarray, ds) -> tuple[float, float, float]:
     g9 = np.isclose(np.asarray(ds.constant_gammas), 0.9)
-    return (
-        float(np.median(per_demon)),
-        float(np.median(per_demon[g9])),
-        float(per_demon[ds.names.index("time_to_termination")]),
-    )
+    ttt = per_demon[ds.names.index("time_to_termination")] if "time_to_termination" in ds.names else np.nan
+    return float(np.median(per_demon)), float(np.median(per_demon[g9])), float(ttt)
 
 
 def basis(x: np.ndarray, n: int, bandwidth: float, seed: int = 0) -> np.ndarray:
@@ -157,8 +158,39 @@ def linear_td(stream, returns, complete, ds, alpha: float, lamda: float) -> list
     return rows
 
 
-def averaged_heads(stream, returns, complete, ds, seeds: list[int], rate: float) -> list[tuple]:
-    learner = HordeLearner(sd.demon_set(ENV, 0.0))
+def online_lstd(stream, returns, complete, ds, ridge: float, every: int = 250) -> list[tuple]:
+    train = int(stream.observations.shape[1] * 0.8)
+    gammas = np.asarray(ds.constant_gammas)
+    rows = []
+    for s in range(stream.observations.shape[0]):
+        x, x_next = standardised(stream, s, train)
+        phi, phi_next = basis(x, 256, 1.0), basis(x_next, 256, 1.0)
+        ev = ds.evaluate_batch(
+            stream.observations[s], stream.actions[s], stream.rewards[s], stream.next_observations[s]
+        )
+        cumulants = np.asarray(ev.cumulants, np.float64)
+        bootstraps = (~stream.terminated[s]).astype(np.float64)[:, None]
+        groups = sorted(set(gammas.tolist()))
+        m = phi.shape[1]
+        a_matrix = {g: ridge * np.eye(m) for g in groups}
+        b = np.zeros((m, len(ds)))
+        weights = np.zeros((m, len(ds)))
+        predictions = np.zeros((len(phi), len(ds)))
+        for start in range(0, len(phi), every):
+            block = slice(start, start + every)
+            predictions[block] = phi[block] @ weights
+            for g in groups:
+                a_matrix[g] += phi[block].T @ (phi[block] - g * bootstraps[block] * phi_next[block])
+            b += phi[block].T @ cumulants[block]
+            for g in groups:
+                members = np.isclose(gammas, g)
+                weights[:, members] = np.linalg.solve(a_matrix[g], b[:, members])
+        rows.append(summary(score_window(predictions[train:], returns[s, train:], complete[s, train:]), ds))
+    return rows
+
+
+def averaged_heads(stream, returns, complete, ds, seeds: list[int], rate: float, env: str) -> list[tuple]:
+    learner = HordeLearner(sd.demon_set(env, 0.0))
     dim = stream.observations.shape[-1]
 
     def one(transitions, key):
@@ -184,28 +216,34 @@ def averaged_heads(stream, returns, complete, ds, seeds: list[int], rate: float)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default=ENV, choices=sd.ENVS, help="the stream (floor and windows: CartPole-v1 only)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=30_000)
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["floor", "lsq", "linear", "averaged", "windows"],
-        choices=["floor", "lsq", "linear", "averaged", "windows"],
+        default=["floor", "lsq", "linear", "averaged", "lstd", "windows"],
+        choices=["floor", "lsq", "linear", "averaged", "lstd", "windows"],
     )
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     print(f"seeds {args.seeds}, {args.steps} steps; machine: {machine_info()}")
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
-    stream = sd.streams(ENV, args.seeds, args.steps)
-    ds = sd.demon_set(ENV)
+    if args.env != ENV and {"floor", "windows"} & set(args.parts):
+        parser.error(f"--parts floor and windows are for {ENV} only")
+    stream = sd.streams(args.env, args.seeds, args.steps)
+    ds = sd.demon_set(args.env)
     returns, complete = sd.ideal(stream, ds)
     train = int(args.steps * 0.8)
     print("| row | median (per seed) | γ = 0.9 group | time to termination | s |")
     print("|---|---|---|---|---|")
 
     def show(name: str, rows: list[tuple], start: float) -> None:
-        cols = [" ".join(f"{r[j]:.3f}" for r in rows) for j in range(3)]
+        cols = [
+            " ".join(f"{r[j]:.3f}" for r in rows) if np.all(np.isfinite([r[j] for r in rows])) else "-"
+            for j in range(3)
+        ]
         print(f"| {name} | {cols[0]} | {cols[1]} | {cols[2]} | {time.time() - start:.0f} |", flush=True)
 
     if "floor" in args.parts:
@@ -237,8 +275,15 @@ def main() -> None:
             start = time.time()
             show(
                 f"defaults, predictions from head weights averaged at rate {rate:g}",
-                averaged_heads(stream, returns, complete, ds, args.seeds, rate),
+                averaged_heads(stream, returns, complete, ds, args.seeds, rate, args.env),
                 start,
+            )
+    if "lstd" in args.parts:
+        for ridge in (1.0, 10.0):
+            start = time.time()
+            rows = online_lstd(stream, returns, complete, ds, ridge)
+            show(
+                f"online LSTD(0) on [1, x, 256 Fourier, σ = 1], ridge {ridge:g}, re-solved every 250 steps", rows, start
             )
     if "windows" in args.parts:
         predictions = sd.horde_predictions(HordeLearner(sd.demon_set(ENV, 0.0)), stream, args.seeds)
