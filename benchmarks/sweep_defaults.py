@@ -34,7 +34,10 @@ true values ``E[G_t | S_t]`` themselves score: CartPole 0.355 / 0.486 / 0.486, P
 Head features (rows "heads see ..."): prototypes of heads that see ``[h, φ(x)]``, the trunk's
 output and a fixed map of the normalised observation (``ExtraHeadFeatures`` below, a
 ``MultiHeadMLPLearner`` built here); the library's ``head_features`` (``FourierFeatures``) is
-the one that became a default.
+the one that became a default. Rows named ``RFF ...`` change one setting around the default
+head features (their number, bandwidth and step size, the normalizer, the trunk's step size,
+λ); ``cartpole_ceilings.py`` gives the floor and the least-squares ceiling they are measured
+against.
 
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
@@ -390,6 +393,20 @@ def _defaults(**kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
     return lambda ds: HordeLearner(ds, **settings)
 
 
+def _with_rff(**kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
+    """The defaults with head features spelled out (``FourierFeatures(256, bandwidth=1.0)``
+    heads, so that a row keeps its meaning when the defaults change), ``kwargs`` replacing
+    some of them."""
+    settings: dict[str, Any] = {
+        "optimizer": LMS(2e-4),
+        "head_optimizer": Autostep(1e-3),
+        "normalizer": EMANormalizer(),
+        "head_features": horde.FourierFeatures(256, bandwidth=1.0),
+        **kwargs,
+    }
+    return lambda ds: HordeLearner(ds, **settings)
+
+
 CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
@@ -480,6 +497,40 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     "heads see [h, x, RFF 256 bw 1], Welford": (
         0.0,
         _head_features(concat_maps(identity_map(), fourier_map(256, 1.0)), normalizer=WelfordNormalizer()),
+    ),
+    # with the library's head features (FourierFeatures(256, bandwidth=1.0)): what else moves
+    "RFF: heads Autostep(5e-4)": (0.0, _with_rff(head_optimizer=Autostep(5e-4))),
+    "RFF 512": (0.0, _with_rff(head_features=horde.FourierFeatures(512))),
+    "RFF 512, heads Autostep(5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(512), head_optimizer=Autostep(5e-4)),
+    ),
+    "RFF 1024, heads Autostep(2.5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(1024), head_optimizer=Autostep(2.5e-4)),
+    ),
+    "RFF: EMA decay 0.9999": (0.0, _with_rff(normalizer=EMANormalizer(decay=0.9999))),
+    "RFF: Welford": (0.0, _with_rff(normalizer=WelfordNormalizer())),
+    "RFF: Welford, heads Autostep(5e-4)": (
+        0.0,
+        _with_rff(normalizer=WelfordNormalizer(), head_optimizer=Autostep(5e-4)),
+    ),
+    "RFF: trunk LMS 1e-4": (0.0, _with_rff(optimizer=LMS(1e-4))),
+    "RFF: trunk LMS 5e-5": (0.0, _with_rff(optimizer=LMS(5e-5))),
+    "RFF: heads Autostep(1e-3, meta 0.03)": (0.0, _with_rff(head_optimizer=Autostep(1e-3, 0.03))),
+    "RFF: heads Autostep(1e-3, tau 1000)": (0.0, _with_rff(head_optimizer=Autostep(1e-3, tau=1000.0))),
+    "RFF bw 0.7": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.7))),
+    "RFF: λ 0.5": (0.5, _with_rff()),
+    "RFF: heads LMS 3e-4": (0.0, _with_rff(head_optimizer=LMS(3e-4))),
+    "RFF bw 0.5": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.5))),
+    "RFF bw 0.35": (0.0, _with_rff(head_features=horde.FourierFeatures(256, bandwidth=0.35))),
+    "RFF 512 bw 0.5, heads Autostep(5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(512, bandwidth=0.5), head_optimizer=Autostep(5e-4)),
+    ),
+    "RFF 1024 bw 0.5, heads Autostep(2.5e-4)": (
+        0.0,
+        _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
     ),
 }
 
