@@ -33,7 +33,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import machine_info  # noqa: E402
-from bench_control import per_seed  # noqa: E402
+from bench_control import cartpole_v1, per_seed  # noqa: E402
+
+TARGETS = {"acrobot": -100.0, "cartpole": 450.0}
+
 
 # (label, settings): ControlLearner keywords, plus gamma, lamda, anneal (EpsilonGreedy's
 # anneal_steps), sarsa (the target policy's ε) and elapsed (the time input).
@@ -83,6 +86,13 @@ SETTINGS: list[tuple[str, dict]] = [
     ("kappa 0.75, gamma 0.995", {"kappa": 0.75, "gamma": 0.995}),
     ("kappa 1.25, gamma 0.995", {"kappa": 1.25, "gamma": 0.995}),
     ("kappa 1, gamma 0.995, elapsed-time input", {"kappa": 1.0, "gamma": 0.995, "elapsed": True}),
+    ("Fourier head features 256, σ 1", {"fourier": {"n_features": 256}}),
+    ("Fourier head features 64, σ 1", {"fourier": {"n_features": 64}}),
+    ("Fourier head features 256, σ 0.5", {"fourier": {"n_features": 256, "bandwidth": 0.5}}),
+    ("Fourier head features 256, σ 2", {"fourier": {"n_features": 256, "bandwidth": 2.0}}),
+    ("Fourier head features 256, σ 1, projection seed 1", {"fourier": {"n_features": 256, "seed": 1}}),
+    ("Fourier head features 512, σ 1", {"fourier": {"n_features": 512}}),
+    ("input only in the heads (Fourier head features 0)", {"fourier": {"n_features": 0}}),
 ]
 
 
@@ -104,7 +114,7 @@ def acrobot_with_elapsed_time():
     return AcrobotElapsedTime()
 
 
-def run_setting(settings: dict, steps: int, seeds: int, seed: int) -> list[dict]:
+def run_setting(settings: dict, steps: int, seeds: int, seed: int, env: str = "acrobot") -> list[dict]:
     import demons
     import horde
     from demons import cumulants, discounts, policies
@@ -112,11 +122,19 @@ def run_setting(settings: dict, steps: int, seeds: int, seed: int) -> list[dict]
     kw = dict(settings)
     gamma, lamda = kw.pop("gamma", 0.99), kw.pop("lamda", 0.8)
     anneal, sarsa, elapsed = kw.pop("anneal", None), kw.pop("sarsa", None), kw.pop("elapsed", False)
+    if "fourier" in kw:
+        kw["head_features"] = horde.FourierFeatures(**kw.pop("fourier"))
     target = policies.greedy() if sarsa is None else policies.epsilon_greedy(sarsa)
     demon = demons.Demon("balance", cumulants.reward(), discounts.constant(gamma), lamda=lamda, target_policy=target)
+    if env == "cartpole":
+        if elapsed:
+            raise ValueError("the elapsed-time input is Acrobot's only")
+        environment = cartpole_v1()
+    else:
+        environment = acrobot_with_elapsed_time() if elapsed else "gymnax:Acrobot-v1"
     r = horde.run_jax(
         horde.ControlLearner([demon], **kw),
-        acrobot_with_elapsed_time() if elapsed else "gymnax:Acrobot-v1",
+        environment,
         steps=steps,
         seed=seed,
         n_seeds=seeds,
@@ -134,6 +152,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--env",
+        choices=tuple(TARGETS),
+        default="acrobot",
+        help="cartpole: the same rows on CartPole-v1 (bench_control.py's, target ≥ 450)",
+    )
     a = p.parse_args()
     labels = [label for label, _ in SETTINGS]
     if a.list:
@@ -145,17 +169,21 @@ def main() -> None:
         p.error(f"--only: unknown settings {unknown}; --list shows them")
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
-    print(f"\ngymnax Acrobot-v1, 500-step limit, {a.steps:,} steps per seed, seeds {a.seed}-{a.seed + a.seeds - 1}")
-    print("| setting | last-20-episode mean per seed | seeds ≥ −100 | NaN | wall, load average |")
+    name = "gymnax Acrobot-v1" if a.env == "acrobot" else "CartPole-v1 (CartPoleFunctional)"
+    target = TARGETS[a.env]
+    print(f"\n{name}, 500-step limit, {a.steps:,} steps per seed, seeds {a.seed}-{a.seed + a.seeds - 1}")
+    print(
+        f"| setting | last-20-episode mean per seed | seeds ≥ {target:g} | NaN | wall, load average |".replace("-", "−")
+    )
     print("|---|---|---:|---|---|")
     for label, settings in SETTINGS:
         if a.only and label not in a.only:
             continue
         before, t = os.getloadavg()[0], time.perf_counter()
-        rows = run_setting(settings, a.steps, a.seeds, a.seed)
+        rows = run_setting(settings, a.steps, a.seeds, a.seed, a.env)
         wall, after = time.perf_counter() - t, os.getloadavg()[0]
         per = " / ".join(f"{r['last20']:.1f}" for r in rows)
-        hits = sum(r["last20"] >= -100 for r in rows)
+        hits = sum(r["last20"] >= target for r in rows)
         nan = "yes" if any(r["nan"] for r in rows) else "no"
         print(f"| {label} | {per} | {hits} | {nan} | {wall:.0f} s, {before:.1f}-{after:.1f} |", flush=True)
 
