@@ -114,7 +114,9 @@ def acrobot_with_elapsed_time():
     return AcrobotElapsedTime()
 
 
-def run_setting(settings: dict, steps: int, seeds: int, seed: int, env: str = "acrobot") -> list[dict]:
+def run_setting(
+    settings: dict, steps: int, seeds: int, seed: int, env: str = "acrobot", runner: str = "run_jax"
+) -> list[dict]:
     import demons
     import horde
     from demons import cumulants, discounts, policies
@@ -126,6 +128,26 @@ def run_setting(settings: dict, steps: int, seeds: int, seed: int, env: str = "a
         kw["head_features"] = horde.FourierFeatures(**kw.pop("fourier"))
     target = policies.greedy() if sarsa is None else policies.epsilon_greedy(sarsa)
     demon = demons.Demon("balance", cumulants.reward(), discounts.constant(gamma), lamda=lamda, target_policy=target)
+    if runner == "gymnasium":
+        if elapsed:
+            raise ValueError("the elapsed-time input is gymnax's only here")
+        import numpy as np
+
+        rows = []
+        for i in range(seed, seed + seeds):
+            r = horde.run(
+                horde.ControlLearner([demon], **kw),
+                "Acrobot-v1" if env == "acrobot" else "CartPole-v1",
+                steps=steps,
+                seed=i,
+                policy=horde.EpsilonGreedy("balance", anneal_steps=anneal),
+                record_every=1000,
+                progress=False,
+            )
+            ret = np.asarray(r.episode_return)
+            bad = np.isnan(np.asarray(r.predictions)).any() or np.isnan(np.asarray(r.td_errors)).any()
+            rows.append({"seed": i, "episodes": int(ret.size), "last20": float(np.mean(ret[-20:])), "nan": bool(bad)})
+        return rows
     if env == "cartpole":
         if elapsed:
             raise ValueError("the elapsed-time input is Acrobot's only")
@@ -158,6 +180,12 @@ def main() -> None:
         default="acrobot",
         help="cartpole: the same rows on CartPole-v1 (bench_control.py's, target ≥ 450)",
     )
+    p.add_argument(
+        "--runner",
+        choices=("run_jax", "gymnasium"),
+        default="run_jax",
+        help="gymnasium: horde.run on the Python Gymnasium environment, one seed after another",
+    )
     a = p.parse_args()
     labels = [label for label, _ in SETTINGS]
     if a.list:
@@ -169,18 +197,20 @@ def main() -> None:
         p.error(f"--only: unknown settings {unknown}; --list shows them")
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
-    name = "gymnax Acrobot-v1" if a.env == "acrobot" else "CartPole-v1 (CartPoleFunctional)"
+    if a.runner == "gymnasium":
+        name = "horde.run on Gymnasium's " + ("Acrobot-v1" if a.env == "acrobot" else "CartPole-v1")
+    else:
+        name = "run_jax on " + ("gymnax's Acrobot-v1" if a.env == "acrobot" else "CartPole-v1 (CartPoleFunctional)")
     target = TARGETS[a.env]
     print(f"\n{name}, 500-step limit, {a.steps:,} steps per seed, seeds {a.seed}-{a.seed + a.seeds - 1}")
-    print(
-        f"| setting | last-20-episode mean per seed | seeds ≥ {target:g} | NaN | wall, load average |".replace("-", "−")
-    )
+    shown = f"{target:g}".replace("-", "−")
+    print(f"| setting | last-20-episode mean per seed | seeds ≥ {shown} | NaN | wall, load average |")
     print("|---|---|---:|---|---|")
     for label, settings in SETTINGS:
         if a.only and label not in a.only:
             continue
         before, t = os.getloadavg()[0], time.perf_counter()
-        rows = run_setting(settings, a.steps, a.seeds, a.seed, a.env)
+        rows = run_setting(settings, a.steps, a.seeds, a.seed, a.env, a.runner)
         wall, after = time.perf_counter() - t, os.getloadavg()[0]
         per = " / ".join(f"{r['last20']:.1f}" for r in rows)
         hits = sum(r["last20"] >= target for r in rows)
