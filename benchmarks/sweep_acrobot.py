@@ -93,6 +93,12 @@ SETTINGS: list[tuple[str, dict]] = [
     ("Fourier head features 256, σ 1, projection seed 1", {"fourier": {"n_features": 256, "seed": 1}}),
     ("Fourier head features 512, σ 1", {"fourier": {"n_features": 512}}),
     ("input only in the heads (Fourier head features 0)", {"fourier": {"n_features": 0}}),
+    ("Fourier head features 256, σ 1, kappa 1", {"fourier": {"n_features": 256}, "kappa": 1.0}),
+    ("Fourier head features 256, σ 1, kappa 1.5", {"fourier": {"n_features": 256}, "kappa": 1.5}),
+    ("Fourier head features 256, σ 1, gamma 0.995", {"fourier": {"n_features": 256}, "gamma": 0.995}),
+    ("Fourier head features 256, σ 1, lamda 0.9", {"fourier": {"n_features": 256}, "lamda": 0.9}),
+    ("Fourier head features 512, σ 1, kappa 1", {"fourier": {"n_features": 512}, "kappa": 1.0}),
+    ("Fourier head features 256, σ 1, (64, 64)", {"fourier": {"n_features": 256}, "hidden_sizes": (64, 64)}),
 ]
 
 

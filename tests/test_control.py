@@ -221,7 +221,9 @@ def test_stream_q_lambda_with_a_trunk_normalisation_and_scaling_matches_the_refe
     """Traces over the whole network (trunk and heads), observation normalisation and reward
     scaling, against the hand-written float64 network."""
     stream = mdp_stream(steps=200, seed=3)
-    learner = ControlLearner([control_demon(policies.greedy())], hidden_sizes=(8,), sparsity=0.5)
+    learner = ControlLearner(
+        [control_demon(policies.greedy())], hidden_sizes=(8,), sparsity=0.5, head_features=None
+    )  # stream-x's network: the heads read the trunk's output alone
     init, final, (values, deltas, _) = run_learner(learner, stream)
     p, ref_values, ref_deltas = reference(flat_params(init, True), stream, "q_lambda", normalize=True, scale=True)
     np.testing.assert_allclose(values[:, 0], ref_values, rtol=2e-4, atol=2e-5)
@@ -250,6 +252,21 @@ def test_stream_q_lambda_with_fourier_head_features_matches_the_reference():
     assert np.abs(p[2][:, 8:]).max() > 0.01  # the fixed features' weights moved off zero
     again = ControlLearner.from_config(learner.to_config())
     assert again.head_features == features
+
+
+def test_control_head_features_default_with_a_trunk_only_and_not_for_old_configs():
+    q = control_demon(policies.greedy())
+    default = ControlLearner([q])
+    assert default.head_features == horde.FourierFeatures(n_features=256, bandwidth=1.0)
+    assert default.head_features is horde.control.DEFAULT_CONTROL_HEAD_FEATURES
+    heads = default.init_traced(6, jax.random.key(0), 3).params[1]
+    assert heads.weights.shape == (1, 3, 32 + 6 + 256)
+    assert ControlLearner([q], hidden_sizes=()).head_features is None
+    assert ControlLearner([q], head_features=None).head_features is None
+    old = default.to_config()
+    del old["head_features"]  # a config written before the default
+    assert ControlLearner.from_config(old).head_features is None
+    assert ControlLearner.from_config(default.to_config()).head_features == default.head_features
 
 
 def test_control_learner_refuses_head_features_that_are_not_fourier_features():

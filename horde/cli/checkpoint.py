@@ -206,12 +206,14 @@ def _save(
 
 def _as_saved(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """A saved learner configuration with the settings it was made with where it predates
-    them: a checkpoint written before ``head_features`` (a HordeLearner's default since) or
+    them: a checkpoint written before ``head_features`` (a HordeLearner's and a
+    ControlLearner's default since) or
     the core's ``shared_traces`` holds a state without them, so they are off."""
     config = dict(config)
     if kind == "HordeLearner":
         config.setdefault("head_features", None)
     elif kind == "ControlLearner":
+        config.setdefault("head_features", None)
         if isinstance(config.get("horde"), dict):
             config["horde"] = {"head_features": None, **config["horde"]}
     else:  # the core

@@ -32,7 +32,18 @@ from horde.core import (
 )
 from horde.td import HordeLearner
 
-__all__ = ["ControlLearner", "ControlState", "ControlUpdateResult", "check_greedy_in", "is_control_demon"]
+__all__ = [
+    "DEFAULT_CONTROL_HEAD_FEATURES",
+    "ControlLearner",
+    "ControlState",
+    "ControlUpdateResult",
+    "check_greedy_in",
+    "is_control_demon",
+]
+
+DEFAULT_CONTROL_HEAD_FEATURES = FourierFeatures(n_features=256, bandwidth=1.0)
+"""The control networks' default head features: the observation and 256 random Fourier
+features of it (σ = 1 on the normalised observation); docs/concepts/control.md says why."""
 
 
 def is_control_demon(demon: Demon) -> bool:
@@ -141,8 +152,11 @@ class ControlLearner:
         secondary_step_size: Greedy-GQ's :math:`\beta`.
         head_features: fixed features of the (normalised) observation that each network's
             action heads see next to its trunk's output (``horde.FourierFeatures``: the
-            observation and random Fourier features of it), or None. Their head weights start
-            at zero and learn with the rest of the demon's parameters, under the same trace.
+            observation and random Fourier features of it), or None for the trunk's output
+            alone (stream-x's network). Their head weights start at zero and learn with the rest
+            of the demon's parameters, under the same trace. Default
+            :data:`DEFAULT_CONTROL_HEAD_FEATURES` (256 features, σ = 1) with a trunk, none without one
+            (``hidden_sizes=()``: the heads read the observation already).
 
     Raises:
         TypeError: ``horde`` is not a HordeLearner, or an entry of ``demons`` is not a Demon.
@@ -165,7 +179,7 @@ class ControlLearner:
         scale_cumulants: bool = True,
         greedy_rule: str = "q_lambda",
         secondary_step_size: float = 0.01,
-        head_features: FourierFeatures | None = None,
+        head_features: FourierFeatures | None = DEFAULT_CONTROL_HEAD_FEATURES,
     ) -> None:
         control = DemonSet(demons)
         if len(control) == 0:
@@ -212,6 +226,8 @@ class ControlLearner:
             raise TypeError(
                 f"ControlLearner: head_features must be a horde.FourierFeatures or None, got {head_features!r}"
             )
+        if head_features is DEFAULT_CONTROL_HEAD_FEATURES and not self.hidden_sizes:
+            head_features = None
         self.head_features = head_features
         self.network(2)  # MultiHeadMLPLearner's checks of the network settings, at the boundary
         self.rules = tuple(
@@ -284,6 +300,7 @@ class ControlLearner:
         control = DemonSet.from_dict(config.pop("demons"))
         horde_config = config.pop("horde", None)
         horde = None if horde_config is None else HordeLearner.from_config(horde_config)
+        # A config without the key predates head features: its networks read h alone.
         config["head_features"] = head_features_from_config(config.get("head_features"))
         return cls(control, horde=horde, **config)
 
