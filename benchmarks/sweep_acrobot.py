@@ -3,9 +3,11 @@
 
 Usage::
 
-    python benchmarks/sweep_acrobot.py                       # every setting below (39 runs)
+    python benchmarks/sweep_acrobot.py                       # every setting below
     python benchmarks/sweep_acrobot.py --only "kappa 1" "defaults"
     python benchmarks/sweep_acrobot.py --list
+    python benchmarks/sweep_acrobot.py --env cartpole --only "Fourier head features 256, σ 1"
+    python benchmarks/sweep_acrobot.py --runner gymnasium --only "Fourier head features 256, σ 1"
 
 Each setting is one vmapped ``horde.run_jax`` call over seeds 0-4 (``--seeds``), 100,000 steps
 each (``--steps``), of the demon and behaviour of ``bench_control.py --only acrobot``
@@ -16,6 +18,16 @@ listed settings changed. Per setting it prints one table row: each seed's mean r
 last 20 episodes (the behaviour's own episodes, ε included), how many seeds reach ≥ −100 (the
 target: 4 of 5), whether any recorded value was NaN, and the wall-clock time with the load
 average before and after.
+
+Every row without "Fourier head features" in its label is the trunk-only network it was first
+measured with (``head_features=None``, the ``ControlLearner``'s default until head features
+became it); "Fourier head features N, σ S" gives the action heads ``horde.FourierFeatures(N,
+bandwidth=S)`` (the observation and N random Fourier features of it), and "Fourier head features
+256, σ 1" is today's default.
+
+``--env cartpole`` runs the rows on CartPole-v1 (``bench_control.py``'s ``CartPoleFunctional``;
+target ≥ 450) and ``--runner gymnasium`` through ``horde.run`` on the Python Gymnasium
+environment, one seed after another, instead of one vmapped ``run_jax`` call.
 
 ``elapsed`` appends the episode's elapsed time ``t / 500`` to the observation (as the stream-x
 scripts do with their time-information wrapper); it is this script's subclass of gymnax's
@@ -130,8 +142,10 @@ def run_setting(
     kw = dict(settings)
     gamma, lamda = kw.pop("gamma", 0.99), kw.pop("lamda", 0.8)
     anneal, sarsa, elapsed = kw.pop("anneal", None), kw.pop("sarsa", None), kw.pop("elapsed", False)
-    if "fourier" in kw:
-        kw["head_features"] = horde.FourierFeatures(**kw.pop("fourier"))
+    # The rows without "fourier" are the trunk-only network they were measured with (the
+    # defaults before head features); "fourier" gives the heads FourierFeatures(**it).
+    fourier = kw.pop("fourier", None)
+    kw["head_features"] = None if fourier is None else horde.FourierFeatures(**fourier)
     target = policies.greedy() if sarsa is None else policies.epsilon_greedy(sarsa)
     demon = demons.Demon("balance", cumulants.reward(), discounts.constant(gamma), lamda=lamda, target_policy=target)
     if runner == "gymnasium":
