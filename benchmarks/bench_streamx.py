@@ -44,7 +44,9 @@ truncation as a termination (no bootstrap); horde bootstraps from the final obse
 truncated episode and appends no time. stream-x cuts the trace at episode ends only (its
 ``reset_for_random`` is off by default); horde's Stream Q(λ) also cuts it after an exploratory
 action. Their ε-greedy counts a random action equal to the greedy one as greedy, as horde's
-exact probabilities do.
+exact probabilities do. horde's control network also gives its action heads fixed features of
+the observation by default (``FourierFeatures(256)``; ``head_features=None`` is stream-x's
+network), which the horde rows use.
 """
 
 from __future__ import annotations

@@ -463,3 +463,24 @@ def test_values_read_the_greedy_value_in_cumulant_units():
     np.testing.assert_allclose(np.asarray(learner.values_traced(final, obs)), [q.max() * sigma], rtol=1e-6)
     n, m2 = float(final.return_stats.n), np.asarray(final.return_stats.m2)[0]
     np.testing.assert_allclose(sigma, np.sqrt(m2 / (n - 1) + 1e-8), rtol=1e-6)
+
+
+def test_run_config_control_head_features_is_a_table_or_false(tmp_path):
+    from horde.cli.config import ConfigError, build_learner, load_config
+
+    demon = (
+        '[[demons]]\nname = "q"\ncumulant = { kind = "reward" }\ndiscount = { kind = "constant", gamma = 0.9 }\n'
+        'target_policy = { kind = "greedy" }\n'
+    )
+
+    def learner(control):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[control]\nhidden_sizes = [8]\n{control}\n{demon}")
+        return build_learner(load_config(path, require_env=False))
+
+    assert learner("").head_features == horde.FourierFeatures(256, bandwidth=1.0)
+    assert learner("head_features = false").head_features is None
+    table = 'head_features = { type = "FourierFeatures", n_features = 16, bandwidth = 0.5 }'
+    assert learner(table).head_features == horde.FourierFeatures(16, bandwidth=0.5)
+    with pytest.raises(ConfigError, match="control.head_features must be a table .* or false, got 3"):
+        learner("head_features = 3")
