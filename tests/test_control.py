@@ -484,3 +484,27 @@ def test_run_config_control_head_features_is_a_table_or_false(tmp_path):
     assert learner(table).head_features == horde.FourierFeatures(16, bandwidth=0.5)
     with pytest.raises(ConfigError, match="control.head_features must be a table .* or false, got 3"):
         learner("head_features = 3")
+
+
+def test_a_control_checkpoint_saved_before_head_features_loads_without_them(tmp_path, monkeypatch):
+    """Saved with the defaults of before (no ``head_features`` key), a control checkpoint
+    rebuilds a learner without them, which fits its state; today's default would not."""
+    old = ControlLearner([control_demon(policies.greedy())], hidden_sizes=(4,), head_features=None)
+    state = old.init_traced(3, jax.random.key(0), 2)
+    written = ControlLearner.to_config
+
+    def as_before(self):
+        config = written(self)
+        config.pop("head_features")
+        return config
+
+    monkeypatch.setattr(ControlLearner, "to_config", as_before)
+    horde.save_checkpoint(tmp_path / "old", old, state, {"step": 0})
+    monkeypatch.setattr(ControlLearner, "to_config", written)
+    learner, loaded, _ = horde.load_checkpoint(tmp_path / "old.npz")
+    assert learner.head_features is None
+    assert learner.action_count(loaded) == 2
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again, _, _ = horde.load_checkpoint(tmp_path / "old.npz", learner=old)  # the caller's own learner
+    assert again is old

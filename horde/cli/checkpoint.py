@@ -221,6 +221,11 @@ def _as_saved(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _stored_config(kind: str, config: Any) -> Any:
+    """A stored learner configuration as today's ``to_config`` writes it (``_as_saved``)."""
+    return _as_saved(kind, config) if isinstance(config, dict) else config
+
+
 def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, Any, dict]:
     """Loads a checkpoint written by ``save_checkpoint``.
 
@@ -379,7 +384,7 @@ def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner
                 for field in sorted(set(a) | set(b))
                 if a.get(field) != b.get(field)
             ]
-    elif meta.get("learner_config") != given["learner_config"]:
+    elif _stored_config(kind, meta.get("learner_config")) != given["learner_config"]:
         differences.append("its configuration (learner.to_config()) differs from the stored one")
     if differences:
         raise CheckpointError(f"{path}: the given learner does not match the stored one: " + "; ".join(differences))
