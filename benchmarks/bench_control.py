@@ -35,6 +35,9 @@ functional class's default ``polemass_length`` is ``masspole + length = 0.6``; C
   ``--minatar-steps`` each, in one timed call (compilation included); per seed the mean of the
   first and of the last 20 episodes, and the learning curve (``horde.plots.plot_returns``) saved
   to ``--figure``.
+
+``--no-head-features`` runs every part with ``head_features=None`` (the trunk-only network of
+stream-x, the default before the control networks' head features), to compare.
 """
 
 from __future__ import annotations
@@ -63,8 +66,12 @@ def cartpole_v1():
     return CartPoleV1Functional()
 
 
+LEARNER_SETTINGS: dict = {}  # --no-head-features: {"head_features": None} for every run
+
+
 def learner(**kwargs):
-    """One greedy demon on the reward (γ 0.99, λ 0.8) in a ``ControlLearner`` with ``kwargs``."""
+    """One greedy demon on the reward (γ 0.99, λ 0.8) in a ``ControlLearner`` with ``kwargs``
+    (and ``LEARNER_SETTINGS``)."""
     import demons
     import horde
     from demons import cumulants, discounts, policies
@@ -72,7 +79,7 @@ def learner(**kwargs):
     demon = demons.Demon(
         "balance", cumulants.reward(), discounts.constant(0.99), lamda=0.8, target_policy=policies.greedy()
     )
-    return horde.ControlLearner([demon], **kwargs)
+    return horde.ControlLearner([demon], **{**LEARNER_SETTINGS, **kwargs})
 
 
 def per_seed(result, seeds: int, seed: int) -> list[dict]:
@@ -210,7 +217,14 @@ def main() -> None:
     p.add_argument("--minatar-seeds", type=int, default=3)
     p.add_argument("--figure", help="save the MinAtar learning curve here (.png)")
     p.add_argument("--json")
+    p.add_argument(
+        "--no-head-features",
+        action="store_true",
+        help="the trunk-only network (head_features=None), the default before head features",
+    )
     a = p.parse_args()
+    if a.no_head_features:
+        LEARNER_SETTINGS["head_features"] = None
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
     print("load average at start:", " ".join(f"{x:.2f}" for x in os.getloadavg()))

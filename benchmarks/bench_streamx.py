@@ -71,6 +71,11 @@ first 5 % horde's target is near-greedy while the behaviour is near-random, and 
 targets agree in expectation. stream-x's ``main`` keeps the next action across an episode end, so
 each new episode's first action was drawn on the previous episode's last observation; horde
 draws it on the reset observation. Both cut SARSA's trace at episode ends only.
+
+
+horde's rows use stream-x's network, ``head_features=None`` (the comparison is of the same
+network, as the targets ask); the ``ControlLearner``'s default also gives its action heads fixed
+features of the observation (``FourierFeatures(256)``), which ``--head-features`` uses.
 """
 
 from __future__ import annotations
@@ -253,7 +258,7 @@ def control_learner(algo: str):
     """The learner of horde's rows: one control demon on the reward (γ 0.99, λ 0.8), ``ControlLearner``
     defaults; its target policy greedy (``q``: Stream Q(λ)) or ε-greedy with ε = 0.01 (``sarsa``:
     SARSA(λ), the ε stream-x's SARSA ends its annealing at)."""
-    from bench_control import learner
+    from bench_control import LEARNER_SETTINGS, learner
 
     import demons
     import horde
@@ -268,7 +273,7 @@ def control_learner(algo: str):
         lamda=0.8,
         target_policy=policies.epsilon_greedy(0.01),
     )
-    return horde.ControlLearner([demon])
+    return horde.ControlLearner([demon], **LEARNER_SETTINGS)
 
 
 def horde_run(steps: int, speed_steps: int, seed: int, algo: str = "q") -> dict:
@@ -402,8 +407,18 @@ def main() -> None:
         "bench_control.py --only acrobot)",
     )
     p.add_argument("--seeds", type=int, default=1, help="stream-x runs for seeds --seed onwards (--only streamx)")
+    p.add_argument(
+        "--head-features",
+        action="store_true",
+        help="horde's rows with the ControlLearner's default head features (FourierFeatures(256)); "
+        "without it they use stream-x's network, head_features=None",
+    )
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if not a.head_features:
+        from bench_control import LEARNER_SETTINGS
+
+        LEARNER_SETTINGS["head_features"] = None
     if a._worker:
         print(json.dumps(streamx_worker(a._worker, a.steps, a.seed, a.env, a.algo)))
         return

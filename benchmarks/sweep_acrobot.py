@@ -3,9 +3,11 @@
 
 Usage::
 
-    python benchmarks/sweep_acrobot.py                       # every setting below (39 runs)
+    python benchmarks/sweep_acrobot.py                       # every setting below
     python benchmarks/sweep_acrobot.py --only "kappa 1" "defaults"
     python benchmarks/sweep_acrobot.py --list
+    python benchmarks/sweep_acrobot.py --env cartpole --only "Fourier head features 256, σ 1"
+    python benchmarks/sweep_acrobot.py --runner gymnasium --only "Fourier head features 256, σ 1"
 
 Each setting is one vmapped ``horde.run_jax`` call over seeds 0-4 (``--seeds``), 100,000 steps
 each (``--steps``), of the demon and behaviour of ``bench_control.py --only acrobot``
@@ -16,6 +18,16 @@ listed settings changed. Per setting it prints one table row: each seed's mean r
 last 20 episodes (the behaviour's own episodes, ε included), how many seeds reach ≥ −100 (the
 target: 4 of 5), whether any recorded value was NaN, and the wall-clock time with the load
 average before and after.
+
+Every row without "Fourier head features" in its label is the trunk-only network it was first
+measured with (``head_features=None``, the ``ControlLearner``'s default until head features
+became it); "Fourier head features N, σ S" gives the action heads ``horde.FourierFeatures(N,
+bandwidth=S)`` (the observation and N random Fourier features of it), and "Fourier head features
+256, σ 1" is today's default.
+
+``--env cartpole`` runs the rows on CartPole-v1 (``bench_control.py``'s ``CartPoleFunctional``;
+target ≥ 450) and ``--runner gymnasium`` through ``horde.run`` on the Python Gymnasium
+environment, one seed after another, instead of one vmapped ``run_jax`` call.
 
 ``elapsed`` appends the episode's elapsed time ``t / 500`` to the observation (as the stream-x
 scripts do with their time-information wrapper); it is this script's subclass of gymnax's
@@ -33,7 +45,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _machine import machine_info  # noqa: E402
-from bench_control import per_seed  # noqa: E402
+from bench_control import cartpole_v1, per_seed  # noqa: E402
+
+TARGETS = {"acrobot": -100.0, "cartpole": 450.0}
+
 
 # (label, settings): ControlLearner keywords, plus gamma, lamda, anneal (EpsilonGreedy's
 # anneal_steps), sarsa (the target policy's ε) and elapsed (the time input).
@@ -83,6 +98,19 @@ SETTINGS: list[tuple[str, dict]] = [
     ("kappa 0.75, gamma 0.995", {"kappa": 0.75, "gamma": 0.995}),
     ("kappa 1.25, gamma 0.995", {"kappa": 1.25, "gamma": 0.995}),
     ("kappa 1, gamma 0.995, elapsed-time input", {"kappa": 1.0, "gamma": 0.995, "elapsed": True}),
+    ("Fourier head features 256, σ 1", {"fourier": {"n_features": 256}}),
+    ("Fourier head features 64, σ 1", {"fourier": {"n_features": 64}}),
+    ("Fourier head features 256, σ 0.5", {"fourier": {"n_features": 256, "bandwidth": 0.5}}),
+    ("Fourier head features 256, σ 2", {"fourier": {"n_features": 256, "bandwidth": 2.0}}),
+    ("Fourier head features 256, σ 1, projection seed 1", {"fourier": {"n_features": 256, "seed": 1}}),
+    ("Fourier head features 512, σ 1", {"fourier": {"n_features": 512}}),
+    ("input only in the heads (Fourier head features 0)", {"fourier": {"n_features": 0}}),
+    ("Fourier head features 256, σ 1, kappa 1", {"fourier": {"n_features": 256}, "kappa": 1.0}),
+    ("Fourier head features 256, σ 1, kappa 1.5", {"fourier": {"n_features": 256}, "kappa": 1.5}),
+    ("Fourier head features 256, σ 1, gamma 0.995", {"fourier": {"n_features": 256}, "gamma": 0.995}),
+    ("Fourier head features 256, σ 1, lamda 0.9", {"fourier": {"n_features": 256}, "lamda": 0.9}),
+    ("Fourier head features 512, σ 1, kappa 1", {"fourier": {"n_features": 512}, "kappa": 1.0}),
+    ("Fourier head features 256, σ 1, (64, 64)", {"fourier": {"n_features": 256}, "hidden_sizes": (64, 64)}),
 ]
 
 
@@ -104,7 +132,9 @@ def acrobot_with_elapsed_time():
     return AcrobotElapsedTime()
 
 
-def run_setting(settings: dict, steps: int, seeds: int, seed: int) -> list[dict]:
+def run_setting(
+    settings: dict, steps: int, seeds: int, seed: int, env: str = "acrobot", runner: str = "run_jax"
+) -> list[dict]:
     import demons
     import horde
     from demons import cumulants, discounts, policies
@@ -112,11 +142,41 @@ def run_setting(settings: dict, steps: int, seeds: int, seed: int) -> list[dict]
     kw = dict(settings)
     gamma, lamda = kw.pop("gamma", 0.99), kw.pop("lamda", 0.8)
     anneal, sarsa, elapsed = kw.pop("anneal", None), kw.pop("sarsa", None), kw.pop("elapsed", False)
+    # The rows without "fourier" are the trunk-only network they were measured with (the
+    # defaults before head features); "fourier" gives the heads FourierFeatures(**it).
+    fourier = kw.pop("fourier", None)
+    kw["head_features"] = None if fourier is None else horde.FourierFeatures(**fourier)
     target = policies.greedy() if sarsa is None else policies.epsilon_greedy(sarsa)
     demon = demons.Demon("balance", cumulants.reward(), discounts.constant(gamma), lamda=lamda, target_policy=target)
+    if runner == "gymnasium":
+        if elapsed:
+            raise ValueError("the elapsed-time input is gymnax's only here")
+        import numpy as np
+
+        rows = []
+        for i in range(seed, seed + seeds):
+            r = horde.run(
+                horde.ControlLearner([demon], **kw),
+                "Acrobot-v1" if env == "acrobot" else "CartPole-v1",
+                steps=steps,
+                seed=i,
+                policy=horde.EpsilonGreedy("balance", anneal_steps=anneal),
+                record_every=1000,
+                progress=False,
+            )
+            ret = np.asarray(r.episode_return)
+            bad = np.isnan(np.asarray(r.predictions)).any() or np.isnan(np.asarray(r.td_errors)).any()
+            rows.append({"seed": i, "episodes": int(ret.size), "last20": float(np.mean(ret[-20:])), "nan": bool(bad)})
+        return rows
+    if env == "cartpole":
+        if elapsed:
+            raise ValueError("the elapsed-time input is Acrobot's only")
+        environment = cartpole_v1()
+    else:
+        environment = acrobot_with_elapsed_time() if elapsed else "gymnax:Acrobot-v1"
     r = horde.run_jax(
         horde.ControlLearner([demon], **kw),
-        acrobot_with_elapsed_time() if elapsed else "gymnax:Acrobot-v1",
+        environment,
         steps=steps,
         seed=seed,
         n_seeds=seeds,
@@ -134,6 +194,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--env",
+        choices=tuple(TARGETS),
+        default="acrobot",
+        help="cartpole: the same rows on CartPole-v1 (bench_control.py's, target ≥ 450)",
+    )
+    p.add_argument(
+        "--runner",
+        choices=("run_jax", "gymnasium"),
+        default="run_jax",
+        help="gymnasium: horde.run on the Python Gymnasium environment, one seed after another",
+    )
     a = p.parse_args()
     labels = [label for label, _ in SETTINGS]
     if a.list:
@@ -145,17 +217,23 @@ def main() -> None:
         p.error(f"--only: unknown settings {unknown}; --list shows them")
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
-    print(f"\ngymnax Acrobot-v1, 500-step limit, {a.steps:,} steps per seed, seeds {a.seed}-{a.seed + a.seeds - 1}")
-    print("| setting | last-20-episode mean per seed | seeds ≥ −100 | NaN | wall, load average |")
+    if a.runner == "gymnasium":
+        name = "horde.run on Gymnasium's " + ("Acrobot-v1" if a.env == "acrobot" else "CartPole-v1")
+    else:
+        name = "run_jax on " + ("gymnax's Acrobot-v1" if a.env == "acrobot" else "CartPole-v1 (CartPoleFunctional)")
+    target = TARGETS[a.env]
+    print(f"\n{name}, 500-step limit, {a.steps:,} steps per seed, seeds {a.seed}-{a.seed + a.seeds - 1}")
+    shown = f"{target:g}".replace("-", "−")
+    print(f"| setting | last-20-episode mean per seed | seeds ≥ {shown} | NaN | wall, load average |")
     print("|---|---|---:|---|---|")
     for label, settings in SETTINGS:
         if a.only and label not in a.only:
             continue
         before, t = os.getloadavg()[0], time.perf_counter()
-        rows = run_setting(settings, a.steps, a.seeds, a.seed)
+        rows = run_setting(settings, a.steps, a.seeds, a.seed, a.env, a.runner)
         wall, after = time.perf_counter() - t, os.getloadavg()[0]
         per = " / ".join(f"{r['last20']:.1f}" for r in rows)
-        hits = sum(r["last20"] >= -100 for r in rows)
+        hits = sum(r["last20"] >= target for r in rows)
         nan = "yes" if any(r["nan"] for r in rows) else "no"
         print(f"| {label} | {per} | {hits} | {nan} | {wall:.0f} s, {before:.1f}-{after:.1f} |", flush=True)
 

@@ -3,7 +3,7 @@
 The Horde of Sutton et al. (2011): one demon acts, the others predict. The control demon
 ``balance`` (cumulant: the reward, γ = 0.99, λ = 0.8, target policy greedy on its own action
 values) learns with Stream Q(λ) on a (32, 32) network of its own with the stream-x defaults
-(Elsayed, Vasan & Mahmood 2024), and the behaviour is ε-greedy on its latest values
+(Elsayed, Vasan & Mahmood 2024) and the default head features, and the behaviour is ε-greedy on its latest values
 (``horde.EpsilonGreedy``, ε from 1 to 0.01 over the first 5 % of the run). ``horde.run`` acts
 and learns in one compiled call per environment step.
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         normalizer=horde.WelfordNormalizer(),
         bounder=horde.ObGDBounding(2.0),
     )
-    learner = horde.ControlLearner([balance], horde=around)  # the stream-x defaults
+    learner = horde.ControlLearner([balance], horde=around)  # the defaults: stream-x's, and head features
     result = horde.run(
         learner, "CartPole-v1", steps=steps, seed=args.seed, policy=horde.EpsilonGreedy("balance"), progress=False
     )

@@ -59,8 +59,9 @@ def leaky(a):
     return np.where(a >= 0, a, SLOPE * a)
 
 
-def forward(p, x):
-    """``q`` and the pieces ``grad`` needs; ``p = [W1, b1, Wh, bh]`` or ``[Wh, bh]``."""
+def forward(p, x, fourier=None):
+    """``q`` and the pieces ``grad`` needs; ``p = [W1, b1, Wh, bh]`` or ``[Wh, bh]``. With
+    ``fourier = (W, b)`` the heads read ``[h, x, cos(x W + b)]``."""
     if len(p) == 2:
         return p[0] @ x + p[1], (x,)
     w1, b1, wh, bh = p
@@ -69,12 +70,14 @@ def forward(p, x):
     inv = 1.0 / np.sqrt(np.mean(c * c) + 1e-5)
     ln = c * inv
     h = leaky(ln)
+    if fourier is not None:
+        h = np.concatenate([h, x, np.cos(x @ fourier[0] + fourier[1])])
     return wh @ h + bh, (x, ln, inv, h)
 
 
-def grad(p, x, action):
+def grad(p, x, action, fourier=None):
     """``∇_θ q(x, action)`` as a list like ``p``, written out by hand."""
-    _, tape = forward(p, x)
+    _, tape = forward(p, x, fourier)
     if len(p) == 2:
         gw = np.zeros_like(p[0])
         gw[action] = x
@@ -87,7 +90,7 @@ def grad(p, x, action):
     gwh[action] = h
     gbh = np.zeros_like(bh)
     gbh[action] = 1.0
-    g = wh[action] * np.where(ln >= 0, 1.0, SLOPE)
+    g = wh[action, : ln.size] * np.where(ln >= 0, 1.0, SLOPE)  # the fixed features pass nothing back
     ga = (g - g.mean() - ln * np.mean(g * ln)) * inv
     return [np.outer(x, ga), ga, gwh, gbh]
 
@@ -97,9 +100,11 @@ def greedy(q):
     return m / m.sum()
 
 
-def reference(params, stream, rule, epsilon=0.0, normalize=False, scale=False, alpha=1.0, beta=0.01):
+def reference(params, stream, rule, epsilon=0.0, normalize=False, scale=False, alpha=1.0, beta=0.01, fourier=None):
     """Stream Q(λ) / Expected SARSA(λ) / Greedy-GQ(λ) for one demon, step by step in float64."""
     p = [np.asarray(a, np.float64) for a in params]
+    if fourier is not None:
+        fourier = tuple(np.asarray(a, np.float64) for a in fourier)
     e = [np.zeros_like(a) for a in p]
     w = [np.zeros_like(a) for a in p]
     count, mean, m2 = 0, None, None  # observation Welford (population variance)
@@ -140,12 +145,12 @@ def reference(params, stream, rule, epsilon=0.0, normalize=False, scale=False, a
             var = 1.0 if r_count < 2 else r_m2 / (r_count - 1)
             sigma = np.sqrt(var + 1e-8)
             c = c / sigma
-        q, _ = forward(p, x)
-        q2, _ = forward(p, x2)
+        q, _ = forward(p, x, fourier)
+        q2, _ = forward(p, x2, fourier)
         n = q.shape[0]
         pi2 = epsilon / n + (1 - epsilon) * greedy(q2)
         delta = c + (0.0 if term else GAMMA * pi2 @ q2) - q[a]
-        phi = grad(p, x, a)
+        phi = grad(p, x, a, fourier)
         decay = gamma_now * LAMDA
         if rule == "greedy_gq":
             decay *= (epsilon / n + (1 - epsilon) * greedy(q))[a] / mu
@@ -153,7 +158,7 @@ def reference(params, stream, rule, epsilon=0.0, normalize=False, scale=False, a
         l1 = sum(np.abs(ei).sum() for ei in e)
         step = alpha / max(KAPPA * alpha * max(abs(delta), 1.0) * l1, 1.0)
         if rule == "greedy_gq":
-            phi2 = grad(p, x2, int(np.argmax(q2)))
+            phi2 = grad(p, x2, int(np.argmax(q2)), fourier)
             we = sum((wi * ei).sum() for wi, ei in zip(w, e))
             wphi = sum((wi * gi).sum() for wi, gi in zip(w, phi))
             g2 = 0.0 if term else GAMMA
@@ -216,13 +221,59 @@ def test_stream_q_lambda_with_a_trunk_normalisation_and_scaling_matches_the_refe
     """Traces over the whole network (trunk and heads), observation normalisation and reward
     scaling, against the hand-written float64 network."""
     stream = mdp_stream(steps=200, seed=3)
-    learner = ControlLearner([control_demon(policies.greedy())], hidden_sizes=(8,), sparsity=0.5)
+    learner = ControlLearner(
+        [control_demon(policies.greedy())], hidden_sizes=(8,), sparsity=0.5, head_features=None
+    )  # stream-x's network: the heads read the trunk's output alone
     init, final, (values, deltas, _) = run_learner(learner, stream)
     p, ref_values, ref_deltas = reference(flat_params(init, True), stream, "q_lambda", normalize=True, scale=True)
     np.testing.assert_allclose(values[:, 0], ref_values, rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(deltas[:, 0], ref_deltas, rtol=2e-4, atol=2e-5)
     for got, want in zip(flat_params(final, True), p):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def test_stream_q_lambda_with_fourier_head_features_matches_the_reference():
+    """Heads on ``[h, x, cos(x W / σ + b)]``: q, δ and every parameter (the fixed features'
+    head weights included) against the float64 network whose trunk hears only ``h``'s weights."""
+    stream = mdp_stream(steps=200, seed=3)
+    features = horde.FourierFeatures(n_features=6, bandwidth=0.7, seed=2)
+    learner = ControlLearner(
+        [control_demon(policies.greedy())], hidden_sizes=(8,), sparsity=0.5, head_features=features
+    )
+    init, final, (values, deltas, _) = run_learner(learner, stream)
+    assert flat_params(init, True)[2].shape == (2, 8 + 5 + 6)
+    p, ref_values, ref_deltas = reference(
+        flat_params(init, True), stream, "q_lambda", normalize=True, scale=True, fourier=features.projection(5)
+    )
+    np.testing.assert_allclose(values[:, 0], ref_values, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(deltas[:, 0], ref_deltas, rtol=2e-4, atol=2e-5)
+    for got, want in zip(flat_params(final, True), p):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    assert np.abs(p[2][:, 8:]).max() > 0.01  # the fixed features' weights moved off zero
+    again = ControlLearner.from_config(learner.to_config())
+    assert again.head_features == features
+
+
+def test_control_head_features_default_with_a_trunk_only_and_not_for_old_configs():
+    q = control_demon(policies.greedy())
+    default = ControlLearner([q])
+    assert default.head_features == horde.FourierFeatures(n_features=256, bandwidth=1.0)
+    assert default.head_features is horde.control.DEFAULT_CONTROL_HEAD_FEATURES
+    heads = default.init_traced(6, jax.random.key(0), 3).params[1]
+    assert heads.weights.shape == (1, 3, 32 + 6 + 256)
+    assert ControlLearner([q], hidden_sizes=()).head_features is None
+    assert ControlLearner([q], head_features=None).head_features is None
+    old = default.to_config()
+    del old["head_features"]  # a config written before the default
+    assert ControlLearner.from_config(old).head_features is None
+    assert ControlLearner.from_config(default.to_config()).head_features == default.head_features
+
+
+def test_control_learner_refuses_head_features_that_are_not_fourier_features():
+    with pytest.raises(TypeError, match="head_features must be a horde.FourierFeatures or None, got 3"):
+        ControlLearner([control_demon(policies.greedy())], head_features=3)
+    with pytest.raises(ValueError, match="head_features"):
+        ControlLearner([control_demon(policies.greedy())], hidden_sizes=(), head_features=horde.FourierFeatures())
 
 
 def test_stacked_demons_learn_as_each_would_alone():
@@ -412,3 +463,48 @@ def test_values_read_the_greedy_value_in_cumulant_units():
     np.testing.assert_allclose(np.asarray(learner.values_traced(final, obs)), [q.max() * sigma], rtol=1e-6)
     n, m2 = float(final.return_stats.n), np.asarray(final.return_stats.m2)[0]
     np.testing.assert_allclose(sigma, np.sqrt(m2 / (n - 1) + 1e-8), rtol=1e-6)
+
+
+def test_run_config_control_head_features_is_a_table_or_false(tmp_path):
+    from horde.cli.config import ConfigError, build_learner, load_config
+
+    demon = (
+        '[[demons]]\nname = "q"\ncumulant = { kind = "reward" }\ndiscount = { kind = "constant", gamma = 0.9 }\n'
+        'target_policy = { kind = "greedy" }\n'
+    )
+
+    def learner(control):
+        path = tmp_path / "c.toml"
+        path.write_text(f"[control]\nhidden_sizes = [8]\n{control}\n{demon}")
+        return build_learner(load_config(path, require_env=False))
+
+    assert learner("").head_features == horde.FourierFeatures(256, bandwidth=1.0)
+    assert learner("head_features = false").head_features is None
+    table = 'head_features = { type = "FourierFeatures", n_features = 16, bandwidth = 0.5 }'
+    assert learner(table).head_features == horde.FourierFeatures(16, bandwidth=0.5)
+    with pytest.raises(ConfigError, match="control.head_features must be a table .* or false, got 3"):
+        learner("head_features = 3")
+
+
+def test_a_control_checkpoint_saved_before_head_features_loads_without_them(tmp_path, monkeypatch):
+    """Saved with the defaults of before (no ``head_features`` key), a control checkpoint
+    rebuilds a learner without them, which fits its state; today's default would not."""
+    old = ControlLearner([control_demon(policies.greedy())], hidden_sizes=(4,), head_features=None)
+    state = old.init_traced(3, jax.random.key(0), 2)
+    written = ControlLearner.to_config
+
+    def as_before(self):
+        config = written(self)
+        config.pop("head_features")
+        return config
+
+    monkeypatch.setattr(ControlLearner, "to_config", as_before)
+    horde.save_checkpoint(tmp_path / "old", old, state, {"step": 0})
+    monkeypatch.setattr(ControlLearner, "to_config", written)
+    learner, loaded, _ = horde.load_checkpoint(tmp_path / "old.npz")
+    assert learner.head_features is None
+    assert learner.action_count(loaded) == 2
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again, _, _ = horde.load_checkpoint(tmp_path / "old.npz", learner=old)  # the caller's own learner
+    assert again is old

@@ -19,7 +19,8 @@ from demons import cumulants, discounts, policies
 def control_learner(with_horde=True):
     q = demons.Demon("q", cumulants.reward(), discounts.constant(0.9), lamda=0.8, target_policy=policies.greedy())
     hl = horde.HordeLearner(demons.reward_demons((2, 4)), hidden_sizes=(8,)) if with_horde else None
-    return horde.ControlLearner([q], horde=hl, hidden_sizes=(8,))
+    # The trunk-only network (no head features): the stream these tests count episodes in.
+    return horde.ControlLearner([q], horde=hl, hidden_sizes=(8,), head_features=None)
 
 
 def walk():

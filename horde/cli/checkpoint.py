@@ -206,17 +206,24 @@ def _save(
 
 def _as_saved(kind: str, config: dict[str, Any]) -> dict[str, Any]:
     """A saved learner configuration with the settings it was made with where it predates
-    them: a checkpoint written before ``head_features`` (a HordeLearner's default since) or
+    them: a checkpoint written before ``head_features`` (a HordeLearner's and a
+    ControlLearner's default since) or
     the core's ``shared_traces`` holds a state without them, so they are off."""
     config = dict(config)
     if kind == "HordeLearner":
         config.setdefault("head_features", None)
     elif kind == "ControlLearner":
+        config.setdefault("head_features", None)
         if isinstance(config.get("horde"), dict):
             config["horde"] = {"head_features": None, **config["horde"]}
     else:  # the core
         config.setdefault("shared_traces", False)
     return config
+
+
+def _stored_config(kind: str, config: Any) -> Any:
+    """A stored learner configuration as today's ``to_config`` writes it (``_as_saved``)."""
+    return _as_saved(kind, config) if isinstance(config, dict) else config
 
 
 def load_checkpoint(path: str | os.PathLike, learner: Any = None) -> tuple[Any, Any, dict]:
@@ -377,7 +384,7 @@ def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner
                 for field in sorted(set(a) | set(b))
                 if a.get(field) != b.get(field)
             ]
-    elif meta.get("learner_config") != given["learner_config"]:
+    elif _stored_config(kind, meta.get("learner_config")) != given["learner_config"]:
         differences.append("its configuration (learner.to_config()) differs from the stored one")
     if differences:
         raise CheckpointError(f"{path}: the given learner does not match the stored one: " + "; ".join(differences))

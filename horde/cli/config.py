@@ -62,7 +62,7 @@ from typing import Any
 
 from demons import RUN_CONFIG_SECTIONS, DemonSet
 from horde.control import ControlLearner, check_greedy_in, is_control_demon
-from horde.core import as_int
+from horde.core import as_int, head_features_from_config
 from horde.td import HordeLearner
 
 __all__ = [
@@ -111,6 +111,7 @@ CONTROL_KEYS = frozenset(
         "scale_cumulants",
         "greedy_rule",
         "secondary_step_size",
+        "head_features",
     }
 )
 
@@ -336,9 +337,25 @@ def build_learner(config: dict[str, Any]):
     if not control:
         return horde_learner
     try:
-        return ControlLearner(control, horde=horde_learner, **config.get("control", {}))
+        settings = dict(config.get("control", {}))
+        if "head_features" in settings:
+            settings["head_features"] = _control_head_features(settings["head_features"])
+        return ControlLearner(control, horde=horde_learner, **settings)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config [control]: {e}") from e
+
+
+def _control_head_features(value: Any) -> Any:
+    """``[control] head_features``: a ``{ type = "FourierFeatures", ... }`` table, or ``false``
+    for none (TOML has no null)."""
+    if value is False:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f'config key control.head_features must be a table such as {{ type = "FourierFeatures", '
+            f"n_features = 256 }} or false, got {value!r}"
+        )
+    return head_features_from_config(value)
 
 
 def import_plugins(modules: Sequence[str], search: Sequence[str | Path] = ()) -> None:

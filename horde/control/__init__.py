@@ -9,10 +9,18 @@ an optional ``HordeLearner`` of prediction demons that learn from the same trans
 This room imports ``horde.core``, ``horde.td`` and ``demons``; ``horde.runs`` drives it.
 """
 
-from horde.control.learner import ControlLearner, ControlState, ControlUpdateResult, check_greedy_in, is_control_demon
+from horde.control.learner import (
+    DEFAULT_CONTROL_HEAD_FEATURES,
+    ControlLearner,
+    ControlState,
+    ControlUpdateResult,
+    check_greedy_in,
+    is_control_demon,
+)
 from horde.control.rules import RULES, ControlStep, ReturnStats, control_step, return_scale, scale_cumulants, tree_l1
 
 __all__ = [
+    "DEFAULT_CONTROL_HEAD_FEATURES",
     "RULES",
     "ControlLearner",
     "ControlState",

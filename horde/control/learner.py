@@ -22,10 +22,28 @@ import numpy as np
 
 from demons import Demon, DemonSet, Evaluation, policies
 from horde.control.rules import RULES, ReturnStats, control_step, return_scale, scale_cumulants
-from horde.core import MultiHeadMLPLearner, ObGDBounding, WelfordNormalizer, trunk_backward
+from horde.core import (
+    FourierFeatures,
+    MultiHeadMLPLearner,
+    ObGDBounding,
+    WelfordNormalizer,
+    head_features_from_config,
+    trunk_backward,
+)
 from horde.td import HordeLearner
 
-__all__ = ["ControlLearner", "ControlState", "ControlUpdateResult", "check_greedy_in", "is_control_demon"]
+__all__ = [
+    "DEFAULT_CONTROL_HEAD_FEATURES",
+    "ControlLearner",
+    "ControlState",
+    "ControlUpdateResult",
+    "check_greedy_in",
+    "is_control_demon",
+]
+
+DEFAULT_CONTROL_HEAD_FEATURES = FourierFeatures(n_features=256, bandwidth=1.0)
+"""The control networks' default head features: the observation and 256 random Fourier
+features of it (σ = 1 on the normalised observation); docs/concepts/control.md says why."""
 
 
 def is_control_demon(demon: Demon) -> bool:
@@ -132,6 +150,13 @@ class ControlLearner:
         greedy_rule: the rule of greedy demons: ``"q_lambda"`` (Stream Q(λ), the default) or
             ``"greedy_gq"`` (Greedy-GQ(λ)). ε-greedy demons use ``"sarsa"`` (Expected SARSA(λ)).
         secondary_step_size: Greedy-GQ's :math:`\beta`.
+        head_features: fixed features of the (normalised) observation that each network's
+            action heads see next to its trunk's output (``horde.FourierFeatures``: the
+            observation and random Fourier features of it), or None for the trunk's output
+            alone (stream-x's network). Their head weights start at zero and learn with the rest
+            of the demon's parameters, under the same trace. Default
+            :data:`DEFAULT_CONTROL_HEAD_FEATURES` (256 features, σ = 1) with a trunk, none without one
+            (``hidden_sizes=()``: the heads read the observation already).
 
     Raises:
         TypeError: ``horde`` is not a HordeLearner, or an entry of ``demons`` is not a Demon.
@@ -154,6 +179,7 @@ class ControlLearner:
         scale_cumulants: bool = True,
         greedy_rule: str = "q_lambda",
         secondary_step_size: float = 0.01,
+        head_features: FourierFeatures | None = DEFAULT_CONTROL_HEAD_FEATURES,
     ) -> None:
         control = DemonSet(demons)
         if len(control) == 0:
@@ -196,6 +222,14 @@ class ControlLearner:
         self.scale_cumulants = bool(scale_cumulants)
         self.greedy_rule = greedy_rule
         self.secondary_step_size = float(secondary_step_size)
+        if head_features is not None and not isinstance(head_features, FourierFeatures):
+            raise TypeError(
+                f"ControlLearner: head_features must be a horde.FourierFeatures or None, got {head_features!r}"
+            )
+        if head_features is DEFAULT_CONTROL_HEAD_FEATURES and not self.hidden_sizes:
+            head_features = None
+        self.head_features = head_features
+        self.network(2)  # MultiHeadMLPLearner's checks of the network settings, at the boundary
         self.rules = tuple(
             "sarsa" if d.target_policy.kind == "epsilon_greedy" else greedy_rule  # type: ignore[union-attr]
             for d in control
@@ -250,6 +284,7 @@ class ControlLearner:
             "scale_cumulants": self.scale_cumulants,
             "greedy_rule": self.greedy_rule,
             "secondary_step_size": self.secondary_step_size,
+            "head_features": None if self.head_features is None else self.head_features.to_config(),
         }
 
     @classmethod
@@ -265,6 +300,8 @@ class ControlLearner:
         control = DemonSet.from_dict(config.pop("demons"))
         horde_config = config.pop("horde", None)
         horde = None if horde_config is None else HordeLearner.from_config(horde_config)
+        # A config without the key predates head features: its networks read h alone.
+        config["head_features"] = head_features_from_config(config.get("head_features"))
         return cls(control, horde=horde, **config)
 
     def observation_dim(self, state: ControlState) -> int:
@@ -288,11 +325,17 @@ class ControlLearner:
     def network(self, n_actions: int) -> MultiHeadMLPLearner:
         """The core learner whose initialisation and forward pass one control network uses."""
         return MultiHeadMLPLearner(
-            n_actions, hidden_sizes=self.hidden_sizes, sparsity=self.sparsity, use_layer_norm=self.use_layer_norm
+            n_actions,
+            hidden_sizes=self.hidden_sizes,
+            sparsity=self.sparsity,
+            use_layer_norm=self.use_layer_norm,
+            head_features=self.head_features,
         )
 
     def _forward(self, net: MultiHeadMLPLearner):
         slope, layer_norm = net.leaky_relu_slope, net.use_layer_norm
+        # With head features the heads read [h, φ(x)]; only h's weights carry the error back.
+        hidden = net.hidden_sizes[-1] if net.hidden_sizes else None
 
         # The trunk's hand-written backward pass (one reduction per LayerNorm, from the forward
         # pass's tape) instead of the one autodiff derives, which compiles to many more kernels.
@@ -308,7 +351,8 @@ class ControlLearner:
 
         def forward_bwd(saved, g):
             (trunk, heads), h, tape, x = saved
-            factors = trunk_backward(trunk, tape, heads.weights.T @ g, layer_norm, slope)
+            w = heads.weights if net.head_features is None else heads.weights[:, :hidden]
+            factors = trunk_backward(trunk, tape, w.T @ g, layer_norm, slope)
             trunk_grad = type(trunk)(tuple(jnp.outer(inp, gl) for inp, gl in factors), tuple(gl for _, gl in factors))
             head_grad = type(heads)(jnp.outer(g, h), g)
             return (trunk_grad, head_grad), jnp.zeros_like(x)
