@@ -200,3 +200,31 @@ def test_shared_traces_round_trip_and_layouts_do_not_mix():
         shared.update(per_head.init(FEATURES, jax.random.key(0)), np.zeros(FEATURES), np.zeros(N_HEADS))
     with pytest.raises(horde.core.ArgumentTypeError, match="shared_traces"):
         MultiHeadMLPLearner(2, shared_traces="yes")
+
+
+@pytest.mark.parametrize("optimizer, bounder", [(LMS(0.05), ObGDBounding()), (IDBD(), None)])
+def test_branch_free_head_step_equals_the_loops_bit_for_bit(monkeypatch, optimizer, bounder):
+    """On GPUs and TPUs the shared head step computes both of its paths and selects
+    (``branch_free``) instead of running each in a loop of zero or one iteration: the same
+    numbers bit for bit, through detaching, rejoining and the group-only path, in the scan and
+    in single steps."""
+    from horde.core import shared_traces as module
+
+    obs, targets = _stream()
+
+    def run(select: bool):
+        monkeypatch.setattr(module, "branch_free", lambda: select)
+        # A new learner per path: its compiled loop is cached per learner.
+        learner = MultiHeadMLPLearner(
+            N_HEADS, hidden_sizes=(8,), optimizer=optimizer, bounder=bounder, per_head_gamma_lamda=DECAYS
+        )
+        state = learner.init(FEATURES, jax.random.key(3))
+        scanned = horde.run_multi_head_learning_loop(learner, state, obs, targets)
+        single = state
+        for t in range(12):
+            single = learner.update(single, obs[t], targets[t]).state
+        return scanned.state, scanned.per_head_metrics, single
+
+    loops, selected = run(False), run(True)
+    assert np.asarray(loops[0].head_traces.rows.detached).any() or np.asarray(loops[2].head_traces.rows.detached).any()
+    _assert_same(selected, loops, True, "branch-free against loops")

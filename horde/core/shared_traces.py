@@ -370,13 +370,28 @@ def shared_head_step(
     return _run_if(~together_now, apart, second)
 
 
-def _run_if(flag: jax.Array, step: Any, carry: Any) -> Any:
-    """``step(carry)`` where ``flag``, else ``carry``: a loop of zero or one iteration.
+def branch_free() -> bool:
+    """Whether ``shared_head_step`` computes both of its paths and selects (True on GPUs and
+    TPUs, the backend JAX compiles for by default) instead of running each in a loop of zero or
+    one iteration (the CPU). The results are the same bit for bit either way.
 
-    A ``lax.cond`` would do, but XLA copies every large buffer that passes through a
-    conditional inside a scan (the head weights and the per-head rows, ``(n_heads, H)`` each,
-    every step); a while loop updates its carry in place.
+    On a GPU a loop's condition is read back by the host at every iteration, a synchronisation
+    that costs more than the per-head arithmetic it skips: measured on an H200, the core's scan
+    at 256 heads took 75.7 µs per step with the loops against 22.5 µs with per-head traces.
     """
+    return jax.default_backend() != "cpu"
+
+
+def _run_if(flag: jax.Array, step: Any, carry: Any) -> Any:
+    """``step(carry)`` where ``flag``, else ``carry``.
+
+    On the CPU a loop of zero or one iteration: a ``lax.cond`` would do, but XLA copies every
+    large buffer that passes through a conditional inside a scan (the head weights and the
+    per-head rows, ``(n_heads, H)`` each, every step); a while loop updates its carry in place.
+    Elsewhere (``branch_free``) both are computed and ``flag`` selects.
+    """
+    if branch_free():
+        return jax.tree_util.tree_map(lambda new, old: jnp.where(flag, new, old), step(carry), carry)
 
     def body(c):
         return jnp.zeros((), bool), step(c[1])
