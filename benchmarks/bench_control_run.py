@@ -32,6 +32,7 @@ the wall time, so both are printed with the load average.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import platform
 import re
@@ -174,10 +175,15 @@ def main() -> None:
         f"{'configuration':<38} {'steps/s':>8} {'µs/step':>8} {'CPU µs':>7} {'of target':>9}"
         f" | {'kernels':>7} {'call µs':>8} {'CPU µs':>7} {'load':>5}"
     )
-    for label, learner in (
-        ("1 control demon (32, 32)", horde.ControlLearner([balance])),
-        ("1 control demon + 100 nexting demons", horde.ControlLearner([balance], horde=around)),
-    ):
+    # stream-x's network: no head features (a horde from before them has none to turn off).
+    streamx_net = (
+        {"head_features": None} if "head_features" in inspect.signature(horde.ControlLearner).parameters else {}
+    )
+    configurations = [("1 control demon (32, 32), stream-x network", horde.ControlLearner([balance], **streamx_net))]
+    if streamx_net:
+        configurations.append(("1 control demon, default head features", horde.ControlLearner([balance])))
+    configurations.append(("1 control demon + 100 nexting demons", horde.ControlLearner([balance], horde=around)))
+    for label, learner in configurations:
         pol = horde.EpsilonGreedy("balance", anneal_steps=1000)
         horde.run(learner, "CartPole-v1", steps=500, policy=pol, chunk_size=500, progress=False)
         wall, cpu = timed(
@@ -185,7 +191,7 @@ def main() -> None:
         )
         call, call_cpu, kernels = blocked_calls(*acting_step(learner, pol, 500), n)
         print(
-            f"{label:<38} {1 / wall:>8,.0f} {wall * 1e6:>8.1f} {cpu * 1e6:>7.1f} {1 / wall / TARGET:>9.0%}"
+            f"{label:<40} {1 / wall:>8,.0f} {wall * 1e6:>8.1f} {cpu * 1e6:>7.1f} {1 / wall / TARGET:>9.0%}"
             f" | {kernels:>7} {call * 1e6:>8.1f} {call_cpu * 1e6:>7.1f} {os.getloadavg()[0]:>5.1f}",
             flush=True,
         )
@@ -193,7 +199,7 @@ def main() -> None:
     print("where one step's time goes (1 control demon):")
     wall, cpu = timed(env_alone(n), n)
     print(f"  {'env.step of CartPole-v1 (wrapped)':<38} {wall * 1e6:>9.1f} µs {cpu * 1e6:>8.1f} CPU µs")
-    wall, cpu = timed(empty_call(horde.ControlLearner([balance]), 500, n), n)
+    wall, cpu = timed(empty_call(horde.ControlLearner([balance], **streamx_net), 500, n), n)
     print(f"  {'empty compiled call, same arguments':<38} {wall * 1e6:>9.1f} µs {cpu * 1e6:>8.1f} CPU µs")
     print(f"load average after: {os.getloadavg()}")
     print(
