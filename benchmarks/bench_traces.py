@@ -399,7 +399,13 @@ def table(title: str, header: list[str], lines: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--heads", type=int, nargs="+", default=[256, 10000])
-    parser.add_argument("--only", nargs="+", default=["peak", "traces", "nexting", "daemon", "seeds"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["peak", "traces", "core", "nexting", "daemon", "seeds"],
+        default=["peak", "traces", "nexting", "daemon", "seeds"],
+        help="the tables to print (the peak is always measured: the other tables read it)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
     parser.add_argument(
@@ -411,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--child", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if any(n < 1 for n in args.heads):
+        parser.error(f"--heads must be integers >= 1, got {args.heads}")
     if args.child:
         kind, n = args.child[0], int(args.child[1])
         if kind == "baseline-core":
@@ -483,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         print(
             table(
-                "Core and HordeLearner scans, half the heads at γλ = 0.72 (LMS + ObGD, trunk (128, 128))",
+                ("Core and HordeLearner scans" if "traces" in args.only else "Core scans")
+                + ", half the heads at γλ = 0.72 (LMS + ObGD, trunk (128, 128))",
                 head + ["/ no traces"],
                 lines,
             )

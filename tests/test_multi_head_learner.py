@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -754,6 +755,20 @@ def test_default_config_matches_the_documented_defaults():
 def test_bad_constructor_arguments_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiHeadMLPLearner(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "value, holding",
+    [(["0.5", "0"], "'0.5'"), ([True, False], "True"), ([None, 0.0], "None"), ([1j, 0], "1j"), ({"a": 1}, "{'a': 1}")],
+)
+def test_per_head_gamma_lamda_of_the_wrong_kind_is_refused_naming_it(value, holding):
+    """Strings, bools, None or complex numbers are not decays (``float`` would convert some of
+    them silently: "0.5" to 0.5, True to 1.0)."""
+    with pytest.raises(
+        horde.core.ArgumentTypeError,
+        match=rf"per_head_gamma_lamda must be a sequence of n_heads=2 real numbers in \[0, 1\], got .* \(holding {re.escape(holding)}\)",
+    ):
+        MultiHeadMLPLearner(2, hidden_sizes=(4,), per_head_gamma_lamda=value)
 
 
 def test_linear_mode_allows_any_gamma_lamda():

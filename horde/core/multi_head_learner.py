@@ -219,6 +219,17 @@ class MultiHeadMLPLearner:
                 "heads already read the input features directly"
             )
         if per_head_gamma_lamda is not None:
+            values = np.asarray(per_head_gamma_lamda, dtype=object).ravel()
+            wrong = [
+                v
+                for v in values
+                if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating))
+            ]
+            if isinstance(per_head_gamma_lamda, (str, bytes, dict)) or wrong:
+                raise ArgumentTypeError(
+                    f"per_head_gamma_lamda must be a sequence of n_heads={n_heads} real numbers in [0, 1], "
+                    f"got {per_head_gamma_lamda!r}" + (f" (holding {wrong[0]!r})" if wrong else "")
+                )
             phgl = np.asarray(per_head_gamma_lamda, dtype=np.float64)
             if phgl.shape != (n_heads,):
                 raise ValueError(f"per_head_gamma_lamda must have length n_heads={n_heads}, got shape {phgl.shape}")

@@ -190,7 +190,8 @@ class HordeLearner:
             the same discount spec, ``λ`` and target policy share one trace in
             ``state.traces``, and a demon keeps its own only from a step where it differs
             (inactive, or given another discount or ratio) to the episode's end. The results
-            are bit for bit those of ``False``, which keeps one trace per demon in
+            equal those of ``False`` to float32 rounding (bit for bit where the updates are
+            elementwise), which keeps one trace per demon in
             ``state.core.head_traces`` (the reference layout).
         head_features: fixed features of the (normalised) observation that the heads see
             next to the trunk's output (``FourierFeatures``, ``horde.core.head_features``), or

@@ -30,8 +30,10 @@ which no demon can detach touches the group traces only:
   equality: the update adds the rows (``with_trace_rows``) and keeps them; from then on every
   update of that state reads and writes them (the cost of one trace per demon).
 
-The arithmetic per trace is that of the per-demon layout, so results are bit for bit those of
-``HordeLearner(..., shared_traces=False)``.
+The arithmetic per trace is that of the per-demon layout, so results equal those of
+``HordeLearner(..., shared_traces=False)``: bit for bit where the updates are elementwise, to
+float32 rounding where a reduction over a demon's per-weight steps enters (Autostep, the
+default head optimizer; ObGD's norms), which XLA may sum in another order.
 
 The machinery (group traces, per-demon rows, their step, reset and norms) is the core's
 (``horde.core.shared_traces``, which the ``MultiHeadMLPLearner`` uses for heads sharing a
