@@ -122,22 +122,27 @@ def _episode_return(info: dict) -> float:
     return float(np.asarray(info["episode"]["r"]).reshape(-1)[0])  # a scalar in current Gymnasium
 
 
+def _value_agent_settings(env, steps: int, gamma: float, lamda: float) -> dict:
+    """The settings ``stream_q.py`` and ``stream_sarsa.py`` give their agents (their defaults)."""
+    return {
+        "n_obs": env.observation_space.shape[0],
+        "n_actions": env.action_space.n,
+        "lr": 1.0,
+        "gamma": gamma,
+        "lamda": lamda,
+        "epsilon_target": 0.01,
+        "epsilon_start": 1.0,
+        "exploration_fraction": 0.05,
+        "total_steps": steps,
+        "kappa_value": 2.0,
+    }
+
+
 def _loop_q(env, steps: int, seed: int, gamma: float, lamda: float) -> list[float]:
     """``stream_q.py``'s ``main`` loop: act, step, learn (trace cut after a random action off)."""
     from stream_q import StreamQ
 
-    agent = StreamQ(
-        n_obs=env.observation_space.shape[0],
-        n_actions=env.action_space.n,
-        lr=1.0,
-        gamma=gamma,
-        lamda=lamda,
-        epsilon_target=0.01,
-        epsilon_start=1.0,
-        exploration_fraction=0.05,
-        total_steps=steps,
-        kappa_value=2.0,
-    )
+    agent = StreamQ(**_value_agent_settings(env, steps, gamma, lamda))
     returns = []
     s, _ = env.reset(seed=seed)
     for _ in range(steps):
@@ -156,18 +161,7 @@ def _loop_sarsa(env, steps: int, seed: int, gamma: float, lamda: float) -> list[
     across an episode end (the new episode's first action was drawn on the last observation)."""
     from stream_sarsa import StreamSARSA
 
-    agent = StreamSARSA(
-        n_obs=env.observation_space.shape[0],
-        n_actions=env.action_space.n,
-        lr=1.0,
-        gamma=gamma,
-        lamda=lamda,
-        epsilon_target=0.01,
-        epsilon_start=1.0,
-        exploration_fraction=0.05,
-        total_steps=steps,
-        kappa_value=2.0,
-    )
+    agent = StreamSARSA(**_value_agent_settings(env, steps, gamma, lamda))
     returns = []
     s, _ = env.reset(seed=seed)
     a = agent.sample_action(s)
