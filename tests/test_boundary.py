@@ -756,3 +756,19 @@ def test_a_toml_policy_probability_that_is_a_bool_is_refused(capsys, tmp_path):
     (tmp_path / "run.toml").write_text(text)
     assert main(["run", str(tmp_path / "run.toml"), "--no-progress"]) == 2
     assert "config key policy.probabilities must be a list of non-negative numbers" in capsys.readouterr().err
+
+
+def test_a_core_checkpoint_loaded_into_another_core_learner_names_the_settings_that_differ(tmp_path):
+    """A ``MultiHeadMLPLearner`` checkpoint given a learner of another trace layout and step
+    size: the refusal names both settings with their stored and given values."""
+    stored = horde.MultiHeadMLPLearner(2, hidden_sizes=(4,), step_size=0.01, per_head_gamma_lamda=[0.5, 0.5])
+    path = save_checkpoint(tmp_path / "ck", stored, stored.init(3, jax.random.key(0)))
+    other = horde.MultiHeadMLPLearner(
+        2, hidden_sizes=(4,), step_size=0.1, per_head_gamma_lamda=[0.5, 0.5], shared_traces=False
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, learner=other)
+    message = str(info.value)
+    assert "the given learner does not match the stored one" in message
+    assert "shared_traces: stored True, given False" in message
+    assert "step_size: stored 0.01, given 0.1" in message

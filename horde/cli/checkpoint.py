@@ -384,7 +384,16 @@ def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner
                 for field in sorted(set(a) | set(b))
                 if a.get(field) != b.get(field)
             ]
-    elif _stored_config(kind, meta.get("learner_config")) != given["learner_config"]:
-        differences.append("its configuration (learner.to_config()) differs from the stored one")
+    else:
+        stored, now = _stored_config(kind, meta.get("learner_config")), given["learner_config"]
+        if stored != now:
+            if isinstance(stored, dict) and isinstance(now, dict):
+                differences += [
+                    f"{key}: stored {stored.get(key)!r}, given {now.get(key)!r}"
+                    for key in sorted(set(stored) | set(now))
+                    if stored.get(key) != now.get(key)
+                ]
+            if not differences:
+                differences.append("its configuration (learner.to_config()) differs from the stored one")
     if differences:
         raise CheckpointError(f"{path}: the given learner does not match the stored one: " + "; ".join(differences))
