@@ -351,6 +351,18 @@ def _has_plain_data_form(demon: Any) -> bool:
     return True
 
 
+def _differing(stored: Any, given: Any) -> list[str]:
+    """``"key: stored …, given …"`` for each top-level key on which two settings dicts differ
+    (none when either is not a dict)."""
+    if not (isinstance(stored, dict) and isinstance(given, dict)):
+        return []
+    return [
+        f"{key}: stored {stored.get(key)!r}, given {given.get(key)!r}"
+        for key in sorted(set(stored) | set(given))
+        if stored.get(key) != given.get(key)
+    ]
+
+
 def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner: Any) -> None:
     """Checks that ``learner`` is the learner a checkpoint describes: same kind, same settings,
     same demons (each demon's name, kinds, function names, timescale, λ, terminal outcome and
@@ -370,30 +382,16 @@ def check_learner_matches(path: str | os.PathLike, meta: dict[str, Any], learner
     given = json.loads(json.dumps(_learner_description(learner)))  # as stored: tuples become lists
     differences = []
     if "learner_settings" in meta:
-        stored, now = meta["learner_settings"], given["learner_settings"]
-        differences += [
-            f"{key}: stored {stored.get(key)!r}, given {now.get(key)!r}"
-            for key in sorted(set(stored) | set(now))
-            if stored.get(key) != now.get(key)
-        ]
+        differences += _differing(meta["learner_settings"], given["learner_settings"])
         if len(meta["demons"]) != len(given["demons"]):
             differences.append(f"number of demons: stored {len(meta['demons'])}, given {len(given['demons'])}")
         for i, (a, b) in enumerate(zip(meta["demons"], given["demons"])):
-            differences += [
-                f"demon {i} ({a.get('name')!r}) {field}: stored {a.get(field)!r}, given {b.get(field)!r}"
-                for field in sorted(set(a) | set(b))
-                if a.get(field) != b.get(field)
-            ]
+            differences += [f"demon {i} ({a.get('name')!r}) {d}" for d in _differing(a, b)]
     else:
         stored, now = _stored_config(kind, meta.get("learner_config")), given["learner_config"]
         if stored != now:
-            if isinstance(stored, dict) and isinstance(now, dict):
-                differences += [
-                    f"{key}: stored {stored.get(key)!r}, given {now.get(key)!r}"
-                    for key in sorted(set(stored) | set(now))
-                    if stored.get(key) != now.get(key)
-                ]
-            if not differences:
-                differences.append("its configuration (learner.to_config()) differs from the stored one")
+            differences += _differing(stored, now) or [
+                "its configuration (learner.to_config()) differs from the stored one"
+            ]
     if differences:
         raise CheckpointError(f"{path}: the given learner does not match the stored one: " + "; ".join(differences))

@@ -334,8 +334,6 @@ class ControlLearner:
 
     def _forward(self, net: MultiHeadMLPLearner):
         slope, layer_norm = net.leaky_relu_slope, net.use_layer_norm
-        # With head features the heads read [h, φ(x)]; only h's weights carry the error back.
-        hidden = net.hidden_sizes[-1] if net.hidden_sizes else None
 
         # The trunk's hand-written backward pass (one reduction per LayerNorm, from the forward
         # pass's tape) instead of the one autodiff derives, which compiles to many more kernels.
@@ -351,8 +349,8 @@ class ControlLearner:
 
         def forward_bwd(saved, g):
             (trunk, heads), h, tape, x = saved
-            w = heads.weights if net.head_features is None else heads.weights[:, :hidden]
-            factors = trunk_backward(trunk, tape, w.T @ g, layer_norm, slope)
+            # With head features the heads read [h, φ(x)]; only h's weights carry the error back.
+            factors = trunk_backward(trunk, tape, net.trunk_part(heads.weights).T @ g, layer_norm, slope)
             trunk_grad = type(trunk)(tuple(jnp.outer(inp, gl) for inp, gl in factors), tuple(gl for _, gl in factors))
             head_grad = type(heads)(jnp.outer(g, h), g)
             return (trunk_grad, head_grad), jnp.zeros_like(x)

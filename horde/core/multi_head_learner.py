@@ -507,6 +507,19 @@ class MultiHeadMLPLearner:
             return self._normalizer.update(state.normalizer_state, x)
         return self._normalizer.normalize(state.normalizer_state, x), state.normalizer_state
 
+    def trunk_part(self, x: jax.Array) -> jax.Array:
+        """The entries of a head-input-sized last axis that belong to the trunk's output: with
+        ``head_features`` the heads read ``[h, φ(x)]`` and only ``h``'s first ``H`` entries (its
+        weights, its cotangent) reach the trunk; without, ``x`` itself.
+
+        Args:
+            x: ``(..., H)``, or ``(..., H + head_features.size(d))`` with head features.
+
+        Returns:
+            ``(..., H)``.
+        """
+        return x if self.head_features is None else x[..., : self.hidden_sizes[-1]]
+
     def trunk_step(
         self,
         state: MultiHeadMLPState,
@@ -525,10 +538,7 @@ class MultiHeadMLPLearner:
 
         Returns ``(trunk_params, trunk_optimizer_states, bounding_scale)``.
         """
-        head_weights = state.head_params.weights
-        if self.head_features is not None:
-            hidden = self.hidden_sizes[-1]
-            cotangent, head_weights = cotangent[..., :hidden], head_weights[..., :hidden]
+        cotangent, head_weights = self.trunk_part(cotangent), self.trunk_part(state.head_params.weights)
         return trunk_step(
             state.trunk_params,
             state.trunk_optimizer_states,
