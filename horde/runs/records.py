@@ -300,11 +300,7 @@ class RecordWriter:
             index = [slice(None)] * arr.ndim
             index[axis] = slice(start, start + m)
             regions[name] = (tuple(shape), tuple(index), values)
-            size = arr.chunks[axis]
-            for c in range(start // size, (start + m - 1) // size + 1):
-                key = ["0"] * arr.ndim
-                key[axis] = str(c)
-                touched.add(self.path / name / "c" / Path(*key))
+            touched.update(self.path / name / key for key, _, _ in _chunk_keys(arr, start, start + m))
             touched.add(self.path / name / "zarr.json")
         arrays = self._async_arrays
         await asyncio.gather(*(arrays[name].resize(shape) for name, (shape, _, _) in regions.items()))
@@ -423,19 +419,27 @@ class RecordWriter:
         self._raise_error()
 
 
+def _chunk_keys(array: Any, start: int, stop: int) -> list[tuple[str, int, int]]:
+    """The store keys of the chunks of ``array`` (a Zarr array or async array of this format)
+    that hold rows ``start`` to ``stop - 1`` of its growing axis (the record axis, or the only
+    one of a 1-D array), each with the first and last row it holds there."""
+    axis = 0 if array.ndim == 1 else 1
+    size = array.chunks[axis]
+    keys = []
+    for c in range(start // size, -(-stop // size)):
+        coords = [0] * array.ndim
+        coords[axis] = c
+        keys.append((array.metadata.encode_chunk_key(tuple(coords)), c * size, min((c + 1) * size, stop) - 1))
+    return keys
+
+
 def _check_chunks(path: Path, name: str, array: Any, committed: int) -> None:
     """Raises ValueError naming the first chunk of ``name``'s first ``committed`` rows (its
     growing axis) that is missing from the store: read, it would be fill values (NaN)."""
-    axis = 0 if array.ndim == 1 else 1
-    size = array.chunks[axis]
-    for c in range(-(-committed // size)):
-        coords = [0] * array.ndim
-        coords[axis] = c
-        key = array.metadata.encode_chunk_key(tuple(coords))
+    for key, first, last in _chunk_keys(array, 0, committed):
         if not (path / name / key).is_file():
-            lo, hi = c * size, min((c + 1) * size, committed)
             rows = "episodes" if name in EPISODE else "records"
-            raise ValueError(f"chunk {name}/{key} ({rows} {lo}-{hi - 1}) is missing from the store")
+            raise ValueError(f"chunk {name}/{key} ({rows} {first}-{last}) is missing from the store")
 
 
 def read_records(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
