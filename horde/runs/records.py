@@ -287,7 +287,8 @@ class RecordWriter:
             for name, parts in rows.items()
         }
         data = {name: v for name, v in data.items() if v.size or v.ndim and v.shape[0 if v.ndim == 1 else 1]}
-        regions, touched = {}, set()
+        regions: dict[str, Any] = {}
+        touched: set[Path] = set()
         for name, values in data.items():
             axis = 0 if name == "steps" or name in EPISODE else 1
             start = self.meta["n_episodes"] if name in EPISODE else self.meta["n_records"]
