@@ -36,6 +36,11 @@ functional class's default ``polemass_length`` is ``masspole + length = 0.6``; C
   first and of the last 20 episodes, and the learning curve (``horde.plots.plot_returns``) saved
   to ``--figure``.
 
+``--cpu-devices N`` splits the CPU into ``N`` JAX devices (``XLA_FLAGS=
+--xla_force_host_platform_device_count=N``, set before JAX starts): ``run_jax`` then spreads the
+seeds over them, one device per core (on a 2-core machine, ``--cpu-devices 2`` lets the second
+core work too). Without it JAX's one CPU device runs a batched step largely on one core.
+
 ``--no-head-features`` runs every part with ``head_features=None`` (the trunk-only network of
 stream-x, the default before the control networks' head features), to compare.
 """
@@ -218,11 +223,24 @@ def main() -> None:
     p.add_argument("--figure", help="save the MinAtar learning curve here (.png)")
     p.add_argument("--json")
     p.add_argument(
+        "--cpu-devices",
+        type=int,
+        choices=range(1, (os.cpu_count() or 1) + 1),
+        metavar="N",
+        help="split the CPU into N JAX devices (at most the core count); run_jax spreads the seeds over them",
+    )
+    p.add_argument(
         "--no-head-features",
         action="store_true",
         help="the trunk-only network (head_features=None), the default before head features",
     )
     a = p.parse_args()
+    if a.cpu_devices is not None:
+        if "jax" in sys.modules:
+            p.error("--cpu-devices must take effect before JAX starts")
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={a.cpu_devices}"
+        ).strip()
     if a.no_head_features:
         LEARNER_SETTINGS["head_features"] = None
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
@@ -240,7 +258,12 @@ def main() -> None:
     if a.only in (None, "speed"):
         s = speed(a.speed_steps, a.speed_seeds)
         out["speed"] = s
-        print(f"\nthroughput, (32, 32) network, {a.speed_seeds} seeds vmapped, {a.speed_steps:,} steps each")
+        import jax
+
+        print(
+            f"\nthroughput, (32, 32) network, {a.speed_seeds} seeds vmapped, {a.speed_steps:,} steps each, "
+            f"{jax.device_count()} JAX device(s) ({jax.devices()[0].platform})"
+        )
         print("| | steps/s (all seeds) |")
         print("|---|---:|")
         for k, v in s.items():

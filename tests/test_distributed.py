@@ -133,3 +133,31 @@ jax.distributed.shutdown()
             pieces.update({int(k): data[k] for k in data.files})
     assert sorted(pieces) == [0, 4]
     np.testing.assert_array_equal(np.concatenate([pieces[0], pieces[4]]), expected)
+
+
+_RUN_JAX = """
+result = horde.run_jax(learner, "phys2d/CartPole-v1", steps=300, n_seeds=4, record_every=1, chunk_size=300)
+devices = result.state.core.head_params.weights.sharding.device_set
+np.savez(OUT, predictions=np.asarray(result.predictions), returns=np.asarray(result.episode_return),
+         seeds=np.asarray(result.episode_seed), devices=len(devices))
+"""
+
+
+def test_run_jax_spreads_its_seeds_over_every_device(tmp_path):
+    """``run_jax`` with several devices runs each device's seeds on it (the learner state comes
+    back sharded over both) and gives the numbers of one device, to float32 rounding (each
+    device vectorises a smaller batch, and 300 steps of learning carry the differences; a seed
+    given another seed's stream would differ by the predictions' own scale)."""
+    runs = {}
+    for n in (1, 2):
+        out = tmp_path / f"devices{n}.npz"
+        code = _SETUP + f"OUT = {str(out)!r}\n" + _RUN_JAX
+        code = code.replace("C.observation(i % 3)", "C.observation(i % 4)")
+        proc = _run(code, {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n] = np.load(out)
+    assert int(runs[1]["devices"]) == 1 and int(runs[2]["devices"]) == 2
+    np.testing.assert_array_equal(runs[2]["returns"], runs[1]["returns"])  # the uniform policy's episodes
+    np.testing.assert_array_equal(runs[2]["seeds"], runs[1]["seeds"])
+    np.testing.assert_allclose(runs[2]["predictions"], runs[1]["predictions"], rtol=1e-3, atol=1e-4)
+    assert np.abs(runs[1]["predictions"]).max() > 0.1  # the demons learned something to compare

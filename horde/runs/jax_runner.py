@@ -82,7 +82,7 @@ import numpy as np
 from gymnasium.experimental.functional import FuncEnv
 
 from horde.control import ControlLearner
-from horde.core import as_seed
+from horde.core import as_seed, shard_seeds
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, JaxPolicy, as_jax_env, as_jax_policy
 from horde.runs.recording import (
@@ -317,7 +317,11 @@ def run_jax(
         seed: copy ``i`` uses ``seed + i`` for its learner weights
             (``jax.random.key(seed + i)``, as ``horde.run``) and its environment and policy
             keys (see the module docstring for the exact derivation).
-        n_seeds: independent copies, run in one ``jax.vmap``-ed call.
+        n_seeds: independent copies, run in one ``jax.vmap``-ed call. With several devices
+            (``jax.devices()``: GPUs, or a CPU split into one device per core with
+            ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts) the copies
+            are spread over the largest number of them that divides ``n_seeds``, each device
+            running its own copies; the numbers equal one device's to float32 rounding.
         policy: ``None``/``"uniform"``/``UniformRandom()``, ``FixedProbabilities(p)``,
             ``"env"`` (the environment's ``jax_behaviour_probs``) or ``EpsilonGreedy(demon)``
             (a ``ControlLearner``'s control demon).
@@ -465,7 +469,9 @@ def run_jax(
         bar.update(T * n_seeds, buffers[1][:, :k] if k else np.zeros(0))
 
     start_time = time.perf_counter()
-    carry = init_fn(jnp.arange(seed, seed + n_seeds, dtype=jnp.int32)) if batched else init_fn(seed)
+    # With several devices (GPUs, or CPU cores split into devices) the seed axis is spread over
+    # them: each device runs its own seeds' steps (horde.core.shard_seeds).
+    carry = init_fn(shard_seeds(jnp.arange(seed, seed + n_seeds, dtype=jnp.int32))) if batched else init_fn(seed)
     good = [carry.learner_state]  # the state after the last chunk that was checked
     done_steps = 0
     pending = None
