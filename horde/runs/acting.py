@@ -520,7 +520,9 @@ def run_acting(
                 if ended:
                     episodes.append((0, start_step + done + j, ep_return, ep_length))
                     ep_return, ep_length = 0.0, 0
-                a = int(action)
+                # Through NumPy: int() of a jax.Array takes a slower path (about 30 µs more
+                # per call on the CPU), a fifth of a small step.
+                a = int(np.asarray(action))
             carry = fns.unpack(groups)
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
@@ -741,7 +743,7 @@ class ActingDaemon:
         )
         self._groups = _fresh(self._fns.pack(carry))
         self._draws, self._j = None, 0
-        return int(action)
+        return int(np.asarray(action))
 
     def step(
         self, reward: float, next_observation: Any, terminated: bool, truncated: bool, reset_observation: Any = None
@@ -776,4 +778,4 @@ class ActingDaemon:
         self._groups, self._records, action = self._fns.step(self._groups, self._records, self._draws, inputs, 1)
         self.t += 1
         self._j += 1
-        return int(action)
+        return int(np.asarray(action))
