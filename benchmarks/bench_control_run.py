@@ -2,7 +2,7 @@
 the Python CartPole-v1, with the stream-x network (32, 32) and no prediction demons, and with
 100 nexting demons around it; then where one step's time goes.
 
-Run: python benchmarks/bench_control_run.py [--steps 5000] [--baseline DIR]
+Run: python benchmarks/bench_control_run.py [--steps 5000] [--baseline DIR [--rounds N]] [--sync-dispatch]
 (Compilation is excluded: each configuration is run once for 500 steps first.)
 
 The target: 10x the official PyTorch Stream Q(λ) on the same
@@ -13,7 +13,8 @@ CartPole's own step and Gymnasium's wrappers. The parts printed below:
   included), the part no learner can remove;
 * ``empty compiled call``: a jitted function that does nothing, taking and donating arrays of
   the acting step's shapes (the packed carry, the record rows, the chunk's draws, the inputs)
-  and returning a scalar read back with ``int``: the least one compiled call per step costs;
+  and returning a scalar read back as the runner reads its action (``int(np.asarray(a))``):
+  the least one compiled call per step costs;
 * ``compiled step``: the compiled call ``horde.run`` makes per step
   (``horde.runs.acting.compiled_step``), called alone in a loop with its action read back each
   time, and the number of kernels XLA compiled it to (the instructions of its entry
@@ -23,7 +24,13 @@ CartPole's own step and Gymnasium's wrappers. The parts printed below:
 * the rest of a step is the runner's Python (feature map, checks, bookkeeping).
 
 ``--baseline DIR`` first runs this script on the horde package found in ``DIR`` (e.g. a
-checkout of an earlier commit), then on this one, one after the other under the same load.
+checkout of an earlier commit), then on this one, one after the other under the same load;
+``--rounds N`` repeats the pair N times, alternating, and ends with the median steps/s of each.
+
+``--sync-dispatch`` runs JAX's CPU computations in the calling thread
+(``jax.config.update("jax_cpu_enable_async_dispatch", False)`` before JAX starts): the acting
+loop waits for every step's action, so JAX's default hand-off of each call to a worker thread
+(and the wait for it) is pure cost there.
 
 CPU is the process's CPU time per step (all threads): on a busy machine it moves less than
 the wall time, so both are printed with the load average.
@@ -83,13 +90,13 @@ def empty_call(learner: horde.ControlLearner, chunk: int, n: int):
         jnp.zeros((chunk + 1, 4, learner.n_demons), jnp.float32),
         jnp.zeros((chunk,), jnp.float32),
     ]
-    int(fn(*[jnp.copy(a) for a in arrays], np.zeros(11, np.float32))[2])  # compiled here
+    int(np.asarray(fn(*[jnp.copy(a) for a in arrays], np.zeros(11, np.float32))[2]))  # compiled here
 
     def loop() -> None:
         g, r, d = arrays
         for _ in range(n):
             g, r, a = fn(g, r, d, np.zeros(11, np.float32))
-            int(a)
+            int(np.asarray(a))
 
     return loop
 
@@ -138,13 +145,13 @@ def blocked_calls(step, arguments, n: int, reps: int = 3) -> tuple[float, float,
     for _ in range(reps):
         carry, rows, *rest = arguments()
         carry, rows, a = step(carry, rows, *rest)
-        int(a)
+        int(np.asarray(a))
 
         def loop() -> None:
             nonlocal carry, rows
             for _ in range(n):
                 carry, rows, a = step(carry, rows, *rest)
-                int(a)
+                int(np.asarray(a))
 
         best = min(best, timed(loop, n))
     return best[0], best[1], kernel_count(hlo)
@@ -154,20 +161,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--baseline", help="first run this script on the horde package in this directory")
+    parser.add_argument("--rounds", type=int, default=1, help="with --baseline: alternating pairs of runs")
+    parser.add_argument("--sync-dispatch", action="store_true", help="JAX's CPU computations in the calling thread")
     args = parser.parse_args()
     n = args.steps
+    if args.sync_dispatch:
+        # Read once, when JAX creates its CPU client: set before any computation.
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     if args.baseline:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for label, root in (("before", args.baseline), ("after", here)):
-            print(f"== {label}: PYTHONPATH={root}", flush=True)
-            env = dict(os.environ, PYTHONPATH=root)
-            subprocess.run([sys.executable, os.path.abspath(__file__), "--steps", str(n)], env=env, check=True)
+        extra = ["--sync-dispatch"] if args.sync_dispatch else []
+        first: dict[str, list[float]] = {"before": [], "after": []}
+        for _ in range(args.rounds):
+            for label, root in (("before", args.baseline), ("after", here)):
+                print(f"== {label}: PYTHONPATH={root}", flush=True)
+                env = dict(os.environ, PYTHONPATH=root)
+                out = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--steps", str(n), *extra],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                print(out, end="", flush=True)
+                row = next(line for line in out.splitlines() if line.startswith("1 control demon (32, 32)"))
+                first[label].append(float(row.split("network", 1)[1].split()[0].replace(",", "")))
+        print(f"== median steps/s of the stream-x network row over {args.rounds} alternating rounds:")
+        for label, values in first.items():
+            print(f"  {label}: {np.median(values):,.0f} (runs: {', '.join(f'{v:,.0f}' for v in values)})")
         return
     balance = demons.Demon(
         "balance", cumulants.reward(), discounts.constant(0.99), lamda=0.8, target_policy=policies.greedy()
     )
     around = horde.HordeLearner(demons.nexting(4, timescales=tuple(range(1, 26))), hidden_sizes=(64, 64))
-    print(f"python benchmarks/bench_control_run.py --steps {n}")
+    print(f"python benchmarks/bench_control_run.py --steps {n}{' --sync-dispatch' if args.sync_dispatch else ''}")
+    print("JAX CPU dispatch:", "synchronous" if args.sync_dispatch else "asynchronous (JAX's default)")
     print(f"horde from {os.path.dirname(horde.__file__)}, jax {jax.__version__}, gymnasium {gym.__version__}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"load average before: {os.getloadavg()}")

@@ -8,6 +8,7 @@ Usage::
     python benchmarks/bench_streamx.py --streamx-dir DIR --algo ac              # AC(λ): stream-x's row only
     python benchmarks/bench_streamx.py --streamx-dir DIR --algo all             # one table, every row
     python benchmarks/bench_streamx.py --streamx-dir /path/to/streaming-drl --steps 20000   # throughput only
+    python benchmarks/bench_streamx.py --streamx-dir DIR --steps 20000 --sync-dispatch      # JAX dispatch in the caller
     python benchmarks/bench_streamx.py --algo all                              # horde's side, quoted baselines
     python benchmarks/bench_streamx.py --streamx-dir DIR --only streamx --env Acrobot-v1 --seeds 5   # stream-x alone
 
@@ -72,6 +73,13 @@ targets agree in expectation. stream-x's ``main`` keeps the next action across a
 each new episode's first action was drawn on the previous episode's last observation; horde
 draws it on the reset observation. Both cut SARSA's trace at episode ends only.
 
+
+``--sync-dispatch`` runs JAX's CPU computations in the calling thread (JAX's
+``jax_cpu_enable_async_dispatch`` off, set before JAX starts; the first line of the output says
+which mode ran). ``horde.run``'s acting loop waits for each step's action before it can step the
+environment, so by default every step hands its compiled call to a worker thread and waits for
+it to come back; on a busy 2-core machine that hand-off is a large part of a step. The stream-x
+side is unaffected (PyTorch, its own process).
 
 horde's rows use stream-x's network, ``head_features=None`` (the comparison is of the same
 network, as the targets ask); the ``ControlLearner``'s default also gives its action heads fixed
@@ -407,8 +415,21 @@ def main() -> None:
         help="horde's rows with the ControlLearner's default head features (FourierFeatures(256)); "
         "without it they use stream-x's network, head_features=None",
     )
+    p.add_argument(
+        "--sync-dispatch",
+        action="store_true",
+        help="run JAX's CPU computations in the calling thread "
+        "(jax.config.update('jax_cpu_enable_async_dispatch', False), set before JAX starts): "
+        "horde.run's acting loop waits for every step's action, so the hand-off to a worker thread "
+        "is pure cost there",
+    )
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.sync_dispatch:
+        import jax
+
+        # Read once, when JAX creates its CPU client: it must be set before any computation.
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     if not a.head_features:
         from bench_control import LEARNER_SETTINGS
 
@@ -425,6 +446,7 @@ def main() -> None:
         p.error("--only horde --algo ac: horde has no actor-critic learner")
     print("command:", " ".join([os.path.basename(sys.executable)] + sys.argv))
     print("machine:", json.dumps(machine_info()))
+    print("JAX CPU dispatch:", "synchronous (--sync-dispatch)" if a.sync_dispatch else "asynchronous (JAX's default)")
     print("load average at start:", load_now(), flush=True)
     out: dict = {}
     if a.only == "streamx":
