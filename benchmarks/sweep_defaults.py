@@ -166,6 +166,16 @@ def horde_predictions(learner: HordeLearner, stream: Transitions, seeds: list[in
     def one(transitions, key):
         return learner.scan_traced(learner.init_traced(dim, key), transitions).predictions
 
+    if learner.heads is not None:
+        # Least-squares heads solve every solve_every steps in a lax.cond, which vmap would
+        # turn into a solve at every step: one compiled scan per seed instead.
+        run_one = jax.jit(one)
+        return np.stack(
+            [
+                np.asarray(run_one(jax.tree_util.tree_map(lambda x, i=i: x[i], stream), jax.random.key(s)))
+                for i, s in enumerate(seeds)
+            ]
+        )
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     return np.asarray(jax.jit(jax.vmap(one))(stream, keys))
 
@@ -532,6 +542,20 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.0,
         _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
     ),
+    # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x]
+    "LSTD heads (Welford)": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
+    "LSTD heads (Welford), λ 0.5": (0.5, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
+    "LSTD heads (Welford), λ 0.9": (0.9, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
+    "LSTD heads, EMA": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(), normalizer=EMANormalizer())),
+    "LSTD heads, EMA, λ 0.5": (
+        0.5,
+        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(), normalizer=EMANormalizer()),
+    ),
+    "LSTD heads (Welford), λ 0.5, forgetting 1e-4": (
+        0.5,
+        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(forgetting=1e-4)),
+    ),
+    "LSTD heads (Welford), λ 0.5, ridge 30": (0.5, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(ridge=30.0))),
 }
 
 
