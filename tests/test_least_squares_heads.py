@@ -31,6 +31,8 @@ def _demons():
             target_policy=policies.fixed([0.7, 0.3]),
         ),
         Demon("ttt", cumulants.constant(1.0), discounts.constant(0.8), lamda=0.9, z=-2.0),
+        # a state-dependent discount: the trace decays by γ(S_t), not γ(S_{t+1})
+        Demon("until", cumulants.observation(0), discounts.until(1, 0.5, gamma=0.9), lamda=0.8),
     ]
 
 
@@ -96,7 +98,7 @@ def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale):
 
 def test_x0_and_x1_share_a_matrix_and_lamda_zero_demons_of_other_discounts_do_not():
     groups = lstd_groups(HordeLearner(_demons(), heads=LSTDHeads()).demons)
-    assert groups.group_of.tolist() == [0, 0, 1, 2, 3]
+    assert groups.group_of.tolist() == [0, 0, 1, 2, 3, 4]
     same_trace = [
         Demon("a", cumulants.observation(0), discounts.constant(0.5)),
         Demon("b", cumulants.observation(0), discounts.constant(0.9)),
@@ -171,7 +173,7 @@ def test_collision_off_policy_lstd_reaches_the_target_policys_values():
     forward = Demon("collide", cumulants.reward(), discounts.constant(0.9), target_policy=policies.fixed([1.0, 0.0]))
     heads = LSTDHeads(ridge=1e-2, solve_every=100, features=FourierFeatures(0))
     learner = HordeLearner([forward], heads=heads, normalizer=None)
-    result = run_jax(learner, envs.Collision(features="onehot"), steps=20_000, seed=0, policy="env", progress=False)
+    result = run_jax(learner, envs.Collision(features="onehot"), steps=10_000, seed=0, policy="env", progress=False)
     values = np.asarray([float(learner.predict(result.state, x)[0]) for x in np.eye(8, dtype=np.float32)])
     np.testing.assert_allclose(values, envs.Collision.true_values(), atol=0.05)
 
@@ -180,9 +182,9 @@ def test_an_inactive_demon_leaves_its_b_and_count_bit_identical():
     learner = HordeLearner(_demons(), heads=LSTDHeads(features=FEATURES), normalizer=None)
     state = learner.init(DIM, jax.random.key(0))
     for k in range(3):
-        state = learner.update(state, np.ones(DIM) * k, np.arange(5.0), np.ones(DIM), rhos=np.ones(5)).state
-    c = np.array([np.nan, 1.0, 2.0, np.nan, 3.0])
-    after = learner.update(state, np.ones(DIM), c, np.zeros(DIM), rhos=np.ones(5)).state
+        state = learner.update(state, np.ones(DIM) * k, np.arange(6.0), np.ones(DIM), rhos=np.ones(6)).state
+    c = np.array([np.nan, 1.0, 2.0, np.nan, 3.0, 4.0])
+    after = learner.update(state, np.ones(DIM), c, np.zeros(DIM), rhos=np.ones(6)).state
     for i in (0, 3):
         np.testing.assert_array_equal(np.asarray(after.heads.b[i]), np.asarray(state.heads.b[i]))
         assert int(after.heads.demon_counts[i]) == int(state.heads.demon_counts[i]) == 3
@@ -195,14 +197,14 @@ def test_an_inactive_demon_leaves_its_b_and_count_bit_identical():
 def test_explicit_discounts_or_ratios_that_break_a_group_are_refused_by_name():
     learner = HordeLearner(_demons(), heads=LSTDHeads(features=FEATURES), normalizer=None)
     state = learner.init(DIM, jax.random.key(0))
-    x, c = np.ones(DIM), np.ones(5)
+    x, c = np.ones(DIM), np.ones(6)
     with pytest.raises(ValueError, match=r"discounts of demon 'x1@0.5' must equal that of 'x0@0.5'.*got 0.4"):
-        learner.update(state, x, c, x, discounts=[0.5, 0.4, 0.9, 0.8, 0.8], rhos=np.ones(5))
+        learner.update(state, x, c, x, discounts=[0.5, 0.4, 0.9, 0.8, 0.8, 0.9], rhos=np.ones(6))
     with pytest.raises(ValueError, match=r"rhos of demon 'x1@0.5' must equal that of 'x0@0.5'"):
-        learner.update(state, x, c, x, rhos=[1.0, 2.0, 1.0, 1.0, 1.0])
+        learner.update(state, x, c, x, rhos=[1.0, 2.0, 1.0, 1.0, 1.0, 1.0])
     # equal within each group: the same update as the demons' own discounts
-    own = learner.update(state, x, c, x, rhos=np.ones(5)).state
-    given = learner.update(state, x, c, x, discounts=[0.5, 0.5, 0.9, 0.8, 0.8], rhos=np.ones(5)).state
+    own = learner.update(state, x, c, x, rhos=np.ones(6)).state
+    given = learner.update(state, x, c, x, discounts=[0.5, 0.5, 0.9, 0.8, 0.8, 0.0], rhos=np.ones(6)).state
     for a, b in zip(jax.tree_util.tree_leaves(own), jax.tree_util.tree_leaves(given)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
