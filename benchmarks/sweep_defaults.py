@@ -551,11 +551,16 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.5,
         lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(), normalizer=EMANormalizer()),
     ),
-    "LSTD heads (Welford), λ 0.5, forgetting 1e-4": (
-        0.5,
-        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(forgetting=1e-4)),
-    ),
     "LSTD heads (Welford), λ 0.5, ridge 30": (0.5, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(ridge=30.0))),
+    "LSTD heads (Welford), plain mean": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(averaging_power=0.0))),
+    "LSTD heads, EMA, plain mean": (
+        0.0,
+        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(averaging_power=0.0), normalizer=EMANormalizer()),
+    ),
+    "LSTD heads (Welford), λ 0.5, plain mean, forgetting 1e-4": (
+        0.5,
+        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(forgetting=1e-4, averaging_power=0.0)),
+    ),
 }
 
 

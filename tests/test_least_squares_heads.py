@@ -56,7 +56,9 @@ def _stream(steps=120, seed=0):
 
 def _reference(ds, stream, heads):
     """LSTD(λ) per demon in float64, as written: sums, ridge·I, a solve every k steps, and each
-    step's prediction from the weights of the last solve."""
+    step's prediction from the weights of the last solve. With ``averaging_power = 1`` step
+    ``n`` (from 1) enters the sums with weight ``n`` and the ridge as ``n ridge I``
+    (``β_n Σ_k k = n``)."""
     w_proj, b_proj = FEATURES.projection(DIM)
     basis = lambda x: np.concatenate([[1.0], x, np.cos(x @ w_proj.astype(np.float64) + b_proj)])  # noqa: E731
     ev = ds.evaluate_batch(
@@ -67,27 +69,29 @@ def _reference(ds, stream, heads):
     m = 1 + FEATURES.size(DIM)
     predictions = np.zeros((steps, n))
     for i, demon in enumerate(ds):
-        a, b, w, z, gamma_t = heads.ridge * np.eye(m), np.zeros(m), np.zeros(m), np.zeros(m), 0.0
+        a, b, w, z, gamma_t = np.zeros((m, m)), np.zeros(m), np.zeros(m), np.zeros(m), 0.0
         for t in range(steps):
             phi = basis(stream.observations[t].astype(np.float64))
             phi_next = basis(stream.next_observations[t].astype(np.float64))
             predictions[t, i] = w @ phi
             z = rhos[t, i] * (gamma_t * demon.lamda * z + phi)
             bootstrap = 0.0 if stream.terminated[t] else gammas[t, i]
-            a += np.outer(z, phi - bootstrap * phi_next)
-            b += z * (c[t, i] + (demon.z if stream.terminated[t] else 0.0))
+            weight = (t + 1.0) ** heads.averaging_power
+            a += weight * np.outer(z, phi - bootstrap * phi_next)
+            b += weight * z * (c[t, i] + (demon.z if stream.terminated[t] else 0.0))
             gamma_t = gammas[t, i]
             if stream.terminated[t] or stream.truncated[t]:
                 z = np.zeros(m)
             if (t + 1) % heads.solve_every == 0:
-                w = np.linalg.solve(a, b)
+                ridge = heads.ridge * (t + 1.0 if heads.averaging_power == 1 else 1.0)
+                w = np.linalg.solve(a + ridge * np.eye(m), b)
     return predictions
 
 
-@pytest.mark.parametrize("lamda_scale", [1.0, 0.0])
-def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale):
+@pytest.mark.parametrize(("lamda_scale", "power"), [(1.0, 0.0), (0.0, 0.0), (1.0, 1.0)])
+def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale, power):
     demons = [Demon(d.name, d.cumulant, d.discount, d.lamda * lamda_scale, d.target_policy, d.z) for d in _demons()]
-    heads = LSTDHeads(ridge=2.0, solve_every=7, forgetting=0.0, features=FEATURES)
+    heads = LSTDHeads(ridge=2.0, solve_every=7, forgetting=0.0, averaging_power=power, features=FEATURES)
     learner = HordeLearner(demons, heads=heads, normalizer=None)
     stream = _stream()
     result = learner.scan_compiled(learner.init(DIM, jax.random.key(0)), stream)
@@ -112,7 +116,7 @@ def test_forgetting_keeps_exact_means_until_one_over_n_reaches_it():
     stream = _stream(40)
 
     def predictions(forgetting):
-        heads = LSTDHeads(ridge=2.0, solve_every=5, forgetting=forgetting, features=FEATURES)
+        heads = LSTDHeads(ridge=2.0, solve_every=5, forgetting=forgetting, averaging_power=0.0, features=FEATURES)
         learner = HordeLearner(_demons(), heads=heads, normalizer=None)
         return np.asarray(learner.scan_compiled(learner.init(DIM, jax.random.key(0)), stream).predictions)
 
@@ -153,7 +157,7 @@ def test_random_walk_closed_form_of_the_empirical_chain():
         np.zeros(steps, bool),
         np.ones(steps, np.float32),
     )
-    heads = LSTDHeads(ridge=1e-4, solve_every=steps, forgetting=0.0, features=FourierFeatures(0))
+    heads = LSTDHeads(ridge=1e-4, solve_every=steps, forgetting=0.0, averaging_power=0.0, features=FourierFeatures(0))
     learner = HordeLearner([Demon("v", cumulants.reward(), discounts.constant(1.0))], heads=heads, normalizer=None)
     final = learner.scan_compiled(learner.init(5, jax.random.key(0)), stream).state
     values = np.asarray([float(learner.predict(final, x)[0]) for x in np.eye(5, dtype=np.float32)])
@@ -229,6 +233,7 @@ def test_settings_least_squares_heads_have_no_use_for_are_refused_by_name(kwargs
         ({"ridge": 0.0}, "LSTDHeads: ridge"),
         ({"solve_every": 0}, "LSTDHeads: solve_every"),
         ({"forgetting": 1.0}, "LSTDHeads: forgetting"),
+        ({"averaging_power": -1.0}, "LSTDHeads: averaging_power"),
     ],
 )
 def test_lstd_heads_refuse_bad_settings_by_name(kwargs, message):

@@ -21,6 +21,7 @@ from horde.td.least_squares import (
     lstd_basis,
     lstd_groups,
     lstd_heads_from_config,
+    lstd_rate,
     lstd_solve,
     lstd_step,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "lstd_basis",
     "lstd_groups",
     "lstd_heads_from_config",
+    "lstd_rate",
     "lstd_solve",
     "lstd_step",
     "SharedTraces",

@@ -75,6 +75,7 @@ from horde.td.least_squares import (
     lstd_basis,
     lstd_groups,
     lstd_heads_from_config,
+    lstd_rate,
     lstd_step,
 )
 from horde.td.targets import reset_traces, td_targets, trace_decay
@@ -736,7 +737,7 @@ class HordeLearner:
             core=core._replace(normalizer_state=norm_state, step_count=core.step_count + 1), heads=new_heads
         )
         # The "step size" of a least-squares head: the weight this step took in its b̄.
-        rate = jnp.maximum(1.0 / jnp.maximum(new_heads.demon_counts, 1).astype(jnp.float32), heads.forgetting)
+        rate = lstd_rate(new_heads.demon_counts, heads.forgetting, heads.averaging_power)
         td_errors = jnp.where(active, delta, jnp.nan)
         metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, rate, jnp.nan)], axis=-1)
         nan = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
