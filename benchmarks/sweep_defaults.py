@@ -417,6 +417,22 @@ def _with_rff(**kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
     return lambda ds: HordeLearner(ds, **settings)
 
 
+def _lstd(normalizer: Any = None, **kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
+    """Least-squares heads with their settings spelled out (``kwargs`` replacing some), and
+    ``WelfordNormalizer()`` unless ``normalizer`` is given."""
+    settings: dict[str, Any] = {
+        "ridge": 10.0,
+        "solve_every": 250,
+        "forgetting": 1e-5,
+        "averaging_power": 0.0,
+        "burn_in": 1000,
+        "features": horde.FourierFeatures(256, bandwidth=1.0),
+        **kwargs,
+    }
+    norm = WelfordNormalizer() if normalizer is None else normalizer
+    return lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(**settings), normalizer=norm)
+
+
 CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
@@ -542,25 +558,20 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.0,
         _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
     ),
-    # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x]
-    "LSTD heads (Welford)": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
-    "LSTD heads (Welford), λ 0.5": (0.5, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
-    "LSTD heads (Welford), λ 0.9": (0.9, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads())),
-    "LSTD heads, EMA": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(), normalizer=EMANormalizer())),
-    "LSTD heads, EMA, λ 0.5": (
-        0.5,
-        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(), normalizer=EMANormalizer()),
-    ),
-    "LSTD heads (Welford), λ 0.5, ridge 30": (0.5, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(ridge=30.0))),
-    "LSTD heads (Welford), plain mean": (0.0, lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(averaging_power=0.0))),
-    "LSTD heads, EMA, plain mean": (
-        0.0,
-        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(averaging_power=0.0), normalizer=EMANormalizer()),
-    ),
-    "LSTD heads (Welford), λ 0.5, plain mean, forgetting 1e-4": (
-        0.5,
-        lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(forgetting=1e-4, averaging_power=0.0)),
-    ),
+    # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x], ridge 10,
+    # a solve every 250 steps; settings spelled out so that a row keeps its meaning
+    "LSTD heads: Welford, burn-in 1000": (0.0, _lstd()),
+    "LSTD heads: Welford, burn-in 1000, λ 0.5": (0.5, _lstd()),
+    "LSTD heads: Welford, burn-in 1000, λ 0.9": (0.9, _lstd()),
+    "LSTD heads: EMA, burn-in 1000": (0.0, _lstd(normalizer=EMANormalizer())),
+    "LSTD heads: EMA, burn-in 1000, forgetting 1e-4": (0.0, _lstd(normalizer=EMANormalizer(), forgetting=1e-4)),
+    "LSTD heads: Welford, no burn-in": (0.0, _lstd(burn_in=0)),
+    "LSTD heads: Welford, no burn-in, λ 0.5": (0.5, _lstd(burn_in=0)),
+    "LSTD heads: Welford, averaging power 1": (0.0, _lstd(burn_in=0, averaging_power=1.0)),
+    "LSTD heads: Welford, averaging power 1, λ 0.5": (0.5, _lstd(burn_in=0, averaging_power=1.0)),
+    "LSTD heads: Welford, averaging power 0.5": (0.0, _lstd(burn_in=0, averaging_power=0.5)),
+    "LSTD heads: EMA, no burn-in": (0.0, _lstd(normalizer=EMANormalizer(), burn_in=0)),
+    "LSTD heads: EMA, averaging power 1": (0.0, _lstd(normalizer=EMANormalizer(), burn_in=0, averaging_power=1.0)),
 }
 
 

@@ -58,7 +58,7 @@ def _reference(ds, stream, heads):
     """LSTD(λ) per demon in float64, as written: sums, ridge·I, a solve every k steps, and each
     step's prediction from the weights of the last solve. With ``averaging_power = 1`` step
     ``n`` (from 1) enters the sums with weight ``n`` and the ridge as ``n ridge I``
-    (``β_n Σ_k k = n``)."""
+    (``β_n Σ_k k = n``). At step ``burn_in`` the sums start again."""
     w_proj, b_proj = FEATURES.projection(DIM)
     basis = lambda x: np.concatenate([[1.0], x, np.cos(x @ w_proj.astype(np.float64) + b_proj)])  # noqa: E731
     ev = ds.evaluate_batch(
@@ -82,16 +82,20 @@ def _reference(ds, stream, heads):
             gamma_t = gammas[t, i]
             if stream.terminated[t] or stream.truncated[t]:
                 z = np.zeros(m)
+            if t + 1 == heads.burn_in:
+                a, b = np.zeros((m, m)), np.zeros(m)
             if (t + 1) % heads.solve_every == 0:
                 ridge = heads.ridge * (t + 1.0 if heads.averaging_power == 1 else 1.0)
                 w = np.linalg.solve(a + ridge * np.eye(m), b)
     return predictions
 
 
-@pytest.mark.parametrize(("lamda_scale", "power"), [(1.0, 0.0), (0.0, 0.0), (1.0, 1.0)])
-def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale, power):
+@pytest.mark.parametrize(("lamda_scale", "power", "burn_in"), [(1.0, 0.0, 50), (0.0, 0.0, 0), (1.0, 1.0, 0)])
+def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale, power, burn_in):
     demons = [Demon(d.name, d.cumulant, d.discount, d.lamda * lamda_scale, d.target_policy, d.z) for d in _demons()]
-    heads = LSTDHeads(ridge=2.0, solve_every=7, forgetting=0.0, averaging_power=power, features=FEATURES)
+    heads = LSTDHeads(
+        ridge=2.0, solve_every=7, forgetting=0.0, averaging_power=power, burn_in=burn_in, features=FEATURES
+    )
     learner = HordeLearner(demons, heads=heads, normalizer=None)
     stream = _stream()
     result = learner.scan_compiled(learner.init(DIM, jax.random.key(0)), stream)
@@ -110,9 +114,10 @@ def test_x0_and_x1_share_a_matrix_and_lamda_zero_demons_of_other_discounts_do_no
     assert lstd_groups(HordeLearner(same_trace, heads=LSTDHeads()).demons).n_groups == 2
 
 
-def test_forgetting_keeps_exact_means_until_one_over_n_reaches_it():
-    """With ``forgetting = 1/50`` and 40 steps the rate never reaches it: the same predictions
-    as ``forgetting = 0``; with ``1/10`` they differ after step 10's statistics are solved."""
+def test_forgetting_takes_over_once_one_over_n_reaches_it():
+    """Plain means (``averaging_power = 0``) with ``forgetting = 1/50`` and ``1/10``: the rates
+    ``max(1/n, forgetting)`` agree for the first 10 steps, so the solves at steps 5 and 10
+    agree; after that ``1/10`` forgets and the next solves differ."""
     stream = _stream(40)
 
     def predictions(forgetting):
@@ -120,8 +125,9 @@ def test_forgetting_keeps_exact_means_until_one_over_n_reaches_it():
         learner = HordeLearner(_demons(), heads=heads, normalizer=None)
         return np.asarray(learner.scan_compiled(learner.init(DIM, jax.random.key(0)), stream).predictions)
 
-    np.testing.assert_allclose(predictions(1 / 50), predictions(0.0), rtol=1e-5, atol=1e-6)
-    assert np.abs(predictions(0.1)[15:] - predictions(0.0)[15:]).max() > 1e-3
+    slow, fast = predictions(1 / 50), predictions(0.1)
+    np.testing.assert_allclose(slow[:15], fast[:15], rtol=1e-5, atol=1e-6)
+    assert np.abs(slow[15:] - fast[15:]).max() > 1e-3
 
 
 def test_random_walk_run_jax_lstd_reaches_the_true_values():
@@ -157,7 +163,9 @@ def test_random_walk_closed_form_of_the_empirical_chain():
         np.zeros(steps, bool),
         np.ones(steps, np.float32),
     )
-    heads = LSTDHeads(ridge=1e-4, solve_every=steps, forgetting=0.0, averaging_power=0.0, features=FourierFeatures(0))
+    heads = LSTDHeads(
+        ridge=1e-4, solve_every=steps, forgetting=0.0, averaging_power=0.0, burn_in=0, features=FourierFeatures(0)
+    )
     learner = HordeLearner([Demon("v", cumulants.reward(), discounts.constant(1.0))], heads=heads, normalizer=None)
     final = learner.scan_compiled(learner.init(5, jax.random.key(0)), stream).state
     values = np.asarray([float(learner.predict(final, x)[0]) for x in np.eye(5, dtype=np.float32)])
@@ -234,6 +242,7 @@ def test_settings_least_squares_heads_have_no_use_for_are_refused_by_name(kwargs
         ({"solve_every": 0}, "LSTDHeads: solve_every"),
         ({"forgetting": 1.0}, "LSTDHeads: forgetting"),
         ({"averaging_power": -1.0}, "LSTDHeads: averaging_power"),
+        ({"burn_in": -1}, "LSTDHeads: burn_in"),
     ],
 )
 def test_lstd_heads_refuse_bad_settings_by_name(kwargs, message):
@@ -256,3 +265,16 @@ def test_config_and_checkpoint_round_trip_the_heads(tmp_path):
     x = jnp.ones(DIM)
     np.testing.assert_array_equal(np.asarray(loaded_learner.predict(loaded, x)), np.asarray(learner.predict(state, x)))
     assert "heads" not in HordeLearner(_demons()).to_config()
+
+
+def test_a_daemon_predicts_and_learns_like_the_learner():
+    learner = HordeLearner(_demons()[:2], heads=LSTDHeads(solve_every=2, features=FEATURES), normalizer=None)
+    state = learner.init(DIM, jax.random.key(0))
+    daemon = horde.Daemon(learner, state)
+    obs = np.random.default_rng(0).random((6, DIM)).astype(np.float32)
+    for k in range(5):
+        daemon.update_from_transition(obs[k], 0, 0.0, obs[k + 1])
+        state = learner.update_from_transition(state, obs[k], 0, 0.0, obs[k + 1]).state
+    expected = np.asarray(learner.predict(state, obs[5]))
+    assert np.abs(expected).min() > 0.01
+    np.testing.assert_allclose(daemon.predict(obs[5]), expected, rtol=1e-6)

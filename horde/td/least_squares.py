@@ -87,6 +87,10 @@ class LSTDHeads:
             ``n = 10^7``).
         averaging_power: ``p >= 0``: the average weighs step ``k`` about ``k^p`` (exactly
             ``k`` for ``p = 1``); ``0`` the plain mean.
+        burn_in: the statistics of the first ``burn_in`` steps are dropped at step
+            ``burn_in`` (>= 0; 0: none): they were gathered while the online normaliser was
+            settling, with a basis that no longer describes the observations. The weights
+            solved from them serve until the next solve.
         features: the basis after the constant: ``FourierFeatures`` of the normalised
             observation (the observation itself and random Fourier features of it).
     """
@@ -94,7 +98,8 @@ class LSTDHeads:
     ridge: float = 10.0
     solve_every: int = 250
     forgetting: float = 1e-5
-    averaging_power: float = 1.0
+    averaging_power: float = 0.0
+    burn_in: int = 1000
     features: FourierFeatures = dataclasses.field(default_factory=lambda: FourierFeatures(256, bandwidth=1.0))
 
     def __post_init__(self) -> None:
@@ -104,6 +109,7 @@ class LSTDHeads:
             self, "forgetting", as_float("LSTDHeads: forgetting", self.forgetting, low=0, high=1, high_open=True)
         )
         object.__setattr__(self, "averaging_power", as_float("LSTDHeads: averaging_power", self.averaging_power, low=0))
+        object.__setattr__(self, "burn_in", as_int("LSTDHeads: burn_in", self.burn_in, low=0))
         as_instance("LSTDHeads: features", self.features, FourierFeatures, example="FourierFeatures(256)")
 
     def basis_size(self, observation_dim: int) -> int:
@@ -117,6 +123,7 @@ class LSTDHeads:
             "solve_every": self.solve_every,
             "forgetting": self.forgetting,
             "averaging_power": self.averaging_power,
+            "burn_in": self.burn_in,
             "features": self.features.to_config(),
         }
 
@@ -169,6 +176,7 @@ class LSTDState(NamedTuple):
         group_counts: steps in ``Ā_g``, int32 ``(G,)`` (stops at ``2^31 - 2``).
         demon_counts: steps in ``b̄_i`` (the demon's active steps), int32 ``(n,)``.
         since_solve: steps since the last solve, int32 scalar.
+        steps: steps taken, int32 scalar; stops counting after ``burn_in``.
     """
 
     a: jax.Array
@@ -179,6 +187,7 @@ class LSTDState(NamedTuple):
     group_counts: jax.Array
     demon_counts: jax.Array
     since_solve: jax.Array
+    steps: jax.Array
 
 
 def init_lstd(groups: TraceGroups, n_demons: int, basis_size: int) -> LSTDState:
@@ -194,6 +203,7 @@ def init_lstd(groups: TraceGroups, n_demons: int, basis_size: int) -> LSTDState:
         group_counts=zeros((g,), jnp.int32),
         demon_counts=zeros((n_demons,), jnp.int32),
         since_solve=zeros((), jnp.int32),
+        steps=zeros((), jnp.int32),
     )
 
 
@@ -290,14 +300,18 @@ def lstd_step(
     b = jnp.where(active[:, None], state.b + beta_i[:, None] * (sample_b - state.b), state.b)
 
     since = state.since_solve + 1
+    steps = jnp.minimum(state.steps, heads.burn_in) + 1
+    # At step burn_in the statistics start again (the weights stay until the next solve).
+    restart = steps == heads.burn_in
     new = state._replace(
-        a=a,
-        b=b,
+        a=jnp.where(restart, 0.0, a),
+        b=jnp.where(restart, 0.0, b),
         traces=jnp.where(episode_ended, 0.0, z),
         discounts=jnp.where(group_active, group_discounts, state.discounts),
-        group_counts=group_counts,
-        demon_counts=demon_counts,
+        group_counts=jnp.where(restart, 0, group_counts),
+        demon_counts=jnp.where(restart, 0, demon_counts),
         since_solve=since,
+        steps=steps,
     )
 
     def solve(s: LSTDState) -> LSTDState:
