@@ -559,8 +559,10 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
     ),
     # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x], ridge 10,
-    # a solve every 250 steps; settings spelled out so that a row keeps its meaning
+    # a solve every 250 steps; settings spelled out so that a row keeps its meaning; "burn-in N":
+    # the normaliser learns for N steps, then stays fixed, and the statistics restart there
     "LSTD heads: Welford, burn-in 1000": (0.0, _lstd()),
+    "LSTD heads: Welford, burn-in 3000": (0.0, _lstd(burn_in=3000)),
     "LSTD heads: Welford, burn-in 1000, λ 0.5": (0.5, _lstd()),
     "LSTD heads: Welford, burn-in 1000, λ 0.9": (0.9, _lstd()),
     "LSTD heads: EMA, burn-in 1000": (0.0, _lstd(normalizer=EMANormalizer())),

@@ -295,6 +295,7 @@ class HordeLearner:
             head_features = None
         elif isinstance(hidden_sizes, _Unset):
             hidden_sizes = (128, 128)
+        assert not isinstance(hidden_sizes, _Unset)
         lamdas = np.asarray(demons.lamdas, np.float64)
         gammas = np.asarray(demons.constant_gammas, np.float64)
         # A demon needs a stored trace when its λ > 0 and its discount is not the constant 0;
@@ -708,6 +709,14 @@ class HordeLearner:
         heads, groups, core, learner = self.heads, self._lstd_groups, state.core, self.core
         assert heads is not None and groups is not None
         x, norm_state = learner.normalized_features(core, observation, update=True)
+        if heads.burn_in > 0 and learner.normalizer is not None:
+            # After the burn-in the basis stays fixed, as LSTD assumes: the normaliser stops.
+            frozen = state.heads.steps >= heads.burn_in
+            x_frozen, _ = learner.normalized_features(core, observation, update=False)
+            x = jnp.where(frozen, x_frozen, x)
+            norm_state = jax.tree_util.tree_map(
+                lambda old, new: jnp.where(frozen, old, new), core.normalizer_state, norm_state
+            )
         x_next = (
             learner.normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32))
             if learner.normalizer is not None
