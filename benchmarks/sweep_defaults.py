@@ -425,7 +425,7 @@ def _lstd(normalizer: Any = None, **kwargs: Any) -> Callable[[DemonSet], HordeLe
         "solve_every": 250,
         "forgetting": 1e-5,
         "averaging_power": 0.0,
-        "burn_in": 1000,
+        "burn_in": 3000,
         "features": horde.FourierFeatures(256, bandwidth=1.0),
         **kwargs,
     }
@@ -561,12 +561,11 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x], ridge 10,
     # a solve every 250 steps; settings spelled out so that a row keeps its meaning; "burn-in N":
     # the normaliser learns for N steps, then stays fixed, and the statistics restart there
-    "LSTD heads: Welford, burn-in 1000": (0.0, _lstd()),
-    "LSTD heads: Welford, burn-in 3000": (0.0, _lstd(burn_in=3000)),
-    "LSTD heads: Welford, burn-in 1000, λ 0.5": (0.5, _lstd()),
-    "LSTD heads: Welford, burn-in 1000, λ 0.9": (0.9, _lstd()),
-    "LSTD heads: EMA, burn-in 1000": (0.0, _lstd(normalizer=EMANormalizer())),
-    "LSTD heads: EMA, burn-in 1000, forgetting 1e-4": (0.0, _lstd(normalizer=EMANormalizer(), forgetting=1e-4)),
+    "LSTD heads: Welford, burn-in 3000": (0.0, _lstd()),
+    "LSTD heads: Welford, burn-in 1000": (0.0, _lstd(burn_in=1000)),
+    "LSTD heads: Welford, burn-in 3000, λ 0.5": (0.5, _lstd()),
+    "LSTD heads: Welford, burn-in 3000, λ 0.9": (0.9, _lstd()),
+    "LSTD heads: EMA, burn-in 3000": (0.0, _lstd(normalizer=EMANormalizer())),
     "LSTD heads: Welford, no burn-in": (0.0, _lstd(burn_in=0)),
     "LSTD heads: Welford, no burn-in, λ 0.5": (0.5, _lstd(burn_in=0)),
     "LSTD heads: Welford, averaging power 1": (0.0, _lstd(burn_in=0, averaging_power=1.0)),

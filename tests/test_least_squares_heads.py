@@ -278,3 +278,21 @@ def test_a_daemon_predicts_and_learns_like_the_learner():
     expected = np.asarray(learner.predict(state, obs[5]))
     assert np.abs(expected).min() > 0.01
     np.testing.assert_allclose(daemon.predict(obs[5]), expected, rtol=1e-6)
+
+
+def test_the_normaliser_learns_for_burn_in_steps_and_then_stays_fixed():
+    stream = _stream(30)
+
+    def normaliser_states(burn_in):
+        learner = HordeLearner(_demons(), heads=LSTDHeads(burn_in=burn_in, features=FEATURES))
+        state = learner.init(DIM, jax.random.key(0))
+        early = learner.scan_compiled(state, jax.tree_util.tree_map(lambda x: x[:10], stream)).state
+        late = learner.scan_compiled(early, jax.tree_util.tree_map(lambda x: x[10:], stream)).state
+        return early.core.normalizer_state, late.core.normalizer_state
+
+    early, late = normaliser_states(10)
+    assert int(early.count) == 10
+    for a, b in zip(jax.tree_util.tree_leaves(early), jax.tree_util.tree_leaves(late)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _, learning = normaliser_states(0)
+    assert int(learning.count) == 30
