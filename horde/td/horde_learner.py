@@ -223,7 +223,8 @@ class HordeLearner:
             (``hidden_sizes=()``: a trunk's output drifts, and ``A`` averages over every step)
             and take no ``optimizer``, ``step_size``, ``head_optimizer``, ``bounder``,
             ``head_features`` (their basis is ``heads.features``) or ``diagnostics``; the
-            normalizer defaults to ``DEFAULT_LSTD_NORMALIZER`` (``WelfordNormalizer()``).
+            normalizer defaults to ``DEFAULT_LSTD_NORMALIZER`` (``WelfordNormalizer()``) and
+            learns for the first ``heads.burn_in`` steps only (the basis then stays fixed).
             Explicit ``discounts`` or ``rhos`` given to ``update`` must be equal within each
             group of demons that share ``A`` (``lstd_groups``).
     """
