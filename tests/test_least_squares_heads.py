@@ -185,7 +185,7 @@ def test_collision_off_policy_lstd_reaches_the_target_policys_values():
     forward = Demon("collide", cumulants.reward(), discounts.constant(0.9), target_policy=policies.fixed([1.0, 0.0]))
     heads = LSTDHeads(ridge=1e-2, solve_every=100, features=FourierFeatures(0))
     learner = HordeLearner([forward], heads=heads, normalizer=None)
-    result = run_jax(learner, envs.Collision(features="onehot"), steps=10_000, seed=0, policy="env", progress=False)
+    result = run_jax(learner, envs.Collision(features="onehot"), steps=6000, seed=0, policy="env", progress=False)
     values = np.asarray([float(learner.predict(result.state, x)[0]) for x in np.eye(8, dtype=np.float32)])
     np.testing.assert_allclose(values, envs.Collision.true_values(), atol=0.05)
 
