@@ -39,6 +39,10 @@ head features (their number, bandwidth and step size, the normalizer, the trunk'
 λ); ``cartpole_ceilings.py`` gives the floor and the least-squares ceiling they are measured
 against.
 
+Least-squares heads (rows ``LSTD heads: ...``): ``HordeLearner(ds, heads=LSTDHeads(...))``
+with their settings spelled out (``_lstd``); each seed runs its own compiled scan, since under
+``vmap`` the solve's ``lax.cond`` would run at every step.
+
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
 tilings of each component alone (16 intervals), plus a bias feature; ranges from the 0.1 and
