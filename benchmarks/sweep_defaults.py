@@ -39,6 +39,10 @@ head features (their number, bandwidth and step size, the normalizer, the trunk'
 λ); ``cartpole_ceilings.py`` gives the floor and the least-squares ceiling they are measured
 against.
 
+Least-squares heads (rows ``LSTD heads: ...``): ``HordeLearner(ds, heads=LSTDHeads(...))``
+with their settings spelled out (``_lstd``); each seed runs its own compiled scan, since under
+``vmap`` the solve's ``lax.cond`` would run at every step.
+
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
 tilings of each component alone (16 intervals), plus a bias feature; ranges from the 0.1 and
@@ -166,6 +170,16 @@ def horde_predictions(learner: HordeLearner, stream: Transitions, seeds: list[in
     def one(transitions, key):
         return learner.scan_traced(learner.init_traced(dim, key), transitions).predictions
 
+    if learner.heads is not None:
+        # Least-squares heads solve every solve_every steps in a lax.cond, which vmap would
+        # turn into a solve at every step: one compiled scan per seed instead.
+        run_one = jax.jit(one)
+        return np.stack(
+            [
+                np.asarray(run_one(jax.tree_util.tree_map(lambda x, i=i: x[i], stream), jax.random.key(s)))
+                for i, s in enumerate(seeds)
+            ]
+        )
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     return np.asarray(jax.jit(jax.vmap(one))(stream, keys))
 
@@ -407,6 +421,22 @@ def _with_rff(**kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
     return lambda ds: HordeLearner(ds, **settings)
 
 
+def _lstd(normalizer: Any = None, **kwargs: Any) -> Callable[[DemonSet], HordeLearner]:
+    """Least-squares heads with their settings spelled out (``kwargs`` replacing some), and
+    ``WelfordNormalizer()`` unless ``normalizer`` is given."""
+    settings: dict[str, Any] = {
+        "ridge": 10.0,
+        "solve_every": 250,
+        "forgetting": 1e-5,
+        "averaging_power": 0.0,
+        "burn_in": 3000,
+        "features": horde.FourierFeatures(256, bandwidth=1.0),
+        **kwargs,
+    }
+    norm = WelfordNormalizer() if normalizer is None else normalizer
+    return lambda ds: HordeLearner(ds, heads=horde.LSTDHeads(**settings), normalizer=norm)
+
+
 CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
@@ -532,6 +562,21 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
         0.0,
         _with_rff(head_features=horde.FourierFeatures(1024, bandwidth=0.5), head_optimizer=Autostep(2.5e-4)),
     ),
+    # least-squares TD(λ) heads (horde.td.least_squares) on [1, x, 256 Fourier features of x], ridge 10,
+    # a solve every 250 steps; settings spelled out so that a row keeps its meaning; "burn-in N":
+    # the normaliser learns for N steps, then stays fixed, and the statistics restart there
+    "LSTD heads: Welford, burn-in 3000": (0.0, _lstd()),
+    "LSTD heads: Welford, burn-in 1000": (0.0, _lstd(burn_in=1000)),
+    "LSTD heads: Welford, burn-in 3000, λ 0.5": (0.5, _lstd()),
+    "LSTD heads: Welford, burn-in 3000, λ 0.9": (0.9, _lstd()),
+    "LSTD heads: EMA, burn-in 3000": (0.0, _lstd(normalizer=EMANormalizer())),
+    "LSTD heads: Welford, no burn-in": (0.0, _lstd(burn_in=0)),
+    "LSTD heads: Welford, no burn-in, λ 0.5": (0.5, _lstd(burn_in=0)),
+    "LSTD heads: Welford, averaging power 1": (0.0, _lstd(burn_in=0, averaging_power=1.0)),
+    "LSTD heads: Welford, averaging power 1, λ 0.5": (0.5, _lstd(burn_in=0, averaging_power=1.0)),
+    "LSTD heads: Welford, averaging power 0.5": (0.0, _lstd(burn_in=0, averaging_power=0.5)),
+    "LSTD heads: EMA, no burn-in": (0.0, _lstd(normalizer=EMANormalizer(), burn_in=0)),
+    "LSTD heads: EMA, averaging power 1": (0.0, _lstd(normalizer=EMANormalizer(), burn_in=0, averaging_power=1.0)),
 }
 
 

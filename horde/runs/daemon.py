@@ -269,9 +269,8 @@ class Daemon:
 
     def _predict_impl(self, leaves, observation):
         state = self._traced_state(leaves)
-        core_state = state.core if self._horde else state
-        core = self.learner.core if self._horde else self.learner
-        return core.predict_traced(core_state, observation)
+        # The HordeLearner's own prediction: with least-squares heads it is not its core's.
+        return self.learner.predict_traced(state, observation)
 
     def _update_impl(self, leaves, inputs, parts):
         """``parts``: the names of the packed fields after the observation, in order."""

@@ -7,13 +7,24 @@ private names.
 
 Modules: ``targets`` (the TD target and the trace decay), ``traces`` (head traces stored once
 per group of demons with equal traces), ``gtd`` (GTD(λ)'s correction),
-``diagnostics`` (RUPEE and UDE), ``transitions`` (``Transitions``), ``types`` (state and
+``diagnostics`` (RUPEE and UDE), ``least_squares`` (LSTD(λ) heads), ``transitions`` (``Transitions``), ``types`` (state and
 results), ``horde_learner`` (the class) and ``loops`` (scan and vmap over a stream).
 """
 
 from horde.td.diagnostics import DiagnosticsState, diagnostics_step, rupee_update, ude_update
 from horde.td.gtd import gtd_correction, secondary_update
 from horde.td.horde_learner import HordeLearner
+from horde.td.least_squares import (
+    LSTDHeads,
+    LSTDState,
+    init_lstd,
+    lstd_basis,
+    lstd_groups,
+    lstd_heads_from_config,
+    lstd_rate,
+    lstd_solve,
+    lstd_step,
+)
 from horde.td.loops import run_horde_learning_loop, run_horde_learning_loop_batched
 from horde.td.targets import decay_traces, reset_traces, td_targets, trace_decay
 from horde.td.traces import (
@@ -42,6 +53,15 @@ __all__ = [
     "HordeLearningResult",
     "HordeState",
     "HordeUpdateResult",
+    "LSTDHeads",
+    "LSTDState",
+    "init_lstd",
+    "lstd_basis",
+    "lstd_groups",
+    "lstd_heads_from_config",
+    "lstd_rate",
+    "lstd_solve",
+    "lstd_step",
     "SharedTraces",
     "TraceGroups",
     "TraceRows",

@@ -46,6 +46,7 @@ from horde.core import (
     Optimizer,
     OvershootBounding,
     StateTemplate,
+    WelfordNormalizer,
     accumulate_traces,
     all_finite,
     any_inf,
@@ -67,6 +68,16 @@ from horde.core import (
 )
 from horde.td.diagnostics import DiagnosticsState, diagnostics_step, init_diagnostics
 from horde.td.gtd import gtd_correction, secondary_update
+from horde.td.least_squares import (
+    LSTDHeads,
+    LSTDState,
+    init_lstd,
+    lstd_basis,
+    lstd_groups,
+    lstd_heads_from_config,
+    lstd_rate,
+    lstd_step,
+)
 from horde.td.targets import reset_traces, td_targets, trace_decay
 from horde.td.traces import (
     SharedTraces,
@@ -87,6 +98,7 @@ __all__ = [
     "DEFAULT_BOUNDER",
     "DEFAULT_HEAD_FEATURES",
     "DEFAULT_HEAD_OPTIMIZER",
+    "DEFAULT_LSTD_NORMALIZER",
     "DEFAULT_NORMALIZER",
     "DEFAULT_SPARSITY",
     "DEFAULT_TRUNK_STEP_SIZE",
@@ -112,6 +124,11 @@ DEFAULT_BOUNDER: ObGDBounding | OvershootBounding | None = None
 #: and Pendulum's reward).
 DEFAULT_HEAD_FEATURES: FourierFeatures | None = FourierFeatures(n_features=256, bandwidth=1.0)
 DEFAULT_SPARSITY = 0.9
+#: The normalizer of a learner with least-squares heads (``heads=LSTDHeads()``) unless
+#: ``normalizer`` is given: the basis's bandwidth is in normalised units, and the statistics
+#: average over every step, so the normalisation should settle rather than follow the last
+#: thousand steps (``benchmarks/sweep_defaults.py``, rows "LSTD heads ...").
+DEFAULT_LSTD_NORMALIZER: Normalizer | None = WelfordNormalizer()
 
 
 class _Unset:
@@ -144,7 +161,7 @@ class HordeLearner:
     Args:
         demons: a ``DemonSet`` or a sequence of ``Demon``.
         hidden_sizes: trunk hidden sizes; ``()`` gives one linear learner per demon on the
-            raw features.
+            raw features. Not given: ``(128, 128)``, or ``()`` with least-squares ``heads``.
         optimizer: trunk optimizer (and head optimizer when ``head_optimizer`` is None);
             defaults to ``LMS(step_size)``.
         step_size: base step size of ``LMS(step_size)`` for the trunk and the heads, used
@@ -198,6 +215,18 @@ class HordeLearner:
             ``None`` for the trunk's output only. Not given: with the defaults above and a
             trunk, ``DEFAULT_HEAD_FEATURES`` (the observation and 256 random Fourier features
             of it, bandwidth 1); otherwise none.
+        heads: ``LSTDHeads(...)`` for least-squares TD(λ) heads (``horde.td.least_squares``):
+            each demon's weights on the fixed basis ``[1, x, cos(x W / σ + b)]`` of the
+            normalised observation are its LSTD(λ) solution, re-solved every
+            ``heads.solve_every`` steps, with no step size; ``None`` (the default) for heads
+            learned by the optimizer on the trunk's output. Least-squares heads have no trunk
+            (``hidden_sizes=()``: a trunk's output drifts, and ``A`` averages over every step)
+            and take no ``optimizer``, ``step_size``, ``head_optimizer``, ``bounder``,
+            ``head_features`` (their basis is ``heads.features``) or ``diagnostics``; the
+            normalizer defaults to ``DEFAULT_LSTD_NORMALIZER`` (``WelfordNormalizer()``) and
+            learns for the first ``heads.burn_in`` steps only (the basis then stays fixed).
+            Explicit ``discounts`` or ``rhos`` given to ``update`` must be equal within each
+            group of demons that share ``A`` (``lstd_groups``).
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
@@ -218,13 +247,14 @@ class HordeLearner:
             "diagnostics_step_size",
             "shared_traces",
             "head_features",
+            "heads",
         }
     )
 
     def __init__(
         self,
         demons: DemonSet | Sequence[Demon],
-        hidden_sizes: tuple[int, ...] = (128, 128),
+        hidden_sizes: tuple[int, ...] | _Unset = _UNSET,
         optimizer: Optimizer | None = None,
         step_size: float | None = None,
         bounder: ObGDBounding | OvershootBounding | None = DEFAULT_BOUNDER,
@@ -238,6 +268,7 @@ class HordeLearner:
         diagnostics_step_size: float | None = None,
         shared_traces: bool = True,
         head_features: FourierFeatures | None | _Unset = _UNSET,
+        heads: LSTDHeads | None = None,
     ) -> None:
         if not isinstance(demons, DemonSet):
             if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
@@ -248,6 +279,24 @@ class HordeLearner:
         if len(demons) == 0:
             raise ValueError("demons must hold at least one Demon, got an empty set")
         self.demons: DemonSet = demons
+        as_instance("heads", heads, LSTDHeads, example="LSTDHeads()", allow_none=True)
+        self.heads: LSTDHeads | None = heads
+        if heads is not None:
+            hidden_sizes, normalizer, diagnostics = self._lstd_settings(
+                heads,
+                hidden_sizes,
+                optimizer,
+                step_size,
+                bounder,
+                normalizer,
+                head_optimizer,
+                head_features,
+                diagnostics,
+            )
+            head_features = None
+        elif isinstance(hidden_sizes, _Unset):
+            hidden_sizes = (128, 128)
+        assert not isinstance(hidden_sizes, _Unset)
         lamdas = np.asarray(demons.lamdas, np.float64)
         gammas = np.asarray(demons.constant_gammas, np.float64)
         # A demon needs a stored trace when its λ > 0 and its discount is not the constant 0;
@@ -255,7 +304,8 @@ class HordeLearner:
         # decays themselves change every step (γ_{i,t} λ_i), so the core stores the traces and
         # the update passes it each step's decays.
         trace_bound = lamdas * np.where(np.isnan(gammas), 1.0, gammas)
-        self._has_traces: bool = bool(np.any(trace_bound.astype(np.float32) > 0))
+        # Least-squares heads keep their own traces (of their basis) in ``state.heads``.
+        self._has_traces: bool = heads is None and bool(np.any(trace_bound.astype(np.float32) > 0))
         self._given: dict[str, Any] = {
             "optimizer": optimizer,
             "step_size": step_size,
@@ -320,12 +370,49 @@ class HordeLearner:
         self._z: np.ndarray = np.asarray(demons.z, np.float32)
         self._off_policy: np.ndarray = np.asarray(demons.is_off_policy, bool)
         self._has_off_policy: bool = bool(self._off_policy.any())
+        self._lstd_groups: TraceGroups | None = None if heads is None else lstd_groups(demons)
 
         self._update_jit: Callable[..., Any] = jax.jit(self.update_traced)
         self._transition_jit: Callable[..., Any] = jax.jit(self.update_from_transition_traced)
-        self._predict_jit: Callable[..., Any] = jax.jit(self.core.predict_traced)
+        self._predict_jit: Callable[..., Any] = jax.jit(self.predict_traced)
         self.scan_compiled: Callable[..., Any] = jax.jit(self.scan_traced)
         self.batched_compiled: Callable[..., Any] = jax.jit(self.batched_traced, static_argnums=(2,))
+
+    @staticmethod
+    def _lstd_settings(
+        heads, hidden_sizes, optimizer, step_size, bounder, normalizer, head_optimizer, head_features, diagnostics
+    ):
+        """The checked settings of a learner with least-squares heads: ``(hidden_sizes,
+        normalizer, diagnostics)``; a setting they have no use for is refused by name."""
+        if isinstance(hidden_sizes, _Unset):
+            hidden_sizes = ()
+        elif tuple(hidden_sizes) != ():
+            raise ValueError(
+                f"hidden_sizes must be () with heads={heads!r}, got {hidden_sizes!r}: least-squares heads "
+                "read a fixed basis of the observation (heads.features), not a trunk's drifting output"
+            )
+        unused = {
+            "optimizer": optimizer,
+            "step_size": step_size,
+            "bounder": bounder,
+            "head_optimizer": head_optimizer,
+        }
+        for name, value in unused.items():
+            if value is not None:
+                raise ValueError(
+                    f"{name} must be None with least-squares heads (heads=LSTDHeads(...) solve for their "
+                    f"weights and have no step size), got {value!r}"
+                )
+        if not isinstance(head_features, _Unset) and head_features is not None:
+            raise ValueError(
+                f"head_features must be None with least-squares heads, got {head_features!r}: their basis is "
+                "heads.features (LSTDHeads(features=...))"
+            )
+        if as_bool("diagnostics", diagnostics):
+            raise ValueError("diagnostics must be False with least-squares heads (RUPEE and UDE read a step size)")
+        if isinstance(normalizer, _Unset):
+            normalizer = DEFAULT_LSTD_NORMALIZER
+        return (), normalizer, False
 
     # ---------------------------------------------------------------------------------------
 
@@ -352,7 +439,10 @@ class HordeLearner:
         """``to_config()`` without the demons: every other setting, as plain data, also for
         demons with Python functions (a checkpoint stores these and checks them on loading)."""
         core = self.core.to_config()
+        # "heads" only when set, so that configurations and checkpoints from before it read alike.
+        heads = {} if self.heads is None else {"heads": self.heads.to_config()}
         return {
+            **heads,
             "hidden_sizes": core["hidden_sizes"],
             "optimizer": None if self._given["optimizer"] is None else self._given["optimizer"].to_config(),
             "step_size": self._given["step_size"],
@@ -397,13 +487,15 @@ class HordeLearner:
             ("bounder", bounder_from_config),
             ("normalizer", normalizer_from_config),
             ("head_features", head_features_from_config),
+            ("heads", lstd_heads_from_config),
         ):
             if key in config:
                 config[key] = rebuild(config[key])
         return cls(**config)
 
     def __repr__(self) -> str:
-        return f"HordeLearner(n_demons={self.n_demons}, core={self.core!r})"
+        heads = "" if self.heads is None else f", heads={self.heads!r}"
+        return f"HordeLearner(n_demons={self.n_demons}, core={self.core!r}{heads})"
 
     # ---------------------------------------------------------------------------------------
 
@@ -424,7 +516,7 @@ class HordeLearner:
         discounts = jnp.zeros((n,), jnp.float32) if self._has_traces else ()
         secondary = (
             HeadParams(jnp.zeros_like(core.head_params.weights), jnp.zeros((n,), jnp.float32))
-            if self._has_off_policy
+            if self._has_off_policy and self.heads is None
             else ()
         )
         diagnostics: DiagnosticsState | tuple[()] = ()
@@ -435,9 +527,25 @@ class HordeLearner:
             if self._trace_groups is None
             else init_shared_traces(self._trace_groups, core.head_params.weights.shape[-1])
         )
+        heads: LSTDState | tuple[()] = ()
+        if self.heads is not None and self._lstd_groups is not None:
+            heads = init_lstd(self._lstd_groups, n, self.heads.basis_size(observation_dim))
         return HordeState(
-            core=core, discounts=discounts, secondary_weights=secondary, diagnostics=diagnostics, traces=traces
+            core=core,
+            discounts=discounts,
+            secondary_weights=secondary,
+            diagnostics=diagnostics,
+            traces=traces,
+            heads=heads,
         )
+
+    def predict_traced(self, state: HordeState, observation: jax.Array) -> jax.Array:
+        """``predict`` without its boundary checks, for use inside traced code:
+        ``(n_demons,)``."""
+        if self.heads is None:
+            return self.core.predict_traced(state.core, observation)
+        x, _ = self.core.normalized_features(state.core, observation, update=False)
+        return state.heads.weights @ lstd_basis(self.heads.features, x)
 
     # ---------------------------------------------------------------------------------------
     # Traced update
@@ -499,6 +607,10 @@ class HordeLearner:
             discounts = self._default_discounts(jnp.asarray(next_observation, jnp.float32))
         next_discounts = jnp.asarray(discounts, jnp.float32)
         rho = None if rhos is None else jnp.asarray(rhos, jnp.float32)
+        if self.heads is not None:
+            return self._lstd_update(
+                state, observation, cumulants, next_observation, terminated, truncated, next_discounts, rho
+            )
 
         x, norm_state = learner.normalized_features(core, observation, update=True)
         x_next = (
@@ -585,6 +697,72 @@ class HordeLearner:
             trunk_scale,
             rupee,
             ude,
+            diverged,
+        )
+
+    def _lstd_update(
+        self, state, observation, cumulants, next_observation, terminated, truncated, next_discounts, rho
+    ) -> HordeUpdateResult:
+        """The update with least-squares heads (``horde.td.least_squares``): predictions and TD
+        errors with the weights of the last solve, then the statistics and, every
+        ``solve_every`` steps, the solve. Each group reads its first demon's discount and ratio
+        (equal within a group by construction; ``update`` checks explicit ones)."""
+        heads, groups, core, learner = self.heads, self._lstd_groups, state.core, self.core
+        assert heads is not None and groups is not None
+        x, norm_state = learner.normalized_features(core, observation, update=True)
+        if heads.burn_in > 0 and learner.normalizer is not None:
+            # After the burn-in the basis stays fixed, as LSTD assumes: the normaliser stops.
+            frozen = state.heads.steps >= heads.burn_in
+            x_frozen, _ = learner.normalized_features(core, observation, update=False)
+            x = jnp.where(frozen, x_frozen, x)
+            norm_state = jax.tree_util.tree_map(
+                lambda old, new: jnp.where(frozen, old, new), core.normalizer_state, norm_state
+            )
+        x_next = (
+            learner.normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32))
+            if learner.normalizer is not None
+            else jnp.asarray(next_observation, jnp.float32)
+        )
+        phi, phi_next = lstd_basis(heads.features, jnp.stack([x, x_next]))
+        w = state.heads.weights
+        predictions, next_predictions = w @ phi, w @ phi_next
+        targets, _ = td_targets(cumulants, next_predictions, next_discounts, terminated, self._z)
+        active = ~jnp.isnan(cumulants)
+        delta = jnp.where(active, targets - predictions, 0.0)
+        reps = np.asarray(groups.representatives)
+        new_heads = lstd_step(
+            state.heads,
+            groups,
+            heads,
+            phi,
+            phi_next,
+            cumulants + jnp.where(terminated, jnp.asarray(self._z), 0.0),
+            next_discounts[reps],
+            None if rho is None else rho[reps],
+            jnp.asarray(self._lamdas[reps]),
+            terminated,
+            terminated | truncated,
+        )
+        new_state = state._replace(
+            core=core._replace(normalizer_state=norm_state, step_count=core.step_count + 1), heads=new_heads
+        )
+        # The "step size" of a least-squares head: the weight this step took in its b̄.
+        rate = lstd_rate(new_heads.demon_counts, heads.forgetting, heads.averaging_power)
+        td_errors = jnp.where(active, delta, jnp.nan)
+        metrics = jnp.stack([td_errors * td_errors, td_errors, jnp.where(active, rate, jnp.nan)], axis=-1)
+        nan = jnp.full((self.n_demons,), jnp.nan, jnp.float32)
+        diverged = (
+            ~jnp.isfinite(predictions) | (active & ~jnp.isfinite(delta)) | ~jnp.isfinite(new_heads.weights).all(-1)
+        )
+        return HordeUpdateResult(
+            new_state,
+            predictions,
+            td_errors,
+            jnp.where(active, targets, jnp.nan),
+            metrics,
+            jnp.ones((), jnp.float32),
+            nan,
+            nan,
             diverged,
         )
 
@@ -819,7 +997,7 @@ class HordeLearner:
         dim = self.check_state(state)
         obs = as_vector("observation", observation, dim, "observation_dim")
         check_observation_values("observation", obs)
-        return self._predict_jit(state.core, obs)
+        return self._predict_jit(state, obs)
 
     def update(
         self,
@@ -855,9 +1033,34 @@ class HordeLearner:
         obs, c, next_obs, d, r = self.checked_update_inputs(
             dim, observation, cumulants, next_observation, discounts, rhos
         )
+        if self._lstd_groups is not None:
+            self._check_group_values("discounts", d)
+            self._check_group_values("rhos", r)
         return self._update_jit(
             state, obs, c, next_obs, check_flag("terminated", terminated), check_flag("truncated", truncated), d, r
         )
+
+    def _check_group_values(self, name: str, values: Any) -> None:
+        """Least-squares heads share ``A`` and a trace per group (``lstd_groups``): explicit
+        ``values`` (discounts or ratios) must be equal within each group."""
+        if values is None or self._lstd_groups is None:
+            return
+        concrete = concrete_values(values)
+        if concrete is None:
+            raise ValueError(
+                f"{name} must be concrete values with least-squares heads (checked equal within each group "
+                "that shares A), got a traced array; call update_traced inside traced code"
+            )
+        group_of = self._lstd_groups.group_of
+        first = concrete[self._lstd_groups.representatives][group_of]
+        bad = np.flatnonzero(first != concrete)
+        if bad.size:
+            i = int(bad[0])
+            j = int(self._lstd_groups.representatives[group_of[i]])
+            raise ValueError(
+                f"{name} of demon {self.names[i]!r} must equal that of {self.names[j]!r} with least-squares "
+                f"heads (they share A: same discount, λ and target policy), got {concrete[i]} and {concrete[j]}"
+            )
 
     def checked_update_inputs(self, dim: int, observation, cumulants, next_observation, discounts, rhos):
         """``update``'s input checks; returns ``(obs, cumulants, next_obs, discounts, rhos)``

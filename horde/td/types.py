@@ -27,6 +27,8 @@ class HordeState(NamedTuple):
             rows for detached demons); ``core.head_traces`` is then ``()``. Empty ``()`` with
             ``shared_traces=False`` (the traces are then ``core.head_traces``, one per demon)
             or when no demon keeps a trace.
+        heads: the ``LSTDState`` of least-squares heads (``HordeLearner(heads=LSTDHeads())``,
+            ``horde.td.least_squares``), else ``()``; the core's heads are then unused.
     """
 
     core: MultiHeadMLPState
@@ -34,6 +36,7 @@ class HordeState(NamedTuple):
     secondary_weights: Any
     diagnostics: Any = ()
     traces: Any = ()
+    heads: Any = ()
 
 
 class HordeUpdateResult(NamedTuple):
