@@ -161,3 +161,19 @@ def test_run_jax_spreads_its_seeds_over_every_device(tmp_path):
     np.testing.assert_array_equal(runs[2]["seeds"], runs[1]["seeds"])
     np.testing.assert_allclose(runs[2]["predictions"], runs[1]["predictions"], rtol=1e-3, atol=1e-4)
     assert np.abs(runs[1]["predictions"]).max() > 0.1  # the demons learned something to compare
+
+
+def test_run_jax_with_least_squares_heads_finishes_on_two_devices():
+    """Least-squares heads keep their copies on one device: sharded, XLA's partitioning of their
+    periodic solve stalled the run (a hang, caught here by the subprocess timeout)."""
+    code = """
+import jax, numpy as np, horde
+from demons import Demon, cumulants as C, discounts as D
+assert jax.device_count() == 2
+demons = [Demon(f"x{i}", C.observation(i), D.constant(0.9), lamda=0.5) for i in range(4)]
+learner = horde.HordeLearner(demons, heads=horde.LSTDHeads(burn_in=40, solve_every=20))
+result = horde.run_jax(learner, "phys2d/CartPole-v1", steps=100, n_seeds=2, chunk_size=100)
+assert result.predictions.shape == (2, 100, 4) and np.isfinite(np.asarray(result.predictions)).all()
+"""
+    proc = _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
