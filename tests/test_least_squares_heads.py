@@ -12,7 +12,7 @@ import horde
 from demons import Demon, cumulants, discounts, policies
 from horde import FourierFeatures, HordeLearner, LSTDHeads, run_jax
 from horde.cli import load_checkpoint, save_checkpoint
-from horde.td import Transitions, lstd_groups
+from horde.td import Transitions, lstd_groups, lstd_heads_from_config
 
 DIM = 3
 FEATURES = FourierFeatures(6, bandwidth=1.5, seed=3)
@@ -296,3 +296,8 @@ def test_the_normaliser_learns_for_burn_in_steps_and_then_stays_fixed():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     _, learning = normaliser_states(0)
     assert int(learning.count) == 30
+
+
+def test_heads_config_with_an_unknown_key_names_it():
+    with pytest.raises(ValueError, match=r"heads config has unknown keys \['foo'\]; expected keys among"):
+        lstd_heads_from_config({"type": "LSTDHeads", "foo": 1})

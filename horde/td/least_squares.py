@@ -153,6 +153,10 @@ def lstd_heads_from_config(config: dict[str, Any] | None) -> LSTDHeads | None:
         raise ValueError(f"heads config 'type' must be 'LSTDHeads', got {kind!r}")
     if "features" in config:
         config["features"] = head_features_from_config(config["features"])
+    known = {f.name for f in dataclasses.fields(LSTDHeads)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"heads config has unknown keys {unknown}; expected keys among {sorted(known | {'type'})}")
     return LSTDHeads(**config)
 
 
