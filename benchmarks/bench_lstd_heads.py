@@ -15,8 +15,8 @@ Rows:
   Their cost is ``O(G m²)`` per step for the ``A`` of ``G`` groups, ``O(n m)`` for ``b`` and
   the predictions, and an LU factorisation per group every ``solve_every`` steps;
 * the same with 16 × 5 = 80 demons (5 groups), where ``A`` is small;
-* ``vmap`` over 2 seeds of the 80-demon Horde against 2 seeds one after the other: under
-  ``vmap`` the solve's ``lax.cond`` becomes a ``select`` and the solve runs at every step.
+* ``vmap`` over 2 seeds of the 80-demon Horde against 2 seeds one after the other (the solve
+  sits in a ``lax.while_loop`` that under ``vmap`` still runs once every ``solve_every`` steps).
 
 Best of three timed calls of a compiled ``lax.scan`` over ``--steps`` transitions
 (compilation excluded), per step, with the load average at each row.
@@ -98,7 +98,7 @@ def main() -> None:
             False,
         ),
         (
-            f"{len(few)} demons: LSTD heads, 2 seeds vmapped (solve every step)",
+            f"{len(few)} demons: LSTD heads, 2 seeds vmapped",
             lambda: horde.HordeLearner(few, heads=lstd),
             2,
             True,

@@ -301,3 +301,26 @@ def test_the_normaliser_learns_for_burn_in_steps_and_then_stays_fixed():
 def test_heads_config_with_an_unknown_key_names_it():
     with pytest.raises(ValueError, match=r"heads config has unknown keys \['foo'\]; expected keys among"):
         lstd_heads_from_config({"type": "LSTDHeads", "foo": 1})
+
+
+def test_vmapped_copies_at_different_phases_solve_on_their_own_steps():
+    # Under vmap the solve sits in a batched while loop: a copy solves exactly when its own
+    # counter says so, whatever the other copies' counters (here 3 steps apart).
+    learner = HordeLearner(_demons(), heads=LSTDHeads(solve_every=5, burn_in=0, features=FEATURES))
+    stream = _stream(40)
+    first = jax.tree_util.tree_map(lambda x: x[:20], stream)
+    second = jax.tree_util.tree_map(lambda x: x[20:], stream)
+    fresh = learner.init(DIM, jax.random.key(0))
+    ahead = learner.scan_compiled(fresh, jax.tree_util.tree_map(lambda x: x[:3], first)).state
+    assert int(ahead.heads.since_solve) == 3
+
+    def run(state, transitions):
+        return learner.scan_traced(state, transitions).predictions
+
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), fresh, ahead)
+    streams = jax.tree_util.tree_map(lambda *x: jnp.stack(x), first, second)
+    batched = np.asarray(jax.jit(jax.vmap(run))(stacked, streams))
+    for copy, (state, transitions) in enumerate(((fresh, first), (ahead, second))):
+        alone = np.asarray(learner.scan_compiled(state, transitions).predictions)
+        assert np.abs(alone).max() > 0.1  # solved at least once
+        np.testing.assert_allclose(batched[copy], alone, rtol=1e-4, atol=1e-5)

@@ -43,11 +43,12 @@ solves with its group's ``A`` over all of them; a demon whose cumulant is a ``fu
 only kind that can be NaN when demons evaluate themselves) gets a group of its own.
 
 **When.** The solve (an LU factorisation per group, ``O(G m³)``, and ``O(n m²)`` for the
-right-hand sides) runs every ``solve_every`` steps in a ``jax.lax.cond``; each step predicts
-with the weights of the last solve, so a prediction never uses the step it predicts. Under
-``jax.vmap`` (many seeds at once) the predicate is batched and JAX turns the ``cond`` into a
-``select`` that evaluates both branches: the solve runs at *every* step. Loop over seeds in
-Python, or shard them, where that matters.
+right-hand sides) runs every ``solve_every`` steps; each step predicts with the weights of the
+last solve, so a prediction never uses the step it predicts. The solve sits in a
+``jax.lax.while_loop`` of at most one pass rather than a ``cond``: under ``jax.vmap`` (many
+seeds at once) a ``cond`` with a batched predicate becomes a ``select`` that evaluates the solve
+at every step, whereas a batched while loop runs while any copy is due, so copies that step
+together (``run_jax``'s seeds) still solve once every ``solve_every`` steps.
 """
 
 from __future__ import annotations
@@ -256,7 +257,10 @@ def lstd_solve(state: LSTDState, groups: TraceGroups, ridge: float, forgetting: 
     matrices = state.a + (beta_g * jnp.float32(ridge))[:, None, None] * jnp.eye(m, dtype=jnp.float32)
     rhs = state.b * (beta_g[group_of] / beta_i)[:, None]
     block = jnp.zeros((groups.n_groups, k, m), jnp.float32).at[group_of, slot].set(rhs)
-    solved = jnp.linalg.solve(matrices, jnp.swapaxes(block, 1, 2))  # (G, m, K)
+    # LAPACK factorises column-major matrices: factorising Āᵀ (and solving with ``trans=1``)
+    # lets XLA keep Ā row-major in the carry, where the per-step update writes it contiguously.
+    factors = jax.scipy.linalg.lu_factor(jnp.swapaxes(matrices, 1, 2))
+    solved = jax.scipy.linalg.lu_solve(factors, jnp.swapaxes(block, 1, 2), trans=1)  # (G, m, K)
     return solved[group_of, :, slot]
 
 
@@ -328,10 +332,19 @@ def lstd_step(
         steps=steps,
     )
 
-    def solve(s: LSTDState) -> LSTDState:
-        return s._replace(
-            weights=lstd_solve(s, groups, heads.ridge, heads.forgetting, heads.averaging_power),
-            since_solve=jnp.zeros_like(since),
-        )
+    # A while loop of at most one pass rather than a ``cond``: under ``jax.vmap`` a batched
+    # ``cond`` becomes a ``select`` that solves at every step, whereas a batched while loop runs
+    # while any copy is due, so copies that step together still solve once per ``solve_every``.
+    # Its carry is only the weights and the counter (the statistics are read, not carried).
+    def due(carry: tuple[jax.Array, jax.Array]) -> jax.Array:
+        return carry[1] >= heads.solve_every
 
-    return jax.lax.cond(since >= heads.solve_every, solve, lambda s: s, new)
+    def solve(carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        # Tied to the carry by the barrier, so that XLA cannot hoist the solve out of the loop
+        # (where it would run at every step).
+        stats, _ = jax.lax.optimization_barrier((new, carry[1]))
+        weights = lstd_solve(stats, groups, heads.ridge, heads.forgetting, heads.averaging_power)
+        return weights, jnp.zeros_like(carry[1])
+
+    weights, since = jax.lax.while_loop(due, solve, (new.weights, since))
+    return new._replace(weights=weights, since_solve=since)
