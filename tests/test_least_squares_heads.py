@@ -58,7 +58,8 @@ def _reference(ds, stream, heads):
     """LSTD(λ) per demon in float64, as written: sums, ridge·I, a solve every k steps, and each
     step's prediction from the weights of the last solve. With ``averaging_power = 1`` step
     ``n`` (from 1) enters the sums with weight ``n`` and the ridge as ``n ridge I``
-    (``β_n Σ_k k = n``). At step ``burn_in`` the sums start again."""
+    (``β_n Σ_k k = n``). At ``burn_in // 16``, ``burn_in // 4`` and ``burn_in`` the sums start
+    again."""
     w_proj, b_proj = FEATURES.projection(DIM)
     basis = lambda x: np.concatenate([[1.0], x, np.cos(x @ w_proj.astype(np.float64) + b_proj)])  # noqa: E731
     ev = ds.evaluate_batch(
@@ -82,7 +83,7 @@ def _reference(ds, stream, heads):
             gamma_t = gammas[t, i]
             if stream.terminated[t] or stream.truncated[t]:
                 z = np.zeros(m)
-            if t + 1 == heads.burn_in:
+            if t + 1 in heads.restarts:
                 a, b = np.zeros((m, m)), np.zeros(m)
             if (t + 1) % heads.solve_every == 0:
                 ridge = heads.ridge * (t + 1.0 if heads.averaging_power == 1 else 1.0)
@@ -324,3 +325,38 @@ def test_vmapped_copies_at_different_phases_solve_on_their_own_steps():
         alone = np.asarray(learner.scan_compiled(state, transitions).predictions)
         assert np.abs(alone).max() > 0.1  # solved at least once
         np.testing.assert_allclose(batched[copy], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_the_basis_reads_a_snapshot_of_the_normaliser_taken_at_each_restart():
+    heads = LSTDHeads(burn_in=64, solve_every=5, features=FEATURES)
+    assert heads.restarts == (4, 16, 64)
+    learner = HordeLearner(_demons(), heads=heads)
+    stream = _stream(80)
+    state = learner.init(DIM, jax.random.key(0))
+
+    def after(steps):
+        return learner.scan_compiled(state, jax.tree_util.tree_map(lambda x: x[:steps], stream)).state
+
+    def same(a, b):
+        for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+    early = after(3)  # before the first restart the basis follows the learning normaliser
+    same(early.heads.basis_normalizer, early.core.normalizer_state)
+    at_16, at_20, at_70 = after(16), after(20), after(70)
+    assert int(at_20.core.normalizer_state.count) == 20
+    same(at_20.heads.basis_normalizer, at_16.core.normalizer_state)  # the snapshot of step 16
+    same(at_70.heads.basis_normalizer, at_70.core.normalizer_state)  # frozen at 64, both
+    assert int(at_70.core.normalizer_state.count) == 64
+    # Predictions read the snapshot, not the learning normaliser.
+    x = stream.observations[25]
+    snapshot = learner.core.normalizer.normalize(at_20.heads.basis_normalizer, jnp.asarray(x))
+    expected = np.asarray(at_20.heads.weights) @ np.concatenate(
+        [
+            [1.0],
+            np.asarray(snapshot),
+            np.cos(np.asarray(snapshot) @ FEATURES.projection(DIM)[0] + FEATURES.projection(DIM)[1]),
+        ]
+    )
+    assert np.abs(expected).max() > 0.01
+    np.testing.assert_allclose(np.asarray(learner.predict(at_20, x)), expected, rtol=1e-4, atol=1e-5)

@@ -22,6 +22,7 @@ from horde.td.least_squares import (
     lstd_groups,
     lstd_heads_from_config,
     lstd_rate,
+    lstd_restart,
     lstd_solve,
     lstd_step,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "lstd_groups",
     "lstd_heads_from_config",
     "lstd_rate",
+    "lstd_restart",
     "lstd_solve",
     "lstd_step",
     "SharedTraces",

@@ -76,6 +76,7 @@ from horde.td.least_squares import (
     lstd_groups,
     lstd_heads_from_config,
     lstd_rate,
+    lstd_restart,
     lstd_step,
 )
 from horde.td.targets import reset_traces, td_targets, trace_decay
@@ -529,7 +530,7 @@ class HordeLearner:
         )
         heads: LSTDState | tuple[()] = ()
         if self.heads is not None and self._lstd_groups is not None:
-            heads = init_lstd(self._lstd_groups, n, self.heads.basis_size(observation_dim))
+            heads = init_lstd(self._lstd_groups, n, self.heads.basis_size(observation_dim), core.normalizer_state)
         return HordeState(
             core=core,
             discounts=discounts,
@@ -544,8 +545,15 @@ class HordeLearner:
         ``(n_demons,)``."""
         if self.heads is None:
             return self.core.predict_traced(state.core, observation)
-        x, _ = self.core.normalized_features(state.core, observation, update=False)
+        x = self._lstd_features(state.heads.basis_normalizer, observation)
         return state.heads.weights @ lstd_basis(self.heads.features, x)
+
+    def _lstd_features(self, basis_normalizer: Any, observation: jax.Array) -> jax.Array:
+        """The observation as least-squares heads' basis reads it: normalised by
+        ``basis_normalizer`` (``LSTDState.basis_normalizer``), float32 ``(d,)``."""
+        x = jnp.asarray(observation, jnp.float32)
+        normalizer = self.core.normalizer
+        return x if normalizer is None else normalizer.normalize(basis_normalizer, x)
 
     # ---------------------------------------------------------------------------------------
     # Traced update
@@ -709,20 +717,26 @@ class HordeLearner:
         (equal within a group by construction; ``update`` checks explicit ones)."""
         heads, groups, core, learner = self.heads, self._lstd_groups, state.core, self.core
         assert heads is not None and groups is not None
-        x, norm_state = learner.normalized_features(core, observation, update=True)
-        if heads.burn_in > 0 and learner.normalizer is not None:
-            # After the burn-in the basis stays fixed, as LSTD assumes: the normaliser stops.
-            frozen = state.heads.steps >= heads.burn_in
-            x_frozen, _ = learner.normalized_features(core, observation, update=False)
-            x = jnp.where(frozen, x_frozen, x)
-            norm_state = jax.tree_util.tree_map(
-                lambda old, new: jnp.where(frozen, old, new), core.normalizer_state, norm_state
+        # The normaliser learns for the first ``burn_in`` steps. The basis reads it through
+        # ``basis_normalizer``: the learning normaliser itself until the first restart, then a
+        # snapshot taken at each restart, so that each stretch of statistics sees one basis.
+        steps = state.heads.steps
+        _, live = learner.normalized_features(core, observation, update=True)
+        if heads.burn_in > 0:
+            live = jax.tree_util.tree_map(
+                lambda old, new: jnp.where(steps < heads.burn_in, new, old), core.normalizer_state, live
             )
-        x_next = (
-            learner.normalizer.normalize(norm_state, jnp.asarray(next_observation, jnp.float32))
-            if learner.normalizer is not None
-            else jnp.asarray(next_observation, jnp.float32)
+        following = steps < (heads.restarts[0] if heads.restarts else 0) if heads.burn_in > 0 else True
+        basis_state = jax.tree_util.tree_map(
+            lambda snapshot, new: jnp.where(following, new, snapshot), state.heads.basis_normalizer, live
         )
+        x = self._lstd_features(basis_state, observation)
+        x_next = self._lstd_features(basis_state, next_observation)
+        restart = lstd_restart(heads, jnp.minimum(steps, heads.burn_in) + 1)
+        next_basis = jax.tree_util.tree_map(
+            lambda snapshot, new: jnp.where(following | restart, new, snapshot), basis_state, live
+        )
+        norm_state = live
         phi, phi_next = lstd_basis(heads.features, jnp.stack([x, x_next]))
         w = state.heads.weights
         predictions, next_predictions = w @ phi, w @ phi_next
@@ -744,7 +758,8 @@ class HordeLearner:
             terminated | truncated,
         )
         new_state = state._replace(
-            core=core._replace(normalizer_state=norm_state, step_count=core.step_count + 1), heads=new_heads
+            core=core._replace(normalizer_state=norm_state, step_count=core.step_count + 1),
+            heads=new_heads._replace(basis_normalizer=next_basis),
         )
         # The "step size" of a least-squares head: the weight this step took in its b̄.
         rate = lstd_rate(new_heads.demon_counts, heads.forgetting, heads.averaging_power)
