@@ -40,8 +40,10 @@ head features (their number, bandwidth and step size, the normalizer, the trunk'
 against.
 
 Least-squares heads (rows ``LSTD heads: ...``): ``HordeLearner(ds, heads=LSTDHeads(...))``
-with their settings spelled out (``_lstd``); each seed runs its own compiled scan, since under
-``vmap`` the solve's ``lax.cond`` would run at every step.
+with their settings spelled out (``_lstd``). They are ``HordeLearner(ds)``'s choice since the
+row ``LSTD heads: Welford, burn-in 3000`` met the CartPole targets; the row ``TD heads (trunk,
+head features)`` is the defaults before that (``heads="td"``), and the rows ``defaults, ...``
+that change a trunk or TD-head setting are TD heads too (any such setting chooses them).
 
 Tile coder (``tile``): 8 tilings of all observation components together (``4096^(1/d)``
 intervals per component, offsets ``k/8`` of an interval times a fixed odd vector), plus 8
@@ -170,16 +172,6 @@ def horde_predictions(learner: HordeLearner, stream: Transitions, seeds: list[in
     def one(transitions, key):
         return learner.scan_traced(learner.init_traced(dim, key), transitions).predictions
 
-    if learner.heads is not None:
-        # Least-squares heads solve every solve_every steps in a lax.cond, which vmap would
-        # turn into a solve at every step: one compiled scan per seed instead.
-        run_one = jax.jit(one)
-        return np.stack(
-            [
-                np.asarray(run_one(jax.tree_util.tree_map(lambda x, i=i: x[i], stream), jax.random.key(s)))
-                for i, s in enumerate(seeds)
-            ]
-        )
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     return np.asarray(jax.jit(jax.vmap(one))(stream, keys))
 
@@ -441,6 +433,8 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # name: (the demons' λ, learner for the demon set)
     "defaults": (0.0, lambda ds: HordeLearner(ds)),
     "defaults, λ 0.9": (0.9, lambda ds: HordeLearner(ds)),
+    # heads="td": the defaults before least-squares heads became them (a trunk with TD heads)
+    "TD heads (trunk, head features)": (0.0, lambda ds: HordeLearner(ds, heads="td")),
     "defaults without head features (LMS 2e-4 trunk, Autostep(1e-3) heads, EMA)": (0.0, _defaults()),
     "defaults, heads Autostep(3e-4)": (0.0, lambda ds: HordeLearner(ds, head_optimizer=Autostep(3e-4))),
     "defaults, RFF bandwidth 1": (

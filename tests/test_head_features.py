@@ -144,7 +144,8 @@ def test_zero_trunk_horde_is_linear_td_lambda_on_the_head_features():
 
 def test_horde_defaults_use_the_default_head_features_and_configs_round_trip():
     ds = DemonSet([Demon("r", C.reward(), D.constant(0.9))])
-    assert HordeLearner(ds).core.head_features == DEFAULT_HEAD_FEATURES
+    # TD heads on a trunk (heads="td"; HordeLearner(ds) alone chooses least-squares heads)
+    assert HordeLearner(ds, heads="td").core.head_features == DEFAULT_HEAD_FEATURES
     assert HordeLearner(ds, step_size=1e-3).core.head_features is None
     assert HordeLearner(ds, hidden_sizes=()).core.head_features is None
     assert HordeLearner(ds, head_features=None).core.head_features is None

@@ -265,7 +265,9 @@ def test_config_and_checkpoint_round_trip_the_heads(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     x = jnp.ones(DIM)
     np.testing.assert_array_equal(np.asarray(loaded_learner.predict(loaded, x)), np.asarray(learner.predict(state, x)))
-    assert "heads" not in HordeLearner(_demons()).to_config()
+    assert "heads" not in HordeLearner(_demons(), heads="td").to_config()  # as configs from before heads
+    chosen = HordeLearner(_demons())  # least-squares heads by default: stored, so they come back
+    assert HordeLearner.from_config(chosen.to_config()).heads == LSTDHeads()
 
 
 def test_a_daemon_predicts_and_learns_like_the_learner():
@@ -360,3 +362,36 @@ def test_the_basis_reads_a_snapshot_of_the_normaliser_taken_at_each_restart():
     )
     assert np.abs(expected).max() > 0.01
     np.testing.assert_allclose(np.asarray(learner.predict(at_20, x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_groups():
+    ds = _demons()
+    assert HordeLearner(ds).heads == LSTDHeads()
+    assert HordeLearner(ds, heads="lstd").heads == LSTDHeads()
+    assert HordeLearner(ds, normalizer=None).heads == LSTDHeads()  # the normaliser serves both
+    for setting in (
+        {"hidden_sizes": ()},
+        {"hidden_sizes": (8,)},
+        {"step_size": 0.01},
+        {"optimizer": horde.LMS(0.01)},
+        {"head_optimizer": horde.Autostep()},
+        {"bounder": horde.ObGDBounding()},
+        {"diagnostics": True},
+        {"sparsity": 0.5},
+        {"use_layer_norm": False},
+        {"shared_traces": False},
+        {"head_features": None},
+        {"heads": "td"},
+    ):
+        learner = HordeLearner(ds, **setting)
+        assert learner.heads is None, setting
+        assert learner.core.hidden_sizes == setting.get("hidden_sizes", (128, 128)), setting
+    # 257 groups (one discount each) are past AUTO_LSTD_MAX_GROUPS = 256: TD heads
+    many = [Demon(f"d{k}", cumulants.reward(), discounts.constant(0.5 + k / 1000)) for k in range(257)]
+    assert horde.td.AUTO_LSTD_MAX_GROUPS == 256
+    assert HordeLearner(many).heads is None
+    assert HordeLearner(many[:256]).heads == LSTDHeads()
+    with pytest.raises(ValueError, match=r"heads must be 'td', 'lstd', an LSTDHeads or None, got 'least-squares'"):
+        HordeLearner(ds, heads="least-squares")
+    with pytest.raises(TypeError, match="heads"):
+        HordeLearner(ds, heads=3)

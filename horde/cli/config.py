@@ -119,13 +119,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "env": {"id": "CartPole-v1", "kwargs": {}},
     "run": {"steps": 50_000, "seed": 0, "seeds": 1, "record_every": 1, "chunk_size": 1024, "checkpoint_every": 0},
     "policy": {"kind": "uniform"},
-    "learner": {
-        "hidden_sizes": [128, 128],
-        # On for the demo although RUPEE and UDE cost up to about a step's time again: the summary's
-        # RUPEE column and diagnostics.png are the only measure of off-policy demons, and a
-        # newcomer's first run should show them. Turn off in a config for speed.
-        "diagnostics": True,
-    },  # HordeLearner's defaults otherwise
+    # HordeLearner's defaults: least-squares heads for these 27 demons (the demo has
+    # no off-policy demon, so RUPEE and UDE, which need TD heads, are left out).
+    "learner": {},
     "nexting": {
         "observation_dim": 4,
         "timescales": [1, 2, 5, 10, 20, 50],

@@ -539,9 +539,4 @@ class ControlLearner:
         ok = jnp.all(jnp.stack([jnp.isfinite(a).reshape(self.n_control, -1).all(-1) for a in leaves]), axis=0)
         if self.horde is None:
             return ok
-        core = state.horde.core
-        h = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
-        trunk = jax.tree_util.tree_leaves(core.trunk_params)
-        if trunk:
-            h = h & jnp.all(jnp.stack([jnp.isfinite(t).all() for t in trunk]))
-        return jnp.concatenate([ok, h])
+        return jnp.concatenate([ok, self.horde.finite_demons(state.horde)])

@@ -300,7 +300,7 @@ def state_finite_fn(learner: Learner, batched: bool):
     cache = compiled_cache(learner)
     key = ("finite", batched)
     if key not in cache:
-        own = getattr(learner, "finite_demons", None)  # a ControlLearner knows its own layout
+        own = getattr(learner, "finite_demons", None)  # a HordeLearner or ControlLearner knows its layout
 
         def finite(state):
             if own is not None:

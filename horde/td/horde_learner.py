@@ -103,7 +103,9 @@ __all__ = [
     "DEFAULT_NORMALIZER",
     "DEFAULT_SPARSITY",
     "DEFAULT_TRUNK_STEP_SIZE",
+    "AUTO_LSTD_MAX_GROUPS",
     "HordeLearner",
+    "choose_heads",
 ]
 
 #: The Horde's defaults, chosen by ``benchmarks/sweep_defaults.py`` (see the guide "Choosing
@@ -142,6 +144,45 @@ class _Unset:
 _UNSET = _Unset()
 
 
+#: The most groups of demons (``lstd_groups``: same discount spec, λ and target policy) for
+#: which ``HordeLearner(demons)`` with no trunk setting chooses least-squares heads: each group
+#: holds an ``(m, m)`` matrix (``m = 1 + d + 256`` for ``d`` observation components) updated at
+#: every step, so 256 groups of a 16-component observation hold 76 MB and cost about as much
+#: per step as 2,500 demons' TD heads on a trunk.
+AUTO_LSTD_MAX_GROUPS = 256
+
+
+def choose_heads(heads: Any, demons: DemonSet, trunk_settings: dict[str, Any]) -> LSTDHeads | None:
+    """The heads a ``HordeLearner`` learns with: ``LSTDHeads`` or ``None`` (TD heads on a
+    trunk), from its ``heads`` argument.
+
+    ``heads`` is an ``LSTDHeads``, ``"td"`` (heads learned by TD(λ)/GTD(λ) steps on a trunk's
+    output), ``"lstd"`` (``LSTDHeads()``) or ``None``, the default, which chooses: least-squares
+    heads when no setting of a trunk or of TD heads is given (``trunk_settings``, the arguments
+    given among ``hidden_sizes``, ``optimizer``, ``step_size``, ``bounder``, ``sparsity``,
+    ``leaky_relu_slope``, ``use_layer_norm``, ``head_optimizer``, ``secondary_step_size``,
+    ``diagnostics``, ``diagnostics_step_size``, ``shared_traces``, ``head_features``) and the
+    demons fall into at most ``AUTO_LSTD_MAX_GROUPS`` groups; TD heads otherwise. On the
+    nexting streams of ``benchmarks/sweep_defaults.py`` least-squares heads are closer to the
+    true values than TD heads with every setting swept (the guide "Choosing the learner's
+    settings").
+
+    Raises:
+        TypeError: ``heads`` is none of these.
+        ValueError: ``heads`` is a string other than ``"td"`` or ``"lstd"``.
+    """
+    if isinstance(heads, str):
+        if heads not in ("td", "lstd"):
+            raise ValueError(f"heads must be 'td', 'lstd', an LSTDHeads or None, got {heads!r}")
+        return None if heads == "td" else LSTDHeads()
+    as_instance("heads", heads, LSTDHeads, example="LSTDHeads(), 'td' or 'lstd'", allow_none=True)
+    if heads is not None:
+        return heads
+    if trunk_settings or lstd_groups(demons).n_groups > AUTO_LSTD_MAX_GROUPS:
+        return None
+    return LSTDHeads()
+
+
 class _HeadStep(NamedTuple):
     heads: HeadParams
     stored_traces: Any
@@ -162,7 +203,8 @@ class HordeLearner:
     Args:
         demons: a ``DemonSet`` or a sequence of ``Demon``.
         hidden_sizes: trunk hidden sizes; ``()`` gives one linear learner per demon on the
-            raw features. Not given: ``(128, 128)``, or ``()`` with least-squares ``heads``.
+            raw features. Not given: ``()`` with least-squares ``heads`` (the default, see
+            ``heads``), else ``(128, 128)``.
         optimizer: trunk optimizer (and head optimizer when ``head_optimizer`` is None);
             defaults to ``LMS(step_size)``.
         step_size: base step size of ``LMS(step_size)`` for the trunk and the heads, used
@@ -216,18 +258,32 @@ class HordeLearner:
             ``None`` for the trunk's output only. Not given: with the defaults above and a
             trunk, ``DEFAULT_HEAD_FEATURES`` (the observation and 256 random Fourier features
             of it, bandwidth 1); otherwise none.
-        heads: ``LSTDHeads(...)`` for least-squares TD(λ) heads (``horde.td.least_squares``):
-            each demon's weights on the fixed basis ``[1, x, cos(x W / σ + b)]`` of the
-            normalised observation are its LSTD(λ) solution, re-solved every
-            ``heads.solve_every`` steps, with no step size; ``None`` (the default) for heads
-            learned by the optimizer on the trunk's output. Least-squares heads have no trunk
-            (``hidden_sizes=()``: a trunk's output drifts, and ``A`` averages over every step)
-            and take no ``optimizer``, ``step_size``, ``head_optimizer``, ``bounder``,
-            ``head_features`` (their basis is ``heads.features``) or ``diagnostics``; the
-            normalizer defaults to ``DEFAULT_LSTD_NORMALIZER`` (``WelfordNormalizer()``) and
-            learns for the first ``heads.burn_in`` steps only (the basis then stays fixed).
-            Explicit ``discounts`` or ``rhos`` given to ``update`` must be equal within each
-            group of demons that share ``A`` (``lstd_groups``).
+        heads: how each demon's head learns. ``LSTDHeads(...)`` (or ``"lstd"`` for
+            ``LSTDHeads()``): least-squares TD(λ) heads (``horde.td.least_squares``): each
+            demon's weights on the fixed basis ``[1, x, cos(x W / σ + b)]`` of the normalised
+            observation are its LSTD(λ) solution, re-solved every ``heads.solve_every`` steps,
+            with no step size. ``"td"``: heads learned by TD(λ) (GTD(λ) off-policy) steps of the
+            optimizer on the trunk's output. ``None`` (the default) chooses (``choose_heads``):
+            least-squares heads unless a setting of a trunk or of TD heads is given (any of
+            ``hidden_sizes``, ``optimizer``, ``step_size``, ``bounder``, ``sparsity``,
+            ``leaky_relu_slope``, ``use_layer_norm``, ``head_optimizer``,
+            ``secondary_step_size``, ``diagnostics``, ``diagnostics_step_size``,
+            ``shared_traces``, ``head_features``) or the demons fall into more than
+            ``AUTO_LSTD_MAX_GROUPS`` (256) groups that share a matrix; ``learner.heads`` says
+            which (``None`` for TD heads). Least-squares heads have no trunk (a trunk's output
+            drifts, and ``A`` averages over every step) and take no ``optimizer``,
+            ``step_size``, ``head_optimizer``, ``bounder``, ``head_features`` (their basis is
+            ``heads.features``) or ``diagnostics``; the normalizer defaults to
+            ``DEFAULT_LSTD_NORMALIZER`` (``WelfordNormalizer()``) and learns for the first
+            ``heads.burn_in`` steps only (the basis then stays fixed). Explicit ``discounts``
+            or ``rhos`` given to ``update`` must be equal within each group of demons that
+            share ``A`` (``lstd_groups``).
+
+    Raises:
+        TypeError: ``heads`` is not an ``LSTDHeads``, a string or ``None``; a setting has the
+            wrong type.
+        ValueError: ``heads`` is another string; a setting is out of range, or given with
+            least-squares heads that have no use for it.
     """
 
     #: The keys of ``to_config()`` (and so of a run config's ``[learner]`` table).
@@ -260,16 +316,16 @@ class HordeLearner:
         step_size: float | None = None,
         bounder: ObGDBounding | OvershootBounding | None = DEFAULT_BOUNDER,
         normalizer: Normalizer | None | _Unset = _UNSET,
-        sparsity: float = DEFAULT_SPARSITY,
-        leaky_relu_slope: float = 0.01,
-        use_layer_norm: bool = True,
+        sparsity: float | _Unset = _UNSET,
+        leaky_relu_slope: float | _Unset = _UNSET,
+        use_layer_norm: bool | _Unset = _UNSET,
         head_optimizer: Optimizer | None = None,
         secondary_step_size: float | None = None,
         diagnostics: bool = False,
         diagnostics_step_size: float | None = None,
-        shared_traces: bool = True,
+        shared_traces: bool | _Unset = _UNSET,
         head_features: FourierFeatures | None | _Unset = _UNSET,
-        heads: LSTDHeads | None = None,
+        heads: LSTDHeads | str | None = None,
     ) -> None:
         if not isinstance(demons, DemonSet):
             if isinstance(demons, (str, bytes, Demon)) or not hasattr(demons, "__iter__"):
@@ -280,7 +336,30 @@ class HordeLearner:
         if len(demons) == 0:
             raise ValueError("demons must hold at least one Demon, got an empty set")
         self.demons: DemonSet = demons
-        as_instance("heads", heads, LSTDHeads, example="LSTDHeads()", allow_none=True)
+        trunk_settings = {
+            name: value
+            for name, value, unset in (
+                ("hidden_sizes", hidden_sizes, _UNSET),
+                ("optimizer", optimizer, None),
+                ("step_size", step_size, None),
+                ("bounder", bounder, None),
+                ("sparsity", sparsity, _UNSET),
+                ("leaky_relu_slope", leaky_relu_slope, _UNSET),
+                ("use_layer_norm", use_layer_norm, _UNSET),
+                ("head_optimizer", head_optimizer, None),
+                ("secondary_step_size", secondary_step_size, None),
+                ("diagnostics", diagnostics, False),
+                ("diagnostics_step_size", diagnostics_step_size, None),
+                ("shared_traces", shared_traces, _UNSET),
+                ("head_features", head_features, _UNSET),
+            )
+            if value is not unset
+        }
+        heads = choose_heads(heads, demons, trunk_settings)
+        sparsity = DEFAULT_SPARSITY if isinstance(sparsity, _Unset) else sparsity
+        leaky_relu_slope = 0.01 if isinstance(leaky_relu_slope, _Unset) else leaky_relu_slope
+        use_layer_norm = True if isinstance(use_layer_norm, _Unset) else use_layer_norm
+        shared_traces = True if isinstance(shared_traces, _Unset) else shared_traces
         self.heads: LSTDHeads | None = heads
         if heads is not None:
             hidden_sizes, normalizer, diagnostics = self._lstd_settings(
@@ -495,8 +574,9 @@ class HordeLearner:
         return cls(**config)
 
     def __repr__(self) -> str:
-        heads = "" if self.heads is None else f", heads={self.heads!r}"
-        return f"HordeLearner(n_demons={self.n_demons}, core={self.core!r}{heads})"
+        if self.heads is not None:  # no trunk and no optimizer: the core's would mislead
+            return f"HordeLearner(n_demons={self.n_demons}, heads={self.heads!r}, normalizer={self.core.normalizer!r})"
+        return f"HordeLearner(n_demons={self.n_demons}, core={self.core!r})"
 
     # ---------------------------------------------------------------------------------------
 
@@ -539,6 +619,18 @@ class HordeLearner:
             traces=traces,
             heads=heads,
         )
+
+    def finite_demons(self, state: HordeState) -> jax.Array:
+        """Per demon, are the parameters it predicts with finite? ``bool (n_demons,)``: its
+        least-squares weights, or its head and the whole trunk (traceable)."""
+        if self.heads is not None:
+            return jnp.isfinite(state.heads.weights).all(-1)
+        core = state.core
+        ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
+        trunk = jax.tree_util.tree_leaves(core.trunk_params)
+        if trunk:
+            ok = ok & jnp.all(jnp.stack([jnp.isfinite(t).all() for t in trunk]))
+        return ok
 
     def predict_traced(self, state: HordeState, observation: jax.Array) -> jax.Array:
         """``predict`` without its boundary checks, for use inside traced code:
