@@ -9,7 +9,7 @@ import pytest
 
 import envs
 import horde
-from demons import Demon, cumulants, discounts, policies
+from demons import Demon, DemonSet, cumulants, discounts, policies
 from horde import FourierFeatures, HordeLearner, LSTDHeads, run_jax
 from horde.cli import load_checkpoint, save_checkpoint
 from horde.td import Transitions, lstd_groups, lstd_heads_from_config
@@ -391,6 +391,10 @@ def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_
     assert horde.td.AUTO_LSTD_MAX_GROUPS == 256
     assert HordeLearner(many).heads is None
     assert HordeLearner(many[:256]).heads == LSTDHeads()
+    config = {"demons": DemonSet(ds).to_dict()["demons"]}
+    assert HordeLearner.from_config({**config, "heads": "td"}).heads is None  # as TOML writes it
+    assert HordeLearner.from_config({**config, "heads": "lstd"}).heads == LSTDHeads()
+    assert HordeLearner.from_config(config).heads == LSTDHeads()
     with pytest.raises(ValueError, match=r"heads must be 'td', 'lstd', an LSTDHeads or None, got 'least-squares'"):
         HordeLearner(ds, heads="least-squares")
     with pytest.raises(TypeError, match="heads"):

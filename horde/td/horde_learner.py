@@ -569,6 +569,8 @@ class HordeLearner:
             ("head_features", head_features_from_config),
             ("heads", lstd_heads_from_config),
         ):
+            if key == "heads" and isinstance(config.get(key), str):
+                continue  # "td" or "lstd", as the argument takes them
             if key in config:
                 config[key] = rebuild(config[key])
         return cls(**config)
