@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""What least-squares heads (``HordeLearner(demons, heads=LSTDHeads())``) cost per step, beside
-the Horde's defaults, and what ``vmap`` does to their solve.
+"""What least-squares heads (``HordeLearner(demons, heads=LSTDHeads())``, the default up to 256
+demon groups) cost per step, beside TD heads on a trunk (``heads="td"``), and under ``vmap``.
 
 Usage::
 
@@ -11,7 +11,7 @@ Rows:
 
 * a nexting Horde on 16 observation components (``demons.nexting``, as
   ``bench_head_features.py``: 10,000 demons over 625 timescales, so 625 groups that share an
-  ``A``): today's defaults, and LSTD heads (basis ``[1, x, 256 Fourier features]``, m = 273).
+  ``A``): TD heads on a trunk, and LSTD heads (basis ``[1, x, 256 Fourier features]``, m = 273).
   Their cost is ``O(G m²)`` per step for the ``A`` of ``G`` groups, ``O(n m)`` for ``b`` and
   the predictions, and an LU factorisation per group every ``solve_every`` steps;
 * the same with 16 × 5 = 80 demons (5 groups), where ``A`` is small;
@@ -87,9 +87,9 @@ def main() -> None:
     lstd = horde.LSTDHeads()
     rows = []
     for label, make, seeds, vmapped in (
-        (f"{len(many):,} demons: defaults", lambda: horde.HordeLearner(many), 1, False),
+        (f"{len(many):,} demons: TD heads (heads='td')", lambda: horde.HordeLearner(many, heads="td"), 1, False),
         (f"{len(many):,} demons: LSTD heads", lambda: horde.HordeLearner(many, heads=lstd), 1, False),
-        (f"{len(few)} demons: defaults", lambda: horde.HordeLearner(few), 1, False),
+        (f"{len(few)} demons: TD heads (heads='td')", lambda: horde.HordeLearner(few, heads="td"), 1, False),
         (f"{len(few)} demons: LSTD heads", lambda: horde.HordeLearner(few, heads=lstd), 1, False),
         (
             f"{len(few)} demons: LSTD heads, 2 seeds one after the other",
