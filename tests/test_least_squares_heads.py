@@ -83,15 +83,16 @@ def _reference(ds, stream, heads):
             gamma_t = gammas[t, i]
             if stream.terminated[t] or stream.truncated[t]:
                 z = np.zeros(m)
-            if t + 1 in heads.restarts:
-                a, b = np.zeros((m, m)), np.zeros(m)
-            if (t + 1) % heads.solve_every == 0:
+            if (t + 1) % heads.solve_every == 0:  # before a restart on the same step
                 ridge = heads.ridge * (t + 1.0 if heads.averaging_power == 1 else 1.0)
                 w = np.linalg.solve(a + ridge * np.eye(m), b)
+            if t + 1 in heads.restarts:
+                a, b = np.zeros((m, m)), np.zeros(m)
     return predictions
 
 
-@pytest.mark.parametrize(("lamda_scale", "power", "burn_in"), [(1.0, 0.0, 50), (0.0, 0.0, 0), (1.0, 1.0, 0)])
+# burn_in 56: restarts at 3, 14 and 56, the last two on steps where a solve (every 7) is due
+@pytest.mark.parametrize(("lamda_scale", "power", "burn_in"), [(1.0, 0.0, 56), (0.0, 0.0, 0), (1.0, 1.0, 0)])
 def test_the_scan_equals_a_float64_lstd_lambda_loop_per_demon(lamda_scale, power, burn_in):
     demons = [Demon(d.name, d.cumulant, d.discount, d.lamda * lamda_scale, d.target_policy, d.z) for d in _demons()]
     heads = LSTDHeads(

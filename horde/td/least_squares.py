@@ -344,9 +344,11 @@ def lstd_step(
     beta_g = jnp.where(group_active, lstd_rate(group_counts, heads.forgetting, heads.averaging_power), 0.0)
     beta_i = jnp.where(active, lstd_rate(demon_counts, heads.forgetting, heads.averaging_power), 0.0)
     sample_a = z[:, :, None] * td_features[:, None, :]
-    a = state.a + beta_g[:, None, None] * (sample_a - state.a)
+    # (1 - β) Ā + β sample: the first step after a restart (count 1, β = 1) replaces the old
+    # statistics exactly, so a restart only resets the counts.
+    a = (1.0 - beta_g)[:, None, None] * state.a + beta_g[:, None, None] * sample_a
     sample_b = z[group_of] * jnp.where(active, cumulants, 0.0)[:, None]
-    b = jnp.where(active[:, None], state.b + beta_i[:, None] * (sample_b - state.b), state.b)
+    b = jnp.where(active[:, None], (1.0 - beta_i)[:, None] * state.b + beta_i[:, None] * sample_b, state.b)
 
     since = state.since_solve + 1
     steps = jnp.minimum(state.steps, heads.burn_in) + 1
@@ -354,12 +356,12 @@ def lstd_step(
     # next solve): the basis has just changed.
     restart = lstd_restart(heads, steps)
     new = state._replace(
-        a=jnp.where(restart, 0.0, a),
-        b=jnp.where(restart, 0.0, b),
+        a=a,
+        b=b,
         traces=jnp.where(episode_ended, 0.0, z),
         discounts=jnp.where(group_active, group_discounts, state.discounts),
-        group_counts=jnp.where(restart, 0, group_counts),
-        demon_counts=jnp.where(restart, 0, demon_counts),
+        group_counts=group_counts,
+        demon_counts=demon_counts,
         since_solve=since,
         steps=steps,
     )
@@ -379,4 +381,12 @@ def lstd_step(
         return weights, jnp.zeros_like(carry[1])
 
     weights, since = jax.lax.while_loop(due, solve, (new.weights, since))
-    return new._replace(weights=weights, since_solve=since)
+    # The restart comes after a solve due on its step, which so reads the statistics before it:
+    # the weights from them serve until the next solve (zeroed ones would predict 0 until then).
+    # Resetting the counts is the restart: the next step's rate is 1 (``Ā``, ``b̄`` replaced).
+    return new._replace(
+        group_counts=jnp.where(restart, 0, new.group_counts),
+        demon_counts=jnp.where(restart, 0, new.demon_counts),
+        weights=weights,
+        since_solve=since,
+    )
