@@ -398,5 +398,10 @@ def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_
     assert HordeLearner.from_config(config).heads == LSTDHeads()
     with pytest.raises(ValueError, match=r"heads must be 'td', 'lstd', an LSTDHeads or None, got 'least-squares'"):
         HordeLearner(ds, heads="least-squares")
-    with pytest.raises(TypeError, match="heads"):
+    with pytest.raises(TypeError, match=r"heads must be 'td', 'lstd', an LSTDHeads or None, got 3 \(int\)"):
         HordeLearner(ds, heads=3)
+    # A large observation: the automatic choice refuses at init rather than holding GiBs
+    wide = HordeLearner(ds[:1])
+    with pytest.raises(ValueError, match=r"observation_dim 20000: .* 1 matrices of 20257x20257 .*heads='td'"):
+        wide.init(20000, jax.random.key(0))
+    assert HordeLearner(ds[:1], heads="td").init(20000, jax.random.key(0)).core.head_params.weights.shape[0] == 1

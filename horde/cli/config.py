@@ -330,6 +330,10 @@ def build_learner(config: dict[str, Any]):
             horde_learner = HordeLearner.from_config(learner_config)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"config [learner]: {e}") from e
+        if horde_learner.heads_chosen_by_default and horde_learner.heads is not None:
+            # The run's config.json says which heads the default chose, so that the run means
+            # the same if the default changes.
+            config.setdefault("learner", {})["heads"] = horde_learner.heads.to_config()
     if not control:
         return horde_learner
     try:

@@ -13,7 +13,7 @@ results), ``horde_learner`` (the class) and ``loops`` (scan and vmap over a stre
 
 from horde.td.diagnostics import DiagnosticsState, diagnostics_step, rupee_update, ude_update
 from horde.td.gtd import gtd_correction, secondary_update
-from horde.td.horde_learner import AUTO_LSTD_MAX_GROUPS, HordeLearner, choose_heads
+from horde.td.horde_learner import AUTO_LSTD_MAX_BYTES, AUTO_LSTD_MAX_GROUPS, HordeLearner, choose_heads
 from horde.td.least_squares import (
     LSTDHeads,
     LSTDState,
@@ -48,6 +48,7 @@ from horde.td.transitions import Transitions, as_transitions
 from horde.td.types import BatchedHordeResult, HordeLearningResult, HordeState, HordeUpdateResult
 
 __all__ = [
+    "AUTO_LSTD_MAX_BYTES",
     "AUTO_LSTD_MAX_GROUPS",
     "BatchedHordeResult",
     "DiagnosticsState",

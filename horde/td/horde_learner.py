@@ -103,6 +103,7 @@ __all__ = [
     "DEFAULT_NORMALIZER",
     "DEFAULT_SPARSITY",
     "DEFAULT_TRUNK_STEP_SIZE",
+    "AUTO_LSTD_MAX_BYTES",
     "AUTO_LSTD_MAX_GROUPS",
     "HordeLearner",
     "choose_heads",
@@ -150,6 +151,9 @@ _UNSET = _Unset()
 #: every step, so 256 groups of a 16-component observation hold 76 MB and cost about as much
 #: per step as 2,500 demons' TD heads on a trunk.
 AUTO_LSTD_MAX_GROUPS = 256
+#: The most bytes of matrices that least-squares heads chosen by default may hold: ``init``
+#: for a larger observation (``m = 1 + d + 256``) raises, naming ``heads='td'``.
+AUTO_LSTD_MAX_BYTES = 2**30
 
 
 def choose_heads(heads: Any, demons: DemonSet, trunk_settings: dict[str, Any]) -> LSTDHeads | None:
@@ -175,7 +179,10 @@ def choose_heads(heads: Any, demons: DemonSet, trunk_settings: dict[str, Any]) -
         if heads not in ("td", "lstd"):
             raise ValueError(f"heads must be 'td', 'lstd', an LSTDHeads or None, got {heads!r}")
         return None if heads == "td" else LSTDHeads()
-    as_instance("heads", heads, LSTDHeads, example="LSTDHeads(), 'td' or 'lstd'", allow_none=True)
+    if heads is not None and not isinstance(heads, LSTDHeads):
+        raise ArgumentTypeError(
+            f"heads must be 'td', 'lstd', an LSTDHeads or None, got {heads!r} ({type(heads).__name__})"
+        )
     if heads is not None:
         return heads
     if trunk_settings or lstd_groups(demons).n_groups > AUTO_LSTD_MAX_GROUPS:
@@ -355,7 +362,10 @@ class HordeLearner:
             )
             if value is not unset
         }
+        #: Whether ``heads=None`` chose least-squares heads (``choose_heads``).
+        self.heads_chosen_by_default: bool = heads is None
         heads = choose_heads(heads, demons, trunk_settings)
+        self.heads_chosen_by_default = self.heads_chosen_by_default and heads is not None
         sparsity = DEFAULT_SPARSITY if isinstance(sparsity, _Unset) else sparsity
         leaky_relu_slope = 0.01 if isinstance(leaky_relu_slope, _Unset) else leaky_relu_slope
         use_layer_norm = True if isinstance(use_layer_norm, _Unset) else use_layer_norm
@@ -593,7 +603,22 @@ class HordeLearner:
 
     def init_traced(self, observation_dim: int, key: jax.Array) -> HordeState:
         """``init`` without the demons' check against ``observation_dim``, for use inside
-        traced code (one state per seed under ``vmap``)."""
+        traced code (one state per seed under ``vmap``).
+
+        Raises:
+            ValueError: least-squares heads chosen by default (``heads=None``) would hold more
+                than ``AUTO_LSTD_MAX_BYTES`` of matrices for observations of this size.
+        """
+        if self.heads_chosen_by_default and self.heads is not None and self._lstd_groups is not None:
+            m = self.heads.basis_size(int(observation_dim))
+            size = self._lstd_groups.n_groups * m * m * 4
+            if size > AUTO_LSTD_MAX_BYTES:
+                raise ValueError(
+                    f"observation_dim {observation_dim}: the least-squares heads HordeLearner(demons) chose "
+                    f"would hold {self._lstd_groups.n_groups} matrices of {m}x{m} ({size / 2**30:.1f} GiB, more than "
+                    f"AUTO_LSTD_MAX_BYTES = {AUTO_LSTD_MAX_BYTES / 2**30:.0f} GiB); pass heads='td' for TD heads on a "
+                    "trunk, or heads=LSTDHeads(...) to ask for least-squares heads of this size"
+                )
         core = self.core.init(observation_dim, key)
         n = self.n_demons
         discounts = jnp.zeros((n,), jnp.float32) if self._has_traces else ()

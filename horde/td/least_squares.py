@@ -165,7 +165,9 @@ def lstd_heads_from_config(config: dict[str, Any] | None) -> LSTDHeads | None:
     """
     if config is None:
         return None
-    config = dict(as_instance("heads config", config, dict, example="{'type': 'LSTDHeads'}"))
+    config = dict(
+        as_instance("heads config", config, dict, example="{'type': 'LSTDHeads'}, or 'td' / 'lstd' in a run config")
+    )
     kind = config.pop("type", None)
     if kind != "LSTDHeads":
         raise ValueError(f"heads config 'type' must be 'LSTDHeads', got {kind!r}")
