@@ -3,7 +3,8 @@
 LSTD(λ) (Bradtke & Barto 1996; Boyan 2002) finds the weights ``w`` at which the expected TD
 update on a fixed basis ``φ`` vanishes, ``E[z_t δ_t] = 0``, by accumulating the statistics
 
-    A = ridge·I + Σ_t z_t (φ_t - γ'_{t+1} φ_{t+1})ᵀ        b_i = Σ_t z_t c_{i,t+1}
+    A = ridge·D + Σ_t z_t (φ_t - γ'_{t+1} φ_{t+1})ᵀ        b_i = Σ_t z_t c_{i,t+1}
+    D = diag(CONSTANT_RIDGE_SCALE, 1, ..., 1)                (a small ridge on the constant)
     z_t = ρ_t (γ_t λ z_{t-1} + φ_t)                          (zeroed when an episode ends)
     γ'_{t+1} = 0 where the episode terminated, else γ(S_{t+1})
 
