@@ -149,10 +149,50 @@ def _concatenate(parts: list[jax.Array], fan_in: int = 8) -> jax.Array:
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
+class _Layout:
+    """The carry split in two packed parts (each a ``_Packing``): the leaves a step changes,
+    which the step takes, donates and returns, and the leaves it passes through unchanged
+    (e.g. Greedy-GQ's secondary weights of demons that learn with another rule, a third of a
+    small network's carry), which it takes each step among the chunk's constants and never
+    writes: copying them into the returned carry at every step was most of its largest kernel.
+    """
+
+    def __init__(self, example: Any, fixed: list[bool]) -> None:
+        leaves, self.treedef = jax.tree_util.tree_flatten(example)
+        self.fixed = fixed
+        self.moving_packing = _Packing([leaf for leaf, f in zip(leaves, fixed) if not f])
+        self.fixed_packing = _Packing([leaf for leaf, f in zip(leaves, fixed) if f])
+
+    def pack_moving(self, tree: Any) -> tuple[jax.Array, ...]:
+        leaves = jax.tree_util.tree_leaves(tree)
+        return self.moving_packing.pack([leaf for leaf, f in zip(leaves, self.fixed) if not f])
+
+    def pack(self, tree: Any) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+        leaves = jax.tree_util.tree_leaves(tree)
+        fixed = self.fixed_packing.pack([leaf for leaf, f in zip(leaves, self.fixed) if f])
+        return self.pack_moving(tree), fixed
+
+    def unpack(self, moving: tuple[jax.Array, ...], fixed: tuple[jax.Array, ...]) -> Any:
+        parts = {False: iter(self.moving_packing.unpack(moving)), True: iter(self.fixed_packing.unpack(fixed))}
+        return jax.tree_util.tree_unflatten(self.treedef, [next(parts[f]) for f in self.fixed])
+
+
+def _passed_through(advance: Any, example: Any, *others: Any) -> list[bool]:
+    """Per leaf of ``example``, whether ``advance(carry, *others)``'s first output passes it
+    through unchanged: its jaxpr returns that input variable itself, bit for bit."""
+    leaves, treedef = jax.tree_util.tree_flatten(example)
+
+    def flat(leaves, *rest):
+        return jax.tree_util.tree_leaves(advance(jax.tree_util.tree_unflatten(treedef, leaves), *rest)[0])
+
+    jaxpr = jax.make_jaxpr(flat)(leaves, *others).jaxpr
+    return [out is inp for out, inp in zip(jaxpr.outvars, jaxpr.invars[: len(leaves)])]
+
+
 class _Compiled(NamedTuple):
     """The compiled functions of one acting configuration (see ``_compiled``)."""
 
-    packing: _Packing
+    layout: _Layout
     pack: Any
     unpack: Any
     uniforms: Any
@@ -169,11 +209,14 @@ def _compiled(
     ``t0 .. t0 + n - 1`` (``n`` static). They depend on the key alone, not on the weights, so
     they are drawn once per chunk, outside the per-step call (threefry's loops are the costliest
     part of a small step on the CPU). ``first(state, x, t, u)``: the first action and its
-    probability (``t``: its global step). ``step(groups, records, uniforms, inputs, T)``: learns from one transition and
-    draws the next action; ``groups`` is the packed carry, ``records`` the chunk's record rows
-    ``(rows, n_values, n_demons)``, ``uniforms`` the chunk's draws, ``inputs`` the packed
-    ``[x(S_{t+1}), x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records,
-    action)`` and donates ``groups`` and ``records``.
+    probability (``t``: its global step). ``pack(carry) -> (groups, fixed)``: the carry's
+    packed parts (see ``_Layout``), ``unpack(groups, fixed)`` its inverse.
+    ``step(groups, records, (draws, fixed), inputs, T)``: learns from one transition and draws
+    the next action; ``groups`` is the packed changing part of the carry, ``records`` the
+    chunk's record rows ``(rows, n_values, n_demons)``, ``draws`` the chunk's uniforms,
+    ``fixed`` the packed unchanging part of the carry, ``inputs`` the packed ``[x(S_{t+1}),
+    x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records, action)`` and donates
+    ``groups`` and ``records``.
     """
     cache = compiled_cache(learner)
     key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
@@ -193,7 +236,6 @@ def _compiled(
             jnp.zeros((), jnp.float32),
         )
     )
-    packing = _Packing(example)
 
     def uniforms(step_root, t0, n: int):
         def one(t):
@@ -211,8 +253,7 @@ def _compiled(
     def first(state, x, t, u):
         return draw(state, x, t, u)
 
-    def step(groups, records, draws, inputs, T: int):
-        carry: _Carry = packing.unpack(groups)
+    def advance(carry: _Carry, records, draws, inputs, T: int):
         x_next, x_act = inputs[:dim], inputs[dim : 2 * dim]
         reward, terminated, truncated = inputs[2 * dim], inputs[2 * dim + 1] > 0.5, inputs[2 * dim + 2] > 0.5
         r, ev = learner.evaluate_and_update_traced(
@@ -237,14 +278,29 @@ def _compiled(
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
         )
+        return new, records, a
+
+    records_example = jax.ShapeDtypeStruct((2, len(record_names(learner)), learner.n_demons), jnp.float32)
+    fixed = _passed_through(
+        functools.partial(advance, T=1),
+        example,
+        records_example,
+        jax.ShapeDtypeStruct((1,), jnp.float32),
+        jax.ShapeDtypeStruct((2 * dim + 3,), jnp.float32),
+    )
+    layout = _Layout(example, fixed)
+
+    def step(groups, records, constants, inputs, T: int):
+        draws, fixed = constants
+        new, records, a = advance(layout.unpack(groups, fixed), records, draws, inputs, T)
         # One concatenation (not an update per leaf in place): a kernel per leaf is what a
         # step of this size costs.
-        return packing.pack(new), records, a
+        return layout.pack_moving(new), records, a
 
     cache[key] = _Compiled(
-        packing,
-        jax.jit(packing.pack),
-        jax.jit(packing.unpack),
+        layout,
+        jax.jit(layout.pack),
+        jax.jit(layout.unpack),
         jax.jit(uniforms, static_argnums=(2,)),
         jax.jit(first),
         jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
@@ -478,10 +534,11 @@ def run_acting(
                 td_sum=jnp.zeros((), jnp.float32),
                 td_count=jnp.zeros((), jnp.float32),
             )
-            groups = _fresh(fns.pack(carry))
+            groups, fixed = fns.pack(carry)
+            groups = _fresh(groups)
             # Buffers of a full chunk even for a shorter last one: one compiled step.
             records = _chunk_records(learner, chunk_size, record_every)
-            draws = fns.uniforms(step_root, jnp.uint32(start_step + done + 1), chunk_size)
+            constants = (fns.uniforms(step_root, jnp.uint32(start_step + done + 1), chunk_size), fixed)
             rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
             for j in range(T):
                 taken[start_step + done + j] = a
@@ -514,7 +571,7 @@ def run_acting(
                 inputs[2 * dim] = reward
                 inputs[2 * dim + 1] = term
                 inputs[2 * dim + 2] = trunc
-                groups, records, action = fns.step(groups, records, draws, inputs, chunk_size)
+                groups, records, action = fns.step(groups, records, constants, inputs, chunk_size)
                 # Bookkeeping while the step runs; the action is read last.
                 rewards[j], terminated[j], truncated[j] = reward, term, trunc
                 ep_return += reward
@@ -525,7 +582,7 @@ def run_acting(
                 # Through NumPy: int() of a jax.Array takes a slower path (about 30 µs more
                 # per call on the CPU), a fifth of a small step.
                 a = int(np.asarray(action))
-            carry = fns.unpack(groups)
+            carry = fns.unpack(groups, fixed)
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
             watch = DivergenceWatch(*(np.asarray(v)[None] for v in carry.watch))  # type: ignore[arg-type]
@@ -637,8 +694,9 @@ def compiled_step(
         )
         x_next = features(observation_space.sample())
         inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)
-        draws = fns.uniforms(root, jnp.uint32(1), chunk_size)
-        return _fresh(fns.pack(carry)), _chunk_records(learner, chunk_size, record_every), draws, inputs, chunk_size
+        groups, fixed = fns.pack(carry)
+        constants = (fns.uniforms(root, jnp.uint32(1), chunk_size), fixed)
+        return _fresh(groups), _chunk_records(learner, chunk_size, record_every), constants, inputs, chunk_size
 
     return fns.step, arguments
 
@@ -714,6 +772,7 @@ class ActingDaemon:
             raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
         self._state = fresh
         self._groups: tuple | None = None
+        self._fixed: tuple = ()
         self._records = _chunk_records(learner, 1, 1)
         self._draws: jax.Array | None = None
         self._j = 0  # steps taken with the current block of draws
@@ -724,7 +783,7 @@ class ActingDaemon:
         """The learner state (a copy)."""
         if self._groups is None:
             return _fresh(self._state)
-        return _fresh(self._fns.unpack(self._groups).state)
+        return _fresh(self._fns.unpack(self._groups, self._fixed).state)
 
     def start(self, observation: Any) -> int:
         """The first action for ``observation`` (call once, before ``step``)."""
@@ -743,7 +802,8 @@ class ActingDaemon:
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
         )
-        self._groups = _fresh(self._fns.pack(carry))
+        groups, self._fixed = self._fns.pack(carry)
+        self._groups = _fresh(groups)
         self._draws, self._j = None, 0
         return int(np.asarray(action))
 
@@ -772,12 +832,14 @@ class ActingDaemon:
             x_act = x_next
         if self._draws is None or self._j == _DAEMON_DRAWS:
             # A block of draws at a time; the chunk step restarts with it.
-            carry = self._fns.unpack(self._groups)._replace(j=jnp.zeros((), jnp.int32))
-            self._groups = _fresh(self._fns.pack(carry))
+            carry = self._fns.unpack(self._groups, self._fixed)._replace(j=jnp.zeros((), jnp.int32))
+            groups, self._fixed = self._fns.pack(carry)
+            self._groups = _fresh(groups)
             self._draws = self._fns.uniforms(self._root, jnp.uint32(self.t + 1), _DAEMON_DRAWS)
             self._j = 0
         inputs = np.concatenate([x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
-        self._groups, self._records, action = self._fns.step(self._groups, self._records, self._draws, inputs, 1)
+        constants = (self._draws, self._fixed)
+        self._groups, self._records, action = self._fns.step(self._groups, self._records, constants, inputs, 1)
         self.t += 1
         self._j += 1
         return int(np.asarray(action))
