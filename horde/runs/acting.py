@@ -53,7 +53,6 @@ from horde.runs.recording import (
     record_names,
     record_slot,
     record_values,
-    state_finite_fn,
 )
 from horde.runs.records import RecordsError
 from horde.runs.results import RunError, RunResult
@@ -198,6 +197,8 @@ class _Compiled(NamedTuple):
     uniforms: Any
     first: Any
     step: Any
+    begin: Any
+    end: Any
 
 
 def _compiled(
@@ -217,6 +218,13 @@ def _compiled(
     ``fixed`` the packed unchanging part of the carry, ``inputs`` the packed ``[x(S_{t+1}),
     x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records, action)`` and donates
     ``groups`` and ``records``.
+
+    A chunk's bookkeeping is one compiled call at each end (op by op, its dozen small arrays cost
+    about as much as a few dozen steps): ``begin(carry, offset, step_root, t0, T)`` sets the
+    chunk's fields of the carry and returns the step's ``(groups, records, (draws, fixed))``
+    for a chunk of ``T`` steps whose first action is drawn at global step ``t0``;
+    ``end(groups, fixed)`` returns ``(carry, finite)``: the carry, in arrays of its own, and
+    ``learner.finite_demons`` of its state.
     """
     cache = compiled_cache(learner)
     key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
@@ -297,6 +305,24 @@ def _compiled(
         # step of this size costs.
         return layout.pack_moving(new), records, a
 
+    def begin(carry: _Carry, offset, step_root, t0, T: int):
+        carry = carry._replace(
+            j=jnp.zeros((), jnp.int32),
+            offset=offset,
+            watch=DivergenceWatch.start(learner.n_demons),
+            td_sum=jnp.zeros((), jnp.float32),
+            td_count=jnp.zeros((), jnp.float32),
+        )
+        groups, fixed = layout.pack(carry)
+        # Copies: the step donates ``groups``, and a packed group of one leaf could otherwise be
+        # that leaf's own buffer, still held by the carry.
+        groups = jax.tree_util.tree_map(jnp.copy, groups)
+        return groups, _chunk_records(learner, T, every), (uniforms(step_root, t0, T), fixed)
+
+    def end(groups, fixed):
+        carry = jax.tree_util.tree_map(jnp.copy, layout.unpack(groups, fixed))
+        return carry, learner.finite_demons(carry.state)
+
     cache[key] = _Compiled(
         layout,
         jax.jit(layout.pack),
@@ -304,8 +330,20 @@ def _compiled(
         jax.jit(uniforms, static_argnums=(2,)),
         jax.jit(first),
         jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
+        jax.jit(begin, static_argnums=(4,)),
+        jax.jit(end),
     )
     return cache[key]
+
+
+def _initial_state(learner: ControlLearner, dim: int, key: jax.Array, n_actions: int) -> Any:
+    """``learner.init_traced(dim, key, n_actions)`` as one compiled call (cached on the learner):
+    run op by op, the sparse initialisation took as long as a few hundred steps of a run. XLA
+    computes the same bits either way."""
+    cache = compiled_cache(learner)
+    if "act-init" not in cache:
+        cache["act-init"] = jax.jit(learner.init_traced, static_argnums=(0, 2))
+    return cache["act-init"](dim, key, n_actions)
 
 
 def _chunk_records(learner: ControlLearner, T: int, every: int) -> jax.Array:
@@ -436,11 +474,10 @@ def run_acting(
         "learner": learner_config(learner),
     }
     fns = _compiled(learner, policy, index, anneal, record_every, dim, n_actions)
-    finite_fn = state_finite_fn(learner, False)
     base = jax.random.key(seed)
     step_root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
     if state is None:
-        state = learner.init_traced(dim, base, n_actions)
+        state = _initial_state(learner, dim, base, n_actions)
     else:
         state = _checked_state("horde.run", learner, state, dim, n_actions)
     # The step donates its carry: never the caller's arrays.
@@ -527,18 +564,14 @@ def run_acting(
     try:
         while done < steps:
             T = min(chunk_size, steps - done)
-            carry = carry._replace(
-                j=jnp.zeros((), jnp.int32),
-                offset=jnp.asarray((-(start_step + done)) % record_every, jnp.int32),
-                watch=DivergenceWatch.start(learner.n_demons),
-                td_sum=jnp.zeros((), jnp.float32),
-                td_count=jnp.zeros((), jnp.float32),
-            )
-            groups, fixed = fns.pack(carry)
-            groups = _fresh(groups)
             # Buffers of a full chunk even for a shorter last one: one compiled step.
-            records = _chunk_records(learner, chunk_size, record_every)
-            constants = (fns.uniforms(step_root, jnp.uint32(start_step + done + 1), chunk_size), fixed)
+            groups, records, constants = fns.begin(
+                carry,
+                np.int32((-(start_step + done)) % record_every),
+                step_root,
+                np.uint32(start_step + done + 1),
+                chunk_size,
+            )
             rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
             for j in range(T):
                 taken[start_step + done + j] = a
@@ -582,12 +615,12 @@ def run_acting(
                 # Through NumPy: int() of a jax.Array takes a slower path (about 30 µs more
                 # per call on the CPU), a fifth of a small step.
                 a = int(np.asarray(action))
-            carry = fns.unpack(groups, fixed)
+            carry, finite = fns.end(groups, constants[1])
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
             watch = DivergenceWatch(*(np.asarray(v)[None] for v in carry.watch))  # type: ignore[arg-type]
             rows = (rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
-            diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(carry.state))), T)
+            diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite)), T)
             if diverged is not None:
                 _, t, bad = diverged
                 recorder.add(start_step + done, buffers, *(r[:, : t + 1] for r in rows))
@@ -605,9 +638,8 @@ def run_acting(
                 raise error
             recorder.add(start_step + done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
-            # The next step donates the carry: keep a copy of the checked state.
-            carry = _fresh(carry)
-            good_state, done = _fresh(carry.state), done + T
+            # ``end`` copied the carry out of the buffers the steps donate; nothing donates it.
+            good_state, done = carry.state, done + T
             bar.update(T, np.asarray([mean_td]))
             finish_chunk(
                 recorder,
@@ -677,7 +709,7 @@ def compiled_step(
     root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
 
     def arguments() -> tuple:
-        state = learner.init_traced(dim, base, n_actions)
+        state = _initial_state(learner, dim, base, n_actions)
         x = jnp.asarray(features(observation_space.sample()))
         action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0])
         carry = _Carry(
@@ -765,7 +797,7 @@ class ActingDaemon:
         self._fns = _compiled(learner, policy, index, anneal, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
-        fresh = learner.init_traced(self.features.dim, base, self.n_actions)
+        fresh = _initial_state(learner, self.features.dim, base, self.n_actions)
         if state is not None:
             fresh = _fresh(_checked_state("ActingDaemon", learner, state, self.features.dim, self.n_actions))
         if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
