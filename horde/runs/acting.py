@@ -26,6 +26,7 @@ same actions and learn the same weights up to float32 rounding.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import time
 from typing import Any, NamedTuple
@@ -176,6 +177,32 @@ class _Layout:
         return jax.tree_util.tree_unflatten(self.treedef, [next(parts[f]) for f in self.fixed])
 
 
+class _ActionReader:
+    """Reads the action a step drew out of the packed carry it returned, as an ``int``.
+
+    The step returns no array of its own for the action: each output array costs the call
+    several microseconds, and reading a fresh one through NumPy as many again. On the CPU the
+    carry's buffer is host memory, read in place once the step has finished; elsewhere the
+    action's group is copied to the host.
+    """
+
+    def __init__(self, layout: _Layout) -> None:
+        index = jax.tree_util.tree_unflatten(layout.treedef, list(range(layout.treedef.num_leaves))).action
+        self.group, self.start, _, _, dtype = layout.moving_packing.slots[index - sum(layout.fixed[:index])]
+        assert not layout.fixed[index] and dtype == np.int32
+        assert layout.moving_packing.dtypes[self.group] == np.float32
+        self.on_cpu: bool | None = None
+
+    def __call__(self, groups: tuple[jax.Array, ...]) -> int:
+        group = groups[self.group]
+        if self.on_cpu is None:
+            self.on_cpu = all(d.platform == "cpu" for d in group.devices())
+        if self.on_cpu:
+            group.block_until_ready()
+            return ctypes.c_int32.from_address(group.unsafe_buffer_pointer() + 4 * self.start).value
+        return int(np.asarray(group).view(np.int32)[self.start])
+
+
 def _passed_through(advance: Any, example: Any, *others: Any) -> list[bool]:
     """Per leaf of ``example``, whether ``advance(carry, *others)``'s first output passes it
     through unchanged: its jaxpr returns that input variable itself, bit for bit."""
@@ -199,6 +226,7 @@ class _Compiled(NamedTuple):
     step: Any
     begin: Any
     end: Any
+    action: _ActionReader
 
 
 def _compiled(
@@ -216,8 +244,8 @@ def _compiled(
     the next action; ``groups`` is the packed changing part of the carry, ``records`` the
     chunk's record rows ``(rows, n_values, n_demons)``, ``draws`` the chunk's uniforms,
     ``fixed`` the packed unchanging part of the carry, ``inputs`` the packed ``[x(S_{t+1}),
-    x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records, action)`` and donates
-    ``groups`` and ``records``.
+    x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records)`` and donates
+    ``groups`` and ``records``; ``action(groups)`` reads the action it drew (``_ActionReader``).
 
     A chunk's bookkeeping is one compiled call at each end (op by op, its dozen small arrays cost
     about as much as a few dozen steps): ``begin(carry, offset, step_root, t0, T)`` sets the
@@ -303,7 +331,7 @@ def _compiled(
         new, records, a = advance(layout.unpack(groups, fixed), records, draws, inputs, T)
         # One concatenation (not an update per leaf in place): a kernel per leaf is what a
         # step of this size costs.
-        return layout.pack_moving(new), records, a
+        return layout.pack_moving(new), records
 
     def begin(carry: _Carry, offset, step_root, t0, T: int):
         carry = carry._replace(
@@ -332,6 +360,7 @@ def _compiled(
         jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
         jax.jit(begin, static_argnums=(4,)),
         jax.jit(end),
+        _ActionReader(layout),
     )
     return cache[key]
 
@@ -604,7 +633,7 @@ def run_acting(
                 inputs[2 * dim] = reward
                 inputs[2 * dim + 1] = term
                 inputs[2 * dim + 2] = trunc
-                groups, records, action = fns.step(groups, records, constants, inputs, chunk_size)
+                groups, records = fns.step(groups, records, constants, inputs, chunk_size)
                 # Bookkeeping while the step runs; the action is read last.
                 rewards[j], terminated[j], truncated[j] = reward, term, trunc
                 ep_return += reward
@@ -612,9 +641,7 @@ def run_acting(
                 if ended:
                     episodes.append((0, start_step + done + j, ep_return, ep_length))
                     ep_return, ep_length = 0.0, 0
-                # Through NumPy: int() of a jax.Array takes a slower path (about 30 µs more
-                # per call on the CPU), a fifth of a small step.
-                a = int(np.asarray(action))
+                a = fns.action(groups)
             carry, finite = fns.end(groups, constants[1])
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
@@ -682,7 +709,7 @@ def compiled_step(
     chunk_size: int = 500,
     record_every: int = 1,
     seed: int = 0,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     """The compiled call ``horde.run`` makes once per environment step when acting, for
     measuring it (its compiled kernels, its time per call) outside a run.
 
@@ -696,10 +723,11 @@ def compiled_step(
         seed: the learner's initial weights.
 
     Returns:
-        ``(step, arguments)``: ``arguments()`` builds a fresh tuple ``args`` for
-        ``step(*args)``, which returns ``(packed carry, record rows, action)`` and donates
-        ``args[0]`` and ``args[1]``; the next call takes the returned carry and rows in their
-        place. ``step.lower(*args).compile().as_text()`` is the compiled program.
+        ``(step, arguments, action)``: ``arguments()`` builds a fresh tuple ``args`` for
+        ``step(*args)``, which returns ``(packed carry, record rows)`` and donates ``args[0]``
+        and ``args[1]``; the next call takes the returned carry and rows in their place.
+        ``action(packed carry)`` reads the action the step drew, as ``horde.run`` reads it
+        (an ``int``). ``step.lower(*args).compile().as_text()`` is the compiled program.
     """
     features = FeatureMap(observation_space)
     dim = features.dim
@@ -730,7 +758,7 @@ def compiled_step(
         constants = (fns.uniforms(root, jnp.uint32(1), chunk_size), fixed)
         return _fresh(groups), _chunk_records(learner, chunk_size, record_every), constants, inputs, chunk_size
 
-    return fns.step, arguments
+    return fns.step, arguments, fns.action
 
 
 #: Draws an ``ActingDaemon`` takes per compiled call of ``uniforms``.
@@ -871,7 +899,7 @@ class ActingDaemon:
             self._j = 0
         inputs = np.concatenate([x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
         constants = (self._draws, self._fixed)
-        self._groups, self._records, action = self._fns.step(self._groups, self._records, constants, inputs, 1)
+        self._groups, self._records = self._fns.step(self._groups, self._records, constants, inputs, 1)
         self.t += 1
         self._j += 1
-        return int(np.asarray(action))
+        return self._fns.action(self._groups)
