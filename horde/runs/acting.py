@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -588,7 +589,7 @@ def run_acting(
         jnp.zeros((), jnp.float32),
         jnp.zeros((), jnp.float32),
     )
-    width = 2 * dim + 3
+    zeros = np.zeros(dim, np.float32)
 
     try:
         while done < steps:
@@ -601,22 +602,27 @@ def run_acting(
                 np.uint32(start_step + done + 1),
                 chunk_size,
             )
-            rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
+            # Per step the host does as little NumPy as it can: each call costs several times
+            # its usual time right after the compiled step has run. The chunk's actions,
+            # rewards and flags gather in lists, written out once per chunk.
+            actions_now: list[int] = []
+            rewards_now: list[float] = []
+            terminated_now: list[bool] = []
+            truncated_now: list[bool] = []
             for j in range(T):
-                taken[start_step + done + j] = a
+                actions_now.append(a)
                 try:
                     next_raw, reward, term, trunc, _ = env.step(a + action_start)
                 except Exception as cause:
                     raise env_error(cause, start_step + done + j) from cause
                 x_next = features(next_raw)
-                if not np.isfinite(x_next).all():
+                # 0 * x is 0 for a finite x and NaN for an infinite or NaN one: one call checks all.
+                if not math.isfinite(x_next @ zeros):
                     raise ValueError(
                         f"the environment returned a non-finite observation at step {start_step + done + j}: {next_raw!r}"
                     )
                 reward = checked_reward(reward, start_step + done + j)
                 ended = bool(term or trunc)
-                inputs = np.empty(width, np.float32)
-                inputs[:dim] = x_next
                 if ended:
                     try:
                         raw, _ = env.reset()
@@ -627,21 +633,23 @@ def run_acting(
                         raise ValueError(
                             f"the environment's reset returned a non-finite observation after step {start_step + done + j}: {raw!r}"
                         )
-                    inputs[dim : 2 * dim] = x_act
                 else:
-                    inputs[dim : 2 * dim] = x_next
-                inputs[2 * dim] = reward
-                inputs[2 * dim + 1] = term
-                inputs[2 * dim + 2] = trunc
+                    x_act = x_next
+                inputs = np.concatenate((x_next, x_act, np.array((reward, term, trunc), np.float32)))
                 groups, records = fns.step(groups, records, constants, inputs, chunk_size)
                 # Bookkeeping while the step runs; the action is read last.
-                rewards[j], terminated[j], truncated[j] = reward, term, trunc
+                rewards_now.append(reward)
+                terminated_now.append(term)
+                truncated_now.append(trunc)
                 ep_return += reward
                 ep_length += 1
                 if ended:
                     episodes.append((0, start_step + done + j, ep_return, ep_length))
                     ep_return, ep_length = 0.0, 0
                 a = fns.action(groups)
+            taken[start_step + done : start_step + done + T] = actions_now
+            rewards = np.asarray(rewards_now, np.float32)
+            terminated, truncated = np.asarray(terminated_now, bool), np.asarray(truncated_now, bool)
             carry, finite = fns.end(groups, constants[1])
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
