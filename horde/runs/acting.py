@@ -80,7 +80,7 @@ class _Packing:
     """The carry as one flat ``float32`` array, and back (both traceable).
 
     A compiled call's host cost grows with the number of arrays it takes and returns (about
-    fifty in the carry of a small control learner); packed, the step takes and donates one.
+    fifty in the carry of a small control learner); packed, the step takes and returns one.
     float32 leaves are stored as they are, other 32-bit leaves bit-cast and bools converted to
     0 or 1, so nothing is rounded (the stored integers are only copied, never computed with,
     so their bits survive); a leaf of another dtype gets a flat array of its own. float32 is
@@ -152,7 +152,7 @@ def _concatenate(parts: list[jax.Array], fan_in: int = 8) -> jax.Array:
 
 class _Layout:
     """The carry split in two packed parts (each a ``_Packing``): the leaves a step changes,
-    which the step takes, donates and returns, and the leaves it passes through unchanged
+    which the step takes and returns, and the leaves it passes through unchanged
     (e.g. Greedy-GQ's secondary weights of demons that learn with another rule, a third of a
     small network's carry), which it takes each step among the chunk's constants and never
     writes: copying them into the returned carry at every step was most of its largest kernel.
@@ -246,14 +246,15 @@ def _compiled(
     chunk's record rows ``(rows, n_values, n_demons)``, ``draws`` the chunk's uniforms,
     ``fixed`` the packed unchanging part of the carry, ``inputs`` the packed ``[x(S_{t+1}),
     x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records)`` and donates
-    ``groups`` and ``records``; ``action(groups)`` reads the action it drew (``_ActionReader``).
+    ``records`` (written in place; the carry is rewritten whole each step, and donating it
+    only added a copy of it inside the call); ``action(groups)`` reads the action it drew (``_ActionReader``).
 
     A chunk's bookkeeping is one compiled call at each end (op by op, its dozen small arrays cost
     about as much as a few dozen steps): ``begin(carry, offset, step_root, t0, T)`` sets the
     chunk's fields of the carry and returns the step's ``(groups, records, (draws, fixed))``
     for a chunk of ``T`` steps whose first action is drawn at global step ``t0``;
-    ``end(groups, fixed)`` returns ``(carry, finite)``: the carry, in arrays of its own, and
-    ``learner.finite_demons`` of its state.
+    ``end(groups, fixed)`` returns ``(carry, finite)``: the carry and ``learner.finite_demons``
+    of its state.
     """
     cache = compiled_cache(learner)
     key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
@@ -343,13 +344,10 @@ def _compiled(
             td_count=jnp.zeros((), jnp.float32),
         )
         groups, fixed = layout.pack(carry)
-        # Copies: the step donates ``groups``, and a packed group of one leaf could otherwise be
-        # that leaf's own buffer, still held by the carry.
-        groups = jax.tree_util.tree_map(jnp.copy, groups)
         return groups, _chunk_records(learner, T, every), (uniforms(step_root, t0, T), fixed)
 
     def end(groups, fixed):
-        carry = jax.tree_util.tree_map(jnp.copy, layout.unpack(groups, fixed))
+        carry = layout.unpack(groups, fixed)
         return carry, learner.finite_demons(carry.state)
 
     cache[key] = _Compiled(
@@ -358,7 +356,7 @@ def _compiled(
         jax.jit(layout.unpack),
         jax.jit(uniforms, static_argnums=(2,)),
         jax.jit(first),
-        jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
+        jax.jit(step, static_argnums=(4,), donate_argnums=(1,)),
         jax.jit(begin, static_argnums=(4,)),
         jax.jit(end),
         _ActionReader(layout),
@@ -385,8 +383,8 @@ def _chunk_records(learner: ControlLearner, T: int, every: int) -> jax.Array:
 
 @jax.jit
 def _fresh(tree: Any) -> Any:
-    """Copies of ``tree``'s arrays: a compiled call may hand back an input array itself, and the
-    step donates what it takes. One compiled call for the whole tree: a ``jnp.copy`` per leaf,
+    """Copies of ``tree``'s arrays (a compiled call may hand back an input array itself): a
+    run's and a daemon's states are their own arrays, never the caller's. One compiled call for the whole tree: a ``jnp.copy`` per leaf,
     dispatched one by one, cost about as much per chunk as a hundred steps."""
     return jax.tree_util.tree_map(jnp.copy, tree)
 
@@ -510,7 +508,6 @@ def run_acting(
         state = _initial_state(learner, dim, base, n_actions)
     else:
         state = _checked_state("horde.run", learner, state, dim, n_actions)
-    # The step donates its carry: never the caller's arrays.
     good_state = _fresh(state)
 
     writer = open_records(
@@ -673,7 +670,6 @@ def run_acting(
                 raise error
             recorder.add(start_step + done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
-            # ``end`` copied the carry out of the buffers the steps donate; nothing donates it.
             good_state, done = carry.state, done + T
             bar.update(T, np.asarray([mean_td]))
             finish_chunk(
@@ -732,8 +728,7 @@ def compiled_step(
 
     Returns:
         ``(step, arguments, action)``: ``arguments()`` builds a fresh tuple ``args`` for
-        ``step(*args)``, which returns ``(packed carry, record rows)`` and donates ``args[0]``
-        and ``args[1]``; the next call takes the returned carry and rows in their place.
+        ``step(*args)``, which returns ``(packed carry, record rows)`` and donates ``args[1]``; the next call takes the returned carry and rows in their place.
         ``action(packed carry)`` reads the action the step drew, as ``horde.run`` reads it
         (an ``int``). ``step.lower(*args).compile().as_text()`` is the compiled program.
     """
