@@ -13,11 +13,11 @@ CartPole's own step and Gymnasium's wrappers. The parts printed below:
   included), the part no learner can remove;
 * ``empty compiled call``: a jitted function that does nothing, taking and donating arrays of
   the acting step's shapes (the packed carry, the record rows, the chunk's draws, the inputs)
-  and returning a scalar read back as the runner reads its action (``int(np.asarray(a))``):
-  the least one compiled call per step costs;
+  and returning a scalar read back through NumPy (``int(np.asarray(a))``): about the least one
+  compiled call per step costs (the runner reads its action out of the returned carry instead);
 * ``compiled step``: the compiled call ``horde.run`` makes per step
   (``horde.runs.acting.compiled_step``), called alone in a loop with its action read back each
-  time, and the number of kernels XLA compiled it to (the instructions of its entry
+  time as ``horde.run`` reads it, and the number of kernels XLA compiled it to (the instructions of its entry
   computation: fusions, dots, copies, ...). On the CPU each kernel costs a fraction of a
   microsecond to launch whatever its size, and a step of a (32, 32) network does little else,
   so the count is what the step's own time follows;

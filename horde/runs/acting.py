@@ -188,7 +188,7 @@ class _ActionReader:
     """
 
     def __init__(self, layout: _Layout) -> None:
-        index = jax.tree_util.tree_unflatten(layout.treedef, list(range(layout.treedef.num_leaves))).action
+        index = jax.tree_util.tree_unflatten(layout.treedef, list(range(len(layout.fixed)))).action
         self.group, self.start, _, _, dtype = layout.moving_packing.slots[index - sum(layout.fixed[:index])]
         assert not layout.fixed[index] and dtype == np.int32
         assert layout.moving_packing.dtypes[self.group] == np.float32
