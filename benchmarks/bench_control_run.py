@@ -13,11 +13,11 @@ CartPole's own step and Gymnasium's wrappers. The parts printed below:
   included), the part no learner can remove;
 * ``empty compiled call``: a jitted function that does nothing, taking and donating arrays of
   the acting step's shapes (the packed carry, the record rows, the chunk's draws, the inputs)
-  and returning a scalar read back as the runner reads its action (``int(np.asarray(a))``):
-  the least one compiled call per step costs;
+  and returning a scalar read back through NumPy (``int(np.asarray(a))``): about the least one
+  compiled call per step costs (the runner reads its action out of the returned carry instead);
 * ``compiled step``: the compiled call ``horde.run`` makes per step
   (``horde.runs.acting.compiled_step``), called alone in a loop with its action read back each
-  time, and the number of kernels XLA compiled it to (the instructions of its entry
+  time as ``horde.run`` reads it, and the number of kernels XLA compiled it to (the instructions of its entry
   computation: fusions, dots, copies, ...). On the CPU each kernel costs a fraction of a
   microsecond to launch whatever its size, and a step of a (32, 32) network does little else,
   so the count is what the step's own time follows;
@@ -111,12 +111,17 @@ def kernel_count(hlo: str) -> int:
 
 
 def acting_step(learner: horde.ControlLearner, policy: horde.EpsilonGreedy, chunk: int):
-    """``(step, arguments)`` of ``horde.runs.acting.compiled_step`` for CartPole-v1."""
+    """``(step, arguments, read)`` of ``horde.runs.acting.compiled_step`` for CartPole-v1:
+    ``read(outputs)`` is the action of the step's outputs, read as ``horde.run`` reads it."""
     from horde.runs import acting
 
     env = gym.make("CartPole-v1")
     if hasattr(acting, "compiled_step"):
-        return acting.compiled_step(learner, policy, env.observation_space, 2, chunk_size=chunk)
+        made = acting.compiled_step(learner, policy, env.observation_space, 2, chunk_size=chunk)
+        if len(made) == 3:
+            step, arguments, action = made
+            return step, arguments, lambda outputs: action(outputs[0])
+        return (*made, lambda outputs: int(np.asarray(outputs[2])))  # a horde whose step returned the action
     # A horde from before compiled_step: its step and carry, as that version built them.
     from horde.runs.recording import DivergenceWatch
 
@@ -133,25 +138,27 @@ def acting_step(learner: horde.ControlLearner, policy: horde.EpsilonGreedy, chun
         draws = fns.uniforms(jax.random.key(1), jnp.uint32(1), chunk)
         return acting._fresh(fns.pack(carry)), acting._chunk_records(learner, chunk, 1), draws, x, chunk
 
-    return fns.step, arguments
+    return fns.step, arguments, lambda outputs: int(np.asarray(outputs[2]))
 
 
-def blocked_calls(step, arguments, n: int, reps: int = 3) -> tuple[float, float, int]:
-    """Best of ``reps`` (wall, CPU) seconds per call of ``step`` with its action read back, and
-    its kernel count."""
+def blocked_calls(step, arguments, read, n: int, reps: int = 3) -> tuple[float, float, int]:
+    """Best of ``reps`` (wall, CPU) seconds per call of ``step`` with its action read back
+    (``read(outputs)``), and its kernel count."""
     args = arguments()
     hlo = step.lower(*args).compile().as_text()
     best = (np.inf, np.inf)
     for _ in range(reps):
         carry, rows, *rest = arguments()
-        carry, rows, a = step(carry, rows, *rest)
-        int(np.asarray(a))
+        out = step(carry, rows, *rest)
+        carry, rows = out[0], out[1]
+        read(out)
 
         def loop() -> None:
             nonlocal carry, rows
             for _ in range(n):
-                carry, rows, a = step(carry, rows, *rest)
-                int(np.asarray(a))
+                out = step(carry, rows, *rest)
+                carry, rows = out[0], out[1]
+                read(out)
 
         best = min(best, timed(loop, n))
     return best[0], best[1], kernel_count(hlo)

@@ -26,7 +26,9 @@ same actions and learn the same weights up to float32 rounding.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -53,7 +55,6 @@ from horde.runs.recording import (
     record_names,
     record_slot,
     record_values,
-    state_finite_fn,
 )
 from horde.runs.records import RecordsError
 from horde.runs.results import RunError, RunResult
@@ -79,7 +80,7 @@ class _Packing:
     """The carry as one flat ``float32`` array, and back (both traceable).
 
     A compiled call's host cost grows with the number of arrays it takes and returns (about
-    fifty in the carry of a small control learner); packed, the step takes and donates one.
+    fifty in the carry of a small control learner); packed, the step takes and returns one.
     float32 leaves are stored as they are, other 32-bit leaves bit-cast and bools converted to
     0 or 1, so nothing is rounded (the stored integers are only copied, never computed with,
     so their bits survive); a leaf of another dtype gets a flat array of its own. float32 is
@@ -149,15 +150,84 @@ def _concatenate(parts: list[jax.Array], fan_in: int = 8) -> jax.Array:
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
+class _Layout:
+    """The carry split in two packed parts (each a ``_Packing``): the leaves a step changes,
+    which the step takes and returns, and the leaves it passes through unchanged
+    (e.g. Greedy-GQ's secondary weights of demons that learn with another rule, a third of a
+    small network's carry), which it takes each step among the chunk's constants and never
+    writes: copying them into the returned carry at every step was most of its largest kernel.
+    """
+
+    def __init__(self, example: Any, fixed: list[bool]) -> None:
+        leaves, self.treedef = jax.tree_util.tree_flatten(example)
+        self.fixed = fixed
+        self.moving_packing = _Packing([leaf for leaf, f in zip(leaves, fixed) if not f])
+        self.fixed_packing = _Packing([leaf for leaf, f in zip(leaves, fixed) if f])
+
+    def pack_moving(self, tree: Any) -> tuple[jax.Array, ...]:
+        leaves = jax.tree_util.tree_leaves(tree)
+        return self.moving_packing.pack([leaf for leaf, f in zip(leaves, self.fixed) if not f])
+
+    def pack(self, tree: Any) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+        leaves = jax.tree_util.tree_leaves(tree)
+        fixed = self.fixed_packing.pack([leaf for leaf, f in zip(leaves, self.fixed) if f])
+        return self.pack_moving(tree), fixed
+
+    def unpack(self, moving: tuple[jax.Array, ...], fixed: tuple[jax.Array, ...]) -> Any:
+        parts = {False: iter(self.moving_packing.unpack(moving)), True: iter(self.fixed_packing.unpack(fixed))}
+        return jax.tree_util.tree_unflatten(self.treedef, [next(parts[f]) for f in self.fixed])
+
+
+class _ActionReader:
+    """Reads the action a step drew out of the packed carry it returned, as an ``int``.
+
+    The step returns no array of its own for the action: each output array costs the call
+    several microseconds, and reading a fresh one through NumPy as many again. On the CPU the
+    carry's buffer is host memory, read in place once the step has finished; elsewhere the
+    action's group is copied to the host.
+    """
+
+    def __init__(self, layout: _Layout) -> None:
+        index = jax.tree_util.tree_unflatten(layout.treedef, list(range(len(layout.fixed)))).action
+        self.group, self.start, _, _, dtype = layout.moving_packing.slots[index - sum(layout.fixed[:index])]
+        assert not layout.fixed[index] and dtype == np.int32
+        assert layout.moving_packing.dtypes[self.group] == np.float32
+        self.on_cpu: bool | None = None
+
+    def __call__(self, groups: tuple[jax.Array, ...]) -> int:
+        group = groups[self.group]
+        if self.on_cpu is None:
+            self.on_cpu = all(d.platform == "cpu" for d in group.devices())
+        if self.on_cpu:
+            group.block_until_ready()
+            return ctypes.c_int32.from_address(group.unsafe_buffer_pointer() + 4 * self.start).value
+        return int(np.asarray(group).view(np.int32)[self.start])
+
+
+def _passed_through(advance: Any, example: Any, *others: Any) -> list[bool]:
+    """Per leaf of ``example``, whether ``advance(carry, *others)``'s first output passes it
+    through unchanged: its jaxpr returns that input variable itself, bit for bit."""
+    leaves, treedef = jax.tree_util.tree_flatten(example)
+
+    def flat(leaves, *rest):
+        return jax.tree_util.tree_leaves(advance(jax.tree_util.tree_unflatten(treedef, leaves), *rest)[0])
+
+    jaxpr = jax.make_jaxpr(flat)(leaves, *others).jaxpr
+    return [out is inp for out, inp in zip(jaxpr.outvars, jaxpr.invars[: len(leaves)])]
+
+
 class _Compiled(NamedTuple):
     """The compiled functions of one acting configuration (see ``_compiled``)."""
 
-    packing: _Packing
+    layout: _Layout
     pack: Any
     unpack: Any
     uniforms: Any
     first: Any
     step: Any
+    begin: Any
+    end: Any
+    action: _ActionReader
 
 
 def _compiled(
@@ -169,11 +239,22 @@ def _compiled(
     ``t0 .. t0 + n - 1`` (``n`` static). They depend on the key alone, not on the weights, so
     they are drawn once per chunk, outside the per-step call (threefry's loops are the costliest
     part of a small step on the CPU). ``first(state, x, t, u)``: the first action and its
-    probability (``t``: its global step). ``step(groups, records, uniforms, inputs, T)``: learns from one transition and
-    draws the next action; ``groups`` is the packed carry, ``records`` the chunk's record rows
-    ``(rows, n_values, n_demons)``, ``uniforms`` the chunk's draws, ``inputs`` the packed
-    ``[x(S_{t+1}), x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records,
-    action)`` and donates ``groups`` and ``records``.
+    probability (``t``: its global step). ``pack(carry) -> (groups, fixed)``: the carry's
+    packed parts (see ``_Layout``), ``unpack(groups, fixed)`` its inverse.
+    ``step(groups, records, (draws, fixed), inputs, T)``: learns from one transition and draws
+    the next action; ``groups`` is the packed changing part of the carry, ``records`` the
+    chunk's record rows ``(rows, n_values, n_demons)``, ``draws`` the chunk's uniforms,
+    ``fixed`` the packed unchanging part of the carry, ``inputs`` the packed ``[x(S_{t+1}),
+    x(S'), R_{t+1}, terminated, truncated]``; returns ``(groups, records)`` and donates
+    ``records`` (written in place; the carry is rewritten whole each step, and donating it
+    only added a copy of it inside the call); ``action(groups)`` reads the action it drew (``_ActionReader``).
+
+    A chunk's bookkeeping is one compiled call at each end (op by op, its dozen small arrays cost
+    about as much as a few dozen steps): ``begin(carry, offset, step_root, t0, T)`` sets the
+    chunk's fields of the carry and returns the step's ``(groups, records, (draws, fixed))``
+    for a chunk of ``T`` steps whose first action is drawn at global step ``t0``;
+    ``end(groups, fixed)`` returns ``(carry, finite)``: the carry and ``learner.finite_demons``
+    of its state.
     """
     cache = compiled_cache(learner)
     key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
@@ -193,7 +274,6 @@ def _compiled(
             jnp.zeros((), jnp.float32),
         )
     )
-    packing = _Packing(example)
 
     def uniforms(step_root, t0, n: int):
         def one(t):
@@ -211,8 +291,7 @@ def _compiled(
     def first(state, x, t, u):
         return draw(state, x, t, u)
 
-    def step(groups, records, draws, inputs, T: int):
-        carry: _Carry = packing.unpack(groups)
+    def advance(carry: _Carry, records, draws, inputs, T: int):
         x_next, x_act = inputs[:dim], inputs[dim : 2 * dim]
         reward, terminated, truncated = inputs[2 * dim], inputs[2 * dim + 1] > 0.5, inputs[2 * dim + 2] > 0.5
         r, ev = learner.evaluate_and_update_traced(
@@ -237,19 +316,70 @@ def _compiled(
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
         )
+        return new, records, a
+
+    records_example = jax.ShapeDtypeStruct((2, len(record_names(learner)), learner.n_demons), jnp.float32)
+    fixed = _passed_through(
+        functools.partial(advance, T=1),
+        example,
+        records_example,
+        jax.ShapeDtypeStruct((1,), jnp.float32),
+        jax.ShapeDtypeStruct((2 * dim + 3,), jnp.float32),
+    )
+    layout = _Layout(example, fixed)
+
+    def step(groups, records, constants, inputs, T: int):
+        draws, fixed = constants
+        new, records, a = advance(layout.unpack(groups, fixed), records, draws, inputs, T)
         # One concatenation (not an update per leaf in place): a kernel per leaf is what a
         # step of this size costs.
-        return packing.pack(new), records, a
+        return layout.pack_moving(new), records
+
+    def begin(carry: _Carry, offset, step_root, t0, T: int):
+        carry = carry._replace(
+            j=jnp.zeros((), jnp.int32),
+            offset=offset,
+            watch=DivergenceWatch.start(learner.n_demons),
+            td_sum=jnp.zeros((), jnp.float32),
+            td_count=jnp.zeros((), jnp.float32),
+        )
+        groups, fixed = layout.pack(carry)
+        return groups, _chunk_records(learner, T, every), (uniforms(step_root, t0, T), fixed)
+
+    def end(groups, fixed):
+        carry = layout.unpack(groups, fixed)
+        return carry, learner.finite_demons(carry.state)
 
     cache[key] = _Compiled(
-        packing,
-        jax.jit(packing.pack),
-        jax.jit(packing.unpack),
+        layout,
+        jax.jit(layout.pack),
+        jax.jit(layout.unpack),
         jax.jit(uniforms, static_argnums=(2,)),
         jax.jit(first),
-        jax.jit(step, static_argnums=(4,), donate_argnums=(0, 1)),
+        jax.jit(step, static_argnums=(4,), donate_argnums=(1,)),
+        jax.jit(begin, static_argnums=(4,)),
+        jax.jit(end),
+        _ActionReader(layout),
     )
     return cache[key]
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """Whether every entry of ``x`` is finite. A short observation is checked in Python: right
+    after the compiled step has run, each NumPy call costs several times its usual time."""
+    if x.size <= 32:
+        return all(map(math.isfinite, x.tolist()))
+    return bool(np.isfinite(x).all())
+
+
+def _initial_state(learner: ControlLearner, dim: int, key: jax.Array, n_actions: int) -> Any:
+    """``learner.init_traced(dim, key, n_actions)`` as one compiled call (cached on the learner):
+    run op by op, the sparse initialisation took as long as a few hundred steps of a run. XLA
+    computes the same bits either way."""
+    cache = compiled_cache(learner)
+    if "act-init" not in cache:
+        cache["act-init"] = jax.jit(learner.init_traced, static_argnums=(0, 2))
+    return cache["act-init"](dim, key, n_actions)
 
 
 def _chunk_records(learner: ControlLearner, T: int, every: int) -> jax.Array:
@@ -261,8 +391,8 @@ def _chunk_records(learner: ControlLearner, T: int, every: int) -> jax.Array:
 
 @jax.jit
 def _fresh(tree: Any) -> Any:
-    """Copies of ``tree``'s arrays: a compiled call may hand back an input array itself, and the
-    step donates what it takes. One compiled call for the whole tree: a ``jnp.copy`` per leaf,
+    """Copies of ``tree``'s arrays (a compiled call may hand back an input array itself): a
+    run's and a daemon's states are their own arrays, never the caller's. One compiled call for the whole tree: a ``jnp.copy`` per leaf,
     dispatched one by one, cost about as much per chunk as a hundred steps."""
     return jax.tree_util.tree_map(jnp.copy, tree)
 
@@ -380,14 +510,12 @@ def run_acting(
         "learner": learner_config(learner),
     }
     fns = _compiled(learner, policy, index, anneal, record_every, dim, n_actions)
-    finite_fn = state_finite_fn(learner, False)
     base = jax.random.key(seed)
     step_root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
     if state is None:
-        state = learner.init_traced(dim, base, n_actions)
+        state = _initial_state(learner, dim, base, n_actions)
     else:
         state = _checked_state("horde.run", learner, state, dim, n_actions)
-    # The step donates its carry: never the caller's arrays.
     good_state = _fresh(state)
 
     writer = open_records(
@@ -466,38 +594,38 @@ def run_acting(
         jnp.zeros((), jnp.float32),
         jnp.zeros((), jnp.float32),
     )
-    width = 2 * dim + 3
 
     try:
         while done < steps:
             T = min(chunk_size, steps - done)
-            carry = carry._replace(
-                j=jnp.zeros((), jnp.int32),
-                offset=jnp.asarray((-(start_step + done)) % record_every, jnp.int32),
-                watch=DivergenceWatch.start(learner.n_demons),
-                td_sum=jnp.zeros((), jnp.float32),
-                td_count=jnp.zeros((), jnp.float32),
-            )
-            groups = _fresh(fns.pack(carry))
             # Buffers of a full chunk even for a shorter last one: one compiled step.
-            records = _chunk_records(learner, chunk_size, record_every)
-            draws = fns.uniforms(step_root, jnp.uint32(start_step + done + 1), chunk_size)
-            rewards, terminated, truncated = np.zeros(T, np.float32), np.zeros(T, bool), np.zeros(T, bool)
+            groups, records, constants = fns.begin(
+                carry,
+                np.int32((-(start_step + done)) % record_every),
+                step_root,
+                np.uint32(start_step + done + 1),
+                chunk_size,
+            )
+            # Per step the host does as little NumPy as it can: each call costs several times
+            # its usual time right after the compiled step has run. The chunk's actions,
+            # rewards and flags gather in lists, written out once per chunk.
+            actions_now: list[int] = []
+            rewards_now: list[float] = []
+            terminated_now: list[bool] = []
+            truncated_now: list[bool] = []
             for j in range(T):
-                taken[start_step + done + j] = a
+                actions_now.append(a)
                 try:
                     next_raw, reward, term, trunc, _ = env.step(a + action_start)
                 except Exception as cause:
                     raise env_error(cause, start_step + done + j) from cause
                 x_next = features(next_raw)
-                if not np.isfinite(x_next).all():
+                if not _all_finite(x_next):
                     raise ValueError(
                         f"the environment returned a non-finite observation at step {start_step + done + j}: {next_raw!r}"
                     )
                 reward = checked_reward(reward, start_step + done + j)
                 ended = bool(term or trunc)
-                inputs = np.empty(width, np.float32)
-                inputs[:dim] = x_next
                 if ended:
                     try:
                         raw, _ = env.reset()
@@ -508,29 +636,29 @@ def run_acting(
                         raise ValueError(
                             f"the environment's reset returned a non-finite observation after step {start_step + done + j}: {raw!r}"
                         )
-                    inputs[dim : 2 * dim] = x_act
                 else:
-                    inputs[dim : 2 * dim] = x_next
-                inputs[2 * dim] = reward
-                inputs[2 * dim + 1] = term
-                inputs[2 * dim + 2] = trunc
-                groups, records, action = fns.step(groups, records, draws, inputs, chunk_size)
+                    x_act = x_next
+                inputs = np.concatenate((x_next, x_act, np.array((reward, term, trunc), np.float32)))
+                groups, records = fns.step(groups, records, constants, inputs, chunk_size)
                 # Bookkeeping while the step runs; the action is read last.
-                rewards[j], terminated[j], truncated[j] = reward, term, trunc
+                rewards_now.append(reward)
+                terminated_now.append(term)
+                truncated_now.append(trunc)
                 ep_return += reward
                 ep_length += 1
                 if ended:
                     episodes.append((0, start_step + done + j, ep_return, ep_length))
                     ep_return, ep_length = 0.0, 0
-                # Through NumPy: int() of a jax.Array takes a slower path (about 30 µs more
-                # per call on the CPU), a fifth of a small step.
-                a = int(np.asarray(action))
-            carry = fns.unpack(groups)
+                a = fns.action(groups)
+            taken[start_step + done : start_step + done + T] = actions_now
+            rewards = np.asarray(rewards_now, np.float32)
+            terminated, truncated = np.asarray(terminated_now, bool), np.asarray(truncated_now, bool)
+            carry, finite = fns.end(groups, constants[1])
             rows_np = np.asarray(records)
             buffers = [rows_np[None, :, i] for i in range(rows_np.shape[1])]
             watch = DivergenceWatch(*(np.asarray(v)[None] for v in carry.watch))  # type: ignore[arg-type]
             rows = (rewards[None], terminated[None], truncated[None], np.ones((1, T), bool))
-            diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite_fn(carry.state))), T)
+            diverged = locate_divergence(watch, np.atleast_2d(np.asarray(finite)), T)
             if diverged is not None:
                 _, t, bad = diverged
                 recorder.add(start_step + done, buffers, *(r[:, : t + 1] for r in rows))
@@ -548,9 +676,7 @@ def run_acting(
                 raise error
             recorder.add(start_step + done, buffers, *rows)
             mean_td = float(carry.td_sum) / max(float(carry.td_count), 1.0)
-            # The next step donates the carry: keep a copy of the checked state.
-            carry = _fresh(carry)
-            good_state, done = _fresh(carry.state), done + T
+            good_state, done = carry.state, done + T
             bar.update(T, np.asarray([mean_td]))
             finish_chunk(
                 recorder,
@@ -593,7 +719,7 @@ def compiled_step(
     chunk_size: int = 500,
     record_every: int = 1,
     seed: int = 0,
-) -> tuple[Any, Any]:
+) -> tuple[Any, Any, Any]:
     """The compiled call ``horde.run`` makes once per environment step when acting, for
     measuring it (its compiled kernels, its time per call) outside a run.
 
@@ -607,10 +733,10 @@ def compiled_step(
         seed: the learner's initial weights.
 
     Returns:
-        ``(step, arguments)``: ``arguments()`` builds a fresh tuple ``args`` for
-        ``step(*args)``, which returns ``(packed carry, record rows, action)`` and donates
-        ``args[0]`` and ``args[1]``; the next call takes the returned carry and rows in their
-        place. ``step.lower(*args).compile().as_text()`` is the compiled program.
+        ``(step, arguments, action)``: ``arguments()`` builds a fresh tuple ``args`` for
+        ``step(*args)``, which returns ``(packed carry, record rows)`` and donates ``args[1]``; the next call takes the returned carry and rows in their place.
+        ``action(packed carry)`` reads the action the step drew, as ``horde.run`` reads it
+        (an ``int``). ``step.lower(*args).compile().as_text()`` is the compiled program.
     """
     features = FeatureMap(observation_space)
     dim = features.dim
@@ -620,7 +746,7 @@ def compiled_step(
     root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
 
     def arguments() -> tuple:
-        state = learner.init_traced(dim, base, n_actions)
+        state = _initial_state(learner, dim, base, n_actions)
         x = jnp.asarray(features(observation_space.sample()))
         action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0])
         carry = _Carry(
@@ -637,10 +763,11 @@ def compiled_step(
         )
         x_next = features(observation_space.sample())
         inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)
-        draws = fns.uniforms(root, jnp.uint32(1), chunk_size)
-        return _fresh(fns.pack(carry)), _chunk_records(learner, chunk_size, record_every), draws, inputs, chunk_size
+        groups, fixed = fns.pack(carry)
+        constants = (fns.uniforms(root, jnp.uint32(1), chunk_size), fixed)
+        return _fresh(groups), _chunk_records(learner, chunk_size, record_every), constants, inputs, chunk_size
 
-    return fns.step, arguments
+    return fns.step, arguments, fns.action
 
 
 #: Draws an ``ActingDaemon`` takes per compiled call of ``uniforms``.
@@ -707,13 +834,14 @@ class ActingDaemon:
         self._fns = _compiled(learner, policy, index, anneal, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
-        fresh = learner.init_traced(self.features.dim, base, self.n_actions)
+        fresh = _initial_state(learner, self.features.dim, base, self.n_actions)
         if state is not None:
             fresh = _fresh(_checked_state("ActingDaemon", learner, state, self.features.dim, self.n_actions))
         if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
             raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
         self._state = fresh
         self._groups: tuple | None = None
+        self._fixed: tuple = ()
         self._records = _chunk_records(learner, 1, 1)
         self._draws: jax.Array | None = None
         self._j = 0  # steps taken with the current block of draws
@@ -724,7 +852,7 @@ class ActingDaemon:
         """The learner state (a copy)."""
         if self._groups is None:
             return _fresh(self._state)
-        return _fresh(self._fns.unpack(self._groups).state)
+        return _fresh(self._fns.unpack(self._groups, self._fixed).state)
 
     def start(self, observation: Any) -> int:
         """The first action for ``observation`` (call once, before ``step``)."""
@@ -743,7 +871,8 @@ class ActingDaemon:
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
         )
-        self._groups = _fresh(self._fns.pack(carry))
+        groups, self._fixed = self._fns.pack(carry)
+        self._groups = _fresh(groups)
         self._draws, self._j = None, 0
         return int(np.asarray(action))
 
@@ -772,12 +901,14 @@ class ActingDaemon:
             x_act = x_next
         if self._draws is None or self._j == _DAEMON_DRAWS:
             # A block of draws at a time; the chunk step restarts with it.
-            carry = self._fns.unpack(self._groups)._replace(j=jnp.zeros((), jnp.int32))
-            self._groups = _fresh(self._fns.pack(carry))
+            carry = self._fns.unpack(self._groups, self._fixed)._replace(j=jnp.zeros((), jnp.int32))
+            groups, self._fixed = self._fns.pack(carry)
+            self._groups = _fresh(groups)
             self._draws = self._fns.uniforms(self._root, jnp.uint32(self.t + 1), _DAEMON_DRAWS)
             self._j = 0
         inputs = np.concatenate([x_next, x_act, np.asarray([reward, terminated, truncated], np.float32)])
-        self._groups, self._records, action = self._fns.step(self._groups, self._records, self._draws, inputs, 1)
+        constants = (self._draws, self._fixed)
+        self._groups, self._records = self._fns.step(self._groups, self._records, constants, inputs, 1)
         self.t += 1
         self._j += 1
-        return int(np.asarray(action))
+        return self._fns.action(self._groups)
