@@ -430,3 +430,23 @@ def test_a_cumulant_far_from_zero_is_not_pulled_toward_zero_by_the_ridge():
     learner = HordeLearner(ds)
     predictions = np.asarray(learner.scan_compiled(learner.init(1, jax.random.key(0)), stream).predictions)
     np.testing.assert_allclose(predictions[1000:].mean(0), [1e4, 1e5], rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"sparsity": 0.5},
+        {"leaky_relu_slope": 0.3},
+        {"use_layer_norm": False},
+        {"shared_traces": False},
+        {"secondary_step_size": 0.3},
+        {"diagnostics_step_size": 0.2},
+    ],
+)
+def test_trunk_settings_least_squares_heads_would_ignore_are_refused_by_name(setting):
+    ((name, value),) = setting.items()
+    with pytest.raises(ValueError, match=rf"{name} has no use with least-squares heads .* got {value!r}"):
+        HordeLearner(_demons(), heads="lstd", **setting)
+    # at the value a saved configuration writes, accepted (configs round trip)
+    learner = HordeLearner(_demons(), heads=LSTDHeads(), sparsity=0.9, use_layer_norm=True)
+    assert HordeLearner.from_config(learner.to_config()).to_config() == learner.to_config()

@@ -384,6 +384,21 @@ class HordeLearner:
                 diagnostics,
             )
             head_features = None
+            # Settings of a trunk or of TD heads that least-squares heads would ignore: refused
+            # unless at the value a saved configuration writes (the defaults).
+            for name, value, default in (
+                ("sparsity", sparsity, DEFAULT_SPARSITY),
+                ("leaky_relu_slope", leaky_relu_slope, 0.01),
+                ("use_layer_norm", use_layer_norm, True),
+                ("shared_traces", shared_traces, True),
+                ("secondary_step_size", secondary_step_size, None),
+                ("diagnostics_step_size", diagnostics_step_size, None),
+            ):
+                if value is not _UNSET and value != default:
+                    raise ValueError(
+                        f"{name} has no use with least-squares heads (no trunk, no TD step), got {value!r}; "
+                        f"leave it out (or {default!r})"
+                    )
         elif isinstance(hidden_sizes, _Unset):
             hidden_sizes = (128, 128)
         assert not isinstance(hidden_sizes, _Unset)
@@ -544,7 +559,7 @@ class HordeLearner:
             "head_optimizer": None
             if self._given["head_optimizer"] is None
             else self._given["head_optimizer"].to_config(),
-            "secondary_step_size": self.secondary_step_size,
+            "secondary_step_size": None if self.heads is not None else self.secondary_step_size,
             "diagnostics": self.diagnostics,
             "diagnostics_step_size": self._diagnostics_given,
             "shared_traces": self.shared_traces,
