@@ -259,6 +259,11 @@ def _compiled(learner, env, policy, limit, every, batched, visits=False):
 # Host-side bookkeeping
 
 
+def _has_least_squares_heads(learner: HordeLearner | ControlLearner) -> bool:
+    horde = learner if isinstance(learner, HordeLearner) else learner.horde
+    return horde is not None and horde.heads is not None
+
+
 def _episodes_in_chunk(start, rewards, done, ep_return, ep_length):
     """Finished episodes of a chunk: rows (copy, end step, return, length); updates the running
     ``ep_return`` / ``ep_length`` (per copy) in place."""
@@ -321,7 +326,8 @@ def run_jax(
             (``jax.devices()``: GPUs, or a CPU split into one device per core with
             ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts) the copies
             are spread over the largest number of them that divides ``n_seeds``, each device
-            running its own copies; the numbers equal one device's to float32 rounding.
+            running its own copies; the numbers equal one device's to float32 rounding. A learner
+            with least-squares heads (``LSTDHeads``) keeps its copies on one device.
         policy: ``None``/``"uniform"``/``UniformRandom()``, ``FixedProbabilities(p)``,
             ``"env"`` (the environment's ``jax_behaviour_probs``) or ``EpsilonGreedy(demon)``
             (a ``ControlLearner``'s control demon).
@@ -470,9 +476,11 @@ def run_jax(
 
     start_time = time.perf_counter()
     # With several devices (GPUs, or CPU cores split into devices) the seed axis is spread over
-    # them: each device runs its own seeds' steps (horde.core.shard_seeds).
+    # them: each device runs its own seeds' steps (horde.core.shard_seeds). Not with
+    # least-squares heads: XLA's partitioning of their periodic solve (a cond around an LU)
+    # stalls the devices, so those copies stay on one device.
     seeds = jnp.arange(seed, seed + n_seeds, dtype=jnp.int32)
-    carry = init_fn(shard_seeds(seeds)) if batched else init_fn(seed)
+    carry = init_fn(seeds if _has_least_squares_heads(learner) else shard_seeds(seeds)) if batched else init_fn(seed)
     good = [carry.learner_state]  # the state after the last chunk that was checked
     done_steps = 0
     pending = None
