@@ -173,6 +173,9 @@ assert jax.device_count() == 2
 demons = [Demon(f"x{i}", C.observation(i), D.constant(0.9), lamda=0.5) for i in range(4)]
 learner = horde.HordeLearner(demons, heads=horde.LSTDHeads(burn_in=40, solve_every=20))
 result = horde.run_jax(learner, "phys2d/CartPole-v1", steps=100, n_seeds=2, chunk_size=100)
+# the default learner of a new user (2 groups, a solve at step 250): sharded, this one hung
+default = horde.HordeLearner(__import__("demons").nexting(4, timescales=(1, 10)))
+assert horde.run_jax(default, "phys2d/CartPole-v1", steps=300, n_seeds=2).predictions.shape == (2, 300, 8)
 assert result.predictions.shape == (2, 100, 4) and np.isfinite(np.asarray(result.predictions)).all()
 """
     proc = _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

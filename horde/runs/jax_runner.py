@@ -477,7 +477,7 @@ def run_jax(
     start_time = time.perf_counter()
     # With several devices (GPUs, or CPU cores split into devices) the seed axis is spread over
     # them: each device runs its own seeds' steps (horde.core.shard_seeds). Not with
-    # least-squares heads: XLA's partitioning of their periodic solve (a cond around an LU)
+    # least-squares heads: XLA's partitioning of their periodic solve (an LU in a cond, and still in a while loop)
     # stalls the devices, so those copies stay on one device.
     seeds = jnp.arange(seed, seed + n_seeds, dtype=jnp.int32)
     carry = init_fn(seeds if _has_least_squares_heads(learner) else shard_seeds(seeds)) if batched else init_fn(seed)
