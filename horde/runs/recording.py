@@ -295,22 +295,12 @@ class DivergenceWatch(NamedTuple):
 
 def state_finite_fn(learner: Learner, batched: bool):
     """Compiled check of a learner state (batched over copies when ``batched``): per demon,
-    are its head and the whole trunk finite? ``fn(state) -> bool (n_demons,)`` (or
+    are the parameters it predicts with finite (``finite_demons``)? ``fn(state) -> bool (n_demons,)`` (or
     ``(n_copies, n_demons)``)."""
     cache = compiled_cache(learner)
     key = ("finite", batched)
     if key not in cache:
-        own = getattr(learner, "finite_demons", None)  # a HordeLearner or ControlLearner knows its layout
-
-        def finite(state):
-            if own is not None:
-                return own(state)
-            core = state.core
-            ok = jnp.isfinite(core.head_params.weights).all(-1) & jnp.isfinite(core.head_params.biases)
-            trunk = jax.tree_util.tree_leaves(core.trunk_params)
-            if trunk:
-                ok = ok & jnp.all(jnp.stack([jnp.isfinite(t).all() for t in trunk]))
-            return ok
+        finite = learner.finite_demons  # each learner knows its own layout
 
         cache[key] = jax.jit(jax.vmap(finite) if batched else finite)
     return cache[key]

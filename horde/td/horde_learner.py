@@ -394,7 +394,7 @@ class HordeLearner:
                 ("secondary_step_size", secondary_step_size, None),
                 ("diagnostics_step_size", diagnostics_step_size, None),
             ):
-                if value is not _UNSET and value != default:
+                if value != default:  # unset ones hold their defaults by now
                     raise ValueError(
                         f"{name} has no use with least-squares heads (no trunk, no TD step), got {value!r}; "
                         f"leave it out (or {default!r})"
