@@ -176,6 +176,19 @@ result = horde.run_jax(learner, "phys2d/CartPole-v1", steps=100, n_seeds=2, chun
 # the default learner of a new user (2 groups, a solve at step 250): sharded, this one hung
 default = horde.HordeLearner(__import__("demons").nexting(4, timescales=(1, 10)))
 assert horde.run_jax(default, "phys2d/CartPole-v1", steps=300, n_seeds=2).predictions.shape == (2, 300, 8)
+# the batched loop keeps them on one device too (it hung sharded), and the sharded loop refuses them
+from horde.td import Transitions, run_horde_learning_loop_batched
+from horde.runs.sharding import run_horde_learning_loop_sharded
+o = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+t = Transitions(o, np.zeros(300, np.int32), np.zeros(300, np.float32), np.roll(o, -1, 0),
+                np.zeros(300, bool), np.zeros(300, bool), np.ones(300, np.float32))
+keys = jax.random.split(jax.random.key(0), 2)
+assert np.isfinite(np.asarray(run_horde_learning_loop_batched(default, t, keys).predictions)).all()
+try:
+    run_horde_learning_loop_sharded(default, t, keys)
+    raise AssertionError("sharded least-squares heads were not refused")
+except ValueError as e:
+    assert "least-squares heads" in str(e) and "heads='td'" in str(e), e
 assert result.predictions.shape == (2, 100, 4) and np.isfinite(np.asarray(result.predictions)).all()
 """
     proc = _run(code, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

@@ -71,10 +71,21 @@ def run_horde_learning_loop_sharded(
 
     Returns:
         ``BatchedHordeResult`` whose arrays are sharded over the seed axis.
+
+    Raises:
+        ValueError: ``learner`` has least-squares heads (``learner.heads``, the default for
+            modest Hordes) and the mesh has several devices: XLA's partitioning of their
+            periodic solve stalls the devices.
     """
     t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
+    if learner.heads is not None and (mesh.size if mesh is not None else jax.device_count()) > 1:
+        raise ValueError(
+            f"learner has least-squares heads ({learner.heads!r}), which cannot be sharded over several "
+            "devices (XLA's partitioning of their solve stalls them): use run_horde_learning_loop_batched "
+            "(one device), or pass heads='td' to the HordeLearner"
+        )
     mesh, keys, replicated = _place(keys, mesh)
     t = jax.device_put(t, replicated)
     return learner.batched_compiled(t, keys, dim)
