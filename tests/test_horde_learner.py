@@ -402,7 +402,9 @@ def test_all_gamma_zero_horde_equals_core_fed_cumulants_as_targets():
         cumulants = np.r_[obs[t + 1], reward].astype(np.float32)
         hr = horde_learner.update_from_transition(h_state, obs[t], 0, reward, obs[t + 1])
         cr = core.update(c_state, obs[t], cumulants)
-        np.testing.assert_allclose(hr.predictions, cr.predictions, rtol=1e-6, atol=1e-7)
+        # two differently compiled programs: float32 rounding differs in the last bits (the
+        # CPU's vector width and FMA contraction decide where)
+        np.testing.assert_allclose(hr.predictions, cr.predictions, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(hr.td_errors, cr.errors, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(hr.per_demon_metrics, cr.per_head_metrics, rtol=1e-5, atol=1e-7)
         h_state, c_state = hr.state, cr.state
@@ -541,8 +543,10 @@ def test_scan_loop_equals_stepping_one_transition_at_a_time():
         )
         np.testing.assert_allclose(scanned.predictions[t], r.predictions, rtol=1e-5, atol=1e-6)
         s = r.state
+    # 60 updates of two differently compiled programs: float32 rounding (vector width, FMA
+    # contraction) accumulates to a few parts in 10^5
     for a, b in zip(jax.tree_util.tree_leaves(scanned.state), jax.tree_util.tree_leaves(s)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_batched_seeds_each_equal_their_own_run():
