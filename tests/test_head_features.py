@@ -52,6 +52,30 @@ def test_fourier_features_reject_bad_settings_naming_them():
         head_features_from_config({"type": "Tiles"})
 
 
+def test_input_clip_holds_the_fourier_part_at_the_edge_and_leaves_the_input_part_whole():
+    """``input_clip = c``: the cosines read ``clip(x, -c, c)`` (so they are constant beyond
+    the edge), the input part reads ``x``; inside the edge the map equals the unclipped one."""
+    clipped, plain = (
+        FourierFeatures(6, bandwidth=0.7, seed=2, input_clip=1.5),
+        FourierFeatures(6, bandwidth=0.7, seed=2),
+    )
+    inside = np.array([[0.3, -1.4, 1.5], [1.0, 0.0, -0.2]], np.float32)
+    np.testing.assert_array_equal(np.asarray(clipped(jnp.asarray(inside))), np.asarray(plain(jnp.asarray(inside))))
+    far = np.array([[7.0, -1.0, -30.0]], np.float32)
+    at_edge = np.array([[1.5, -1.0, -1.5]], np.float32)
+    phi_far, phi_edge = np.asarray(clipped(jnp.asarray(far))), np.asarray(clipped(jnp.asarray(at_edge)))
+    np.testing.assert_array_equal(phi_far[:, :3], far)  # the input part: unclipped
+    np.testing.assert_allclose(phi_far[:, 3:], _phi64(plain, at_edge.astype(np.float64))[:, 3:], atol=1e-5)
+    np.testing.assert_array_equal(phi_far[:, 3:], phi_edge[:, 3:])
+    # the setting travels with the configuration; a configuration from before it means no clip
+    assert head_features_from_config(clipped.to_config()) == clipped
+    old = {k: v for k, v in plain.to_config().items() if k != "input_clip"}
+    assert head_features_from_config(old) == plain and plain.input_clip is None
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="input_clip"):
+            FourierFeatures(input_clip=bad)
+
+
 def test_initial_predictions_are_those_of_the_trunk_alone():
     """The fixed features' weights start at 0: the same key gives the seed learner's predictions."""
     plain = MultiHeadMLPLearner(3, hidden_sizes=(8,))

@@ -450,3 +450,35 @@ def test_trunk_settings_least_squares_heads_would_ignore_are_refused_by_name(set
     # at the value a saved configuration writes, accepted (configs round trip)
     learner = HordeLearner(_demons(), heads=LSTDHeads(), sparsity=0.9, use_layer_norm=True)
     assert HordeLearner.from_config(learner.to_config()).to_config() == learner.to_config()
+
+
+def test_beyond_the_input_clip_a_prediction_is_affine_in_the_observation():
+    """The default basis clips the Fourier part's input at 3 standard deviations: far out, only
+    the linear part moves, so predictions along a ray are affine (equal differences); without
+    the clip the cosines keep turning and they are not."""
+    assert LSTDHeads().features == FourierFeatures(256, bandwidth=1.0, input_clip=3.0)
+    rng = np.random.default_rng(1)
+    x = np.zeros((1201, 2), np.float32)
+    for t in range(1200):
+        x[t + 1] = 0.9 * x[t] + rng.normal(size=2)
+    stream = Transitions(
+        x[:-1],
+        np.zeros(1200, np.int32),
+        np.zeros(1200, np.float32),
+        x[1:],
+        np.zeros(1200, bool),
+        np.zeros(1200, bool),
+        np.ones(1200, np.float32),
+    )
+    ds = [Demon("x0@0.9", cumulants.observation(0), discounts.constant(0.9))]
+    ray = [np.array([t, 0.5], np.float32) for t in (40.0, 60.0, 80.0, 100.0)]  # ~20+ std out
+    second = {}
+    for clip in (3.0, None):
+        heads = LSTDHeads(burn_in=200, solve_every=100, features=FourierFeatures(256, bandwidth=1.0, input_clip=clip))
+        learner = HordeLearner(ds, heads=heads)
+        final = learner.scan_compiled(learner.init(2, jax.random.key(0)), stream).state
+        v = np.asarray([float(learner.predict(final, p)[0]) for p in ray], np.float64)
+        assert np.all(np.isfinite(v))
+        second[clip] = np.abs(np.diff(v, 2)).max() / np.abs(np.diff(v)).max()
+    assert second[3.0] < 1e-3  # float32 rounding only
+    assert second[None] > 1e-2

@@ -15,6 +15,11 @@ still learns from ``h``'s part of the cotangent only; ``φ`` has no parameters.
   combinations give the heads local corrections the trunk is slow to learn, as tile codes do
   for a linear learner.
 
+With ``input_clip = c`` the Fourier part reads the input clipped to ``[-c, c]`` (the linear
+part still reads it whole): beyond the data the Fourier features, fitted where the data are,
+hold their value at the edge instead of oscillating, so a prediction far out extrapolates
+along the linear part only. On normalised inputs, ``c = 3`` clips at three standard deviations.
+
 ``W`` and ``b`` come from NumPy's ``default_rng(seed)`` and are the same for every learner
 state (they are part of the configuration, like a tile coder's offsets, not of the state).
 """
@@ -46,7 +51,7 @@ def _projection(seed: int, input_dim: int, n_features: int, bandwidth: float) ->
 
 @dataclasses.dataclass(frozen=True)
 class FourierFeatures:
-    """``φ(x) = [x, cos(x W / σ + b)]``: the input (when ``include_input``) and
+    """``φ(x) = [x, cos(clip(x, -c, c) W / σ + b)]``: the input (when ``include_input``) and
     ``n_features`` random Fourier features of it (module docstring).
 
     Args:
@@ -55,12 +60,19 @@ class FourierFeatures:
             feature vary over about one standard deviation of the input.
         include_input: put ``x`` itself first (the linear skip path).
         seed: the NumPy seed of ``W`` and ``b``.
+        input_clip: ``c`` (> 0), in units of the input: the Fourier part reads ``x`` clipped
+            to ``[-c, c]`` (the input part reads it unclipped); ``None`` (the default): no
+            clipping.
+
+    Raises:
+        ValueError: a setting out of range (naming it), or no features at all.
     """
 
     n_features: int = 256
     bandwidth: float = 1.0
     include_input: bool = True
     seed: int = 0
+    input_clip: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0))
@@ -69,6 +81,10 @@ class FourierFeatures:
         )
         object.__setattr__(self, "include_input", as_bool("FourierFeatures: include_input", self.include_input))
         object.__setattr__(self, "seed", as_int("FourierFeatures: seed", self.seed, low=0))
+        if self.input_clip is not None:
+            object.__setattr__(
+                self, "input_clip", as_float("FourierFeatures: input_clip", self.input_clip, low=0, low_open=True)
+            )
         if self.n_features == 0 and not self.include_input:
             raise ValueError("FourierFeatures: n_features=0 with include_input=False gives no features")
 
@@ -86,7 +102,8 @@ class FourierFeatures:
         parts = [x] if self.include_input else []
         if self.n_features:
             w, b = self.projection(x.shape[-1])
-            parts.append(jnp.cos(x @ w + b))
+            xc = x if self.input_clip is None else jnp.clip(x, -self.input_clip, self.input_clip)
+            parts.append(jnp.cos(xc @ w + b))
         return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def to_config(self) -> dict[str, Any]:
@@ -96,6 +113,7 @@ class FourierFeatures:
             "bandwidth": self.bandwidth,
             "include_input": self.include_input,
             "seed": self.seed,
+            "input_clip": self.input_clip,
         }
 
 

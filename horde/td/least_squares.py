@@ -116,7 +116,13 @@ class LSTDHeads:
             serve until the next. ``0``: the normaliser learns at every step and nothing is
             dropped.
         features: the basis after the constant: ``FourierFeatures`` of the normalised
-            observation (the observation itself and random Fourier features of it).
+            observation (the observation itself and random Fourier features of it). The
+            default, ``FourierFeatures(256, bandwidth=1.0, input_clip=3.0)``, feeds the Fourier
+            part the observation clipped at three standard deviations: a state beyond the
+            data seen is predicted by extrapolating along the linear part only, where the
+            unclipped features' weights, fitted inside the data, gave a sum of arbitrary
+            phases (on CartPole a cart at 7 standard deviations was predicted at three times
+            its return; ``docs/guides/choosing-settings.md``, "Least-squares heads").
     """
 
     ridge: float = 10.0
@@ -124,7 +130,9 @@ class LSTDHeads:
     forgetting: float = 1e-5
     averaging_power: float = 0.0
     burn_in: int = 3000
-    features: FourierFeatures = dataclasses.field(default_factory=lambda: FourierFeatures(256, bandwidth=1.0))
+    features: FourierFeatures = dataclasses.field(
+        default_factory=lambda: FourierFeatures(256, bandwidth=1.0, input_clip=3.0)
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ridge", as_float("LSTDHeads: ridge", self.ridge, low=0, low_open=True))
