@@ -560,8 +560,15 @@ CONFIGS: dict[str, tuple[float, Callable[[DemonSet], HordeLearner]]] = {
     # a solve every 250 steps; settings spelled out so that a row keeps its meaning; "burn-in N":
     # the normaliser learns for N steps, then stays fixed, and the statistics restart there
     "LSTD heads: Welford, burn-in 3000": (0.0, _lstd()),
-    # the Fourier part reads the normalised observation clipped at ±c standard deviations
-    # (FourierFeatures(input_clip=c)); clip 3 is LSTDHeads()'s default
+    # the cosines read the normalised observation clipped at ±c standard deviations
+    # (FourierFeatures(input_clip=c)); with 128 product features (n_products=128,
+    # product_bandwidth=2), clip 3 is LSTDHeads()'s default
+    "LSTD heads: Welford, burn-in 3000, input clip 3, 128 products": (
+        0.0,
+        _lstd(
+            features=horde.FourierFeatures(256, bandwidth=1.0, input_clip=3.0, n_products=128, product_bandwidth=2.0)
+        ),
+    ),
     "LSTD heads: Welford, burn-in 3000, input clip 3": (
         0.0,
         _lstd(features=horde.FourierFeatures(256, bandwidth=1.0, input_clip=3.0)),

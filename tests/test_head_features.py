@@ -76,6 +76,32 @@ def test_input_clip_holds_the_fourier_part_at_the_edge_and_leaves_the_input_part
             FourierFeatures(input_clip=bad)
 
 
+def test_product_features_are_a_random_direction_times_a_clipped_cosine():
+    """``n_products = K``: ``(x · u_k) cos(clip(x) · v_k + b'_k)``, from ``product_projection``,
+    against a float64 evaluation of the definition; ``U ~ N(0, I / d)`` from ``(seed, 1)``."""
+    f = FourierFeatures(3, bandwidth=0.5, seed=4, input_clip=1.0, n_products=6, product_bandwidth=2.0)
+    u, v, c = f.product_projection(3)
+    rng = np.random.default_rng((4, 1))
+    np.testing.assert_allclose(u, rng.standard_normal((3, 6)) / np.sqrt(3), rtol=1e-6)
+    np.testing.assert_allclose(v, rng.standard_normal((3, 6)) / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(c, rng.uniform(0.0, 2.0 * np.pi, 6), rtol=1e-6)
+    x = np.array([[0.4, -2.5, 1.0], [3.0, 0.2, -0.7]])
+    xc = np.clip(x, -1.0, 1.0)
+    expected = np.concatenate(
+        [x, _phi64(FourierFeatures(3, bandwidth=0.5, seed=4), xc)[:, 3:], (x @ u) * np.cos(xc @ v + c)], axis=1
+    )
+    assert f.size(3) == 3 + 3 + 6
+    np.testing.assert_allclose(np.asarray(f(jnp.asarray(x, jnp.float32))), expected, rtol=1e-5, atol=1e-5)
+    assert FourierFeatures(0, include_input=False, n_products=2).size(5) == 2
+    assert head_features_from_config(f.to_config()) == f
+    with pytest.raises(ValueError, match="n_products"):
+        FourierFeatures(n_products=-1)
+    with pytest.raises(ValueError, match="product_bandwidth"):
+        FourierFeatures(n_products=4, product_bandwidth=0.0)
+    with pytest.raises(ValueError, match="input_clip must be > 0 in float32"):
+        FourierFeatures(input_clip=1e-300)
+
+
 def test_initial_predictions_are_those_of_the_trunk_alone():
     """The fixed features' weights start at 0: the same key gives the seed learner's predictions."""
     plain = MultiHeadMLPLearner(3, hidden_sizes=(8,))

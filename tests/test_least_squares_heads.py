@@ -404,7 +404,7 @@ def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_
         HordeLearner(ds, heads=3)
     # A large observation: the automatic choice refuses at init rather than holding GiBs
     wide = HordeLearner(ds[:1])
-    with pytest.raises(ValueError, match=r"observation_dim 20000: .* 1 matrices of 20257x20257 .*heads='td'"):
+    with pytest.raises(ValueError, match=r"observation_dim 20000: .* 1 matrices of 20385x20385 .*heads='td'"):
         wide.init(20000, jax.random.key(0))
     assert HordeLearner(ds[:1], heads="td").init(20000, jax.random.key(0)).core.head_params.weights.shape[0] == 1
 
@@ -456,7 +456,9 @@ def test_beyond_the_input_clip_a_prediction_is_affine_in_the_observation():
     """The default basis clips the Fourier part's input at 3 standard deviations: far out, only
     the linear part moves, so predictions along a ray are affine (equal differences); without
     the clip the cosines keep turning and they are not."""
-    assert LSTDHeads().features == FourierFeatures(256, bandwidth=1.0, input_clip=3.0)
+    assert LSTDHeads().features == FourierFeatures(
+        256, bandwidth=1.0, input_clip=3.0, n_products=128, product_bandwidth=2.0
+    )
     rng = np.random.default_rng(1)
     x = np.zeros((1201, 2), np.float32)
     for t in range(1200):
@@ -474,7 +476,8 @@ def test_beyond_the_input_clip_a_prediction_is_affine_in_the_observation():
     ray = [np.array([t, 0.5], np.float32) for t in (40.0, 60.0, 80.0, 100.0)]  # ~20+ std out
     second = {}
     for clip in (3.0, None):
-        heads = LSTDHeads(burn_in=200, solve_every=100, features=FourierFeatures(256, bandwidth=1.0, input_clip=clip))
+        features = FourierFeatures(256, bandwidth=1.0, input_clip=clip, n_products=128, product_bandwidth=2.0)
+        heads = LSTDHeads(burn_in=200, solve_every=100, features=features)
         learner = HordeLearner(ds, heads=heads)
         final = learner.scan_compiled(learner.init(2, jax.random.key(0)), stream).state
         v = np.asarray([float(learner.predict(final, p)[0]) for p in ray], np.float64)

@@ -20,6 +20,13 @@ part still reads it whole): beyond the data the Fourier features, fitted where t
 hold their value at the edge instead of oscillating, so a prediction far out extrapolates
 along the linear part only. On normalised inputs, ``c = 3`` clips at three standard deviations.
 
+With ``n_products = K`` the map also has ``K`` product features ``(x · u_k) cos(clip(x, -c, c)
+· v_k / σ_p + b'_k)``, ``u_k ~ N(0, I / d)``, ``v_k ~ N(0, I)``: a random direction of the input
+times a random Fourier feature, so that a linear combination can scale a component of the
+input by a smooth function of the state (a cart's position times the chance that its episode
+goes on: CartPole's and Acrobot's long-horizon observation demons), which sums of ``x`` and of
+cosines alone do not represent. Their size is fixed, whatever the input's length.
+
 ``W`` and ``b`` come from NumPy's ``default_rng(seed)`` and are the same for every learner
 state (they are part of the configuration, like a tile coder's offsets, not of the state).
 """
@@ -49,10 +56,24 @@ def _projection(seed: int, input_dim: int, n_features: int, bandwidth: float) ->
     return w, b
 
 
+@functools.lru_cache(maxsize=64)
+def _product_projection(
+    seed: int, input_dim: int, n_products: int, bandwidth: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng((seed, 1))
+    u = (rng.standard_normal((input_dim, n_products)) / np.sqrt(input_dim)).astype(np.float32)
+    v = (rng.standard_normal((input_dim, n_products)) / bandwidth).astype(np.float32)
+    b = rng.uniform(0.0, 2.0 * np.pi, n_products).astype(np.float32)
+    for a in (u, v, b):
+        a.setflags(write=False)
+    return u, v, b
+
+
 @dataclasses.dataclass(frozen=True)
 class FourierFeatures:
-    """``φ(x) = [x, cos(clip(x, -c, c) W / σ + b)]``: the input (when ``include_input``) and
-    ``n_features`` random Fourier features of it (module docstring).
+    """``φ(x) = [x, cos(clip(x, -c, c) W / σ + b), (x U) ⊙ cos(clip(x, -c, c) V / σ_p + b')]``:
+    the input (when ``include_input``), ``n_features`` random Fourier features of it and
+    ``n_products`` product features (module docstring).
 
     Args:
         n_features: ``n``, the number of random Fourier features (>= 0).
@@ -60,9 +81,11 @@ class FourierFeatures:
             feature vary over about one standard deviation of the input.
         include_input: put ``x`` itself first (the linear skip path).
         seed: the NumPy seed of ``W`` and ``b``.
-        input_clip: ``c`` (> 0), in units of the input: the Fourier part reads ``x`` clipped
-            to ``[-c, c]`` (the input part reads it unclipped); ``None`` (the default): no
-            clipping.
+        input_clip: ``c`` (> 0), in units of the input: the cosines read ``x`` clipped to
+            ``[-c, c]`` (the input part and the products' linear factor read it unclipped);
+            ``None`` (the default): no clipping.
+        n_products: ``K`` (>= 0), the number of product features (0: none).
+        product_bandwidth: ``σ_p`` (> 0), the bandwidth of the products' cosines.
 
     Raises:
         ValueError: a setting out of range (naming it), or no features at all.
@@ -73,6 +96,8 @@ class FourierFeatures:
     include_input: bool = True
     seed: int = 0
     input_clip: float | None = None
+    n_products: int = 0
+    product_bandwidth: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0))
@@ -82,28 +107,45 @@ class FourierFeatures:
         object.__setattr__(self, "include_input", as_bool("FourierFeatures: include_input", self.include_input))
         object.__setattr__(self, "seed", as_int("FourierFeatures: seed", self.seed, low=0))
         if self.input_clip is not None:
-            object.__setattr__(
-                self, "input_clip", as_float("FourierFeatures: input_clip", self.input_clip, low=0, low_open=True)
+            clip = as_float("FourierFeatures: input_clip", self.input_clip, low=0, low_open=True)
+            if np.float32(clip) == 0:
+                raise ValueError(f"FourierFeatures: input_clip must be > 0 in float32, got {clip!r}")
+            object.__setattr__(self, "input_clip", clip)
+        object.__setattr__(self, "n_products", as_int("FourierFeatures: n_products", self.n_products, low=0))
+        object.__setattr__(
+            self,
+            "product_bandwidth",
+            as_float("FourierFeatures: product_bandwidth", self.product_bandwidth, low=0, low_open=True),
+        )
+        if self.n_features == 0 and self.n_products == 0 and not self.include_input:
+            raise ValueError(
+                "FourierFeatures: n_features=0 and n_products=0 with include_input=False gives no features"
             )
-        if self.n_features == 0 and not self.include_input:
-            raise ValueError("FourierFeatures: n_features=0 with include_input=False gives no features")
 
     def size(self, input_dim: int) -> int:
         """The length of ``φ(x)`` for inputs of length ``input_dim``."""
-        return (int(input_dim) if self.include_input else 0) + self.n_features
+        return (int(input_dim) if self.include_input else 0) + self.n_features + self.n_products
 
     def projection(self, input_dim: int) -> tuple[np.ndarray, np.ndarray]:
         """``(W / σ, b)``, shapes ``(input_dim, n_features)`` and ``(n_features,)``, float32
         (read-only; the same arrays on every call)."""
         return _projection(self.seed, int(input_dim), self.n_features, self.bandwidth)
 
+    def product_projection(self, input_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(U, V / σ_p, b')`` of the product features, shapes ``(input_dim, n_products)``
+        twice and ``(n_products,)``, float32 (read-only; from ``default_rng((seed, 1))``)."""
+        return _product_projection(self.seed, int(input_dim), self.n_products, self.product_bandwidth)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         """``φ(x)`` for ``x`` of shape ``(..., input_dim)``: shape ``(..., size(input_dim))``."""
         parts = [x] if self.include_input else []
+        xc = x if self.input_clip is None else jnp.clip(x, -self.input_clip, self.input_clip)
         if self.n_features:
             w, b = self.projection(x.shape[-1])
-            xc = x if self.input_clip is None else jnp.clip(x, -self.input_clip, self.input_clip)
             parts.append(jnp.cos(xc @ w + b))
+        if self.n_products:
+            u, v, c = self.product_projection(x.shape[-1])
+            parts.append((x @ u) * jnp.cos(xc @ v + c))
         return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
 
     def to_config(self) -> dict[str, Any]:
@@ -114,6 +156,8 @@ class FourierFeatures:
             "include_input": self.include_input,
             "seed": self.seed,
             "input_clip": self.input_clip,
+            "n_products": self.n_products,
+            "product_bandwidth": self.product_bandwidth,
         }
 
 

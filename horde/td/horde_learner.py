@@ -458,7 +458,7 @@ class HordeLearner:
             # α (H + 1) stays well below 2 / 10: cap it there.
             # The fixed head features add up to about their count (cos² averages 1/2, and the
             # normalised observation has unit components).
-            extra = 0 if head_features is None else head_features.n_features
+            extra = 0 if head_features is None else head_features.n_features + head_features.n_products
             base = min(base, 0.1 / (int(hidden_sizes[-1]) + 1 + extra))
         if secondary_step_size is None:
             secondary_step_size = 10.0 * base

@@ -117,12 +117,16 @@ class LSTDHeads:
             dropped.
         features: the basis after the constant: ``FourierFeatures`` of the normalised
             observation (the observation itself and random Fourier features of it). The
-            default, ``FourierFeatures(256, bandwidth=1.0, input_clip=3.0)``, feeds the Fourier
-            part the observation clipped at three standard deviations: a state beyond the
-            data seen is predicted by extrapolating along the linear part only, where the
-            unclipped features' weights, fitted inside the data, gave a sum of arbitrary
-            phases (on CartPole a cart at 7 standard deviations was predicted at three times
-            its return; ``docs/guides/choosing-settings.md``, "Least-squares heads").
+            default, ``FourierFeatures(256, bandwidth=1.0, input_clip=3.0, n_products=128,
+            product_bandwidth=2.0)`` (which ``FourierFeatures``' own defaults do not give:
+            spell ``input_clip`` and ``n_products`` out to keep them), feeds the cosines the
+            observation clipped at three standard deviations, so that a state beyond the data
+            seen is predicted by extrapolating along the linear parts only (unclipped, the
+            weights fitted inside the data gave a sum of arbitrary phases there: a cart at 7
+            standard deviations predicted at three times its return), and adds 128 products
+            of a random direction of the observation and a cosine (a position scaled by a
+            smooth function of the state). ``docs/concepts/least-squares-heads.md``, "The
+            basis".
     """
 
     ridge: float = 10.0
@@ -131,7 +135,9 @@ class LSTDHeads:
     averaging_power: float = 0.0
     burn_in: int = 3000
     features: FourierFeatures = dataclasses.field(
-        default_factory=lambda: FourierFeatures(256, bandwidth=1.0, input_clip=3.0)
+        default_factory=lambda: FourierFeatures(
+            256, bandwidth=1.0, input_clip=3.0, n_products=128, product_bandwidth=2.0
+        )
     )
 
     def __post_init__(self) -> None:
