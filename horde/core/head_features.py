@@ -174,4 +174,8 @@ def head_features_from_config(config: dict[str, Any] | None) -> FourierFeatures 
     kind = config.pop("type", None)
     if kind != "FourierFeatures":
         raise ValueError(f"head_features config 'type' must be 'FourierFeatures', got {kind!r}")
+    known = [f.name for f in dataclasses.fields(FourierFeatures)]
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"FourierFeatures config: unknown keys {unknown}; the keys are {known} (and 'type')")
     return FourierFeatures(**config)

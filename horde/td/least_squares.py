@@ -125,8 +125,8 @@ class LSTDHeads:
             weights fitted inside the data gave a sum of arbitrary phases there: a cart at 7
             standard deviations predicted at three times its return), and adds 128 products
             of a random direction of the observation and a cosine (a position scaled by a
-            smooth function of the state). ``docs/concepts/least-squares-heads.md``, "The
-            basis".
+            smooth function of the state): ``docs/concepts/least-squares-heads.md``, "Far
+            from the data: the input clip" and "Products: a component scaled by the state".
     """
 
     ridge: float = 10.0
