@@ -100,6 +100,9 @@ def test_product_features_are_a_random_direction_times_a_clipped_cosine():
         FourierFeatures(n_products=4, product_bandwidth=0.0)
     with pytest.raises(ValueError, match="input_clip must be > 0 in float32"):
         FourierFeatures(input_clip=1e-300)
+    for name in ("bandwidth", "product_bandwidth"):
+        with pytest.raises(ValueError, match=f"{name} must be > 0 with 1 / {name} finite in float32"):
+            FourierFeatures(**{name: 1e-40})
     with pytest.raises(ValueError, match=r"unknown keys \['input_clipp'\]; the keys are .*'n_products'"):
         head_features_from_config({"type": "FourierFeatures", "input_clipp": 3.0})
 

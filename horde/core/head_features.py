@@ -69,6 +69,14 @@ def _product_projection(
     return u, v, b
 
 
+def _bandwidth(name: str, value: Any) -> float:
+    """A bandwidth ``σ > 0`` whose ``1 / σ`` is finite in float32 (the projection's scale)."""
+    sigma = as_float(name, value, low=0, low_open=True)
+    if 1.0 / sigma > float(np.finfo(np.float32).max):
+        raise ValueError(f"{name} must be > 0 with 1 / {name.split(': ')[-1]} finite in float32, got {sigma!r}")
+    return sigma
+
+
 @dataclasses.dataclass(frozen=True)
 class FourierFeatures:
     """``φ(x) = [x, cos(clip(x, -c, c) W / σ + b), (x U) ⊙ cos(clip(x, -c, c) V / σ_p + b')]``:
@@ -101,9 +109,7 @@ class FourierFeatures:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0))
-        object.__setattr__(
-            self, "bandwidth", as_float("FourierFeatures: bandwidth", self.bandwidth, low=0, low_open=True)
-        )
+        object.__setattr__(self, "bandwidth", _bandwidth("FourierFeatures: bandwidth", self.bandwidth))
         object.__setattr__(self, "include_input", as_bool("FourierFeatures: include_input", self.include_input))
         object.__setattr__(self, "seed", as_int("FourierFeatures: seed", self.seed, low=0))
         if self.input_clip is not None:
@@ -113,9 +119,7 @@ class FourierFeatures:
             object.__setattr__(self, "input_clip", clip)
         object.__setattr__(self, "n_products", as_int("FourierFeatures: n_products", self.n_products, low=0))
         object.__setattr__(
-            self,
-            "product_bandwidth",
-            as_float("FourierFeatures: product_bandwidth", self.product_bandwidth, low=0, low_open=True),
+            self, "product_bandwidth", _bandwidth("FourierFeatures: product_bandwidth", self.product_bandwidth)
         )
         if self.n_features == 0 and self.n_products == 0 and not self.include_input:
             raise ValueError(

@@ -147,12 +147,13 @@ _UNSET = _Unset()
 
 #: The most groups of demons (``lstd_groups``: same discount spec, λ and target policy) for
 #: which ``HordeLearner(demons)`` with no trunk setting chooses least-squares heads: each group
-#: holds an ``(m, m)`` matrix (``m = 1 + d + 256`` for ``d`` observation components) updated at
-#: every step, so 256 groups of a 16-component observation hold 76 MB and cost about as much
-#: per step as 2,500 demons' TD heads on a trunk.
+#: holds an ``(m, m)`` matrix (``m = 1 + d + 384`` for ``d`` observation components with the
+#: default basis) updated at every step, so 256 groups of a 16-component observation hold
+#: 165 MB (``benchmarks/bench_lstd_heads.py`` measures the step).
 AUTO_LSTD_MAX_GROUPS = 256
 #: The most bytes of matrices that least-squares heads chosen by default may hold: ``init``
-#: for a larger observation (``m = 1 + d + 256``) raises, naming ``heads='td'``.
+#: for a larger observation (``m = 1 + d + 384`` with the default basis) raises, naming
+#: ``heads='td'``.
 AUTO_LSTD_MAX_BYTES = 2**30
 
 

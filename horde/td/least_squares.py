@@ -148,7 +148,12 @@ class LSTDHeads:
         )
         object.__setattr__(self, "averaging_power", as_float("LSTDHeads: averaging_power", self.averaging_power, low=0))
         object.__setattr__(self, "burn_in", as_int("LSTDHeads: burn_in", self.burn_in, low=0))
-        as_instance("LSTDHeads: features", self.features, FourierFeatures, example="FourierFeatures(256)")
+        as_instance(
+            "LSTDHeads: features",
+            self.features,
+            FourierFeatures,
+            example="FourierFeatures(256, input_clip=3.0, n_products=128)",
+        )
 
     @property
     def restarts(self) -> tuple[int, ...]:
