@@ -409,23 +409,30 @@ def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_
     assert HordeLearner(ds[:1], heads="td").init(20000, jax.random.key(0)).core.head_params.weights.shape[0] == 1
 
 
+def _ar1_stream(steps: int, dim: int, seed: int, offset: float = 0.0) -> Transitions:
+    """A continuing stream whose observation is ``offset`` plus an AR(1) process
+    ``x' = 0.9 x + N(0, I)`` of ``dim`` components, from ``x = 0``."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((steps + 1, dim))
+    for t in range(steps):
+        x[t + 1] = 0.9 * x[t] + (rng.normal() if dim == 1 else rng.normal(size=dim))
+    obs = (x + offset).astype(np.float32)
+    flags = np.zeros(steps, bool)
+    return Transitions(
+        obs[:-1],
+        np.zeros(steps, np.int32),
+        np.zeros(steps, np.float32),
+        obs[1:],
+        flags,
+        flags,
+        np.ones(steps, np.float32),
+    )
+
+
 def test_a_cumulant_far_from_zero_is_not_pulled_toward_zero_by_the_ridge():
     # An AR(1) observation around 10,000: at 2,600 steps a full ridge on the constant feature
     # predicted about 2 % (γ = 0) to 3 % (γ = 0.9) too low; a thousandth of it, about 0.03 %.
-    rng = np.random.default_rng(0)
-    x = np.zeros(2601, np.float32)
-    for t in range(2600):
-        x[t + 1] = 0.9 * x[t] + rng.normal()
-    obs = (x + 1e4)[:, None].astype(np.float32)
-    stream = Transitions(
-        obs[:-1],
-        np.zeros(2600, np.int32),
-        np.zeros(2600, np.float32),
-        obs[1:],
-        np.zeros(2600, bool),
-        np.zeros(2600, bool),
-        np.ones(2600, np.float32),
-    )
+    stream = _ar1_stream(2600, 1, seed=0, offset=1e4)
     ds = [Demon(f"x@{g}", cumulants.observation(0), discounts.constant(g)) for g in (0.0, 0.9)]
     learner = HordeLearner(ds)
     predictions = np.asarray(learner.scan_compiled(learner.init(1, jax.random.key(0)), stream).predictions)
@@ -459,19 +466,7 @@ def test_beyond_the_input_clip_a_prediction_is_affine_in_the_observation():
     assert LSTDHeads().features == FourierFeatures(
         256, bandwidth=1.0, input_clip=3.0, n_products=128, product_bandwidth=2.0
     )
-    rng = np.random.default_rng(1)
-    x = np.zeros((1201, 2), np.float32)
-    for t in range(1200):
-        x[t + 1] = 0.9 * x[t] + rng.normal(size=2)
-    stream = Transitions(
-        x[:-1],
-        np.zeros(1200, np.int32),
-        np.zeros(1200, np.float32),
-        x[1:],
-        np.zeros(1200, bool),
-        np.zeros(1200, bool),
-        np.ones(1200, np.float32),
-    )
+    stream = _ar1_stream(1200, 2, seed=1)
     ds = [Demon("x0@0.9", cumulants.observation(0), discounts.constant(0.9))]
     ray = [np.array([t, 0.5], np.float32) for t in (40.0, 60.0, 80.0, 100.0)]  # ~20+ std out
     second = {}
