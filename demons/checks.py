@@ -23,7 +23,12 @@ import numpy as np
 def _is_real_scalar_array(value: Any) -> bool:
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    return shape == () and dtype is not None and np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.bool_)
+    if shape != () or dtype is None:
+        return False
+    try:
+        return bool(np.issubdtype(dtype, np.number) and not np.issubdtype(dtype, np.bool_))
+    except TypeError:  # a dtype NumPy does not know (a JAX PRNG key's): not a real number
+        return False
 
 
 def as_float(value: Any, what: str) -> float:

@@ -602,6 +602,8 @@ def test_bad_input_names_the_argument_or_demon():
     )
     with pytest.raises(ValueError, match=r"demon 'b'.*index 3.*observation_dim 3"):
         learner.init(3, jax.random.key(0))
+    with pytest.raises(TypeError, match=r"observation_dim must be an integer, got .*key<fry>"):
+        learner.init(jax.random.key(0), 4)  # arguments swapped: named, not NumPy's dtype error
     state = learner.init(4, jax.random.key(0))
     x = np.zeros(4)
     with pytest.raises(ValueError, match=r"cumulants must have shape \(2,\).*got shape \(3,\)"):
