@@ -41,7 +41,8 @@ against.
 
 Least-squares heads (rows ``LSTD heads: ...``): ``HordeLearner(ds, heads=LSTDHeads(...))``
 with their settings spelled out (``_lstd``). They are ``HordeLearner(ds)``'s choice since the
-row ``LSTD heads: Welford, burn-in 3000`` met the CartPole targets; the row ``TD heads (trunk,
+row ``LSTD heads: Welford, burn-in 3000`` met the CartPole targets; today's default is the row
+``LSTD heads: Welford, burn-in 3000, input clip 3, 128 products``; the row ``TD heads (trunk,
 head features)`` is the defaults before that (``heads="td"``), and the rows ``defaults, ...``
 that change a trunk or TD-head setting are TD heads too (any such setting chooses them).
 
