@@ -370,6 +370,7 @@ def test_the_basis_reads_a_snapshot_of_the_normaliser_taken_at_each_restart():
 def test_the_default_chooses_least_squares_heads_unless_a_trunk_setting_or_many_groups():
     ds = _demons()
     assert HordeLearner(ds).heads == LSTDHeads()
+    assert not HordeLearner(ds).shards_seeds and HordeLearner(ds, heads="td").shards_seeds
     assert HordeLearner(ds, heads="lstd").heads == LSTDHeads()
     assert HordeLearner(ds, normalizer=None).heads == LSTDHeads()  # the normaliser serves both
     for setting in (

@@ -243,6 +243,12 @@ class ControlLearner:
     # -- description ---------------------------------------------------------------------------
 
     @property
+    def shards_seeds(self) -> bool:
+        """Whether ``run_jax`` may spread this learner's seeds over several devices: as its
+        Horde's (``HordeLearner.shards_seeds``); always without one."""
+        return self.horde is None or self.horde.shards_seeds
+
+    @property
     def n_control(self) -> int:
         """Number of control demons ``K``."""
         return len(self.control_demons)

@@ -259,11 +259,6 @@ def _compiled(learner, env, policy, limit, every, batched, visits=False):
 # Host-side bookkeeping
 
 
-def _has_least_squares_heads(learner: HordeLearner | ControlLearner) -> bool:
-    horde = learner if isinstance(learner, HordeLearner) else learner.horde
-    return horde is not None and horde.heads is not None
-
-
 def _episodes_in_chunk(start, rewards, done, ep_return, ep_length):
     """Finished episodes of a chunk: rows (copy, end step, return, length); updates the running
     ``ep_return`` / ``ep_length`` (per copy) in place."""
@@ -476,11 +471,10 @@ def run_jax(
 
     start_time = time.perf_counter()
     # With several devices (GPUs, or CPU cores split into devices) the seed axis is spread over
-    # them: each device runs its own seeds' steps (horde.core.shard_seeds). Not with
-    # least-squares heads: XLA's partitioning of their periodic solve (an LU in a cond, and still in a while loop)
-    # stalls the devices, so those copies stay on one device.
+    # them: each device runs its own seeds' steps (horde.core.shard_seeds), unless the learner
+    # keeps them on one device (learner.shards_seeds: least-squares heads).
     seeds = jnp.arange(seed, seed + n_seeds, dtype=jnp.int32)
-    carry = init_fn(seeds if _has_least_squares_heads(learner) else shard_seeds(seeds)) if batched else init_fn(seed)
+    carry = init_fn(shard_seeds(seeds) if learner.shards_seeds else seeds) if batched else init_fn(seed)
     good = [carry.learner_state]  # the state after the last chunk that was checked
     done_steps = 0
     pending = None

@@ -80,7 +80,7 @@ def run_horde_learning_loop_sharded(
     t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
-    if learner.heads is not None and (mesh.size if mesh is not None else jax.device_count()) > 1:
+    if not learner.shards_seeds and (mesh.size if mesh is not None else jax.device_count()) > 1:
         raise ValueError(
             f"learner has least-squares heads ({learner.heads!r}), which cannot be sharded over several "
             "devices (XLA's partitioning of their solve stalls them): use run_horde_learning_loop_batched "

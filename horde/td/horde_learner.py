@@ -532,6 +532,13 @@ class HordeLearner:
         """Demon names, in head order."""
         return self.demons.names
 
+    @property
+    def shards_seeds(self) -> bool:
+        """Whether the batched loops may spread this learner's seeds over several devices
+        (``horde.core.shard_seeds``): not with least-squares heads, whose periodic solve stalls
+        the devices when XLA partitions it, so their seeds stay on one device."""
+        return self.heads is None
+
     def to_config(self) -> dict[str, Any]:
         """JSON-serializable configuration, the demons included.
 

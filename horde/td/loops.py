@@ -44,11 +44,11 @@ def run_horde_learning_loop_batched(
 
     With several devices the seeds are spread over them (``horde.core.shard_seeds``: each
     device learns its own seeds, same numbers as one device) and the results are sharded over
-    the seed axis; not with least-squares heads (``learner.heads``), whose periodic solve
-    stalls the devices when XLA partitions it: their seeds stay on one device.
+    the seed axis; not where ``learner.shards_seeds`` is False (least-squares heads: their
+    seeds stay on one device).
     """
     t = as_transitions(transitions, None)
     dim = int(t.observations.shape[1])
     learner.demons.validate(dim)
     keys = check_keys(keys)
-    return learner.batched_compiled(t, keys if learner.heads is not None else shard_seeds(keys), dim)
+    return learner.batched_compiled(t, shard_seeds(keys) if learner.shards_seeds else keys, dim)
