@@ -27,6 +27,7 @@ from horde.core import (
 from horde.evaluation import error_curve, ideal_returns, run_ideal_returns, true_values
 from horde.runs import (
     ActingDaemon,
+    AsyncDispatchWarning,
     BehaviourPolicy,
     CallablePolicy,
     Daemon,
@@ -76,6 +77,7 @@ __all__ = [
     "ControlState",
     "EpsilonGreedy",
     "ActingDaemon",
+    "AsyncDispatchWarning",
     "Daemon",
     "DivergenceError",
     "load_checkpoint",

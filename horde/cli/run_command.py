@@ -251,6 +251,11 @@ def run_command(args: Any) -> int:
     learner = build_learner(config)
     if is_control_config(config):
         from horde.cli.control_run_command import run_control_command
+        from horde.runs import use_synchronous_cpu_dispatch
+
+        # Acting waits for every step's compiled call: computed in this thread, not handed to
+        # JAX's worker thread and back (horde.runs.dispatch). Nothing has touched JAX yet.
+        use_synchronous_cpu_dispatch()
 
         return run_control_command(args, config, learner, out)
     env = _make_env(config)

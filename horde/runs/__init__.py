@@ -17,6 +17,7 @@ from horde.runs.behaviour import (
     as_behaviour_policy,
 )
 from horde.runs.daemon import Daemon
+from horde.runs.dispatch import AsyncDispatchWarning, synchronous_cpu_dispatch, use_synchronous_cpu_dispatch
 from horde.runs.features import FeatureMap
 from horde.runs.jax_envs import JaxEnv, as_jax_env
 from horde.runs.jax_runner import run_jax
@@ -33,6 +34,7 @@ from horde.runs.sharding import (
 
 __all__ = [
     "ActingDaemon",
+    "AsyncDispatchWarning",
     "BehaviourPolicy",
     "CallablePolicy",
     "Daemon",
@@ -62,4 +64,6 @@ __all__ = [
     "run_jax",
     "run_multi_head_learning_loop_sharded",
     "seed_mesh",
+    "synchronous_cpu_dispatch",
+    "use_synchronous_cpu_dispatch",
 ]

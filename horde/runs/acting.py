@@ -39,6 +39,7 @@ import numpy as np
 
 from horde.control import ControlLearner
 from horde.runs.behaviour import EpsilonGreedy, index_from_uniform
+from horde.runs.dispatch import warn_if_async
 from horde.runs.features import FeatureMap
 from horde.runs.recording import (
     DivergenceWatch,
@@ -825,6 +826,7 @@ class ActingDaemon:
             raise ValueError(f"ActingDaemon: policy must be a horde.EpsilonGreedy, got {policy!r}")
         if policy.anneal_steps is None and steps is None:
             raise ValueError("ActingDaemon: give steps= (the default annealing is 5 % of them) or anneal_steps")
+        warn_if_async("ActingDaemon")
         self.learner, self.policy = learner, policy
         self.features = FeatureMap(observation_space)
         self.n_actions = int(n_actions)

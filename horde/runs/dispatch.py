@@ -1,0 +1,79 @@
+"""JAX's CPU dispatch mode, for loops that wait for every compiled call.
+
+By default JAX hands each compiled call on the CPU to a worker thread and returns at once
+(*asynchronous dispatch*); a loop that needs the call's result before it can go on (an acting
+step's action, a single-step update's prediction) then waits for the hand-off and the wake-up
+on every call. For the small calls of acting that costs about as much as the call itself: on a
+2-core CPU, ``horde.run`` acting on the stream-x network (one control demon, (32, 32)) ran
+6,800-7,100 steps/s with it and 14,800-15,300 without (``benchmarks/bench_control_run.py``,
+with and without ``--sync-dispatch``); with 100 prediction demons around the control demon the
+two were within 2 %.
+
+JAX reads ``jax_cpu_enable_async_dispatch`` once, when it creates its CPU client, so the mode
+cannot be switched for one loop: a process that acts sets it before its first JAX computation.
+The ``horde`` command does so for its acting runs (:func:`use_synchronous_cpu_dispatch`); in
+Python, ``horde.run`` with an ``EpsilonGreedy`` behaviour and ``ActingDaemon`` say once per
+process when they run on an asynchronous CPU client (:class:`AsyncDispatchWarning`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+
+__all__ = ["AsyncDispatchWarning", "synchronous_cpu_dispatch", "use_synchronous_cpu_dispatch", "warn_if_async"]
+
+_FLAG = "jax_cpu_enable_async_dispatch"
+_warned = False
+
+
+class AsyncDispatchWarning(UserWarning):
+    """An acting loop runs on JAX's CPU backend with asynchronous dispatch, which roughly
+    halves the steps/s of a small control network (see ``horde.runs.dispatch``). Silence it
+    with ``warnings.filterwarnings("ignore", category=horde.AsyncDispatchWarning)``."""
+
+
+def synchronous_cpu_dispatch() -> bool:
+    """Whether JAX's CPU computations run in the calling thread (``jax_cpu_enable_async_dispatch``
+    is off). The setting as configured: JAX applied it if it was set before the CPU client was
+    created."""
+    return not bool(jax.config.read(_FLAG))
+
+
+def _backends_created() -> bool:
+    """Whether JAX has created its backends (after that the dispatch setting no longer applies).
+    Read from JAX's internal module; where it is not there, assume they have been created."""
+    try:
+        from jax._src import xla_bridge
+    except ImportError:  # pragma: no cover - a JAX without the module
+        return True
+    created = getattr(xla_bridge, "backends_are_initialized", None)
+    return True if created is None else bool(created())
+
+
+def use_synchronous_cpu_dispatch() -> bool:
+    """Turns JAX's asynchronous CPU dispatch off for this process if JAX has not created its
+    backends yet (the ``horde`` command calls it before an acting run). Returns whether
+    dispatch is synchronous now; where the backends exist already it changes nothing."""
+    if not synchronous_cpu_dispatch() and not _backends_created():
+        jax.config.update(_FLAG, False)
+    return synchronous_cpu_dispatch()
+
+
+def warn_if_async(where: str, stacklevel: int = 3) -> None:
+    """Warns once per process (:class:`AsyncDispatchWarning`) when ``where`` (e.g.
+    ``"horde.run"``) is about to act step by step on the CPU with asynchronous dispatch."""
+    global _warned
+    if _warned or synchronous_cpu_dispatch() or jax.default_backend() != "cpu":
+        return
+    _warned = True
+    warnings.warn(
+        f"{where} acts step by step on JAX's CPU backend with asynchronous dispatch: every step "
+        "waits for JAX's worker thread, which roughly halves the steps/s of a small network. "
+        f'Run jax.config.update("{_FLAG}", False) before the process\'s first JAX computation '
+        "to compute in the calling thread (results are the same). The horde command does this "
+        "for its acting runs.",
+        AsyncDispatchWarning,
+        stacklevel=stacklevel,
+    )
