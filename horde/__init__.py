@@ -42,6 +42,7 @@ from horde.runs import (
     UniformRandom,
     run,
     run_jax,
+    use_synchronous_cpu_dispatch,
 )
 from horde.td import (
     BatchedHordeResult,
@@ -92,6 +93,7 @@ __all__ = [
     "UniformRandom",
     "run",
     "run_jax",
+    "use_synchronous_cpu_dispatch",
     "BatchedHordeResult",
     "DiagnosticsState",
     "error_curve",

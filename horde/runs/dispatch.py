@@ -11,9 +11,11 @@ two were within 2 %.
 
 JAX reads ``jax_cpu_enable_async_dispatch`` once, when it creates its CPU client, so the mode
 cannot be switched for one loop: a process that acts sets it before its first JAX computation.
-The ``horde`` command does so for its acting runs (:func:`use_synchronous_cpu_dispatch`); in
-Python, ``horde.run`` with an ``EpsilonGreedy`` behaviour and ``ActingDaemon`` say once per
-process when they run on an asynchronous CPU client (:class:`AsyncDispatchWarning`).
+The ``horde`` command does so for its acting runs, and a script calls
+``horde.use_synchronous_cpu_dispatch()`` at its start (:func:`use_synchronous_cpu_dispatch`);
+``horde.run`` with an ``EpsilonGreedy`` behaviour and ``ActingDaemon`` say once per process
+when they run on an asynchronous CPU client (:class:`AsyncDispatchWarning`). The library never
+changes the setting on its own in a Python caller's process.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def _backends_created() -> bool:
 
 def use_synchronous_cpu_dispatch() -> bool:
     """Turns JAX's asynchronous CPU dispatch off for this process if JAX has not created its
-    backends yet (the ``horde`` command calls it before an acting run). Returns whether
-    dispatch is synchronous now; where the backends exist already it changes nothing."""
+    backends yet: call it at the start of a script that acts (the ``horde`` command calls it
+    before an acting run). Returns whether dispatch is synchronous now; where JAX's backends
+    exist already it changes nothing and returns False (set it earlier, before the first JAX
+    computation)."""
     if not synchronous_cpu_dispatch() and not _backends_created():
         jax.config.update(_FLAG, False)
     return synchronous_cpu_dispatch()
@@ -71,7 +75,8 @@ def warn_if_async(where: str, stacklevel: int = 3) -> None:
     warnings.warn(
         f"{where} acts step by step on JAX's CPU backend with asynchronous dispatch: every step "
         "waits for JAX's worker thread, which roughly halves the steps/s of a small network. "
-        f'Run jax.config.update("{_FLAG}", False) before the process\'s first JAX computation '
+        "Call horde.use_synchronous_cpu_dispatch() (or "
+        f'jax.config.update("{_FLAG}", False)) before the process\'s first JAX computation '
         "to compute in the calling thread (results are the same). The horde command does this "
         "for its acting runs.",
         AsyncDispatchWarning,
