@@ -69,6 +69,23 @@ def _product_projection(
     return u, v, b
 
 
+# A feature index must fit XLA's int32 indexing.
+_MAX_FEATURES = 2**31 - 1
+
+
+def _allocated(features: FourierFeatures, setting: str, input_dim: int, draw: Any, n: int, bandwidth: float) -> Any:
+    """``draw(seed, input_dim, n, bandwidth)``, with NumPy's allocation failure for a map too
+    large for this machine named as the setting that asked for it."""
+    try:
+        return draw(features.seed, int(input_dim), n, bandwidth)
+    except MemoryError:
+        raise ValueError(
+            f"FourierFeatures: {setting}={n} for inputs of length {int(input_dim)} needs "
+            f"{4 * n * int(input_dim) / 2**30:,.1f} GiB of projection weights, more than this machine "
+            "could allocate; ask for fewer features"
+        ) from None
+
+
 def _bandwidth(name: str, value: Any) -> float:
     """A bandwidth ``σ > 0`` whose ``1 / σ`` is finite in float32 (the projection's scale)."""
     sigma = as_float(name, value, low=0, low_open=True)
@@ -108,7 +125,9 @@ class FourierFeatures:
     product_bandwidth: float = 2.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0))
+        object.__setattr__(
+            self, "n_features", as_int("FourierFeatures: n_features", self.n_features, low=0, high=_MAX_FEATURES)
+        )
         object.__setattr__(self, "bandwidth", _bandwidth("FourierFeatures: bandwidth", self.bandwidth))
         object.__setattr__(self, "include_input", as_bool("FourierFeatures: include_input", self.include_input))
         object.__setattr__(self, "seed", as_int("FourierFeatures: seed", self.seed, low=0))
@@ -117,7 +136,9 @@ class FourierFeatures:
             if np.float32(clip) == 0:
                 raise ValueError(f"FourierFeatures: input_clip must be > 0 in float32, got {clip!r}")
             object.__setattr__(self, "input_clip", clip)
-        object.__setattr__(self, "n_products", as_int("FourierFeatures: n_products", self.n_products, low=0))
+        object.__setattr__(
+            self, "n_products", as_int("FourierFeatures: n_products", self.n_products, low=0, high=_MAX_FEATURES)
+        )
         object.__setattr__(
             self, "product_bandwidth", _bandwidth("FourierFeatures: product_bandwidth", self.product_bandwidth)
         )
@@ -133,12 +154,12 @@ class FourierFeatures:
     def projection(self, input_dim: int) -> tuple[np.ndarray, np.ndarray]:
         """``(W / σ, b)``, shapes ``(input_dim, n_features)`` and ``(n_features,)``, float32
         (read-only; the same arrays on every call)."""
-        return _projection(self.seed, int(input_dim), self.n_features, self.bandwidth)
+        return _allocated(self, "n_features", input_dim, _projection, self.n_features, self.bandwidth)
 
     def product_projection(self, input_dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(U, V / σ_p, b')`` of the product features, shapes ``(input_dim, n_products)``
         twice and ``(n_products,)``, float32 (read-only; from ``default_rng((seed, 1))``)."""
-        return _product_projection(self.seed, int(input_dim), self.n_products, self.product_bandwidth)
+        return _allocated(self, "n_products", input_dim, _product_projection, self.n_products, self.product_bandwidth)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """``φ(x)`` for ``x`` of shape ``(..., input_dim)``: shape ``(..., size(input_dim))``."""
