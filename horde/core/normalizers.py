@@ -136,6 +136,20 @@ def _moments_step(state_mean, state_mean_low, state_var, state_var_low, x, n):
     return mean, mean_low, var, var_low
 
 
+def _one_kernel(*vectors: jax.Array) -> tuple[jax.Array, ...]:
+    """``vectors`` as they are, computed together into one buffer where they have one shape.
+
+    XLA on the CPU has no multi-output fusion: each of the update's results that has several
+    users (the state's words, the normalised ``x``), and each shared intermediate of the
+    two-sums, would otherwise be a kernel of its own. Stacked, they are one kernel that
+    computes the whole update; the barrier keeps XLA from folding the slices back into the
+    stacked operands. The arithmetic is unchanged (every scaling stays a division)."""
+    if len({(v.shape, v.dtype) for v in vectors}) != 1:
+        return vectors
+    packed = jax.lax.optimization_barrier(jnp.stack(vectors))
+    return tuple(packed[i] for i in range(len(vectors)))
+
+
 @dataclasses.dataclass(frozen=True)
 class WelfordNormalizer:
     """Welford running normalisation: ``(o - μ) / sqrt(σ² + ε)``, updated on every observation.
@@ -165,10 +179,12 @@ class WelfordNormalizer:
         count_high = state.count_high + (count == 0).astype(jnp.uint32)  # the low word wrapped
         n = _count_as_float(count, count_high)
         mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
+        x_normalized = _normalized(mean, mean_low, var, var_low, self.epsilon, x)
+        x_normalized, mean, mean_low, var, var_low = _one_kernel(x_normalized, mean, mean_low, var, var_low)
         new_state = WelfordState(
             mean=mean, var=var, count=count, mean_low=mean_low, var_low=var_low, count_high=count_high
         )
-        return self.normalize(new_state, x), new_state
+        return x_normalized, new_state
 
     def normalize(self, state: WelfordState, x: jax.Array) -> jax.Array:
         return _normalized(state.mean, state.mean_low, state.var, state.var_low, self.epsilon, x)
@@ -211,8 +227,10 @@ class EMANormalizer:
         # weight == 1 - d exactly at the first step, so the first n is exactly 1.
         n = weight / one_minus_d
         mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
+        x_normalized = _normalized(mean, mean_low, var, var_low, self.epsilon, x)
+        x_normalized, mean, mean_low, var, var_low = _one_kernel(x_normalized, mean, mean_low, var, var_low)
         new_state = EMAState(mean=mean, var=var, weight=weight, mean_low=mean_low, var_low=var_low)
-        return self.normalize(new_state, x), new_state
+        return x_normalized, new_state
 
     def normalize(self, state: EMAState, x: jax.Array) -> jax.Array:
         return _normalized(state.mean, state.mean_low, state.var, state.var_low, self.epsilon, x)
