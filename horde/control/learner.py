@@ -30,6 +30,7 @@ from horde.core import (
     head_features_from_config,
     trunk_backward,
 )
+from horde.core.fusing import computed_together
 from horde.td import HordeLearner
 
 __all__ = [
@@ -460,6 +461,13 @@ class ControlLearner:
             cumulants, returns, return_stats = ev.cumulants, state.returns, state.return_stats
             sigma = jnp.ones_like(cumulants)
         z = jnp.asarray(self.control_demons.z) / sigma
+        if self.scale_cumulants:
+            # The scaling's results in one kernel on the CPU (see computed_together), not one per
+            # division and square root that several later values read.
+            cumulants, returns, mean, m2, sigma, z = computed_together(
+                cumulants, returns, return_stats.mean, return_stats.m2, sigma, z
+            )
+            return_stats = return_stats._replace(mean=mean, m2=m2)
         net = self.network(self._n_actions(state))
         forward = self._forward(net)
         gq = bool(self._gq.any())

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from horde.core.checks import as_float, as_instance
+from horde.core.fusing import computed_together
 
 __all__ = [
     "WelfordNormalizer",
@@ -136,20 +137,6 @@ def _moments_step(state_mean, state_mean_low, state_var, state_var_low, x, n):
     return mean, mean_low, var, var_low
 
 
-def _one_kernel(*vectors: jax.Array) -> tuple[jax.Array, ...]:
-    """``vectors`` as they are, computed together into one buffer where they have one shape.
-
-    XLA on the CPU has no multi-output fusion: each of the update's results that has several
-    users (the state's words, the normalised ``x``), and each shared intermediate of the
-    two-sums, would otherwise be a kernel of its own. Stacked, they are one kernel that
-    computes the whole update; the barrier keeps XLA from folding the slices back into the
-    stacked operands. The arithmetic is unchanged (every scaling stays a division)."""
-    if len({(v.shape, v.dtype) for v in vectors}) != 1:
-        return vectors
-    packed = jax.lax.optimization_barrier(jnp.stack(vectors))
-    return tuple(packed[i] for i in range(len(vectors)))
-
-
 @dataclasses.dataclass(frozen=True)
 class WelfordNormalizer:
     """Welford running normalisation: ``(o - μ) / sqrt(σ² + ε)``, updated on every observation.
@@ -179,8 +166,10 @@ class WelfordNormalizer:
         count_high = state.count_high + (count == 0).astype(jnp.uint32)  # the low word wrapped
         n = _count_as_float(count, count_high)
         mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
+        # One kernel on the CPU for the whole update (see computed_together), not one for each
+        # shared intermediate of the two-sums.
         x_normalized = _normalized(mean, mean_low, var, var_low, self.epsilon, x)
-        x_normalized, mean, mean_low, var, var_low = _one_kernel(x_normalized, mean, mean_low, var, var_low)
+        x_normalized, mean, mean_low, var, var_low = computed_together(x_normalized, mean, mean_low, var, var_low)
         new_state = WelfordState(
             mean=mean, var=var, count=count, mean_low=mean_low, var_low=var_low, count_high=count_high
         )
@@ -228,7 +217,7 @@ class EMANormalizer:
         n = weight / one_minus_d
         mean, mean_low, var, var_low = _moments_step(state.mean, state.mean_low, state.var, state.var_low, x, n)
         x_normalized = _normalized(mean, mean_low, var, var_low, self.epsilon, x)
-        x_normalized, mean, mean_low, var, var_low = _one_kernel(x_normalized, mean, mean_low, var, var_low)
+        x_normalized, mean, mean_low, var, var_low = computed_together(x_normalized, mean, mean_low, var, var_low)
         new_state = EMAState(mean=mean, var=var, weight=weight, mean_low=mean_low, var_low=var_low)
         return x_normalized, new_state
 
