@@ -357,7 +357,9 @@ class ControlLearner:
         def forward_bwd(saved, g):
             (trunk, heads), h, tape, x = saved
             # With head features the heads read [h, φ(x)]; only h's weights carry the error back.
-            factors = trunk_backward(trunk, tape, net.trunk_part(heads.weights).T @ g, layer_norm, slope)
+            # g W rather than Wᵀ g (the same sums) and its trunk part taken after the product:
+            # no transposed or sliced copy of the weights.
+            factors = trunk_backward(trunk, tape, net.trunk_part(g @ heads.weights), layer_norm, slope)
             trunk_grad = type(trunk)(tuple(jnp.outer(inp, gl) for inp, gl in factors), tuple(gl for _, gl in factors))
             head_grad = type(heads)(jnp.outer(g, h), g)
             return (trunk_grad, head_grad), jnp.zeros_like(x)

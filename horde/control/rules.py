@@ -146,12 +146,14 @@ def control_step(
     n = q.shape[0]
     onehot = jax.nn.one_hot(action, n, dtype=q.dtype)
     (grad,) = pullback(jnp.stack([onehot, jnp.zeros_like(onehot)]))
-    q_sa = q @ onehot
-    greedy_now = policies.greedy_probabilities(q)
-    explored = greedy_now @ onehot == 0.0
+    # Both rows' greedy policies, and the three sums over actions below, each as one reduction
+    # over stacked rows: on the CPU every reduction is a kernel of its own, whatever its size.
+    greedy_now, greedy_next = policies.greedy_probabilities(qs)
+    pi_next = epsilon / n + (1.0 - epsilon) * greedy_next
+    q_sa, greedy_sa, expected_next = jnp.sum(jnp.stack([q * onehot, greedy_now * onehot, pi_next * q_next]), axis=-1)
+    explored = greedy_sa == 0.0
 
-    pi_next = epsilon / n + (1.0 - epsilon) * policies.greedy_probabilities(q_next)
-    bootstrap = jnp.where(terminated, terminal_value, next_discount * (pi_next @ q_next))
+    bootstrap = jnp.where(terminated, terminal_value, next_discount * expected_next)
     delta = cumulant + bootstrap - q_sa
 
     decay = discount * lamda
@@ -177,7 +179,9 @@ def control_step(
 
     cut = episode_end | (cut_after_exploring & explored)
     trace = jax.tree_util.tree_map(lambda e: jnp.where(cut, jnp.zeros_like(e), e), trace)
-    return ControlStep(params, trace, secondary, jnp.max(q), delta, explored, scale, greedy_now)
+    # The row's maximum as greedy_probabilities takes it (one reduction for both, after CSE).
+    value = jnp.max(qs, axis=-1)[0]
+    return ControlStep(params, trace, secondary, value, delta, explored, scale, greedy_now)
 
 
 class ReturnStats(NamedTuple):
