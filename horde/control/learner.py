@@ -27,10 +27,10 @@ from horde.core import (
     MultiHeadMLPLearner,
     ObGDBounding,
     WelfordNormalizer,
+    computed_together,
     head_features_from_config,
     trunk_backward,
 )
-from horde.core.fusing import computed_together
 from horde.td import HordeLearner
 
 __all__ = [

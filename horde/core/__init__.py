@@ -36,6 +36,7 @@ from horde.core.checks import (
     concrete_values,
     is_tracer,
 )
+from horde.core.fusing import computed_together
 from horde.core.head_features import FourierFeatures, head_features_from_config
 from horde.core.heads import (
     HeadUpdate,
@@ -144,6 +145,7 @@ __all__ = [
     "head_forward",
     "head_step_from_traces",
     "materialized",
+    "computed_together",
     "is_tracer",
     "leaf_name",
     "multi_head_metrics_to_dicts",
