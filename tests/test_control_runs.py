@@ -320,3 +320,36 @@ def test_an_acting_daemon_driving_the_env_takes_run_s_actions(both_runs):
     assert np.isfinite(np.asarray(final)).all()
     with pytest.raises(ValueError, match="give reset_observation"):
         daemon.step(0.0, obs, True, False)
+
+
+def test_an_acting_daemon_refuses_bad_arguments_and_non_finite_observations_by_name():
+    learner, space = control_learner(with_horde=False), gym.spaces.Box(-1.0, 1.0, (7,))
+    pol = horde.EpsilonGreedy("q", anneal_steps=5)
+    for kwargs, message in (
+        ({"n_actions": 2.7}, "n_actions must be an integer >= 1, got 2.7"),
+        ({"n_actions": True}, "n_actions must be an integer >= 1, got True"),
+        ({"n_actions": 0}, "n_actions must be an integer >= 1, got 0"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"steps": -1}, "steps must be an integer >= 1, got -1"),
+    ):
+        args = {"n_actions": 2, **kwargs}
+        with pytest.raises(ValueError, match=f"ActingDaemon: {message}"):
+            horde.ActingDaemon(learner, pol, space, args.pop("n_actions"), **args)
+    daemon = horde.ActingDaemon(learner, pol, space, 2)
+    with pytest.raises(ValueError, match="ActingDaemon.start: observation must be finite"):
+        daemon.start(np.full(7, np.nan))
+    daemon.start(np.zeros(7))
+    before = daemon.state
+    with pytest.raises(ValueError, match="ActingDaemon.step: reset_observation must be finite"):
+        daemon.step(1.0, np.zeros(7), True, False, reset_observation=np.full(7, np.inf))
+    # Refused before it learned: the state is the one before the call.
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(daemon.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_annealing_longer_than_int32_counts_runs_and_anneals():
+    """ε's schedule divides in float32: a length beyond 2**31 is no overflow inside JAX."""
+    pol = horde.EpsilonGreedy("q", epsilon=0.0, start=1.0, anneal_steps=10**12)
+    np.testing.assert_allclose(float(pol.epsilon_at(5 * 10**11, 10**12)), 0.5, rtol=1e-6)
+    r = horde.run(control_learner(with_horde=False), walk(), steps=20, policy=pol, progress=False)
+    assert r.actions.shape == (1, 20)

@@ -45,31 +45,72 @@ def test_the_daemon_warns_when_it_is_the_first_to_act(monkeypatch):
         horde.ActingDaemon(_learner(), horde.EpsilonGreedy("q", anneal_steps=5), gym.spaces.Box(-1, 1, (4,)), 2)
 
 
-def test_the_switch_applies_before_jax_starts_and_changes_nothing_after():
-    """In a fresh process: before any JAX computation ``use_synchronous_cpu_dispatch`` turns
-    asynchronous dispatch off and acting does not warn; once JAX's backends exist it leaves
-    the setting as it is."""
-    code = """
+def _fresh_process(code: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+_ACT = """
 import json, warnings
 import jax
 import demons, horde
 from demons import cumulants, discounts, policies
 from horde.runs import dispatch
-out = {"before": dispatch.synchronous_cpu_dispatch(), "switched": dispatch.use_synchronous_cpu_dispatch()}
 q = demons.Demon("q", cumulants.reward(), discounts.constant(0.9), lamda=0.8, target_policy=policies.greedy())
 learner = horde.ControlLearner([q], hidden_sizes=(8,), head_features=None)
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    horde.run(learner, "CartPole-v1", steps=5, policy=horde.EpsilonGreedy("q", anneal_steps=5), progress=False)
-out["warned"] = [str(w.category.__name__) for w in caught]
-jax.config.update("jax_cpu_enable_async_dispatch", True)  # too late for the client: ...
-out["after"] = dispatch.use_synchronous_cpu_dispatch()   # ... and the switch does not pretend
+def act():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        horde.run(learner, "CartPole-v1", steps=5, policy=horde.EpsilonGreedy("q", anneal_steps=5), progress=False)
+    return [w.category.__name__ for w in caught]
+"""
+
+
+def test_the_switch_applies_before_jax_starts_and_the_client_is_what_is_reported_after():
+    """In a fresh process: before any JAX computation ``use_synchronous_cpu_dispatch`` turns
+    asynchronous dispatch off and acting does not warn; the setting changed afterwards does
+    not apply to the client, and what is reported is what the client does."""
+    out = _fresh_process(
+        _ACT
+        + """
+out = {"before": dispatch.synchronous_cpu_dispatch(), "switched": dispatch.use_synchronous_cpu_dispatch()}
+out["warned"] = act()
+jax.config.update("jax_cpu_enable_async_dispatch", True)  # too late for the client
+out["after"] = [dispatch.synchronous_cpu_dispatch(), dispatch.use_synchronous_cpu_dispatch()]
 print(json.dumps(out))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out == {"before": False, "switched": True, "warned": [], "after": False}
+    )
+    assert out == {"before": False, "switched": True, "warned": [], "after": [True, True]}
+
+
+def test_a_setting_made_after_jax_started_is_not_taken_for_the_clients_mode():
+    out = _fresh_process(
+        _ACT
+        + """
+jax.numpy.ones(3).sum().block_until_ready()  # JAX's CPU client exists now, asynchronous
+jax.config.update("jax_cpu_enable_async_dispatch", False)  # too late: the client stays as it is
+out = {"reported": dispatch.synchronous_cpu_dispatch(), "switched": dispatch.use_synchronous_cpu_dispatch()}
+out["warned"] = act()
+print(json.dumps(out))
+"""
+    )
+    assert out == {"reported": False, "switched": False, "warned": ["AsyncDispatchWarning"]}
+
+
+def test_a_refused_call_does_not_use_up_the_warning_and_an_error_filter_raises_each_time(monkeypatch):
+    monkeypatch.setattr(dispatch, "_warned", False)
+    policy = horde.EpsilonGreedy("q", anneal_steps=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="no control demon named 'nobody'"):
+            horde.run(_learner(), "CartPole-v1", steps=5, policy=horde.EpsilonGreedy("nobody"), progress=False)
+        assert caught == []  # refused before the warning
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", horde.AsyncDispatchWarning)
+            with pytest.raises(horde.AsyncDispatchWarning):
+                horde.run(_learner(), "CartPole-v1", steps=5, policy=policy, progress=False)
 
 
 CONTROL_TOML = """

@@ -111,12 +111,14 @@ def test_feature_counts_beyond_what_can_be_indexed_or_allocated_are_refused_by_n
     for name in ("n_features", "n_products"):
         with pytest.raises(ValueError, match=rf"{name} must be an integer in \[0, 2147483647\], got 10000000000"):
             FourierFeatures(**{name: 10**10})
+    with pytest.raises(ValueError, match=r"n_features \+ n_products must be at most 2147483647"):
+        FourierFeatures(n_features=2**31 - 1, n_products=1)
     # Indexable, but its weights do not fit: the setting is named, not NumPy's MemoryError.
-    huge = FourierFeatures(n_features=2**31 - 1, n_products=2**31 - 1)
+    huge = FourierFeatures(n_features=2**31 - 1, n_products=0)
     with pytest.raises(ValueError, match=r"n_features=2147483647 for inputs of length 100000 needs 800,000.0 GiB"):
         huge.projection(100_000)
     with pytest.raises(ValueError, match=r"n_products=2147483647 for inputs of length 100000"):
-        huge.product_projection(100_000)
+        FourierFeatures(n_features=0, n_products=2**31 - 1).product_projection(100_000)
 
 
 def test_initial_predictions_are_those_of_the_trunk_alone():

@@ -142,6 +142,11 @@ class FourierFeatures:
         object.__setattr__(
             self, "product_bandwidth", _bandwidth("FourierFeatures: product_bandwidth", self.product_bandwidth)
         )
+        if self.n_features + self.n_products > _MAX_FEATURES:
+            raise ValueError(
+                f"FourierFeatures: n_features + n_products must be at most {_MAX_FEATURES} (a feature "
+                f"index is an int32), got {self.n_features} + {self.n_products}"
+            )
         if self.n_features == 0 and self.n_products == 0 and not self.include_input:
             raise ValueError(
                 "FourierFeatures: n_features=0 and n_products=0 with include_input=False gives no features"

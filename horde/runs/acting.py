@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from horde.control import ControlLearner
+from horde.core import as_int, as_seed
 from horde.runs.behaviour import EpsilonGreedy, index_from_uniform
 from horde.runs.dispatch import warn_if_async
 from horde.runs.features import FeatureMap
@@ -496,6 +497,7 @@ def run_acting(
     learner.demons.validate(dim, n_actions)
     index = learner.control_index(policy.demon)
     check_off_policy(learner, act_space, repr(policy), True)
+    warn_if_async("horde.run", stacklevel=4)  # the caller of horde.run
     anneal = policy.resolved_anneal_steps(start_step + steps)
     config: dict[str, Any] = {
         "start_step": int(start_step),
@@ -805,7 +807,9 @@ class ActingDaemon:
     Unlike the runners it does not check for divergence: read ``state`` to inspect it.
 
     Raises:
-        ValueError: not a ``ControlLearner`` holding ``policy.demon``, or no annealing length.
+        ValueError: not a ``ControlLearner`` holding ``policy.demon``, no annealing length, or
+            ``n_actions``, ``seed`` or ``steps`` not an integer in range (``n_actions`` >= 1,
+            ``seed`` in [0, 2**31 - 1], ``steps`` >= 1).
     """
 
     def __init__(
@@ -826,12 +830,15 @@ class ActingDaemon:
             raise ValueError(f"ActingDaemon: policy must be a horde.EpsilonGreedy, got {policy!r}")
         if policy.anneal_steps is None and steps is None:
             raise ValueError("ActingDaemon: give steps= (the default annealing is 5 % of them) or anneal_steps")
-        warn_if_async("ActingDaemon")
+        seed = as_seed("ActingDaemon: seed", seed)
+        if steps is not None:
+            steps = as_int("ActingDaemon: steps", steps, low=1)
         self.learner, self.policy = learner, policy
         self.features = FeatureMap(observation_space)
-        self.n_actions = int(n_actions)
+        self.n_actions = as_int("ActingDaemon: n_actions", n_actions, low=1)
         learner.demons.validate(self.features.dim, self.n_actions)
         index = learner.control_index(policy.demon)
+        warn_if_async("ActingDaemon")
         anneal = policy.resolved_anneal_steps(steps or 0)
         self._fns = _compiled(learner, policy, index, anneal, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
@@ -857,8 +864,15 @@ class ActingDaemon:
         return _fresh(self._fns.unpack(self._groups, self._fixed).state)
 
     def start(self, observation: Any) -> int:
-        """The first action for ``observation`` (call once, before ``step``)."""
-        x = jnp.asarray(self.features(observation))
+        """The first action for ``observation`` (call once, before ``step``).
+
+        Raises:
+            ValueError: a non-finite ``observation``.
+        """
+        x_host = self.features(observation)
+        if not np.isfinite(x_host).all():
+            raise ValueError(f"ActingDaemon.start: observation must be finite, got {observation!r}")
+        x = jnp.asarray(x_host)
         t = jnp.uint32(self.t)
         action, prob = self._fns.first(self._state, x, t, self._fns.uniforms(self._root, t, 1)[0])
         carry = _Carry(
@@ -886,8 +900,9 @@ class ActingDaemon:
         ``next_observation``.
 
         Raises:
-            ValueError: ``start`` was not called, a non-finite observation or a NaN reward, or
-                an episode end without ``reset_observation``.
+            ValueError: ``start`` was not called, a non-finite ``next_observation`` or
+                ``reset_observation``, a NaN reward, or an episode end without
+                ``reset_observation``.
         """
         if self._groups is None:
             raise ValueError("ActingDaemon.step: call start(observation) first")
@@ -899,6 +914,8 @@ class ActingDaemon:
             if reset_observation is None:
                 raise ValueError("ActingDaemon.step: the episode ended; give reset_observation (the next episode's)")
             x_act = self.features(reset_observation)
+            if not np.isfinite(x_act).all():
+                raise ValueError(f"ActingDaemon.step: reset_observation must be finite, got {reset_observation!r}")
         else:
             x_act = x_next
         if self._draws is None or self._j == _DAEMON_DRAWS:

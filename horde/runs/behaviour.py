@@ -264,7 +264,8 @@ class EpsilonGreedy(BehaviourPolicy):
         """:math:`\\epsilon_t` at global step ``t`` (a number or a traced integer), float32."""
         if anneal_steps == 0:
             return jnp.full(jnp.shape(t), self.epsilon, jnp.float32)
-        frac = jnp.clip(jnp.asarray(t, jnp.float32) / anneal_steps, 0.0, 1.0)
+        # A float32 divisor: an annealing length beyond int32 would not fit a traced integer.
+        frac = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.float32(anneal_steps), 0.0, 1.0)
         return jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
 
     def probabilities(self, q: jax.Array, t: Any, anneal_steps: int) -> jax.Array:

@@ -34,7 +34,6 @@ from horde.control import ControlLearner
 from horde.core import as_bool, as_int, as_seed
 from horde.runs.acting import run_acting
 from horde.runs.behaviour import EpsilonGreedy, as_behaviour_policy
-from horde.runs.dispatch import warn_if_async
 from horde.runs.features import FeatureMap
 from horde.runs.recording import (
     DivergenceWatch,
@@ -361,7 +360,6 @@ def run(
     chunk_size = positive_int("chunk_size", chunk_size)
     if isinstance(policy, EpsilonGreedy):
         env, env_id = _make_env(env, env_kwargs)
-        warn_if_async("horde.run")
         return run_acting(
             learner,
             env,
