@@ -353,3 +353,33 @@ def test_an_annealing_longer_than_int32_counts_runs_and_anneals():
     np.testing.assert_allclose(float(pol.epsilon_at(5 * 10**11, 10**12)), 0.5, rtol=1e-6)
     r = horde.run(control_learner(with_horde=False), walk(), steps=20, policy=pol, progress=False)
     assert r.actions.shape == (1, 20)
+
+
+def test_runs_of_any_length_share_one_compiled_step_and_anneal_over_their_own_length():
+    """ε's default annealing (5 % of the run) is data in the carry, not compiled in: a second
+    run of another length compiles nothing new, and takes the actions run_jax takes for that
+    length (its ε annealed over its own length, not the first run's)."""
+    from horde.runs import acting
+
+    pol = horde.EpsilonGreedy("q", epsilon=0.1, start=1.0)  # annealed over 5 % of each run
+    learner = control_learner(with_horde=False)
+    sizes = []
+    real = acting._compiled
+
+    def counted(*args, **kwargs):
+        fns = real(*args, **kwargs)
+        sizes.append(fns.step._cache_size())
+        return fns
+
+    acting._compiled = counted
+    try:
+        horde.run(learner, walk(), steps=100, policy=pol, progress=False)
+        second = horde.run(learner, walk(), steps=1000, policy=pol, progress=False)
+    finally:
+        acting._compiled = real
+    assert len([k for k in learner.__dict__["_horde_runs_compiled"] if k[0] == "act"]) == 1
+    assert sizes == [0, 1]  # the second run found the step compiled by the first
+    # run_jax compiles the run's own length in: the same episodes, so the same actions.
+    compiled = horde.run_jax(control_learner(with_horde=False), walk(), steps=1000, policy=pol)
+    assert len(second.episode_end_step) >= 20
+    np.testing.assert_array_equal(second.episode_end_step, compiled.episode_end_step)

@@ -76,6 +76,7 @@ class _Carry(NamedTuple):
     watch: DivergenceWatch
     td_sum: jax.Array
     td_count: jax.Array
+    anneal: jax.Array  # ε's annealing length in steps, float32: the run's, passed through
 
 
 class _Packing:
@@ -232,9 +233,7 @@ class _Compiled(NamedTuple):
     action: _ActionReader
 
 
-def _compiled(
-    learner: ControlLearner, policy: EpsilonGreedy, index: int, anneal: int, every: int, dim: int, n_actions: int
-):
+def _compiled(learner: ControlLearner, policy: EpsilonGreedy, index: int, every: int, dim: int, n_actions: int):
     """The compiled functions of acting with ``policy`` on ``learner`` (cached on the learner).
 
     ``uniforms(step_root, t0, n)``: the uniform numbers of the action draws at global steps
@@ -259,7 +258,8 @@ def _compiled(
     of its state.
     """
     cache = compiled_cache(learner)
-    key = ("act", policy.demon, policy.epsilon, policy.start, anneal, every, dim, n_actions)
+    # ε's annealing length is in the carry, not compiled in: runs of any length share the compiled step.
+    key = ("act", policy.demon, policy.epsilon, policy.start, every, dim, n_actions)
     if key in cache:
         return cache[key]
     example = jax.eval_shape(
@@ -274,6 +274,7 @@ def _compiled(
             DivergenceWatch.start(learner.n_demons),
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.float32),
         )
     )
 
@@ -284,14 +285,14 @@ def _compiled(
 
         return jax.vmap(one)(t0 + jnp.arange(n, dtype=jnp.uint32))
 
-    def draw(state, x, t, u):
+    def draw(state, x, t, u, anneal):
         q = learner.action_values_traced(state, x)[index]
         probs = policy.probabilities(q, t, anneal)
         a = index_from_uniform(u, probs)
         return a, probs[a]
 
-    def first(state, x, t, u):
-        return draw(state, x, t, u)
+    def first(state, x, t, u, anneal):
+        return draw(state, x, t, u, anneal)
 
     def advance(carry: _Carry, records, draws, inputs, T: int):
         x_next, x_act = inputs[:dim], inputs[dim : 2 * dim]
@@ -305,7 +306,7 @@ def _compiled(
         abs_td = jnp.abs(r.td_errors)
         seen = ~jnp.isnan(abs_td)
         t_next = carry.t + jnp.uint32(1)
-        a, p = draw(r.state, x_act, t_next, jax.lax.dynamic_index_in_dim(draws, carry.j, keepdims=False))
+        a, p = draw(r.state, x_act, t_next, jax.lax.dynamic_index_in_dim(draws, carry.j, keepdims=False), carry.anneal)
         new = _Carry(
             r.state,
             x_act,
@@ -317,6 +318,7 @@ def _compiled(
             carry.watch.see(carry.j, r.predictions),
             carry.td_sum + jnp.sum(jnp.where(seen, abs_td, 0.0)),
             carry.td_count + jnp.sum(seen),
+            carry.anneal,
         )
         return new, records, a
 
@@ -512,7 +514,8 @@ def run_acting(
         "anneal_steps": anneal,
         "learner": learner_config(learner),
     }
-    fns = _compiled(learner, policy, index, anneal, record_every, dim, n_actions)
+    fns = _compiled(learner, policy, index, record_every, dim, n_actions)
+    anneal_length = jnp.float32(anneal)
     base = jax.random.key(seed)
     step_root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
     if state is None:
@@ -582,7 +585,7 @@ def run_acting(
             ) from cause
     x = features(raw)
     t0 = jnp.uint32(start_step)
-    action, prob = fns.first(good_state, jnp.asarray(x), t0, fns.uniforms(step_root, t0, 1)[0])
+    action, prob = fns.first(good_state, jnp.asarray(x), t0, fns.uniforms(step_root, t0, 1)[0], anneal_length)
     a = int(action)
     carry = _Carry(
         good_state,
@@ -596,6 +599,7 @@ def run_acting(
         DivergenceWatch.start(learner.n_demons),
         jnp.zeros((), jnp.float32),
         jnp.zeros((), jnp.float32),
+        anneal_length,
     )
 
     try:
@@ -744,14 +748,14 @@ def compiled_step(
     features = FeatureMap(observation_space)
     dim = features.dim
     anneal = policy.resolved_anneal_steps(0)
-    fns = _compiled(learner, policy, learner.control_index(policy.demon), anneal, record_every, dim, n_actions)
+    fns = _compiled(learner, policy, learner.control_index(policy.demon), record_every, dim, n_actions)
     base = jax.random.key(seed)
     root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
 
     def arguments() -> tuple:
         state = _initial_state(learner, dim, base, n_actions)
         x = jnp.asarray(features(observation_space.sample()))
-        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0])
+        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0], jnp.float32(anneal))
         carry = _Carry(
             state,
             x,
@@ -763,6 +767,7 @@ def compiled_step(
             DivergenceWatch.start(learner.n_demons),
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
+            jnp.float32(anneal),
         )
         x_next = features(observation_space.sample())
         inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)
@@ -839,8 +844,8 @@ class ActingDaemon:
         learner.demons.validate(self.features.dim, self.n_actions)
         index = learner.control_index(policy.demon)
         warn_if_async("ActingDaemon")
-        anneal = policy.resolved_anneal_steps(steps or 0)
-        self._fns = _compiled(learner, policy, index, anneal, 1, self.features.dim, self.n_actions)
+        self._anneal = jnp.float32(policy.resolved_anneal_steps(steps or 0))
+        self._fns = _compiled(learner, policy, index, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
         fresh = _initial_state(learner, self.features.dim, base, self.n_actions)
@@ -874,7 +879,7 @@ class ActingDaemon:
             raise ValueError(f"ActingDaemon.start: observation must be finite, got {observation!r}")
         x = jnp.asarray(x_host)
         t = jnp.uint32(self.t)
-        action, prob = self._fns.first(self._state, x, t, self._fns.uniforms(self._root, t, 1)[0])
+        action, prob = self._fns.first(self._state, x, t, self._fns.uniforms(self._root, t, 1)[0], self._anneal)
         carry = _Carry(
             self._state,
             x,
@@ -886,6 +891,7 @@ class ActingDaemon:
             DivergenceWatch.start(self.learner.n_demons),
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
+            self._anneal,
         )
         groups, self._fixed = self._fns.pack(carry)
         self._groups = _fresh(groups)

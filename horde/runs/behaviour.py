@@ -260,15 +260,21 @@ class EpsilonGreedy(BehaviourPolicy):
         """``anneal_steps``, or 5 % of a run of ``steps`` steps where it is None."""
         return int(0.05 * steps) if self.anneal_steps is None else self.anneal_steps
 
-    def epsilon_at(self, t: Any, anneal_steps: int) -> jax.Array:
-        """:math:`\\epsilon_t` at global step ``t`` (a number or a traced integer), float32."""
-        if anneal_steps == 0:
+    def epsilon_at(self, t: Any, anneal_steps: Any) -> jax.Array:
+        """:math:`\\epsilon_t` at global step ``t`` (a number or a traced integer), float32.
+        ``anneal_steps`` is an integer, or a traced float32 scalar (the acting step carries the
+        run's length as data, so that runs of any length share one compiled step)."""
+        if isinstance(anneal_steps, (int, np.integer)) and anneal_steps == 0:
             return jnp.full(jnp.shape(t), self.epsilon, jnp.float32)
         # A float32 divisor: an annealing length beyond int32 would not fit a traced integer.
-        frac = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.float32(anneal_steps), 0.0, 1.0)
-        return jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
+        length = jnp.asarray(anneal_steps, jnp.float32)
+        frac = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.where(length > 0, length, 1.0), 0.0, 1.0)
+        annealed = jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
+        if isinstance(anneal_steps, (int, np.integer)):
+            return annealed
+        return jnp.where(length > 0, annealed, jnp.float32(self.epsilon))
 
-    def probabilities(self, q: jax.Array, t: Any, anneal_steps: int) -> jax.Array:
+    def probabilities(self, q: jax.Array, t: Any, anneal_steps: Any) -> jax.Array:
         """:math:`\\mu(\\cdot \\mid s)` at global step ``t`` for the action values ``q``
         ``(n_actions,)`` (traced; ties split evenly)."""
         eps = self.epsilon_at(t, anneal_steps)
