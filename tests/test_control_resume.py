@@ -91,6 +91,34 @@ def test_an_acting_daemon_continues_a_run_from_its_state_and_step(runs):
         horde.ActingDaemon(learner(), POLICY, env.observation_space, 3, state=first.state)
 
 
+def test_an_acting_daemon_anneals_as_the_run_it_continues_with_the_default_annealing():
+    """ε's default annealing is 5 % of the whole run, the steps before ``start_step``
+    included, for a daemon as for ``horde.run``: a daemon continuing the first 100 steps of a
+    300-step run (``steps=200``) takes the run's actions."""
+    pol = horde.EpsilonGreedy("q", epsilon=0.05, start=1.0)  # annealed over 5 % of 300 = 15 steps
+    lrn = learner()
+    full = horde.run(lrn, walk(), steps=300, seed=5, policy=pol, progress=False)
+    first = horde.run(lrn, walk(), steps=100, seed=5, policy=horde.EpsilonGreedy("q", 0.05, 1.0, 15), progress=False)
+    np.testing.assert_array_equal(first.actions[0], full.actions[0, :100])
+    env = walk()
+    obs, _ = env.reset(seed=5)
+    for a in first.actions[0].tolist():
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            obs, _ = env.reset()
+    daemon = horde.ActingDaemon(
+        lrn, pol, env.observation_space, 2, seed=5, state=first.state, start_step=100, steps=200
+    )
+    taken = [daemon.start(obs)]
+    for _ in range(199):
+        obs, reward, term, trunc, _ = env.step(taken[-1])
+        taken.append(daemon.step(reward, obs, term, trunc, env.reset()[0] if term or trunc else None))
+    np.testing.assert_array_equal(taken, full.actions[0, 100:])
+    # Past step 15 either length gives ε's floor, so the schedule itself is read too.
+    assert float(daemon._anneal) == 15.0
+    assert float(horde.ActingDaemon(lrn, pol, env.observation_space, 2, start_step=2000, steps=2000)._anneal) == 200.0
+
+
 def test_resume_refuses_actions_that_are_not_the_runs():
     lrn = learner()
     with pytest.raises(ValueError, match=r"actions must be the 5 actions the run took before start_step=5"):

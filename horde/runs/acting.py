@@ -798,7 +798,9 @@ class ActingDaemon:
         observation_space: the environment's observation space (for the feature map).
         n_actions: actions of the ``Discrete`` action space (indexed from 0).
         seed: the learner's weights and the action draws (``jax.random.key(seed)``).
-        steps: the run's length, for the default annealing (5 % of it).
+        steps: the number of steps this daemon is to take, for the default annealing: 5 % of
+            ``start_step + steps``, the whole run's length, as ``horde.run`` resumed at
+            ``start_step`` anneals.
         state: a learner state to continue from (e.g. ``daemon.state`` saved at step
             ``start_step``, or a ``horde.run`` result's); default: a fresh one from ``seed``.
         start_step: the global step the daemon starts at: ε's schedule and the action draws
@@ -813,8 +815,9 @@ class ActingDaemon:
 
     Raises:
         ValueError: not a ``ControlLearner`` holding ``policy.demon``, no annealing length, or
-            ``n_actions``, ``seed`` or ``steps`` not an integer in range (``n_actions`` >= 1,
-            ``seed`` in [0, 2**31 - 1], ``steps`` >= 1).
+            ``n_actions``, ``seed``, ``steps`` or ``start_step`` not an integer in range
+            (``n_actions`` >= 1, ``seed`` in [0, 2**31 - 1], ``steps`` >= 1, ``start_step`` in
+            [0, 2**32 - 2]).
     """
 
     def __init__(
@@ -838,21 +841,22 @@ class ActingDaemon:
         seed = as_seed("ActingDaemon: seed", seed)
         if steps is not None:
             steps = as_int("ActingDaemon: steps", steps, low=1)
+        # The step counter is a uint32: room for at least one step after the start.
+        start_step = as_int("ActingDaemon: start_step", start_step, low=0, high=2**32 - 2)
         self.learner, self.policy = learner, policy
         self.features = FeatureMap(observation_space)
         self.n_actions = as_int("ActingDaemon: n_actions", n_actions, low=1)
         learner.demons.validate(self.features.dim, self.n_actions)
         index = learner.control_index(policy.demon)
         warn_if_async("ActingDaemon")
-        self._anneal = jnp.float32(policy.resolved_anneal_steps(steps or 0))
+        # As horde.run's: 5 % of the whole run's length, the steps before a resume included.
+        self._anneal = jnp.float32(policy.resolved_anneal_steps(start_step + (steps or 0)))
         self._fns = _compiled(learner, policy, index, 1, self.features.dim, self.n_actions)
         base = jax.random.key(seed)
         self._root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
         fresh = _initial_state(learner, self.features.dim, base, self.n_actions)
         if state is not None:
             fresh = _fresh(_checked_state("ActingDaemon", learner, state, self.features.dim, self.n_actions))
-        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
-            raise ValueError(f"ActingDaemon: start_step must be an integer >= 0, got {start_step!r}")
         self._state = fresh
         self._groups: tuple | None = None
         self._fixed: tuple = ()

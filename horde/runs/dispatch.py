@@ -5,7 +5,7 @@ By default JAX hands each compiled call on the CPU to a worker thread and return
 step's action, a single-step update's prediction) then waits for the hand-off and the wake-up
 on every call. For the small calls of acting that costs about as much as the call itself: on a
 2-core CPU, ``horde.run`` acting on the stream-x network (one control demon, (32, 32)) ran
-6,800-7,100 steps/s with it and 14,800-15,300 without (``benchmarks/bench_control_run.py``,
+6,750-7,100 steps/s with it and 14,800-15,300 without (``benchmarks/bench_control_run.py``,
 with and without ``--sync-dispatch``); with 100 prediction demons around the control demon the
 two were within 2 %.
 
