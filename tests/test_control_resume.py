@@ -32,6 +32,27 @@ def walk():
     return gym.make("horde/RandomWalk-v0", n_states=7)
 
 
+def replayed(actions, seed):
+    """The walk after ``actions`` from ``reset(seed=seed)``, and its observation: where a run
+    that took them left its environment."""
+    env = walk()
+    obs, _ = env.reset(seed=seed)
+    for a in actions.tolist():
+        obs, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            obs, _ = env.reset()
+    return env, obs
+
+
+def drive(daemon, env, obs, n):
+    """The ``n`` actions ``daemon`` takes driving ``env`` from ``obs``."""
+    taken = [daemon.start(obs)]
+    for _ in range(n - 1):
+        obs, reward, term, trunc, _ = env.step(taken[-1])
+        taken.append(daemon.step(reward, obs, term, trunc, env.reset()[0] if term or trunc else None))
+    return taken
+
+
 @pytest.fixture(scope="module")
 def runs():
     lrn = learner()  # one learner: the three runs share its compiled step
@@ -75,18 +96,9 @@ def test_an_acting_daemon_continues_a_run_from_its_state_and_step(runs):
     """An ``ActingDaemon`` given the state and step of the first part, driving the environment
     that replayed the first part's actions, takes the full run's actions from there on."""
     full, first, _ = runs
-    env = walk()
-    obs, _ = env.reset(seed=4)
-    for a in first.actions[0].tolist():
-        obs, _, term, trunc, _ = env.step(a)
-        if term or trunc:
-            obs, _ = env.reset()
+    env, obs = replayed(first.actions[0], seed=4)
     daemon = horde.ActingDaemon(learner(), POLICY, env.observation_space, 2, seed=4, state=first.state, start_step=N)
-    taken = [daemon.start(obs)]
-    for _ in range(M - 1):
-        obs, reward, term, trunc, _ = env.step(taken[-1])
-        taken.append(daemon.step(reward, obs, term, trunc, env.reset()[0] if term or trunc else None))
-    np.testing.assert_array_equal(taken, full.actions[0, N:])
+    np.testing.assert_array_equal(drive(daemon, env, obs, M), full.actions[0, N:])
     with pytest.raises(ValueError, match="state must be a ControlState of this learner"):
         horde.ActingDaemon(learner(), POLICY, env.observation_space, 3, state=first.state)
 
@@ -100,20 +112,11 @@ def test_an_acting_daemon_anneals_as_the_run_it_continues_with_the_default_annea
     full = horde.run(lrn, walk(), steps=300, seed=5, policy=pol, progress=False)
     first = horde.run(lrn, walk(), steps=100, seed=5, policy=horde.EpsilonGreedy("q", 0.05, 1.0, 15), progress=False)
     np.testing.assert_array_equal(first.actions[0], full.actions[0, :100])
-    env = walk()
-    obs, _ = env.reset(seed=5)
-    for a in first.actions[0].tolist():
-        obs, _, term, trunc, _ = env.step(a)
-        if term or trunc:
-            obs, _ = env.reset()
+    env, obs = replayed(first.actions[0], seed=5)
     daemon = horde.ActingDaemon(
         lrn, pol, env.observation_space, 2, seed=5, state=first.state, start_step=100, steps=200
     )
-    taken = [daemon.start(obs)]
-    for _ in range(199):
-        obs, reward, term, trunc, _ = env.step(taken[-1])
-        taken.append(daemon.step(reward, obs, term, trunc, env.reset()[0] if term or trunc else None))
-    np.testing.assert_array_equal(taken, full.actions[0, 100:])
+    np.testing.assert_array_equal(drive(daemon, env, obs, 200), full.actions[0, 100:])
     # Past step 15 either length gives ε's floor, so the schedule itself is read too.
     assert float(daemon._anneal) == 15.0
     assert float(horde.ActingDaemon(lrn, pol, env.observation_space, 2, start_step=2000, steps=2000)._anneal) == 200.0
