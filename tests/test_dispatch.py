@@ -113,15 +113,34 @@ def test_a_refused_call_does_not_use_up_the_warning_and_an_error_filter_raises_e
                 horde.run(_learner(), "CartPole-v1", steps=5, policy=policy, progress=False)
 
 
-CONTROL_TOML = """
+# One small run on the walk; the control run adds an acting behaviour and its greedy demon.
+_RUN = """
 [env]
 id = "horde/RandomWalk-v0"
 kwargs = { n_states = 5 }
 
 [run]
 steps = 20
-seed = 0
 chunk_size = 10
+
+[[demons]]
+name = "r"
+cumulant = { kind = "reward" }
+discount = { kind = "constant", gamma = 0.9 }
+"""
+
+PREDICTION_TOML = (
+    _RUN
+    + """
+[learner]
+hidden_sizes = [4]
+"""
+)
+
+CONTROL_TOML = (
+    _RUN.replace('name = "r"', 'name = "q"')
+    + """lamda = 0.8
+target_policy = { kind = "greedy" }
 
 [policy]
 kind = "epsilon_greedy"
@@ -130,32 +149,8 @@ anneal_steps = 5
 
 [control]
 hidden_sizes = [4]
-
-[[demons]]
-name = "q"
-cumulant = { kind = "reward" }
-discount = { kind = "constant", gamma = 0.9 }
-lamda = 0.8
-target_policy = { kind = "greedy" }
 """
-
-PREDICTION_TOML = """
-[env]
-id = "horde/RandomWalk-v0"
-kwargs = { n_states = 5 }
-
-[run]
-steps = 20
-chunk_size = 10
-
-[learner]
-hidden_sizes = [4]
-
-[[demons]]
-name = "r"
-cumulant = { kind = "reward" }
-discount = { kind = "constant", gamma = 0.9 }
-"""
+)
 
 
 @pytest.mark.parametrize(

@@ -239,8 +239,9 @@ def _compiled(learner: ControlLearner, policy: EpsilonGreedy, index: int, every:
     ``uniforms(step_root, t0, n)``: the uniform numbers of the action draws at global steps
     ``t0 .. t0 + n - 1`` (``n`` static). They depend on the key alone, not on the weights, so
     they are drawn once per chunk, outside the per-step call (threefry's loops are the costliest
-    part of a small step on the CPU). ``first(state, x, t, u)``: the first action and its
-    probability (``t``: its global step). ``pack(carry) -> (groups, fixed)``: the carry's
+    part of a small step on the CPU). ``first(state, x, t, u, anneal)``: the first action and
+    its probability (``t``: its global step; ``anneal``: ε's annealing length, float32, which the
+    carry then holds). ``pack(carry) -> (groups, fixed)``: the carry's
     packed parts (see ``_Layout``), ``unpack(groups, fixed)`` its inverse.
     ``step(groups, records, (draws, fixed), inputs, T)``: learns from one transition and draws
     the next action; ``groups`` is the packed changing part of the carry, ``records`` the
@@ -747,7 +748,7 @@ def compiled_step(
     """
     features = FeatureMap(observation_space)
     dim = features.dim
-    anneal = policy.resolved_anneal_steps(0)
+    anneal = jnp.float32(policy.resolved_anneal_steps(0))
     fns = _compiled(learner, policy, learner.control_index(policy.demon), record_every, dim, n_actions)
     base = jax.random.key(seed)
     root = jax.random.fold_in(jax.random.fold_in(base, 1), 1)
@@ -755,7 +756,7 @@ def compiled_step(
     def arguments() -> tuple:
         state = _initial_state(learner, dim, base, n_actions)
         x = jnp.asarray(features(observation_space.sample()))
-        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0], jnp.float32(anneal))
+        action, prob = fns.first(state, x, jnp.uint32(0), fns.uniforms(root, jnp.uint32(0), 1)[0], anneal)
         carry = _Carry(
             state,
             x,
@@ -767,7 +768,7 @@ def compiled_step(
             DivergenceWatch.start(learner.n_demons),
             jnp.zeros((), jnp.float32),
             jnp.zeros((), jnp.float32),
-            jnp.float32(anneal),
+            anneal,
         )
         x_next = features(observation_space.sample())
         inputs = np.concatenate([x_next, x_next, np.asarray([1.0, 0.0, 0.0], np.float32)]).astype(np.float32)

@@ -262,16 +262,13 @@ class EpsilonGreedy(BehaviourPolicy):
 
     def epsilon_at(self, t: Any, anneal_steps: Any) -> jax.Array:
         """:math:`\\epsilon_t` at global step ``t`` (a number or a traced integer), float32.
-        ``anneal_steps`` is an integer, or a traced float32 scalar (the acting step carries the
-        run's length as data, so that runs of any length share one compiled step)."""
-        if isinstance(anneal_steps, (int, np.integer)) and anneal_steps == 0:
-            return jnp.full(jnp.shape(t), self.epsilon, jnp.float32)
-        # A float32 divisor: an annealing length beyond int32 would not fit a traced integer.
+        ``anneal_steps`` is an integer or a traced scalar (the acting step carries the run's
+        length as data, so that runs of any length share one compiled step); 0 means no
+        annealing."""
+        # A float32 length: one beyond int32 would not fit a traced integer.
         length = jnp.asarray(anneal_steps, jnp.float32)
         frac = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.where(length > 0, length, 1.0), 0.0, 1.0)
         annealed = jnp.float32(self.start) + jnp.float32(self.epsilon - self.start) * frac
-        if isinstance(anneal_steps, (int, np.integer)):
-            return annealed
         return jnp.where(length > 0, annealed, jnp.float32(self.epsilon))
 
     def probabilities(self, q: jax.Array, t: Any, anneal_steps: Any) -> jax.Array:
