@@ -383,3 +383,11 @@ def test_runs_of_any_length_share_one_compiled_step_and_anneal_over_their_own_le
     compiled = horde.run_jax(control_learner(with_horde=False), walk(), steps=1000, policy=pol)
     assert len(second.episode_end_step) >= 20
     np.testing.assert_array_equal(second.episode_end_step, compiled.episode_end_step)
+
+
+def test_an_acting_run_longer_than_its_step_counter_and_an_unresolved_annealing_are_refused_by_name():
+    pol = horde.EpsilonGreedy("q", anneal_steps=10)
+    with pytest.raises(ValueError, match=r"start_step \+ steps must be at most 4294967295, got 0 \+ 8589934592"):
+        horde.run(control_learner(with_horde=False), walk(), steps=2**33, policy=pol, progress=False)
+    with pytest.raises(ValueError, match=r"anneal_steps must be a length, got None; resolved_anneal_steps"):
+        horde.EpsilonGreedy("q").epsilon_at(5, None)

@@ -423,7 +423,7 @@ def _checked_state(where: str, learner: ControlLearner, state: Any, dim: int, n_
     return state
 
 
-def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actions: Any) -> np.ndarray:
+def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, steps: int, actions: Any) -> np.ndarray:
     if not isinstance(learner, ControlLearner):
         raise ValueError(
             f"{policy!r} acts on a control demon's values: the learner must be a horde.ControlLearner "
@@ -436,6 +436,8 @@ def _check(learner: Any, env: Any, policy: EpsilonGreedy, start_step: int, actio
         )
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise ValueError(f"{policy!r} needs a Discrete action space, got {env.action_space!r}")
+    if start_step + steps > 2**32 - 1:  # the step counter of the action draws is a uint32
+        raise ValueError(f"an acting run's start_step + steps must be at most {2**32 - 1}, got {start_step} + {steps}")
     # A resumed acting run replays the actions it took: they depended on the learner's weights,
     # so the behaviour alone cannot replay them.
     taken = np.zeros((0,), np.int64) if actions is None else np.asarray(actions)
@@ -484,13 +486,14 @@ def run_acting(
     Raises:
         ValueError: the learner is not a ``ControlLearner`` holding ``policy.demon``, ``env`` is
             a vector environment or has no ``Discrete`` action space, ``actions`` are not the
-            ``start_step`` actions taken before it, demons that do not fit the environment, a
-            non-finite observation or a NaN reward.
+            ``start_step`` actions taken before it, ``start_step + steps`` beyond 2**32 - 1 (the
+            step counter), demons that do not fit the environment, a non-finite observation or a
+            NaN reward.
         DivergenceError: as ``horde.run``.
         RunError: ``callback`` raised, or the records could not be written (as ``horde.run``).
         RecordsError: ``record_to`` cannot be written, or holds another run's records.
     """
-    replayed = _check(learner, env, policy, start_step, actions)
+    replayed = _check(learner, env, policy, start_step, steps, actions)
     assert isinstance(learner, ControlLearner)
     act_space = env.action_space
     assert isinstance(act_space, gym.spaces.Discrete)

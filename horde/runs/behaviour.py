@@ -265,6 +265,11 @@ class EpsilonGreedy(BehaviourPolicy):
         ``anneal_steps`` is an integer or a traced scalar (the acting step carries the run's
         length as data, so that runs of any length share one compiled step); 0 means no
         annealing."""
+        if anneal_steps is None:
+            raise ValueError(
+                "EpsilonGreedy.epsilon_at: anneal_steps must be a length, got None; "
+                "resolved_anneal_steps(steps) gives the default (5 % of the run)"
+            )
         # A float32 length: one beyond int32 would not fit a traced integer.
         length = jnp.asarray(anneal_steps, jnp.float32)
         frac = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.where(length > 0, length, 1.0), 0.0, 1.0)
